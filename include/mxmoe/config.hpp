@@ -1,0 +1,53 @@
+// How tokens choose experts, and what the expert MLP does between its two GEMMs.
+#pragma once
+
+#include <string>
+
+namespace mxmoe {
+
+enum class RoutingMode {
+  Softmax,        // softmax over all E logits, take top-k (renormalise optional)
+  SoftmaxTopK,    // gpt-oss: take top-k logits, softmax over those k
+  SigmoidGrouped, // DeepSeek V3: sigmoid scores; selection on score + correction bias, grouped top-k
+  SqrtSoftplus,   // DeepSeek V4: sqrt(softplus(logit)) scores; selection on score + correction bias
+};
+
+struct RoutingConfig {
+  RoutingMode mode = RoutingMode::Softmax;
+  int top_k = 1;
+  bool renormalize = true;     // divide the k selected weights by their sum
+  int n_groups = 1;            // grouped top-k (SigmoidGrouped): experts split into n_groups groups
+  int topk_groups = 1;         //   of which the best topk_groups (by sum of their top-2 scores) compete
+  float routed_scaling = 1.0f; // multiplies the final weights
+
+  static RoutingConfig softmax(int top_k, bool renormalize);
+  static RoutingConfig gpt_oss(int top_k);
+  static RoutingConfig deepseek_v3(int top_k, int n_groups, int topk_groups, float scaling);
+  static RoutingConfig deepseek_v4(int top_k, float scaling);
+  // Throws mxmoe::Error naming the field at fault, given the expert count.
+  void validate(int num_experts) const;
+};
+
+enum class ActivationKind {
+  SiluMul,         // silu(g) * u
+  ClampedSiluMul,  // DeepSeek V4: g = min(g, limit), u = clamp(u, -limit, limit), silu(g) * u
+  GptOssSwiglu,    // g = min(g, limit), u = clamp(u, -limit, limit), (u + 1) * g * sigmoid(alpha g)
+};
+
+struct ActivationConfig {
+  ActivationKind kind = ActivationKind::SiluMul;
+  float limit = 0.0f;
+  float alpha = 1.702f;
+
+  static ActivationConfig silu_mul() { return {}; }
+  static ActivationConfig clamped_silu_mul(float limit) { return {ActivationKind::ClampedSiluMul, limit, 1.702f}; }
+  static ActivationConfig gpt_oss(float alpha = 1.702f, float limit = 7.0f) {
+    return {ActivationKind::GptOssSwiglu, limit, alpha};
+  }
+  void validate() const;
+};
+
+const char* routing_mode_name(RoutingMode mode);
+const char* activation_kind_name(ActivationKind kind);
+
+}  // namespace mxmoe

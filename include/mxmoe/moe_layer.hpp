@@ -1,0 +1,66 @@
+// The fused MoE layer on a Hopper GPU (sm_90a): prepared MXFP4 expert weights, all workspace
+// allocated at creation, a forward that never synchronises the host (CUDA-graph capturable).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "mxmoe/config.hpp"
+#include "mxmoe/weights.hpp"
+
+struct CUstream_st;
+typedef struct CUstream_st* cudaStream_t;
+
+namespace mxmoe {
+
+struct MoeLayerOptions {
+  int max_tokens = 1;  // the largest T any forward will be given
+  int top_k = 1;
+  ActivationConfig activation;
+  int device = 0;
+};
+
+// What the device can do for us: true with the device's name, or false and why not.
+struct DeviceCheck {
+  bool ok = false;
+  std::string message;
+};
+DeviceCheck check_hopper_device(int device = 0);
+
+// True when this build contains the CUDA backend at all.
+bool cuda_backend_compiled();
+
+class MoeLayer {
+ public:
+  // Validates the weights and options, checks the device (compute capability 9.0), uploads and
+  // prepares the weights (one-time GPU repack) and allocates every buffer forward needs.
+  MoeLayer(const CanonicalMoeWeights& weights, const MoeLayerOptions& options);
+  ~MoeLayer();
+  MoeLayer(const MoeLayer&) = delete;
+  MoeLayer& operator=(const MoeLayer&) = delete;
+
+  // Device pointers: hidden bf16 [T, H]; topk_ids int32 [T, k]; topk_weights fp32 [T, k];
+  // out bf16 [T, H]. Ids of -1 or >= E contribute nothing. 1 <= T <= max_tokens.
+  void forward(const void* hidden, const std::int32_t* topk_ids, const float* topk_weights, void* out,
+               int num_tokens, cudaStream_t stream) const;
+
+  // As forward, but routes on the GPU from router logits fp32 [T, E]; correction bias from the
+  // weights when the routing mode uses one. The chosen ids/weights land in the layer's workspace.
+  void forward_from_logits(const void* hidden, const float* router_logits, const RoutingConfig& routing, void* out,
+                           int num_tokens, cudaStream_t stream) const;
+
+  int hidden() const;
+  int inter() const;
+  int num_experts() const;
+  int max_tokens() const;
+  float prepare_ms() const;  // GPU time of the one-time weight preparation
+  std::size_t device_bytes() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mxmoe

@@ -1,0 +1,41 @@
+// The CPU oracle: plain loops in fp32 that every GPU result is checked against.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "mxmoe/config.hpp"
+#include "mxmoe/weights.hpp"
+
+namespace mxmoe {
+
+// Routing result: for each token t and slot s < top_k, ids[t*top_k+s] is an expert id (or -1:
+// "not on this rank", skipped) and weights[t*top_k+s] its weight.
+struct TopK {
+  int num_tokens = 0;
+  int top_k = 0;
+  std::vector<std::int32_t> ids;
+  std::vector<float> weights;
+};
+
+namespace reference {
+
+// Router logits [T, E] = hidden [T, H] (bf16 bits) x router_weight^T, in fp32.
+std::vector<float> router_logits(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens);
+
+// Top-k routing of `logits` [T, E] by `config`; correction_bias [E] (may be null) only
+// affects the choice of experts, never the weights (DeepSeek V3/V4).
+TopK route(const float* logits, int num_tokens, int num_experts, const RoutingConfig& config,
+           const float* correction_bias);
+
+// The routed-experts forward: out[t] = sum_s weights[t,s] * expert_{ids[t,s]}(hidden[t]).
+// hidden and the result are [T, H] bf16 bits. Semantics the GPU path follows too:
+//   h1 = W13 x (fp32 accumulate of exactly dequantised weights and bf16 inputs) (+ w13_bias)
+//   a  = activation(gate, up), rounded to bf16 (the intermediate is stored in bf16)
+//   y  = W2 a (+ w2_bias), times the slot's weight, summed over slots in fp32, rounded to bf16.
+// Experts with id -1 are skipped; ids outside -1..E-1 are an error. threads = 0: all cores.
+std::vector<std::uint16_t> moe_forward(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
+                                       const TopK& topk, const ActivationConfig& act, int threads = 0);
+
+}  // namespace reference
+}  // namespace mxmoe
