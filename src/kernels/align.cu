@@ -1,0 +1,74 @@
+#include <cub/block/block_scan.cuh>
+
+#include "kernels/align.hpp"
+#include "kernels/cuda_check.hpp"
+
+namespace mxmoe::kernels {
+namespace {
+
+constexpr int kAlignThreads = 1024;
+constexpr int kExpertsPerThread = kMaxAlignExperts / kAlignThreads;
+
+// One CTA: count pairs per expert in shared memory, scan the per-expert block counts, then
+// scatter. The order of pairs inside an expert's blocks depends on atomics, but each token's
+// result does not: a GEMM column depends only on its own activation row.
+__global__ void __launch_bounds__(kAlignThreads) align_kernel(const std::int32_t* __restrict__ topk_ids, int pairs,
+                                                              int num_experts, int block_tokens,
+                                                              std::int32_t* __restrict__ sorted_pairs,
+                                                              std::int32_t* __restrict__ block_expert,
+                                                              std::int32_t* __restrict__ num_blocks) {
+  using Scan = cub::BlockScan<int, kAlignThreads>;
+  __shared__ typename Scan::TempStorage scan_storage;
+  __shared__ int count[kMaxAlignExperts];
+  __shared__ int first_block[kMaxAlignExperts];
+  const int tid = threadIdx.x;
+
+  for (int e = tid; e < num_experts; e += kAlignThreads) count[e] = 0;
+  __syncthreads();
+  for (int i = tid; i < pairs; i += kAlignThreads) {
+    const int e = topk_ids[i];
+    if (e >= 0 && e < num_experts) atomicAdd(&count[e], 1);
+  }
+  __syncthreads();
+
+  int blocks[kExpertsPerThread], offsets[kExpertsPerThread];
+#pragma unroll
+  for (int j = 0; j < kExpertsPerThread; ++j) {
+    const int e = tid * kExpertsPerThread + j;
+    blocks[j] = e < num_experts ? (count[e] + block_tokens - 1) / block_tokens : 0;
+  }
+  int total = 0;
+  Scan(scan_storage).ExclusiveSum(blocks, offsets, total);
+#pragma unroll
+  for (int j = 0; j < kExpertsPerThread; ++j) {
+    const int e = tid * kExpertsPerThread + j;
+    if (e >= num_experts) continue;
+    first_block[e] = offsets[j];
+    for (int b = 0; b < blocks[j]; ++b) block_expert[offsets[j] + b] = e;
+    // Padding slots of the expert's last block.
+    for (int s = count[e]; s < blocks[j] * block_tokens; ++s) sorted_pairs[offsets[j] * block_tokens + s] = -1;
+  }
+  if (tid == 0) *num_blocks = total;
+  __syncthreads();
+  // count[] becomes each expert's cursor.
+  for (int e = tid; e < num_experts; e += kAlignThreads) count[e] = 0;
+  __syncthreads();
+  for (int i = tid; i < pairs; i += kAlignThreads) {
+    const int e = topk_ids[i];
+    if (e < 0 || e >= num_experts) continue;
+    const int slot = atomicAdd(&count[e], 1);
+    sorted_pairs[first_block[e] * block_tokens + slot] = i;
+  }
+}
+
+}  // namespace
+
+void launch_align(const std::int32_t* topk_ids, int pairs, int num_experts, int block_tokens, std::int32_t* sorted_pairs,
+                  std::int32_t* block_expert, std::int32_t* num_blocks, cudaStream_t stream) {
+  if (num_experts > kMaxAlignExperts)
+    fail(ErrorCode::Unsupported, "token alignment supports at most " + std::to_string(kMaxAlignExperts) + " experts, got " + std::to_string(num_experts));
+  align_kernel<<<1, kAlignThreads, 0, stream>>>(topk_ids, pairs, num_experts, block_tokens, sorted_pairs, block_expert, num_blocks);
+  check_launch("align");
+}
+
+}  // namespace mxmoe::kernels

@@ -1,0 +1,15 @@
+// Sum of a token's top-k weighted expert outputs, in slot order (deterministic), to bf16.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace mxmoe::kernels {
+
+// out[t, h] = bf16(sum over slots s with 0 <= ids[t,k+s] < E of partial[t*k+s, h]); partial rows of
+// skipped slots are never read (they may hold anything).
+void launch_combine(const float* partial, const std::int32_t* topk_ids, int num_tokens, int top_k, int hidden,
+                    int num_experts, std::uint16_t* out, cudaStream_t stream);
+
+}  // namespace mxmoe::kernels

@@ -1,0 +1,216 @@
+// The grouped W4A16 GEMM kernel: MXFP4 expert weights x bf16 activations on mma.sync tensor cores.
+//
+// Weights sit in the M slot of m16n8k16 (16 weight rows per tile) and routed tokens in the N slot,
+// so a decode step with one token per expert wastes no weight bytes. Weights, scales and the gathered
+// activation rows stream through a cp.async pipeline of kStages shared-memory buffers; each lane
+// reads back its own 16 bytes of a 512-byte tile chunk (the tile layout makes them exactly its A
+// fragments for four k16 steps), turns them into bf16 with integer operations and one exact bf16x2
+// multiply by the E8M0 scale, and feeds the tensor cores. Activations reach the B fragments through
+// ldmatrix. The epilogue is fused: GEMM1 applies the activation to its (gate, up) accumulator pair,
+// GEMM2 adds the bias and applies the router weight.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "formats/bf16.hpp"
+#include "kernels/dequant.hpp"
+#include "kernels/moe_gemm.hpp"
+#include "kernels/ptx.cuh"
+
+namespace mxmoe::kernels {
+
+template <class Cfg>
+struct GemmGeometry {
+  static constexpr int kThreads = Cfg::kWarps * 32;
+  static constexpr int kTilesPerCta = Cfg::kWarps * Cfg::kTilesPerWarp;
+  static constexpr int kStageK = Cfg::kChunksPerStage * layout::kChunkK;
+  static constexpr int kWeightBytes = kTilesPerCta * Cfg::kChunksPerStage * layout::kChunkBytes;
+  static constexpr int kScaleBytes = kTilesPerCta * Cfg::kChunksPerStage * layout::kChunkScaleBytes;
+  // Activation rows padded by 16 bytes so the eight rows of an ldmatrix hit distinct banks.
+  static constexpr int kActRowBytes = kStageK * 2 + 16;
+  static constexpr int kActBytes = Cfg::kTokens * kActRowBytes;
+  static constexpr int kStageBytes = kWeightBytes + kScaleBytes + kActBytes;
+  static constexpr int kSmemBytes = Cfg::kStages * kStageBytes;
+  static constexpr int kTokenTiles = Cfg::kTokens / 8;
+  static_assert(Cfg::kTokens % 8 == 0, "tokens come in n8 tiles");
+  static_assert(kStageBytes % 16 == 0, "stages must stay 16-byte aligned");
+};
+
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+
+__device__ __forceinline__ float apply_activation(ActivationKind kind, float g, float u, float limit, float alpha) {
+  switch (kind) {
+    case ActivationKind::SiluMul: return silu(g) * u;
+    case ActivationKind::ClampedSiluMul:
+      g = fminf(g, limit);
+      u = fminf(fmaxf(u, -limit), limit);
+      return silu(g) * u;
+    case ActivationKind::GptOssSwiglu:
+      g = fminf(g, limit);
+      u = fminf(fmaxf(u, -limit), limit);
+      return (u + 1.0f) * g / (1.0f + expf(-alpha * g));
+  }
+  return 0.0f;
+}
+
+template <class Cfg, bool kGateUp>
+__global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(const MoeGemmParams p) {
+  using G = GemmGeometry<Cfg>;
+  const int block = blockIdx.y;
+  if (block >= *p.num_blocks) return;
+
+  extern __shared__ __align__(16) std::uint8_t smem[];
+  __shared__ std::int32_t s_pair[Cfg::kTokens];
+  __shared__ std::int32_t s_act_row[Cfg::kTokens];
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int expert = p.block_expert[block];
+  const int n_tiles = p.shape.tiles(), n_chunks = p.shape.chunks(), K = p.shape.k;
+  const int tile0 = blockIdx.x * G::kTilesPerCta;
+  const std::uint8_t* w_expert = p.weights + expert * p.expert_weight_stride;
+  const std::uint8_t* s_expert = p.scales + expert * p.expert_scale_stride;
+
+  for (int i = tid; i < Cfg::kTokens; i += G::kThreads) {
+    const int pair = p.sorted_pairs[block * Cfg::kTokens + i];
+    s_pair[i] = pair;
+    s_act_row[i] = pair >= 0 ? pair / p.act_row_divisor : -1;
+  }
+  __syncthreads();
+
+  auto load_stage = [&](int stage, int k_iter) {
+    std::uint8_t* sw = smem + stage * G::kStageBytes;
+    std::uint8_t* ss = sw + G::kWeightBytes;
+    std::uint8_t* sx = ss + G::kScaleBytes;
+    const int chunk0 = k_iter * Cfg::kChunksPerStage;
+    // Weights: each tile's chunks are contiguous in global memory, so consecutive threads copy
+    // consecutive 16-byte pieces.
+    constexpr int kWeightPieces = G::kWeightBytes / 16;
+    for (int i = tid; i < kWeightPieces; i += G::kThreads) {
+      const int tl = i / (Cfg::kChunksPerStage * 32), c = (i / 32) % Cfg::kChunksPerStage, piece = i % 32;
+      const int tile = tile0 + tl, chunk = chunk0 + c;
+      if (tile < n_tiles && chunk < n_chunks)
+        ptx::cp_async16(sw + i * 16, w_expert + (static_cast<std::int64_t>(tile) * n_chunks + chunk) * layout::kChunkBytes + piece * 16, 16);
+    }
+    constexpr int kScalePieces = G::kScaleBytes / 16;
+    for (int i = tid; i < kScalePieces; i += G::kThreads) {
+      const int tl = i / (Cfg::kChunksPerStage * 2), c = (i / 2) % Cfg::kChunksPerStage, piece = i % 2;
+      const int tile = tile0 + tl, chunk = chunk0 + c;
+      if (tile < n_tiles && chunk < n_chunks)
+        ptx::cp_async16(ss + i * 16, s_expert + (static_cast<std::int64_t>(tile) * n_chunks + chunk) * layout::kChunkScaleBytes + piece * 16, 16);
+    }
+    // Activations of the block's tokens; padding slots and K past the end read as zeros (the
+    // padded weights are zero codes, but 0 x garbage could be NaN).
+    constexpr int kPiecesPerRow = G::kStageK / 8;
+    for (int i = tid; i < Cfg::kTokens * kPiecesPerRow; i += G::kThreads) {
+      const int row = i / kPiecesPerRow, piece = i % kPiecesPerRow;
+      const int k = chunk0 * layout::kChunkK + piece * 8;
+      const int src_row = s_act_row[row];
+      const bool valid = src_row >= 0 && k < K;
+      const std::uint16_t* src = valid ? p.act + static_cast<std::int64_t>(src_row) * K + k : p.act;
+      ptx::cp_async16(sx + row * G::kActRowBytes + piece * 16, src, valid ? 16 : 0);
+    }
+  };
+
+  float acc[Cfg::kTilesPerWarp][G::kTokenTiles][4] = {};
+  const int k_iters = (n_chunks + Cfg::kChunksPerStage - 1) / Cfg::kChunksPerStage;
+
+#pragma unroll
+  for (int s = 0; s < Cfg::kStages - 1; ++s) {
+    if (s < k_iters) load_stage(s, s);
+    ptx::cp_async_commit();
+  }
+
+  for (int kt = 0; kt < k_iters; ++kt) {
+    ptx::cp_async_wait<Cfg::kStages - 2>();
+    __syncthreads();  // stage kt landed for everyone; stage kt-1 is no longer read by anyone
+    {
+      const int next = kt + Cfg::kStages - 1;
+      if (next < k_iters) load_stage(next % Cfg::kStages, next);
+      ptx::cp_async_commit();
+    }
+    const std::uint8_t* sw = smem + (kt % Cfg::kStages) * G::kStageBytes;
+    const std::uint8_t* ss = sw + G::kWeightBytes;
+    const std::uint8_t* sx = ss + G::kScaleBytes;
+    const int chunk0 = kt * Cfg::kChunksPerStage;
+
+#pragma unroll
+    for (int c = 0; c < Cfg::kChunksPerStage; ++c) {
+      if (chunk0 + c >= n_chunks) break;
+      std::uint32_t a[Cfg::kTilesPerWarp][4][4];
+#pragma unroll
+      for (int mt = 0; mt < Cfg::kTilesPerWarp; ++mt) {
+        const int tl = warp * Cfg::kTilesPerWarp + mt;
+        const uint4 wv = *reinterpret_cast<const uint4*>(sw + (tl * Cfg::kChunksPerStage + c) * layout::kChunkBytes + lane * 16);
+        const std::uint32_t sc = *reinterpret_cast<const std::uint32_t*>(ss + (tl * Cfg::kChunksPerStage + c) * layout::kChunkScaleBytes + (lane / 4) * 4);
+        // Scale bytes: (row g, group 0), (row g+8, group 0), (row g, group 1), (row g+8, group 1).
+        const std::uint32_t s_lo0 = e8m0_scale_pair_bits(sc & 0xffu), s_hi0 = e8m0_scale_pair_bits((sc >> 8) & 0xffu);
+        const std::uint32_t s_lo1 = e8m0_scale_pair_bits((sc >> 16) & 0xffu), s_hi1 = e8m0_scale_pair_bits(sc >> 24);
+        const std::uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+          const std::uint32_t s_lo = s < 2 ? s_lo0 : s_lo1, s_hi = s < 2 ? s_hi0 : s_hi1;
+          a[mt][s][0] = ptx::mul_bf16x2(e2m1_pair_bits<0>(words[s]), s_lo);
+          a[mt][s][1] = ptx::mul_bf16x2(e2m1_pair_bits<1>(words[s]), s_hi);
+          a[mt][s][2] = ptx::mul_bf16x2(e2m1_pair_bits<2>(words[s]), s_lo);
+          a[mt][s][3] = ptx::mul_bf16x2(e2m1_pair_bits<3>(words[s]), s_hi);
+        }
+      }
+#pragma unroll
+      for (int s2 = 0; s2 < 2; ++s2) {
+#pragma unroll
+        for (int nt = 0; nt < G::kTokenTiles; ++nt) {
+          // Matrices: tokens nt*8..+7 x k (c*64 + s2*32) + {0, 8, 16, 24}..+7 -> b0b1, b2b3 of two k16 steps.
+          std::uint32_t b[4];
+          const int row = nt * 8 + (lane % 8);
+          const int kcol = c * layout::kChunkK + s2 * 32 + 8 * (lane / 8);
+          ptx::ldmatrix_x4(b, sx + row * G::kActRowBytes + kcol * 2);
+#pragma unroll
+          for (int mt = 0; mt < Cfg::kTilesPerWarp; ++mt) {
+            ptx::mma_bf16_16816(acc[mt][nt], a[mt][2 * s2], b[0], b[1]);
+            ptx::mma_bf16_16816(acc[mt][nt], a[mt][2 * s2 + 1], b[2], b[3]);
+          }
+        }
+      }
+    }
+  }
+  ptx::cp_async_wait<0>();
+
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int mt = 0; mt < Cfg::kTilesPerWarp; ++mt) {
+    const int tile = tile0 + warp * Cfg::kTilesPerWarp + mt;
+    if (tile >= n_tiles) continue;
+#pragma unroll
+    for (int nt = 0; nt < G::kTokenTiles; ++nt)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int pair = s_pair[nt * 8 + 2 * t + j];
+        if (pair < 0) continue;
+        const float lo = acc[mt][nt][j], hi = acc[mt][nt][2 + j];  // rows g and g+8 of the tile
+        if constexpr (kGateUp) {
+          const int inter = p.shape.rows / 2, feature = tile * 8 + g;
+          float gate = lo, up = hi;
+          if (p.bias) {
+            gate += p.bias[static_cast<std::int64_t>(expert) * 2 * inter + feature];
+            up += p.bias[static_cast<std::int64_t>(expert) * 2 * inter + inter + feature];
+          }
+          const float v = apply_activation(p.act_kind, gate, up, p.act_limit, p.act_alpha);
+          p.inter_out[static_cast<std::int64_t>(pair) * inter + feature] = formats::float_to_bf16(v);
+        } else {
+          const int hidden = p.shape.rows, row = tile * 16 + g;
+          float y0 = lo, y1 = hi;
+          if (p.bias) {
+            y0 += p.bias[static_cast<std::int64_t>(expert) * hidden + row];
+            y1 += p.bias[static_cast<std::int64_t>(expert) * hidden + row + 8];
+          }
+          const float w = p.pair_weights[pair];
+          p.partial_out[static_cast<std::int64_t>(pair) * hidden + row] = w * y0;
+          p.partial_out[static_cast<std::int64_t>(pair) * hidden + row + 8] = w * y1;
+        }
+      }
+  }
+}
+
+}  // namespace mxmoe::kernels

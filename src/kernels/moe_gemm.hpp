@@ -1,0 +1,66 @@
+// The grouped MXFP4 x bf16 GEMMs of the MoE forward: the tile configurations and their launch API.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "mxmoe/config.hpp"
+#include "prepare/tile_layout.hpp"
+
+namespace mxmoe::kernels {
+
+// One CTA computes kTilesPerWarp * kWarps weight tiles (16 rows each) for a block of kTokens
+// routed (token, slot) pairs of one expert, over the whole K, streaming kChunksPerStage 64-wide
+// K chunks per pipeline stage through kStages shared-memory buffers.
+struct GemmDecode {  // a few tokens per expert: all weight bytes, little reuse
+  static constexpr int kTokens = 8, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
+};
+struct GemmMedium {
+  static constexpr int kTokens = 32, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 2, kStages = 4;
+};
+struct GemmPrefill {  // many tokens per expert: reuse each dequantised fragment across 64 tokens
+  static constexpr int kTokens = 64, kWarps = 4, kTilesPerWarp = 2, kChunksPerStage = 1, kStages = 4;
+};
+
+enum class GemmKind { Decode, Medium, Prefill };
+int gemm_tokens_per_block(GemmKind kind);
+// Picks the configuration from the average routed pairs per expert.
+GemmKind choose_gemm(int num_tokens, int top_k, int num_experts);
+
+struct MoeGemmParams {
+  // Prepared weights of all experts (tile layout), expert e at e * expert_*_stride bytes.
+  const std::uint8_t* weights;
+  const std::uint8_t* scales;
+  std::int64_t expert_weight_stride, expert_scale_stride;
+  layout::TiledShape shape;       // prepared rows (N) and K of one expert
+  int num_experts;
+
+  // Activations: row r = pair / act_row_divisor of a [*, K] bf16 matrix.
+  const std::uint16_t* act;
+  int act_row_divisor;
+
+  // Alignment output: kTokens pair ids (or -1) per block, the block's expert, the block count.
+  const std::int32_t* sorted_pairs;
+  const std::int32_t* block_expert;
+  const std::int32_t* num_blocks;
+
+  const float* bias;  // canonical order: [E, 2I] for w13, [E, H] for w2; may be null
+
+  // GEMM1 (w13): activation of gate/up, written bf16 to inter_out[pair, I].
+  std::uint16_t* inter_out;
+  ActivationKind act_kind;
+  float act_limit, act_alpha;
+
+  // GEMM2 (w2): pair_weight * (y + bias), written fp32 to partial_out[pair, H].
+  const float* pair_weights;
+  float* partial_out;
+};
+
+// Grid: one CTA per (row tile group, token block); blocks past *num_blocks exit at once.
+void launch_moe_gemm1(GemmKind kind, const MoeGemmParams& p, int max_blocks, cudaStream_t stream);
+void launch_moe_gemm2(GemmKind kind, const MoeGemmParams& p, int max_blocks, cudaStream_t stream);
+// Raises the dynamic shared-memory limit of every instantiation (once, at layer creation).
+void configure_moe_gemm_kernels();
+
+}  // namespace mxmoe::kernels

@@ -1,0 +1,66 @@
+// Every instantiation of the GEMM kernel, in one place: 3 configurations x {w13, w2}.
+#include "kernels/cuda_check.hpp"
+#include "kernels/moe_gemm.cuh"
+
+namespace mxmoe::kernels {
+namespace {
+
+template <class Cfg, bool kGateUp>
+void launch(const MoeGemmParams& p, int max_blocks, cudaStream_t stream) {
+  using G = GemmGeometry<Cfg>;
+  if (max_blocks <= 0) return;
+  const dim3 grid((p.shape.tiles() + G::kTilesPerCta - 1) / G::kTilesPerCta, static_cast<unsigned>(max_blocks));
+  moe_gemm_kernel<Cfg, kGateUp><<<grid, G::kThreads, G::kSmemBytes, stream>>>(p);
+  check_launch(kGateUp ? "moe_gemm (w13)" : "moe_gemm (w2)");
+}
+
+template <class Cfg>
+void configure() {
+  using G = GemmGeometry<Cfg>;
+  check_cuda(cudaFuncSetAttribute(moe_gemm_kernel<Cfg, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kSmemBytes),
+             "cudaFuncSetAttribute(moe_gemm w13)");
+  check_cuda(cudaFuncSetAttribute(moe_gemm_kernel<Cfg, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kSmemBytes),
+             "cudaFuncSetAttribute(moe_gemm w2)");
+}
+
+template <bool kGateUp>
+void dispatch(GemmKind kind, const MoeGemmParams& p, int max_blocks, cudaStream_t stream) {
+  switch (kind) {
+    case GemmKind::Decode: return launch<GemmDecode, kGateUp>(p, max_blocks, stream);
+    case GemmKind::Medium: return launch<GemmMedium, kGateUp>(p, max_blocks, stream);
+    case GemmKind::Prefill: return launch<GemmPrefill, kGateUp>(p, max_blocks, stream);
+  }
+}
+
+}  // namespace
+
+int gemm_tokens_per_block(GemmKind kind) {
+  switch (kind) {
+    case GemmKind::Decode: return GemmDecode::kTokens;
+    case GemmKind::Medium: return GemmMedium::kTokens;
+    case GemmKind::Prefill: return GemmPrefill::kTokens;
+  }
+  return GemmDecode::kTokens;
+}
+
+GemmKind choose_gemm(int num_tokens, int top_k, int num_experts) {
+  const double pairs_per_expert = static_cast<double>(num_tokens) * top_k / num_experts;
+  if (pairs_per_expert <= 8.0) return GemmKind::Decode;
+  if (pairs_per_expert <= 40.0) return GemmKind::Medium;
+  return GemmKind::Prefill;
+}
+
+void launch_moe_gemm1(GemmKind kind, const MoeGemmParams& p, int max_blocks, cudaStream_t stream) {
+  dispatch<true>(kind, p, max_blocks, stream);
+}
+void launch_moe_gemm2(GemmKind kind, const MoeGemmParams& p, int max_blocks, cudaStream_t stream) {
+  dispatch<false>(kind, p, max_blocks, stream);
+}
+
+void configure_moe_gemm_kernels() {
+  configure<GemmDecode>();
+  configure<GemmMedium>();
+  configure<GemmPrefill>();
+}
+
+}  // namespace mxmoe::kernels

@@ -1,0 +1,242 @@
+// MoeLayer: validation, one-time weight preparation, workspace, and the forward's launch sequence
+// (align -> GEMM1 + activation -> GEMM2 + router weight -> combine), all on one stream, no host sync.
+#include <algorithm>
+#include <climits>
+#include <string>
+
+#include "kernels/align.hpp"
+#include "kernels/combine.hpp"
+#include "kernels/cuda_check.hpp"
+#include "kernels/dequant.hpp"
+#include "kernels/moe_gemm.hpp"
+#include "kernels/routing.hpp"
+#include "layer/device_buffer.hpp"
+#include "mxmoe/error.hpp"
+#include "mxmoe/moe_layer.hpp"
+#include "prepare/prepare_gpu.hpp"
+
+namespace mxmoe {
+
+using kernels::check_cuda;
+
+struct MoeLayer::Impl {
+  int E = 0, H = 0, I = 0, max_tokens = 0, top_k = 0, device = 0;
+  ActivationConfig activation;
+  layout::TiledShape w13_shape{}, w2_shape{};
+  DeviceBuffer w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, correction_bias;
+  DeviceBuffer sorted_pairs, block_expert, num_blocks, inter, partial, routed_ids, routed_weights;
+  float prepare_ms = 0.0f;
+  std::size_t bytes = 0;
+
+  void run(const void* hidden, const std::int32_t* ids, const float* weights, void* out, int T, cudaStream_t stream) const;
+};
+
+namespace {
+
+// The fast dequantisation folds 2^126 into the scale, which bf16 holds only for bytes <= 128.
+void check_scale_range(const HostTensor& scales, const char* name, int rows, int groups) {
+  const auto* p = scales.as<std::uint8_t>();
+  const std::int64_t n = scales.numel();
+  for (std::int64_t i = 0; i < n; ++i)
+    if (p[i] > kernels::kMaxFastScaleByte) {
+      const std::int64_t per_expert = static_cast<std::int64_t>(rows) * groups;
+      fail(ErrorCode::Unsupported, std::string("weights: ") + name + " expert " + std::to_string(i / per_expert) + " row " +
+                                       std::to_string((i % per_expert) / groups) + " group " + std::to_string(i % groups) +
+                                       " has E8M0 byte " + std::to_string(p[i]) + " (scale 2^" + std::to_string(p[i] - 127) +
+                                       "); the Hopper kernels accept bytes up to 128 (scale 2)");
+    }
+}
+
+DeviceBuffer upload(const HostTensor& t, const char* what) {
+  DeviceBuffer b(t.nbytes(), what);
+  check_cuda(cudaMemcpy(b.as(), t.data(), t.nbytes(), cudaMemcpyHostToDevice), what);
+  return b;
+}
+
+// Uploads canonical weights a group of experts at a time through one staging buffer and tiles
+// them, so the device never holds two copies of the layer. Returns the tiling kernels' time.
+float prepare_matrix(const HostTensor& weights, const HostTensor& scales, const layout::TiledShape& shape, int E,
+                     DeviceBuffer& tiled_w, DeviceBuffer& tiled_s, cudaStream_t stream) {
+  const std::size_t w_bytes = static_cast<std::size_t>(shape.rows) * (shape.k / 2);
+  const std::size_t s_bytes = static_cast<std::size_t>(shape.rows) * (shape.k / 32);
+  tiled_w = DeviceBuffer(static_cast<std::size_t>(shape.weight_bytes()) * E, "cudaMalloc(prepared weights)");
+  tiled_s = DeviceBuffer(static_cast<std::size_t>(shape.scale_bytes()) * E, "cudaMalloc(prepared scales)");
+  const int group = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(E, (256u << 20) / (w_bytes + s_bytes))));
+  DeviceBuffer stage_w(w_bytes * group, "cudaMalloc(prepare staging)"), stage_s(s_bytes * group, "cudaMalloc(prepare staging)");
+  cudaEvent_t start, stop;
+  check_cuda(cudaEventCreate(&start), "cudaEventCreate");
+  check_cuda(cudaEventCreate(&stop), "cudaEventCreate");
+  float total = 0.0f;
+  for (int e0 = 0; e0 < E; e0 += group) {
+    const int n = std::min(group, E - e0);
+    check_cuda(cudaMemcpyAsync(stage_w.as(), weights.as<std::uint8_t>() + w_bytes * e0, w_bytes * n, cudaMemcpyHostToDevice, stream), "upload weights");
+    check_cuda(cudaMemcpyAsync(stage_s.as(), scales.as<std::uint8_t>() + s_bytes * e0, s_bytes * n, cudaMemcpyHostToDevice, stream), "upload scales");
+    check_cuda(cudaEventRecord(start, stream), "cudaEventRecord");
+    layout::launch_tile_matrices(stage_w.as<std::uint8_t>(), stage_s.as<std::uint8_t>(), shape, n,
+                                 tiled_w.as<std::uint8_t>() + shape.weight_bytes() * e0,
+                                 tiled_s.as<std::uint8_t>() + shape.scale_bytes() * e0, stream);
+    check_cuda(cudaEventRecord(stop, stream), "cudaEventRecord");
+    check_cuda(cudaEventSynchronize(stop), "prepare");
+    float ms = 0.0f;
+    check_cuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+    total += ms;
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return total;
+}
+
+void check_pointer(const void* p, std::size_t alignment, const char* name) {
+  if (!p) fail(ErrorCode::InvalidArgument, std::string("MoeLayer::forward: ") + name + " is null");
+  if (reinterpret_cast<std::uintptr_t>(p) % alignment)
+    fail(ErrorCode::InvalidArgument, std::string("MoeLayer::forward: ") + name + " must be " + std::to_string(alignment) + "-byte aligned");
+}
+
+}  // namespace
+
+MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : impl_(std::make_unique<Impl>()) {
+  w.validate();
+  Impl& m = *impl_;
+  m.E = w.num_experts;
+  m.H = w.hidden;
+  m.I = w.inter;
+  if (o.max_tokens < 1 || o.max_tokens > (1 << 22))
+    fail(ErrorCode::InvalidArgument, "MoeLayer: max_tokens must be in 1..4194304, got " + std::to_string(o.max_tokens));
+  if (o.top_k < 1 || o.top_k > m.E || o.top_k > kernels::kMaxRoutingTopK)
+    fail(ErrorCode::InvalidArgument, "MoeLayer: top_k must be in 1.." + std::to_string(std::min(m.E, kernels::kMaxRoutingTopK)) + ", got " + std::to_string(o.top_k));
+  if (static_cast<long long>(o.max_tokens) * o.top_k > INT_MAX / 2)
+    fail(ErrorCode::InvalidArgument, "MoeLayer: max_tokens x top_k is too large");
+  if (m.E > kernels::kMaxAlignExperts)
+    fail(ErrorCode::Unsupported, "MoeLayer: at most " + std::to_string(kernels::kMaxAlignExperts) + " experts, got " + std::to_string(m.E));
+  o.activation.validate();
+  m.max_tokens = o.max_tokens;
+  m.top_k = o.top_k;
+  m.activation = o.activation;
+  m.device = o.device;
+
+  const DeviceCheck dev = check_hopper_device(o.device);
+  if (!dev.ok) fail(ErrorCode::Unsupported, dev.message);
+  check_scale_range(w.w13_scale, "w13_scale", 2 * m.I, m.H / 32);
+  check_scale_range(w.w2_scale, "w2_scale", m.H, m.I / 32);
+  check_cuda(cudaSetDevice(o.device), "cudaSetDevice");
+  kernels::configure_moe_gemm_kernels();
+
+  m.w13_shape = {2 * m.I, m.H, true};
+  m.w2_shape = {m.H, m.I, false};
+  cudaStream_t stream;
+  check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  try {
+    m.prepare_ms = prepare_matrix(w.w13, w.w13_scale, m.w13_shape, m.E, m.w13, m.w13_scale, stream);
+    m.prepare_ms += prepare_matrix(w.w2, w.w2_scale, m.w2_shape, m.E, m.w2, m.w2_scale, stream);
+  } catch (...) {
+    cudaStreamDestroy(stream);
+    throw;
+  }
+  check_cuda(cudaStreamDestroy(stream), "cudaStreamDestroy");
+  if (w.w13_bias) m.w13_bias = upload(*w.w13_bias, "upload w13_bias");
+  if (w.w2_bias) m.w2_bias = upload(*w.w2_bias, "upload w2_bias");
+  if (w.correction_bias) m.correction_bias = upload(*w.correction_bias, "upload correction_bias");
+
+  const std::size_t pairs = static_cast<std::size_t>(m.max_tokens) * m.top_k;
+  std::size_t max_blocks = 0, max_slots = 0;
+  for (auto kind : {kernels::GemmKind::Decode, kernels::GemmKind::Medium, kernels::GemmKind::Prefill}) {
+    const int bt = kernels::gemm_tokens_per_block(kind);
+    const std::size_t blocks = kernels::max_align_blocks(static_cast<int>(pairs), m.E, bt);
+    max_blocks = std::max(max_blocks, blocks);
+    max_slots = std::max(max_slots, blocks * bt);
+  }
+  m.sorted_pairs = DeviceBuffer(max_slots * 4, "cudaMalloc(sorted pairs)");
+  m.block_expert = DeviceBuffer(max_blocks * 4, "cudaMalloc(block experts)");
+  m.num_blocks = DeviceBuffer(4, "cudaMalloc(block count)");
+  m.inter = DeviceBuffer(pairs * m.I * 2, "cudaMalloc(intermediate)");
+  m.partial = DeviceBuffer(pairs * m.H * 4, "cudaMalloc(slot outputs)");
+  m.routed_ids = DeviceBuffer(pairs * 4, "cudaMalloc(routed ids)");
+  m.routed_weights = DeviceBuffer(pairs * 4, "cudaMalloc(routed weights)");
+  for (const DeviceBuffer* b : {&m.w13, &m.w13_scale, &m.w2, &m.w2_scale, &m.w13_bias, &m.w2_bias, &m.correction_bias,
+                                &m.sorted_pairs, &m.block_expert, &m.num_blocks, &m.inter, &m.partial, &m.routed_ids,
+                                &m.routed_weights})
+    m.bytes += b->bytes();
+}
+
+MoeLayer::~MoeLayer() = default;
+
+void MoeLayer::Impl::run(const void* hidden, const std::int32_t* ids, const float* weights, void* out, int T,
+                         cudaStream_t stream) const {
+  const kernels::GemmKind kind = kernels::choose_gemm(T, top_k, E);
+  const int bt = kernels::gemm_tokens_per_block(kind);
+  const int pairs = T * top_k;
+  const int max_blocks = kernels::max_align_blocks(pairs, E, bt);
+  kernels::launch_align(ids, pairs, E, bt, sorted_pairs.as<std::int32_t>(), block_expert.as<std::int32_t>(),
+                        num_blocks.as<std::int32_t>(), stream);
+
+  kernels::MoeGemmParams p{};
+  p.num_experts = E;
+  p.sorted_pairs = sorted_pairs.as<std::int32_t>();
+  p.block_expert = block_expert.as<std::int32_t>();
+  p.num_blocks = num_blocks.as<std::int32_t>();
+
+  p.weights = w13.as<std::uint8_t>();
+  p.scales = w13_scale.as<std::uint8_t>();
+  p.expert_weight_stride = w13_shape.weight_bytes();
+  p.expert_scale_stride = w13_shape.scale_bytes();
+  p.shape = w13_shape;
+  p.act = static_cast<const std::uint16_t*>(hidden);
+  p.act_row_divisor = top_k;
+  p.bias = w13_bias.as<float>();
+  p.inter_out = inter.as<std::uint16_t>();
+  p.act_kind = activation.kind;
+  p.act_limit = activation.limit;
+  p.act_alpha = activation.alpha;
+  kernels::launch_moe_gemm1(kind, p, max_blocks, stream);
+
+  p.weights = w2.as<std::uint8_t>();
+  p.scales = w2_scale.as<std::uint8_t>();
+  p.expert_weight_stride = w2_shape.weight_bytes();
+  p.expert_scale_stride = w2_shape.scale_bytes();
+  p.shape = w2_shape;
+  p.act = inter.as<std::uint16_t>();
+  p.act_row_divisor = 1;
+  p.bias = w2_bias.as<float>();
+  p.pair_weights = weights;
+  p.partial_out = partial.as<float>();
+  kernels::launch_moe_gemm2(kind, p, max_blocks, stream);
+
+  kernels::launch_combine(partial.as<float>(), ids, T, top_k, H, E, static_cast<std::uint16_t*>(out), stream);
+}
+
+void MoeLayer::forward(const void* hidden, const std::int32_t* topk_ids, const float* topk_weights, void* out,
+                       int num_tokens, cudaStream_t stream) const {
+  if (num_tokens < 1 || num_tokens > impl_->max_tokens)
+    fail(ErrorCode::InvalidArgument, "MoeLayer::forward: num_tokens must be in 1.." + std::to_string(impl_->max_tokens) +
+                                         " (the layer's max_tokens), got " + std::to_string(num_tokens));
+  check_pointer(hidden, 16, "hidden");
+  check_pointer(out, 16, "out");
+  check_pointer(topk_ids, 4, "topk_ids");
+  check_pointer(topk_weights, 4, "topk_weights");
+  impl_->run(hidden, topk_ids, topk_weights, out, num_tokens, stream);
+}
+
+void MoeLayer::forward_from_logits(const void* hidden, const float* router_logits, const RoutingConfig& routing, void* out,
+                                   int num_tokens, cudaStream_t stream) const {
+  if (routing.top_k != impl_->top_k)
+    fail(ErrorCode::InvalidArgument, "MoeLayer::forward_from_logits: routing top_k " + std::to_string(routing.top_k) +
+                                         " differs from the layer's top_k " + std::to_string(impl_->top_k));
+  if (num_tokens < 1 || num_tokens > impl_->max_tokens)
+    fail(ErrorCode::InvalidArgument, "MoeLayer::forward_from_logits: num_tokens must be in 1.." + std::to_string(impl_->max_tokens) +
+                                         ", got " + std::to_string(num_tokens));
+  check_pointer(router_logits, 4, "router_logits");
+  check_pointer(hidden, 16, "hidden");
+  check_pointer(out, 16, "out");
+  kernels::launch_routing(router_logits, impl_->correction_bias.as<float>(), num_tokens, impl_->E, routing,
+                          impl_->routed_ids.as<std::int32_t>(), impl_->routed_weights.as<float>(), stream);
+  impl_->run(hidden, impl_->routed_ids.as<std::int32_t>(), impl_->routed_weights.as<float>(), out, num_tokens, stream);
+}
+
+int MoeLayer::hidden() const { return impl_->H; }
+int MoeLayer::inter() const { return impl_->I; }
+int MoeLayer::num_experts() const { return impl_->E; }
+int MoeLayer::max_tokens() const { return impl_->max_tokens; }
+float MoeLayer::prepare_ms() const { return impl_->prepare_ms; }
+std::size_t MoeLayer::device_bytes() const { return impl_->bytes; }
+
+}  // namespace mxmoe

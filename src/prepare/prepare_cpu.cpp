@@ -1,0 +1,74 @@
+#include "prepare/prepare_cpu.hpp"
+
+#include <cstring>
+
+#include "mxmoe/error.hpp"
+
+namespace mxmoe::layout {
+namespace {
+
+void check_shape(const TiledShape& s) {
+  if (s.rows <= 0 || s.rows % kTileRows || s.k <= 0 || s.k % 32)
+    fail(ErrorCode::Shape, "tile layout: rows must be a positive multiple of 16 and K of 32, got rows=" +
+                               std::to_string(s.rows) + " K=" + std::to_string(s.k));
+  if (s.gate_up && (s.rows / 2) % 8)
+    fail(ErrorCode::Shape, "tile layout: gate/up interleave needs I (rows/2) to be a multiple of 8, got " + std::to_string(s.rows / 2));
+}
+
+}  // namespace
+
+TiledMatrix tile_matrix_cpu(const std::uint8_t* weights, const std::uint8_t* scales, const TiledShape& s) {
+  check_shape(s);
+  TiledMatrix out;
+  out.weights.resize(static_cast<std::size_t>(s.weight_bytes()));
+  out.scales.resize(static_cast<std::size_t>(s.scale_bytes()));
+  for (int tile = 0; tile < s.tiles(); ++tile)
+    for (int chunk = 0; chunk < s.chunks(); ++chunk) {
+      for (int lane = 0; lane < 32; ++lane)
+        for (int step = 0; step < 4; ++step) {
+          const std::uint32_t w = tiled_word(weights, s, tile, chunk, lane, step);
+          std::memcpy(&out.weights[static_cast<std::size_t>(tiled_word_offset(s, tile, chunk, lane, step))], &w, 4);
+        }
+      for (int i = 0; i < kChunkScaleBytes; ++i)
+        out.scales[static_cast<std::size_t>(tiled_scale_offset(s, tile, chunk, i))] = tiled_scale(scales, s, tile, chunk, i);
+    }
+  return out;
+}
+
+void untile_matrix_cpu(const TiledMatrix& tiled, const TiledShape& s, std::uint8_t* weights, std::uint8_t* scales) {
+  check_shape(s);
+  const int I = s.rows / 2;
+  auto canonical = [&](int prow) {
+    if (!s.gate_up) return prow;
+    const int tile = prow / 16, r = prow % 16;
+    return r < 8 ? 8 * tile + r : I + 8 * tile + r - 8;
+  };
+  std::memset(weights, 0, static_cast<std::size_t>(s.rows) * (s.k / 2));
+  for (int tile = 0; tile < s.tiles(); ++tile)
+    for (int chunk = 0; chunk < s.chunks(); ++chunk)
+      for (int lane = 0; lane < 32; ++lane)
+        for (int step = 0; step < 4; ++step) {
+          const std::size_t off = (static_cast<std::size_t>(tile) * s.chunks() + chunk) * 512 + lane * 16 + step * 4;
+          std::uint32_t word;
+          std::memcpy(&word, &tiled.weights[off], 4);
+          for (int q = 0; q < 8; ++q) {
+            // Nibble q is A-fragment element: row g + 8*(q&1), k 2t + 8*((q>>1)&1) + (q>>2).
+            const int row = tile * 16 + lane / 4 + 8 * (q & 1);
+            const int k = chunk * 64 + step * 16 + 2 * (lane % 4) + 8 * ((q >> 1) & 1) + (q >> 2);
+            const std::uint8_t nib = (word >> (4 * q)) & 15u;
+            if (k >= s.k) continue;
+            std::uint8_t& byte = weights[static_cast<std::size_t>(canonical(row)) * (s.k / 2) + k / 2];
+            byte = static_cast<std::uint8_t>(byte | (k % 2 ? nib << 4 : nib));
+          }
+        }
+  for (int tile = 0; tile < s.tiles(); ++tile)
+    for (int chunk = 0; chunk < s.chunks(); ++chunk)
+      for (int i = 0; i < 32; ++i) {
+        const int row = tile * 16 + i / 4 + 8 * (i % 2), group = chunk * 2 + (i / 2) % 2;
+        if (group >= s.k / 32) continue;
+        scales[static_cast<std::size_t>(canonical(row)) * (s.k / 32) + group] =
+            tiled.scales[(static_cast<std::size_t>(tile) * s.chunks() + chunk) * 32 + i];
+      }
+}
+
+}  // namespace mxmoe::layout

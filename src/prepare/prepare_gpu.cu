@@ -1,0 +1,77 @@
+#include <string>
+
+#include "mxmoe/error.hpp"
+#include "prepare/prepare_gpu.hpp"
+
+namespace mxmoe::layout {
+namespace {
+
+// One thread per (expert, tile, chunk, g): it reads the two canonical rows g and g+8 of the chunk
+// (32 bytes each, 16-byte loads) and writes the 64 bytes of lanes 4g..4g+3, i.e. tiled_word for
+// those lanes, computed from registers. The K tail (a half chunk) goes through tiled_word itself.
+__global__ void tile_weights_kernel(const std::uint8_t* __restrict__ weights, TiledShape s, int num_experts,
+                                    std::uint8_t* __restrict__ out) {
+  const std::int64_t per_expert = static_cast<std::int64_t>(s.tiles()) * s.chunks() * 8;
+  const std::int64_t id = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= per_expert * num_experts) return;
+  const int expert = static_cast<int>(id / per_expert);
+  const std::int64_t rem = id % per_expert;
+  const int g = static_cast<int>(rem % 8);
+  const int chunk = static_cast<int>((rem / 8) % s.chunks());
+  const int tile = static_cast<int>(rem / 8 / s.chunks());
+  const std::uint8_t* mat = weights + static_cast<std::int64_t>(expert) * s.rows * (s.k / 2);
+  std::uint8_t* dst = out + expert * s.weight_bytes();
+  const bool full_chunk = (chunk + 1) * (kChunkK / 2) <= s.k / 2;
+  for (int t = 0; t < 4; ++t) {
+    const int lane = g * 4 + t;
+    uint4 v;
+    if (full_chunk) {
+      // Row byte b of the chunk holds k = 2b, 2b+1; word s of lane t uses bytes 8s+t and 8s+t+4.
+      const std::uint8_t* lo = mat + static_cast<std::int64_t>(canonical_row(s, tile * kTileRows + g)) * (s.k / 2) + chunk * 32;
+      const std::uint8_t* hi = mat + static_cast<std::int64_t>(canonical_row(s, tile * kTileRows + g + 8)) * (s.k / 2) + chunk * 32;
+      std::uint32_t w[4];
+      for (int step = 0; step < 4; ++step) {
+        const std::uint32_t b0 = lo[8 * step + t], b1 = hi[8 * step + t], b2 = lo[8 * step + t + 4], b3 = hi[8 * step + t + 4];
+        const std::uint32_t lo_n = (b0 & 15u) | (b1 & 15u) << 4 | (b2 & 15u) << 8 | (b3 & 15u) << 12;
+        const std::uint32_t hi_n = (b0 >> 4) | (b1 >> 4) << 4 | (b2 >> 4) << 8 | (b3 >> 4) << 12;
+        w[step] = lo_n | hi_n << 16;
+      }
+      v = make_uint4(w[0], w[1], w[2], w[3]);
+    } else {
+      v = make_uint4(tiled_word(mat, s, tile, chunk, lane, 0), tiled_word(mat, s, tile, chunk, lane, 1),
+                     tiled_word(mat, s, tile, chunk, lane, 2), tiled_word(mat, s, tile, chunk, lane, 3));
+    }
+    *reinterpret_cast<uint4*>(dst + tiled_word_offset(s, tile, chunk, lane, 0)) = v;
+  }
+}
+
+__global__ void tile_scales_kernel(const std::uint8_t* __restrict__ scales, TiledShape s, int num_experts,
+                                   std::uint8_t* __restrict__ out) {
+  const std::int64_t per_expert = s.scale_bytes();
+  const std::int64_t id = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= per_expert * num_experts) return;
+  const int expert = static_cast<int>(id / per_expert);
+  const std::int64_t rem = id % per_expert;
+  const int i = static_cast<int>(rem % kChunkScaleBytes);
+  const int chunk = static_cast<int>((rem / kChunkScaleBytes) % s.chunks());
+  const int tile = static_cast<int>(rem / kChunkScaleBytes / s.chunks());
+  const std::uint8_t* mat = scales + static_cast<std::int64_t>(expert) * s.rows * (s.k / 32);
+  out[expert * per_expert + rem] = tiled_scale(mat, s, tile, chunk, i);
+}
+
+}  // namespace
+
+void launch_tile_matrices(const std::uint8_t* weights, const std::uint8_t* scales, const TiledShape& shape,
+                          int num_experts, std::uint8_t* tiled_weights, std::uint8_t* tiled_scales, cudaStream_t stream) {
+  constexpr int kThreads = 256;
+  const std::int64_t weight_threads = static_cast<std::int64_t>(shape.tiles()) * shape.chunks() * 8 * num_experts;
+  const std::int64_t scale_threads = shape.scale_bytes() * num_experts;
+  tile_weights_kernel<<<static_cast<unsigned>((weight_threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      weights, shape, num_experts, tiled_weights);
+  tile_scales_kernel<<<static_cast<unsigned>((scale_threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      scales, shape, num_experts, tiled_scales);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) fail(ErrorCode::Cuda, std::string("prepare (tile layout) launch: ") + cudaGetErrorString(err));
+}
+
+}  // namespace mxmoe::layout

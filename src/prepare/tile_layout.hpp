@@ -1,0 +1,94 @@
+// The kernel's tile layout of MXFP4 weights: one mapping, shared by the GPU prepare kernel, its
+// CPU twin and the GEMM that reads it.
+//
+// A weight matrix of one expert is N rows (output features) x K (reduction), packed E2M1. The GEMM
+// puts weight rows in the M slot of mma.sync.m16n8k16 (tokens in N), so the unit is a 16-row tile
+// x 64-K chunk, stored as 512 contiguous bytes: lane l (g = l/4, t = l%4) of a warp owns bytes
+// [16l, 16l+16), four 32-bit words, word s for the k16 step s. Inside a word the eight nibbles are
+// the eight A-fragment elements of that lane, placed so that one shift and one mask turn a pair
+// into a bf16x2 register (the pair shares a register half pattern: nibble q and q+4):
+//   q = 0: (row g,   k 2t)    q = 4: (row g,   k 2t+1)     -> A register 0
+//   q = 1: (row g+8, k 2t)    q = 5: (row g+8, k 2t+1)     -> A register 1
+//   q = 2: (row g,   k 2t+8)  q = 6: (row g,   k 2t+9)     -> A register 2
+//   q = 3: (row g+8, k 2t+8)  q = 7: (row g+8, k 2t+9)     -> A register 3
+// (k relative to 64*chunk + 16*s). Since E2M1 packs k and k+1 into one byte (low nibble even),
+// word s of lane (g,t) is built from four canonical bytes: their low nibbles go to q = 0..3 and
+// their high nibbles to q = 4..7.
+// Chunks are ordered [tile][chunk], so one tile's K range is contiguous. K is padded to a multiple
+// of 64 with zero codes.
+//
+// Scales: per (tile, chunk) 32 bytes, byte g*4 + grp*2 + half is the E8M0 scale of row
+// g + 8*half for the 32-wide group grp of the chunk, so lane (g, t) fetches its four with one
+// 32-bit load. Padding groups get 127 (scale 1; their weights are zero).
+//
+// Row order: for w2 the identity. For w13 the rows are interleaved in eights, tile j holding gate
+// rows 8j..8j+7 then up rows I+8j..I+8j+7, so each lane's accumulators hold the gate and the up
+// value of the same intermediate feature (rows g and g+8) and the activation needs no exchange.
+#pragma once
+
+#include <cstdint>
+
+#include "formats/host_device.hpp"
+
+namespace mxmoe::layout {
+
+constexpr int kTileRows = 16;
+constexpr int kChunkK = 64;
+constexpr int kChunkBytes = kTileRows * kChunkK / 2;  // 512
+constexpr int kChunkScaleBytes = 32;
+constexpr std::uint8_t kPadScale = 127;
+
+struct TiledShape {
+  int rows;        // N, a multiple of 16
+  int k;           // K, a multiple of 32
+  bool gate_up;    // w13: interleave gate/up rows in eights
+
+  MXMOE_HD int tiles() const { return rows / kTileRows; }
+  MXMOE_HD int chunks() const { return (k + kChunkK - 1) / kChunkK; }
+  MXMOE_HD std::int64_t weight_bytes() const { return static_cast<std::int64_t>(tiles()) * chunks() * kChunkBytes; }
+  MXMOE_HD std::int64_t scale_bytes() const { return static_cast<std::int64_t>(tiles()) * chunks() * kChunkScaleBytes; }
+};
+
+// Canonical row of the prepared row `row` (tile*16 + r).
+MXMOE_HD int canonical_row(const TiledShape& s, int row) {
+  if (!s.gate_up) return row;
+  const int tile = row / kTileRows, r = row % kTileRows;
+  const int half_rows = s.rows / 2;  // I
+  return r < 8 ? tile * 8 + r : half_rows + tile * 8 + (r - 8);
+}
+
+// Canonical byte of (row, byte index along K) or 0 past K: the zero padding.
+MXMOE_HD std::uint8_t canonical_byte(const std::uint8_t* mat, const TiledShape& s, int crow, int kbyte) {
+  return kbyte < s.k / 2 ? mat[static_cast<std::int64_t>(crow) * (s.k / 2) + kbyte] : std::uint8_t{0};
+}
+
+// Word s of lane (g, t) of tile `tile`, chunk `chunk`, from the canonical packed matrix [N, K/2].
+MXMOE_HD std::uint32_t tiled_word(const std::uint8_t* mat, const TiledShape& s, int tile, int chunk, int lane, int step) {
+  const int g = lane / 4, t = lane % 4;
+  const int row_lo = canonical_row(s, tile * kTileRows + g), row_hi = canonical_row(s, tile * kTileRows + g + 8);
+  const int kb = chunk * (kChunkK / 2) + step * 8 + t;  // byte of k = 64 chunk + 16 step + 2t
+  const std::uint32_t b0 = canonical_byte(mat, s, row_lo, kb), b1 = canonical_byte(mat, s, row_hi, kb);
+  const std::uint32_t b2 = canonical_byte(mat, s, row_lo, kb + 4), b3 = canonical_byte(mat, s, row_hi, kb + 4);
+  const std::uint32_t lo = (b0 & 15u) | (b1 & 15u) << 4 | (b2 & 15u) << 8 | (b3 & 15u) << 12;
+  const std::uint32_t hi = (b0 >> 4) | (b1 >> 4) << 4 | (b2 >> 4) << 8 | (b3 >> 4) << 12;
+  return lo | hi << 16;
+}
+
+// Byte offset of word `step` of `lane` in tile/chunk.
+MXMOE_HD std::int64_t tiled_word_offset(const TiledShape& s, int tile, int chunk, int lane, int step) {
+  return (static_cast<std::int64_t>(tile) * s.chunks() + chunk) * kChunkBytes + lane * 16 + step * 4;
+}
+
+// Scale byte at position `i` (0..31) of tile/chunk, from canonical scales [N, K/32].
+MXMOE_HD std::uint8_t tiled_scale(const std::uint8_t* scales, const TiledShape& s, int tile, int chunk, int i) {
+  const int g = i / 4, grp = (i / 2) % 2, half = i % 2;
+  const int crow = canonical_row(s, tile * kTileRows + g + 8 * half);
+  const int group = chunk * 2 + grp;
+  return group < s.k / 32 ? scales[static_cast<std::int64_t>(crow) * (s.k / 32) + group] : kPadScale;
+}
+
+MXMOE_HD std::int64_t tiled_scale_offset(const TiledShape& s, int tile, int chunk, int i) {
+  return (static_cast<std::int64_t>(tile) * s.chunks() + chunk) * kChunkScaleBytes + i;
+}
+
+}  // namespace mxmoe::layout
