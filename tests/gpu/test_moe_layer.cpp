@@ -1,0 +1,256 @@
+// MoeLayer on the GPU against the CPU oracle: fresh random data, outputs poisoned before each run.
+// Tolerance: the GPU and the oracle dequantise exactly and accumulate in fp32; they differ by the
+// summation order and by bf16 rounding flips of the intermediate and the output, so the relative
+// Frobenius error sits near 1e-3; we require < 1e-2 (the peers reach 3e-3 to 5e-3). NaN fails.
+#include <cstring>
+#include <string>
+
+#include "gpu_test_util.hpp"
+#include "mxmoe/presets.hpp"
+
+using namespace mxmoe;
+using namespace mxmoe::test;
+
+namespace {
+
+constexpr double kTolerance = 1e-2;
+
+struct Case {
+  std::string name;
+  int H, I, E, k;
+  ActivationConfig act;
+  bool biases;
+  float hidden_std;  // large enough that the clamps of the clamped activations engage
+};
+
+std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name; }
+
+CanonicalMoeWeights weights_for(const Case& c, std::uint64_t seed) {
+  SyntheticSpec spec;
+  spec.num_experts = c.E;
+  spec.hidden = c.H;
+  spec.inter = c.I;
+  spec.with_biases = c.biases;
+  spec.seed = seed;
+  return make_synthetic_weights(spec);
+}
+
+// Runs forward for T tokens and checks up to 48 sampled tokens against the oracle.
+void check_forward(const MoeLayer& layer, const CanonicalMoeWeights& w, const Case& c, int T, bool mask_half,
+                   std::uint32_t seed) {
+  const auto hidden = random_hidden(T, c.H, c.hidden_std, seed);
+  const TopK topk = random_topk(T, c.E, c.k, mask_half, seed + 1);
+  DeviceArray<std::uint16_t> d_hidden(hidden), d_out(static_cast<std::size_t>(T) * c.H);
+  DeviceArray<std::int32_t> d_ids(topk.ids);
+  DeviceArray<float> d_w(topk.weights);
+  d_out.poison();
+  layer.forward(d_hidden.ptr, d_ids.ptr, d_w.ptr, d_out.ptr, T, nullptr);
+  cuda_ok(cudaDeviceSynchronize(), "forward");
+  const auto out = d_out.download();
+  const auto rows = sample_rows(T, 48);
+  const auto sub_hidden = take_rows(hidden, c.H, rows);
+  const auto ref = reference::moe_forward(w, sub_hidden.data(), static_cast<int>(rows.size()), take_topk(topk, rows), c.act);
+  const double err = rel_error(take_rows(out, c.H, rows), ref);
+  EXPECT_LT(err, kTolerance) << c.name << " T=" << T << (mask_half ? " masked" : "");
+  // Tokens whose every slot is masked must come out exactly zero, not stale.
+  for (int t = 0; t < T; ++t) {
+    bool all_masked = true;
+    for (int s = 0; s < c.k; ++s) all_masked &= topk.ids[static_cast<std::size_t>(t) * c.k + s] < 0;
+    if (!all_masked) continue;
+    for (int h = 0; h < c.H; ++h) ASSERT_EQ(out[static_cast<std::size_t>(t) * c.H + h] & 0x7fff, 0) << "token " << t;
+  }
+  std::printf("  %-22s T=%5d %-7s rel err %.2e\n", c.name.c_str(), T, mask_half ? "masked" : "", err);
+}
+
+class LayerShapes : public ::testing::TestWithParam<Case> {};
+
+TEST_P(LayerShapes, MatchesOracleAcrossTokenCounts) {
+  MXMOE_REQUIRE_HOPPER();
+  const Case& c = GetParam();
+  const auto w = weights_for(c, 42);
+  MoeLayerOptions o;
+  o.max_tokens = 4096;
+  o.top_k = c.k;
+  o.activation = c.act;
+  MoeLayer layer(w, o);
+  std::uint32_t seed = 100;
+  for (int T : {1, 3, 16, 64, 333, 1024, 4096}) check_forward(layer, w, c, T, false, seed += 7);
+  for (int T : {1, 16, 333}) check_forward(layer, w, c, T, true, seed += 7);
+}
+
+// Real H and I with fewer experts, so the oracle stays quick; E small also makes many tokens per
+// expert, which exercises the prefill configuration.
+INSTANTIATE_TEST_SUITE_P(
+    Models, LayerShapes,
+    ::testing::Values(Case{"dsv4-flash", 4096, 2048, 16, 6, ActivationConfig::clamped_silu_mul(10.0f), false, 4.0f},
+                      Case{"dsv3", 7168, 2048, 12, 8, ActivationConfig::silu_mul(), false, 1.0f},
+                      Case{"gpt-oss-120b", 2880, 2880, 8, 4, ActivationConfig::gpt_oss(), true, 4.0f},
+                      Case{"qwen3-30b", 2048, 768, 32, 8, ActivationConfig::silu_mul(), false, 1.0f},
+                      Case{"dsv4-flash-tp4", 4096, 512, 32, 6, ActivationConfig::clamped_silu_mul(10.0f), false, 4.0f},
+                      Case{"dsv4-flash-tp8", 4096, 256, 32, 6, ActivationConfig::clamped_silu_mul(10.0f), false, 4.0f},
+                      Case{"gpt-oss-tp8-window", 2880, 384, 16, 4, ActivationConfig::gpt_oss(), true, 4.0f},
+                      Case{"odd-k-tail", 2080, 96, 8, 2, ActivationConfig::silu_mul(), true, 1.0f}),
+    [](const auto& info) {
+      std::string n = info.param.name;
+      for (char& ch : n)
+        if (ch == '-') ch = '_';
+      return n;
+    });
+
+Case small_case() { return {"small", 512, 256, 16, 4, ActivationConfig::clamped_silu_mul(10.0f), true, 4.0f}; }
+
+TEST(Layer, RepeatedRunsAreBitwiseIdentical) {
+  MXMOE_REQUIRE_HOPPER();
+  const Case c = small_case();
+  const auto w = weights_for(c, 5);
+  MoeLayer layer(w, {512, c.k, c.act, 0});
+  for (int T : {1, 64, 512}) {
+    const auto hidden = random_hidden(T, c.H, 2.0f, 9 + T);
+    const TopK topk = random_topk(T, c.E, c.k, false, 10 + T);
+    DeviceArray<std::uint16_t> d_hidden(hidden), d_out(static_cast<std::size_t>(T) * c.H);
+    DeviceArray<std::int32_t> d_ids(topk.ids);
+    DeviceArray<float> d_w(topk.weights);
+    std::vector<std::uint16_t> first;
+    for (int run = 0; run < 5; ++run) {
+      d_out.poison();
+      layer.forward(d_hidden.ptr, d_ids.ptr, d_w.ptr, d_out.ptr, T, nullptr);
+      cuda_ok(cudaDeviceSynchronize(), "forward");
+      auto out = d_out.download();
+      if (run == 0) first = out;
+      else ASSERT_EQ(0, std::memcmp(first.data(), out.data(), out.size() * 2)) << "T=" << T << " run " << run;
+    }
+  }
+}
+
+TEST(Layer, CudaGraphCaptureAndReplayWithNewInputs) {
+  MXMOE_REQUIRE_HOPPER();
+  const Case c = small_case();
+  const auto w = weights_for(c, 6);
+  const int T = 96;
+  MoeLayer layer(w, {T, c.k, c.act, 0});
+  DeviceArray<std::uint16_t> d_hidden(static_cast<std::size_t>(T) * c.H), d_out(static_cast<std::size_t>(T) * c.H);
+  DeviceArray<std::int32_t> d_ids(static_cast<std::size_t>(T) * c.k);
+  DeviceArray<float> d_w(static_cast<std::size_t>(T) * c.k);
+  cudaStream_t stream;
+  cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  cuda_ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "begin capture");
+  layer.forward(d_hidden.ptr, d_ids.ptr, d_w.ptr, d_out.ptr, T, stream);
+  cuda_ok(cudaStreamEndCapture(stream, &graph), "end capture");
+  cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  for (int replay = 0; replay < 3; ++replay) {
+    const auto hidden = random_hidden(T, c.H, 2.0f, 50 + replay);
+    const TopK topk = random_topk(T, c.E, c.k, replay == 1, 60 + replay);
+    d_hidden.upload(hidden);
+    d_ids.upload(topk.ids);
+    d_w.upload(topk.weights);
+    d_out.poison();
+    cuda_ok(cudaGraphLaunch(exec, stream), "graph launch");
+    cuda_ok(cudaStreamSynchronize(stream), "replay");
+    const auto ref = reference::moe_forward(w, hidden.data(), T, topk, c.act);
+    EXPECT_LT(rel_error(d_out.download(), ref), kTolerance) << "replay " << replay;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+TEST(Layer, RoutesFromLogitsLikeTheOracle) {
+  MXMOE_REQUIRE_HOPPER();
+  const Case c = small_case();
+  const auto w = weights_for(c, 7);
+  const int T = 200;
+  const RoutingConfig configs[] = {RoutingConfig::softmax(c.k, true), RoutingConfig::softmax(c.k, false),
+                                   RoutingConfig::gpt_oss(c.k), RoutingConfig::deepseek_v3(c.k, 4, 2, 2.5f),
+                                   RoutingConfig::deepseek_v4(c.k, 1.5f)};
+  MoeLayer layer(w, {T, c.k, c.act, 0});
+  for (const auto& rc : configs) {
+    const auto hidden = random_hidden(T, c.H, 2.0f, 70);
+    const auto logits = reference::router_logits(w, hidden.data(), T);
+    const TopK topk = reference::route(logits.data(), T, c.E, rc, w.correction_bias->as<float>());
+    DeviceArray<std::uint16_t> d_hidden(hidden), d_out(static_cast<std::size_t>(T) * c.H);
+    DeviceArray<float> d_logits(logits);
+    d_out.poison();
+    layer.forward_from_logits(d_hidden.ptr, d_logits.ptr, rc, d_out.ptr, T, nullptr);
+    cuda_ok(cudaDeviceSynchronize(), "forward_from_logits");
+    const auto ref = reference::moe_forward(w, hidden.data(), T, topk, c.act);
+    EXPECT_LT(rel_error(d_out.download(), ref), kTolerance) << routing_mode_name(rc.mode);
+  }
+}
+
+TEST(Layer, RejectsBadInputWithClearErrors) {
+  MXMOE_REQUIRE_HOPPER();
+  const Case c = small_case();
+  auto w = weights_for(c, 8);
+  MoeLayer layer(w, {8, c.k, c.act, 0});
+  DeviceArray<std::uint16_t> buf(8 * 512);
+  DeviceArray<std::int32_t> ids(8 * 4);
+  DeviceArray<float> wts(8 * 4);
+  auto expect_error = [](auto fn, const std::string& needle) {
+    try {
+      fn();
+      ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error([&] { layer.forward(buf.ptr, ids.ptr, wts.ptr, buf.ptr, 9, nullptr); }, "num_tokens");
+  expect_error([&] { layer.forward(nullptr, ids.ptr, wts.ptr, buf.ptr, 1, nullptr); }, "hidden is null");
+  expect_error([&] { layer.forward(reinterpret_cast<char*>(buf.ptr) + 2, ids.ptr, wts.ptr, buf.ptr, 1, nullptr); }, "aligned");
+  expect_error([&] { MoeLayer bad(w, {8, 0, c.act, 0}); }, "top_k");
+  expect_error([&] { MoeLayer bad(w, {0, c.k, c.act, 0}); }, "max_tokens");
+  expect_error([&] { MoeLayer bad(w, {8, c.k, ActivationConfig::clamped_silu_mul(-1.0f), 0}); }, "limit");
+  expect_error([&] { MoeLayer bad(w, {8, c.k, c.act, 7}); }, "device 7");
+  w.w2_scale.mutable_as<std::uint8_t>()[3 * (512 * 256 / 32) + 5] = 140;  // expert 3
+  expect_error([&] { MoeLayer bad(w, {8, c.k, c.act, 0}); }, "w2_scale expert 3");
+}
+
+TEST(Layer, IdsOutOfRangeAreSkippedWithoutFault) {
+  MXMOE_REQUIRE_HOPPER();
+  const Case c = small_case();
+  const auto w = weights_for(c, 9);
+  const int T = 32;
+  MoeLayer layer(w, {T, c.k, c.act, 0});
+  const auto hidden = random_hidden(T, c.H, 2.0f, 80);
+  TopK topk = random_topk(T, c.E, c.k, false, 81);
+  TopK oracle_topk = topk;
+  for (std::size_t i = 0; i < topk.ids.size(); i += 3) {
+    topk.ids[i] = i % 2 ? -1 : c.E + static_cast<int>(i);  // another rank's expert, or garbage
+    oracle_topk.ids[i] = -1;
+  }
+  DeviceArray<std::uint16_t> d_hidden(hidden), d_out(static_cast<std::size_t>(T) * c.H);
+  DeviceArray<std::int32_t> d_ids(topk.ids);
+  DeviceArray<float> d_w(topk.weights);
+  d_out.poison();
+  layer.forward(d_hidden.ptr, d_ids.ptr, d_w.ptr, d_out.ptr, T, nullptr);
+  cuda_ok(cudaDeviceSynchronize(), "forward");
+  const auto ref = reference::moe_forward(w, hidden.data(), T, oracle_topk, c.act);
+  EXPECT_LT(rel_error(d_out.download(), ref), kTolerance);
+}
+
+TEST(Layer, PreparesAWholeDsv4FlashLayerQuickly) {
+  MXMOE_REQUIRE_HOPPER();
+  const auto& p = find_preset("dsv4-flash");
+  SyntheticSpec spec;
+  spec.num_experts = p.num_experts;
+  spec.hidden = p.hidden;
+  spec.inter = p.inter;
+  const auto w = make_synthetic_weights(spec);
+  MoeLayer layer(w, {16, p.top_k, p.activation, 0});
+  std::printf("  dsv4-flash prepare: %.2f ms on the GPU for %.2f GB\n", layer.prepare_ms(),
+              static_cast<double>(w.expert_weight_bytes()) * p.num_experts / 1e9);
+  RecordProperty("prepare_ms", std::to_string(layer.prepare_ms()));
+  const auto hidden = random_hidden(16, p.hidden, 4.0f, 90);
+  const TopK topk = random_topk(16, p.num_experts, p.top_k, false, 91);
+  DeviceArray<std::uint16_t> d_hidden(hidden), d_out(16 * static_cast<std::size_t>(p.hidden));
+  DeviceArray<std::int32_t> d_ids(topk.ids);
+  DeviceArray<float> d_w(topk.weights);
+  d_out.poison();
+  layer.forward(d_hidden.ptr, d_ids.ptr, d_w.ptr, d_out.ptr, 16, nullptr);
+  cuda_ok(cudaDeviceSynchronize(), "forward");
+  const auto ref = reference::moe_forward(w, hidden.data(), 16, topk, p.activation);
+  EXPECT_LT(rel_error(d_out.download(), ref), kTolerance);
+}
+
+}  // namespace
