@@ -37,5 +37,13 @@ TopK route(const float* logits, int num_tokens, int num_experts, const RoutingCo
 std::vector<std::uint16_t> moe_forward(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
                                        const TopK& topk, const ActivationConfig& act, int threads = 0);
 
+// An independent float64 recomputation of moe_forward for the listed tokens (each in 0..T-1):
+// weights decoded to double, double accumulation, activation in double, no rounding anywhere
+// (not even of the intermediate). Result [token_indices.size(), H] in the listed order. Used to
+// check the fp32 path; same input checks as moe_forward.
+std::vector<double> moe_forward_f64(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
+                                    const TopK& topk, const ActivationConfig& act, const std::vector<int>& token_indices,
+                                    int threads = 0);
+
 }  // namespace reference
 }  // namespace mxmoe

@@ -1,0 +1,132 @@
+// The fp32 oracle of the routed-experts forward. Work is grouped by expert: every weight row of
+// an expert that some token uses is dequantised once per call (per token batch) and dotted with
+// all the tokens routed to that expert. Three phases per batch of tokens:
+//   A  (expert, block of w13 rows): h13[pair] = W13 x + b13
+//   B  (pair): a[pair] = bf16(activation(gate, up))
+//   C  (expert, block of w2 rows):  y[pair] = W2 a + b2
+// and the combine: out[t] = bf16(sum over slots, in slot order, of weight * y[pair]).
+// Every sum has a fixed order, so the result does not depend on the thread count.
+#include <algorithm>
+#include <vector>
+
+#include "formats/bf16.hpp"
+#include "mxmoe/reference.hpp"
+#include "reference/activation.hpp"
+#include "reference/forward_inputs.hpp"
+#include "reference/parallel.hpp"
+#include "reference/row_math.hpp"
+
+namespace mxmoe::reference {
+namespace {
+
+constexpr int kRowsPerTask = 64;
+// Scratch per token batch (h13, a, y in fp32) is kept near this many bytes.
+constexpr std::size_t kBatchScratchBytes = std::size_t{256} << 20;
+
+struct Problem {
+  const CanonicalMoeWeights& w;
+  const TopK& topk;
+  const ActivationConfig& act;
+  int E, H, I, k, workers;
+};
+
+// Pairs (t * k + s, local to the batch) grouped by expert: pairs[begin[e] .. begin[e+1]).
+struct ExpertPairs {
+  std::vector<int> begin, pairs;
+};
+
+ExpertPairs group_by_expert(const Problem& p, int t0, int t1) {
+  ExpertPairs g;
+  g.begin.assign(static_cast<std::size_t>(p.E) + 1, 0);
+  const std::int32_t* ids = p.topk.ids.data() + static_cast<std::size_t>(t0) * p.k;
+  const int n = (t1 - t0) * p.k;
+  for (int i = 0; i < n; ++i)
+    if (ids[i] >= 0) ++g.begin[static_cast<std::size_t>(ids[i]) + 1];
+  for (int e = 0; e < p.E; ++e) g.begin[e + 1] += g.begin[e];
+  g.pairs.resize(static_cast<std::size_t>(g.begin[p.E]));
+  std::vector<int> fill(g.begin.begin(), g.begin.end() - 1);
+  for (int i = 0; i < n; ++i)
+    if (ids[i] >= 0) g.pairs[static_cast<std::size_t>(fill[ids[i]]++)] = i;
+  return g;
+}
+
+// out[pair][rows] = W[e] rows . in[pair] (+ bias[e][row]) for every (expert, row block) task.
+// W is [E, rows, K/2] packed with scales [E, rows, K/32]; `in` has stride K, `out` stride `rows`.
+void grouped_gemv(const Problem& p, const ExpertPairs& g, const std::uint8_t* packed, const std::uint8_t* scales,
+                  const float* bias, int rows, int K, const float* in, float* out) {
+  std::vector<int> experts;
+  for (int e = 0; e < p.E; ++e)
+    if (g.begin[e + 1] > g.begin[e]) experts.push_back(e);
+  const int blocks = (rows + kRowsPerTask - 1) / kRowsPerTask;
+  std::vector<std::vector<float>> row_buf(static_cast<std::size_t>(p.workers), std::vector<float>(static_cast<std::size_t>(K)));
+  detail::parallel_for(static_cast<std::int64_t>(experts.size()) * blocks, p.workers, [&](std::int64_t task, int worker) {
+    const int e = experts[static_cast<std::size_t>(task / blocks)];
+    const int r0 = static_cast<int>(task % blocks) * kRowsPerTask, r1 = std::min(rows, r0 + kRowsPerTask);
+    float* row = row_buf[static_cast<std::size_t>(worker)].data();
+    for (int r = r0; r < r1; ++r) {
+      const std::size_t row_index = static_cast<std::size_t>(e) * rows + r;
+      detail::dequantize_row(packed + row_index * (K / 2), scales + row_index * (K / 32), K, row);
+      const float b = bias ? bias[row_index] : 0.0f;
+      for (int i = g.begin[e]; i < g.begin[e + 1]; ++i) {
+        const std::size_t pair = static_cast<std::size_t>(g.pairs[static_cast<std::size_t>(i)]);
+        out[pair * rows + r] = detail::dot(row, in + pair * K, K) + b;
+      }
+    }
+  });
+}
+
+void forward_batch(const Problem& p, const std::uint16_t* hidden, int t0, int t1, std::uint16_t* out) {
+  const int n_tok = t1 - t0, n_pairs = n_tok * p.k, H = p.H, I = p.I;
+  const ExpertPairs g = group_by_expert(p, t0, t1);
+
+  // Each pair's input is its token's hidden row, widened to fp32 (copied per pair for a simple stride).
+  std::vector<float> x(static_cast<std::size_t>(n_pairs) * H);
+  for (int i = 0; i < n_pairs; ++i)
+    for (int h = 0; h < H; ++h)
+      x[static_cast<std::size_t>(i) * H + h] = formats::bf16_to_float(hidden[static_cast<std::size_t>(t0 + i / p.k) * H + h]);
+
+  const float* b13 = p.w.w13_bias ? p.w.w13_bias->as<float>() : nullptr;
+  const float* b2 = p.w.w2_bias ? p.w.w2_bias->as<float>() : nullptr;
+  std::vector<float> h13(static_cast<std::size_t>(n_pairs) * 2 * I);
+  grouped_gemv(p, g, p.w.w13.as<std::uint8_t>(), p.w.w13_scale.as<std::uint8_t>(), b13, 2 * I, H, x.data(), h13.data());
+
+  std::vector<float> a(static_cast<std::size_t>(n_pairs) * I);
+  detail::parallel_for(static_cast<std::int64_t>(g.pairs.size()), p.workers, [&](std::int64_t i, int) {
+    const std::size_t pair = static_cast<std::size_t>(g.pairs[static_cast<std::size_t>(i)]);
+    const float* gu = h13.data() + pair * 2 * I;
+    float* ap = a.data() + pair * I;
+    for (int j = 0; j < I; ++j) ap[j] = formats::round_to_bf16(detail::activate(gu[j], gu[I + j], p.act));
+  });
+
+  std::vector<float> y(static_cast<std::size_t>(n_pairs) * H);
+  grouped_gemv(p, g, p.w.w2.as<std::uint8_t>(), p.w.w2_scale.as<std::uint8_t>(), b2, H, I, a.data(), y.data());
+
+  std::vector<float> acc(static_cast<std::size_t>(H));
+  for (int t = 0; t < n_tok; ++t) {
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int s = 0; s < p.k; ++s) {
+      const std::size_t slot = static_cast<std::size_t>(t0 + t) * p.k + s;
+      if (p.topk.ids[slot] < 0) continue;
+      const float wt = p.topk.weights[slot];
+      const float* ys = y.data() + static_cast<std::size_t>(t * p.k + s) * H;
+      for (int h = 0; h < H; ++h) acc[h] += wt * ys[h];
+    }
+    for (int h = 0; h < H; ++h) out[static_cast<std::size_t>(t0 + t) * H + h] = formats::float_to_bf16(acc[h]);
+  }
+}
+
+}  // namespace
+
+std::vector<std::uint16_t> moe_forward(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
+                                       const TopK& topk, const ActivationConfig& act, int threads) {
+  detail::validate_forward_inputs("reference::moe_forward", w, hidden, num_tokens, topk, act);
+  const Problem p{w, topk, act, w.num_experts, w.hidden, w.inter, topk.top_k, detail::resolve_threads(threads)};
+  std::vector<std::uint16_t> out(static_cast<std::size_t>(num_tokens) * p.H);
+  const std::size_t bytes_per_token = static_cast<std::size_t>(p.k) * (2 * p.H + 3 * p.I) * sizeof(float);
+  const int batch = static_cast<int>(std::max<std::size_t>(1, kBatchScratchBytes / bytes_per_token));
+  for (int t0 = 0; t0 < num_tokens; t0 += batch)
+    forward_batch(p, hidden, t0, std::min(num_tokens, t0 + batch), out.data());
+  return out;
+}
+
+}  // namespace mxmoe::reference

@@ -1,0 +1,121 @@
+// The float64 twin of moe_forward, written separately (own decode, plain loops, no rounding) so
+// the two can check each other. Slots of one token are computed in parallel.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "mxmoe/error.hpp"
+#include "mxmoe/reference.hpp"
+#include "reference/forward_inputs.hpp"
+#include "reference/parallel.hpp"
+
+namespace mxmoe::reference {
+namespace {
+
+// E2M1 nibble: sign bit 3, magnitude index bits 0..2 into {0, 0.5, 1, 1.5, 2, 3, 4, 6}.
+double decode_e2m1(unsigned nibble) {
+  static const double magnitude[8] = {0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0};
+  const double m = magnitude[nibble & 7u];
+  return (nibble & 8u) ? -m : m;
+}
+
+// Row `row` of an MXFP4 matrix with K columns, decoded to double.
+void decode_row(const std::uint8_t* packed, const std::uint8_t* scales, std::size_t row, int K, std::vector<double>& out) {
+  out.resize(static_cast<std::size_t>(K));
+  for (int block = 0; block < K / 32; ++block) {
+    const double scale = std::ldexp(1.0, static_cast<int>(scales[row * (K / 32) + block]) - 127);
+    for (int col = block * 32; col < block * 32 + 32; ++col) {
+      const std::uint8_t byte = packed[row * (K / 2) + col / 2];
+      const unsigned nibble = (col % 2 == 0) ? (byte & 0x0fu) : (byte >> 4);
+      out[static_cast<std::size_t>(col)] = decode_e2m1(nibble) * scale;
+    }
+  }
+}
+
+double bf16_value(std::uint16_t bits) {
+  const std::uint32_t u = static_cast<std::uint32_t>(bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+double activation(double g, double u, const ActivationConfig& act) {
+  const double L = act.limit;
+  switch (act.kind) {
+    case ActivationKind::SiluMul: return g / (1.0 + std::exp(-g)) * u;
+    case ActivationKind::ClampedSiluMul:
+      g = std::min(g, L);
+      u = std::max(-L, std::min(u, L));
+      return g / (1.0 + std::exp(-g)) * u;
+    case ActivationKind::GptOssSwiglu:
+      g = std::min(g, L);
+      u = std::max(-L, std::min(u, L));
+      return (u + 1.0) * g / (1.0 + std::exp(-static_cast<double>(act.alpha) * g));
+  }
+  return 0.0;
+}
+
+// One expert applied to one token's input x [H]: returns y [H] (bias included, not weighted).
+std::vector<double> expert_f64(const CanonicalMoeWeights& w, int e, const std::vector<double>& x, const ActivationConfig& act) {
+  const int H = w.hidden, I = w.inter;
+  const auto* w13 = w.w13.as<std::uint8_t>();
+  const auto* s13 = w.w13_scale.as<std::uint8_t>();
+  const auto* w2 = w.w2.as<std::uint8_t>();
+  const auto* s2 = w.w2_scale.as<std::uint8_t>();
+  std::vector<double> gate_up(static_cast<std::size_t>(2 * I)), wrow;
+  for (int r = 0; r < 2 * I; ++r) {
+    const std::size_t row = static_cast<std::size_t>(e) * 2 * I + r;
+    decode_row(w13, s13, row, H, wrow);
+    double sum = w.w13_bias ? w.w13_bias->as<float>()[row] : 0.0;
+    for (int h = 0; h < H; ++h) sum += wrow[static_cast<std::size_t>(h)] * x[static_cast<std::size_t>(h)];
+    gate_up[static_cast<std::size_t>(r)] = sum;
+  }
+  std::vector<double> a(static_cast<std::size_t>(I));
+  for (int i = 0; i < I; ++i) a[static_cast<std::size_t>(i)] = activation(gate_up[static_cast<std::size_t>(i)], gate_up[static_cast<std::size_t>(I + i)], act);
+  std::vector<double> y(static_cast<std::size_t>(H));
+  for (int h = 0; h < H; ++h) {
+    const std::size_t row = static_cast<std::size_t>(e) * H + h;
+    decode_row(w2, s2, row, I, wrow);
+    double sum = w.w2_bias ? w.w2_bias->as<float>()[row] : 0.0;
+    for (int i = 0; i < I; ++i) sum += wrow[static_cast<std::size_t>(i)] * a[static_cast<std::size_t>(i)];
+    y[static_cast<std::size_t>(h)] = sum;
+  }
+  return y;
+}
+
+}  // namespace
+
+std::vector<double> moe_forward_f64(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
+                                    const TopK& topk, const ActivationConfig& act, const std::vector<int>& token_indices,
+                                    int threads) {
+  detail::validate_forward_inputs("reference::moe_forward_f64", w, hidden, num_tokens, topk, act);
+  for (std::size_t j = 0; j < token_indices.size(); ++j)
+    if (token_indices[j] < 0 || token_indices[j] >= num_tokens)
+      fail(ErrorCode::InvalidArgument, "reference::moe_forward_f64: token_indices[" + std::to_string(j) + "] = " +
+                                           std::to_string(token_indices[j]) + " is outside 0.." + std::to_string(num_tokens - 1));
+  const int H = w.hidden, k = topk.top_k;
+  const std::size_t n = token_indices.size();
+  // y of every (listed token, slot), computed in parallel, then summed per token in slot order.
+  std::vector<std::vector<double>> y(n * static_cast<std::size_t>(k));
+  detail::parallel_for(static_cast<std::int64_t>(y.size()), detail::resolve_threads(threads), [&](std::int64_t task, int) {
+    const int t = token_indices[static_cast<std::size_t>(task) / k];
+    const std::size_t slot = static_cast<std::size_t>(t) * k + static_cast<std::size_t>(task) % k;
+    if (topk.ids[slot] < 0) return;
+    std::vector<double> x(static_cast<std::size_t>(H));
+    for (int h = 0; h < H; ++h) x[static_cast<std::size_t>(h)] = bf16_value(hidden[static_cast<std::size_t>(t) * H + h]);
+    y[static_cast<std::size_t>(task)] = expert_f64(w, topk.ids[slot], x, act);
+  });
+  std::vector<double> out(n * static_cast<std::size_t>(H), 0.0);
+  for (std::size_t j = 0; j < n; ++j)
+    for (int s = 0; s < k; ++s) {
+      const std::vector<double>& ys = y[j * k + static_cast<std::size_t>(s)];
+      if (ys.empty()) continue;
+      const double wt = topk.weights[static_cast<std::size_t>(token_indices[j]) * k + s];
+      for (int h = 0; h < H; ++h) out[j * H + h] += wt * ys[static_cast<std::size_t>(h)];
+    }
+  return out;
+}
+
+}  // namespace mxmoe::reference

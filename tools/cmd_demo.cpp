@@ -1,0 +1,328 @@
+// `mxmoe demo`: one MoE layer shaped like a real model (DeepSeek-V4-Flash by default), synthetic
+// MXFP4 weights, random bf16 hidden states routed by the layer's router; run on the Hopper GPU when
+// there is one (checked against the CPU oracle), else on the CPU oracle (checked against float64).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <iomanip>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "command.hpp"
+#include "core/random.hpp"
+#include "formats/bf16.hpp"
+#include "mxmoe/error.hpp"
+#include "mxmoe/moe_layer.hpp"
+#include "mxmoe/presets.hpp"
+#include "mxmoe/reference.hpp"
+#include "mxmoe/weights.hpp"
+
+#ifdef MXMOE_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace mxmoe::cli {
+namespace {
+
+constexpr double kCpuCheckLimit = 1e-2;  // fp32 oracle vs float64: bf16 rounding of a and of out
+constexpr double kGpuCheckLimit = 2e-2;  // GPU vs fp32 oracle: the same roundings, other sum orders
+constexpr int kCpuDefaultExperts = 16, kCpuDefaultTokens = 16, kCpuDefaultCheck = 3;
+constexpr int kGpuDefaultTokens = 64, kGpuDefaultCheck = 4;
+constexpr int kGpuWarmup = 3, kGpuTimedRuns = 20;
+
+struct DemoOptions {
+  std::string preset = "dsv4-flash", backend = "auto";
+  int hidden = 0, inter = 0, experts = 0, topk = 0, tokens = 0, threads = 0, check_tokens = 0;
+  std::uint64_t seed = 1;
+  bool experts_given = false, topk_given = false;
+};
+
+// The layer and the batch the demo runs, after the preset, the backend's defaults and the overrides.
+struct Problem {
+  ModelPreset layer;
+  int preset_experts = 0;
+  int tokens = 0, check_tokens = 0;
+};
+
+Problem make_problem(const DemoOptions& o, bool gpu) {
+  Problem p;
+  p.layer = find_preset(o.preset);
+  p.preset_experts = p.layer.num_experts;
+  if (o.hidden) p.layer.hidden = o.hidden;
+  if (o.inter) p.layer.inter = o.inter;
+  if (o.experts_given) p.layer.num_experts = o.experts;
+  else if (!gpu) p.layer.num_experts = std::min(kCpuDefaultExperts, p.layer.num_experts);
+  if (o.topk_given) p.layer.top_k = o.topk;
+  else p.layer.top_k = std::min(p.layer.top_k, p.layer.num_experts);
+  p.layer.routing.top_k = p.layer.top_k;
+  p.tokens = o.tokens ? o.tokens : (gpu ? kGpuDefaultTokens : kCpuDefaultTokens);
+  p.check_tokens = o.check_tokens ? o.check_tokens : (gpu ? kGpuDefaultCheck : kCpuDefaultCheck);
+  if (p.tokens < 1) fail(ErrorCode::InvalidArgument, "demo: --tokens must be >= 1, got " + std::to_string(p.tokens));
+  if (p.check_tokens < 1) fail(ErrorCode::InvalidArgument, "demo: --check-tokens must be >= 1, got " + std::to_string(p.check_tokens));
+  if (o.threads < 0) fail(ErrorCode::InvalidArgument, "demo: --threads must be >= 0, got " + std::to_string(o.threads));
+  p.check_tokens = std::min(p.check_tokens, p.tokens);
+  p.layer.routing.validate(p.layer.num_experts);
+  p.layer.activation.validate();
+  return p;
+}
+
+std::string describe(const Problem& p, std::uint64_t seed) {
+  const ModelPreset& l = p.layer;
+  std::ostringstream s;
+  s << "problem: '" << l.name << "'-shaped layer, H=" << l.hidden << " I=" << l.inter << " E=" << l.num_experts;
+  if (l.num_experts != p.preset_experts) s << " (the preset has " << p.preset_experts << ")";
+  s << " top-" << l.top_k << "\n  routing " << routing_mode_name(l.routing.mode);
+  if (l.routing.n_groups > 1) s << ", " << l.routing.n_groups << " groups keep " << l.routing.topk_groups;
+  s << ", weights x" << l.routing.routed_scaling << "; activation " << activation_kind_name(l.activation.kind);
+  if (l.activation.kind != ActivationKind::SiluMul) s << " (limit " << l.activation.limit << ")";
+  s << "; expert biases " << (l.biases ? "yes" : "no") << "\n  " << p.tokens << " tokens of random bf16 hidden states, seed "
+    << seed << "\n";
+  return s.str();
+}
+
+std::vector<std::uint16_t> random_hidden(int tokens, int hidden, std::uint64_t seed) {
+  SplitMix64 rng(stream_seed(seed, 0x41dd3eull));
+  std::vector<std::uint16_t> x(static_cast<std::size_t>(tokens) * hidden);
+  for (auto& v : x) v = formats::float_to_bf16(static_cast<float>(rng.normal()));
+  return x;
+}
+
+// `n` token indices spread evenly over 0..tokens-1.
+std::vector<int> spread_indices(int tokens, int n) {
+  std::vector<int> idx;
+  for (int j = 0; j < n; ++j) idx.push_back(static_cast<int>(static_cast<std::int64_t>(j) * tokens / n));
+  return idx;
+}
+
+// ||got - want|| / ||want|| over the listed tokens' rows; NaN anywhere gives NaN.
+double relative_error(const std::vector<std::uint16_t>& out, int hidden, const std::vector<int>& rows, const std::vector<double>& want) {
+  double diff = 0.0, norm = 0.0;
+  for (std::size_t j = 0; j < rows.size(); ++j)
+    for (int h = 0; h < hidden; ++h) {
+      const double g = formats::bf16_to_float(out[static_cast<std::size_t>(rows[j]) * hidden + h]);
+      const double r = want[j * hidden + h];
+      diff += (g - r) * (g - r);
+      norm += r * r;
+    }
+  if (std::isnan(diff) || std::isnan(norm)) return NAN;
+  if (norm == 0.0) return diff == 0.0 ? 0.0 : INFINITY;
+  return std::sqrt(diff / norm);
+}
+
+std::string join(const std::vector<int>& v) {
+  std::string s;
+  for (int x : v) s += (s.empty() ? "" : ", ") + std::to_string(x);
+  return s;
+}
+
+// Prints the check line; returns the exit status (0 pass, 1 fail).
+int report_check(const std::string& what, const std::vector<int>& rows, double err, double limit) {
+  const bool pass = err < limit;  // false for NaN
+  std::cout << "check: " << rows.size() << " tokens [" << join(rows) << "] against " << what << ": relative Frobenius error "
+            << std::scientific << std::setprecision(3) << err << " (limit " << limit << "): " << (pass ? "PASS" : "FAIL")
+            << std::defaultfloat << "\n";
+  return pass ? 0 : 1;
+}
+
+struct Inputs {
+  CanonicalMoeWeights weights;
+  std::vector<std::uint16_t> hidden;
+  TopK topk;
+};
+
+Inputs make_inputs(const Problem& p, std::uint64_t seed) {
+  const auto t0 = std::chrono::steady_clock::now();
+  SyntheticSpec spec;
+  spec.num_experts = p.layer.num_experts;
+  spec.hidden = p.layer.hidden;
+  spec.inter = p.layer.inter;
+  spec.with_biases = p.layer.biases;
+  spec.with_router = true;
+  spec.seed = seed;
+  Inputs in;
+  in.weights = make_synthetic_weights(spec);
+  in.hidden = random_hidden(p.tokens, p.layer.hidden, seed);
+  const std::vector<float> logits = reference::router_logits(in.weights, in.hidden.data(), p.tokens);
+  in.topk = reference::route(logits.data(), p.tokens, p.layer.num_experts, p.layer.routing, in.weights.correction_bias->as<float>());
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double mb = static_cast<double>(in.weights.expert_weight_bytes()) * p.layer.num_experts / 1e6;
+  std::cout << "weights: synthetic MXFP4, " << std::fixed << std::setprecision(1) << mb << " MB; inputs made and routed in "
+            << std::setprecision(2) << s << " s\n" << std::defaultfloat;
+  return in;
+}
+
+int run_cpu(const DemoOptions& o) {
+  const Problem p = make_problem(o, false);
+  std::cout << describe(p, o.seed);
+  const Inputs in = make_inputs(p, o.seed);
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<std::uint16_t> out =
+      reference::moe_forward(in.weights, in.hidden.data(), p.tokens, in.topk, p.layer.activation, o.threads);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::cout << "backend cpu-reference: " << p.tokens << " tokens in " << std::fixed << std::setprecision(3) << s << " s -> "
+            << std::setprecision(1) << p.tokens / s << " tokens/s\n" << std::defaultfloat;
+  const std::vector<int> rows = spread_indices(p.tokens, p.check_tokens);
+  const std::vector<double> want =
+      reference::moe_forward_f64(in.weights, in.hidden.data(), p.tokens, in.topk, p.layer.activation, rows, o.threads);
+  return report_check("a float64 recomputation", rows, relative_error(out, p.layer.hidden, rows, want), kCpuCheckLimit);
+}
+
+#ifdef MXMOE_HAVE_CUDA
+void cuda_check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) fail(ErrorCode::Cuda, std::string("demo: ") + what + " failed: " + cudaGetErrorString(err));
+}
+
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  explicit DeviceBuffer(std::size_t bytes) { cuda_check(cudaMalloc(&ptr, bytes), "cudaMalloc"); }
+  ~DeviceBuffer() { cudaFree(ptr); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+template <class T>
+void upload(DeviceBuffer& dst, const std::vector<T>& src) {
+  cuda_check(cudaMemcpy(dst.ptr, src.data(), src.size() * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy to the device");
+}
+
+// The oracle's answer for the listed tokens only.
+std::vector<double> oracle_rows(const Inputs& in, const Problem& p, const std::vector<int>& rows, int threads) {
+  const int H = p.layer.hidden, k = p.layer.top_k, n = static_cast<int>(rows.size());
+  std::vector<std::uint16_t> hidden;
+  TopK sub;
+  sub.num_tokens = n;
+  sub.top_k = k;
+  for (int t : rows) {
+    hidden.insert(hidden.end(), in.hidden.begin() + static_cast<std::ptrdiff_t>(t) * H, in.hidden.begin() + static_cast<std::ptrdiff_t>(t + 1) * H);
+    sub.ids.insert(sub.ids.end(), in.topk.ids.begin() + t * k, in.topk.ids.begin() + (t + 1) * k);
+    sub.weights.insert(sub.weights.end(), in.topk.weights.begin() + t * k, in.topk.weights.begin() + (t + 1) * k);
+  }
+  const std::vector<std::uint16_t> out = reference::moe_forward(in.weights, hidden.data(), n, sub, p.layer.activation, threads);
+  std::vector<double> want(out.size());
+  for (std::size_t i = 0; i < out.size(); ++i) want[i] = formats::bf16_to_float(out[i]);
+  return want;
+}
+
+int run_gpu(const DemoOptions& o, const std::string& device) {
+  const Problem p = make_problem(o, true);
+  std::cout << "backend gpu: " << device << "\n" << describe(p, o.seed);
+  const Inputs in = make_inputs(p, o.seed);
+  const int T = p.tokens, H = p.layer.hidden, k = p.layer.top_k;
+
+  MoeLayerOptions lo;
+  lo.max_tokens = T;
+  lo.top_k = k;
+  lo.activation = p.layer.activation;
+  MoeLayer layer(in.weights, lo);
+  std::cout << "layer: prepared in " << layer.prepare_ms() << " ms, " << layer.device_bytes() / 1e6 << " MB on the device\n";
+
+  DeviceBuffer d_hidden(in.hidden.size() * 2), d_ids(in.topk.ids.size() * 4), d_weights(in.topk.weights.size() * 4),
+      d_out(static_cast<std::size_t>(T) * H * 2);
+  upload(d_hidden, in.hidden);
+  upload(d_ids, in.topk.ids);
+  upload(d_weights, in.topk.weights);
+  cudaStream_t stream = nullptr;
+  cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
+  std::unique_ptr<CUstream_st, void (*)(cudaStream_t)> stream_guard(stream, [](cudaStream_t s) { cudaStreamDestroy(s); });
+  cudaEvent_t start = nullptr, stop = nullptr;
+  cuda_check(cudaEventCreate(&start), "cudaEventCreate");
+  std::unique_ptr<CUevent_st, void (*)(cudaEvent_t)> start_guard(start, [](cudaEvent_t e) { cudaEventDestroy(e); });
+  cuda_check(cudaEventCreate(&stop), "cudaEventCreate");
+  std::unique_ptr<CUevent_st, void (*)(cudaEvent_t)> stop_guard(stop, [](cudaEvent_t e) { cudaEventDestroy(e); });
+
+  auto run_once = [&] {
+    layer.forward(d_hidden.ptr, static_cast<const std::int32_t*>(d_ids.ptr), static_cast<const float*>(d_weights.ptr), d_out.ptr, T, stream);
+    cuda_check(cudaGetLastError(), "MoeLayer::forward launch");
+  };
+  for (int i = 0; i < kGpuWarmup; ++i) run_once();
+  cuda_check(cudaStreamSynchronize(stream), "warm-up forward");
+  std::vector<float> ms(kGpuTimedRuns);
+  for (float& m : ms) {
+    cuda_check(cudaEventRecord(start, stream), "cudaEventRecord");
+    run_once();
+    cuda_check(cudaEventRecord(stop, stream), "cudaEventRecord");
+    cuda_check(cudaEventSynchronize(stop), "timed forward");
+    cuda_check(cudaEventElapsedTime(&m, start, stop), "cudaEventElapsedTime");
+  }
+  std::sort(ms.begin(), ms.end());
+  const double median_ms = ms[ms.size() / 2];
+  std::vector<std::uint16_t> out(static_cast<std::size_t>(T) * H);
+  cuda_check(cudaMemcpy(out.data(), d_out.ptr, out.size() * 2, cudaMemcpyDeviceToHost), "cudaMemcpy to the host");
+  std::cout << "forward: " << T << " tokens, median of " << kGpuTimedRuns << " runs " << std::fixed << std::setprecision(1)
+            << median_ms * 1e3 << " us -> " << std::setprecision(0) << T / (median_ms * 1e-3) << " tokens/s\n" << std::defaultfloat;
+
+  const std::vector<int> rows = spread_indices(T, p.check_tokens);
+  const std::vector<double> want = oracle_rows(in, p, rows, o.threads);
+  std::vector<std::uint16_t> got;
+  for (int t : rows) got.insert(got.end(), out.begin() + static_cast<std::ptrdiff_t>(t) * H, out.begin() + static_cast<std::ptrdiff_t>(t + 1) * H);
+  std::vector<int> dense(rows.size());
+  for (std::size_t j = 0; j < rows.size(); ++j) dense[j] = static_cast<int>(j);
+  const double err = relative_error(got, H, dense, want);
+  return report_check("the CPU reference (reference::moe_forward)", rows, err, kGpuCheckLimit);
+}
+#endif
+
+int run_demo(const DemoOptions& o) {
+  find_preset(o.preset);  // an unknown name fails here, before any work, listing the known ones
+  if (o.backend != "auto" && o.backend != "cpu" && o.backend != "gpu")
+    fail(ErrorCode::InvalidArgument, "demo: --backend must be auto, cpu or gpu, got '" + o.backend + "'");
+  if (o.backend == "cpu") {
+    std::cout << "backend: CPU reference (asked for with --backend cpu)\n";
+    return run_cpu(o);
+  }
+  const DeviceCheck dev = check_hopper_device();
+  if (!dev.ok) {
+    if (o.backend == "gpu") fail(ErrorCode::Unsupported, "demo: --backend gpu needs a Hopper GPU: " + dev.message);
+    std::cout << "no Hopper GPU: " << dev.message << "; running the CPU reference backend\n";
+    return run_cpu(o);
+  }
+#ifdef MXMOE_HAVE_CUDA
+  return run_gpu(o, dev.message);
+#else
+  fail(ErrorCode::Unsupported, "demo: this build has no CUDA backend");
+#endif
+}
+
+const char* kFooter =
+    "\nThe problem: one routed-experts MoE layer shaped like the preset (default dsv4-flash: DeepSeek-V4-Flash,\n"
+    "H=4096, I=2048, 256 experts, top-6, sqrt-softplus routing with correction bias, weights x1.5, SiLU-and-mul\n"
+    "clamped at 10), with synthetic MXFP4 expert weights (E2M1 + one E8M0 scale per 32) from a fixed seed, random\n"
+    "bf16 hidden states, and router logits from the layer's synthetic router, routed by the preset's rule.\n"
+    "\nBackends:\n"
+    "  gpu  the fused Hopper layer (MoeLayer) on the full preset, --tokens tokens (default 64): median of CUDA-event\n"
+    "       timed runs after a warm-up; a few tokens (default 4) are checked against the CPU reference\n"
+    "       (relative Frobenius error < 2e-2).\n"
+    "  cpu  the CPU reference (fp32 oracle) on a reduced problem: the preset's H and I, 16 experts and 16 tokens\n"
+    "       unless given; a few tokens (default 3) are checked against a float64 recomputation (error < 1e-2).\n"
+    "  auto (default) gpu when a Hopper GPU (compute capability 9.0) is present, else cpu, saying why.\n"
+    "\nExit status: 0 when the check passes, 1 when it fails, 2 on bad options or when --backend gpu has no GPU.\n";
+
+const RegisterCommand kDemo("demo", "run a DeepSeek-V4-Flash-shaped MoE layer (GPU, or the CPU reference) and check it", 10,
+                            [](CLI::App& sub) -> std::function<int()> {
+  auto o = std::make_shared<DemoOptions>();
+  sub.footer(kFooter);
+  std::string presets;
+  for (const auto& p : model_presets()) presets += (presets.empty() ? "" : ", ") + p.name;
+  sub.add_option("--preset", o->preset, "model shape, routing and activation: " + presets)->capture_default_str();
+  sub.add_option("--backend", o->backend, "auto | cpu | gpu (see below)")->capture_default_str();
+  sub.add_option("--hidden", o->hidden, "override H (a multiple of 32)");
+  sub.add_option("--inter", o->inter, "override I, the expert intermediate size (a multiple of 32)");
+  CLI::Option* experts = sub.add_option("--experts", o->experts, "override E, the expert count (cpu default: 16)");
+  CLI::Option* topk = sub.add_option("--topk", o->topk, "override k, the experts per token (default: the preset's, at most E)");
+  sub.add_option("--tokens", o->tokens, "tokens in the batch (default: 64 on the gpu, 16 on the cpu)");
+  sub.add_option("--seed", o->seed, "seed of the synthetic weights and hidden states")->capture_default_str();
+  sub.add_option("--threads", o->threads, "CPU threads for the reference (0: all cores)")->capture_default_str();
+  sub.add_option("--check-tokens", o->check_tokens, "tokens checked (default: 4 on the gpu, 3 on the cpu)");
+  return [o, experts, topk] {
+    o->experts_given = experts->count() > 0;
+    o->topk_given = topk->count() > 0;
+    return run_demo(*o);
+  };
+});
+
+}  // namespace
+}  // namespace mxmoe::cli
