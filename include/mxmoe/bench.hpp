@@ -1,0 +1,110 @@
+// The CPU side of `mxmoe bench`: work accounting (bytes, FLOPs, experts hit), the figures derived
+// from a timing (GB/s, streaming efficiency, TFLOP/s, speed-ups), bench routing, and the report
+// as a table, JSON and CSV. Nothing here touches a GPU, so all of it is unit-tested on the CPU.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "mxmoe/reference.hpp"
+
+namespace mxmoe::bench {
+
+// The routed-experts part of one MoE layer.
+struct LayerShape {
+  std::string name;
+  int hidden = 0, inter = 0, num_experts = 0, top_k = 0;
+  void validate() const;  // H, I positive multiples of 32; 1 <= top_k <= E
+};
+
+// Bytes of one expert's MXFP4 weights (w1, w3, w2 with their E8M0 scales): 3*H*I*17/32, i.e.
+// 4.25 bits per weight (4-bit element + one 8-bit scale per 32).
+std::int64_t expert_weight_bytes(int hidden, int inter);
+
+// Expected distinct experts hit when T tokens each pick k of E experts uniformly at random:
+// E * (1 - (1 - k/E)^T).
+double expected_experts_hit(int num_experts, int top_k, std::int64_t num_tokens);
+
+// Distinct expert ids in `topk` (ids of -1 are skipped); throws on an id outside -1..E-1.
+int distinct_experts_hit(const TopK& topk, int num_experts);
+// (token, expert) pairs with an id other than -1.
+std::int64_t routed_pairs(const TopK& topk);
+
+// What one forward over T tokens must move and compute.
+//   weight_bytes     = experts_hit * expert_weight_bytes (biases not counted)
+//   activation_bytes = hidden in (T*H*2) + output out (T*H*2) + ids and weights in (T*k*8)
+//   read_bytes       = weight_bytes + T*H*2 + T*k*8: what the forward must read at least; the
+//                      read floor is measured for exactly this many bytes
+//   flops            = 2 * routed_pairs * 3*H*I: one multiply-add counts 2, over both GEMMs
+//                      (gate+up: H x 2I, down: I x H); activation and combine not counted
+struct Work {
+  std::int64_t tokens = 0, experts_hit = 0, routed_pairs = 0;
+  std::int64_t weight_bytes = 0, activation_bytes = 0, read_bytes = 0;
+  double flops = 0.0;
+};
+Work row_work(const LayerShape& shape, std::int64_t num_tokens, int experts_hit, std::int64_t routed_pairs);
+
+// Figures from a time in microseconds (all throw on a non-positive or NaN time).
+double gb_per_s(double bytes, double us);            // 1 GB = 1e9 bytes
+double tflop_per_s(double flops, double us);         // 1 TFLOP = 1e12
+double streaming_efficiency(double floor_us, double us);  // floor / time: 1.0 = at the read floor
+double speedup(double baseline_us, double us);       // > 1: `us` is faster than the baseline
+
+// Median of the samples (mean of the middle two for an even count); throws on empty or NaN.
+double median(std::vector<double> samples);
+
+// Token counts: the default sweep and a parsed `--tokens 1,4,16` list (each 1..max, no repeats).
+std::vector<int> default_token_sweep();
+std::vector<int> parse_token_list(const std::string& text, int max_tokens);
+
+// Bench routing: one random logit per (token, expert), normal(0, 1), plus, when skew > 0, the bias
+// -skew * ln(1 + rank) of expert `rank` (a Zipf-like preference for low ids); top-k by logit,
+// weights = softmax over the k chosen logits. Deterministic in the seed.
+TopK bench_routing(int num_tokens, int num_experts, int top_k, double skew, std::uint64_t seed);
+
+// One measured row. Times are medians in microseconds, keyed by path name ("mxmoe",
+// "cublas_bf16", "torch_bf16"); a path that was not run or failed is absent.
+struct Row {
+  Work work;
+  double expected_hit = 0.0;
+  double read_floor_us = 0.0;
+  std::map<std::string, double> path_us;
+  std::map<std::string, std::string> path_note;  // why a path is absent, or a caveat
+  double rel_err_vs_bf16 = -1.0;                 // ||mxmoe - cublas_bf16||_F / ||cublas_bf16||_F; -1: not checked
+};
+
+struct Limits {
+  double copy_gb_per_s = 0.0;      // device-to-device copy, read + write bytes counted
+  std::int64_t copy_bytes = 0;
+  double gemm_tflop_per_s = 0.0;   // cuBLAS bf16 GEMM n x n x n, fp32 accumulate
+  int gemm_n = 0;
+};
+
+struct Report {
+  LayerShape shape;
+  std::map<std::string, std::string> meta;  // device, commit, seed, skew, reps, ...
+  Limits limits;
+  double prepare_ms = -1.0;       // mxmoe's one-time weight preparation of the whole layer (GPU time)
+  double prepare_wall_ms = -1.0;  // the whole MoeLayer constructor, upload included (host clock)
+  std::vector<Row> rows;
+};
+
+// Order of paths in every output.
+const std::vector<std::string>& path_names();
+
+nlohmann::json to_json(const Report& report);
+std::string to_csv(const Report& report);
+std::string format_table(const Report& report);
+
+// Merges the torch script's result ({"rows": [{"tokens": T, "us": t} ...]}) into the rows with
+// the same token count as path "torch_bf16"; throws on a malformed document or unknown T.
+void merge_torch_result(Report& report, const nlohmann::json& torch_result);
+
+// The routing the bench used, for the torch script: {"shape": ..., "rows": [{"tokens", "ids"}]}.
+nlohmann::json routing_document(const LayerShape& shape, const std::vector<TopK>& routings, std::uint64_t seed,
+                                double skew);
+
+}  // namespace mxmoe::bench

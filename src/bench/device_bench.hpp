@@ -1,0 +1,132 @@
+// The GPU side of `mxmoe bench` (CUDA builds only): the timer, the card's limits, the cuBLAS bf16
+// baseline, and the whole measured sweep of one layer shape. Library code: returns data, never prints.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mxmoe/bench.hpp"
+#include "mxmoe/config.hpp"
+#include "mxmoe/reference.hpp"
+#include "mxmoe/weights.hpp"
+
+struct CUstream_st;
+typedef struct CUstream_st* cudaStream_t;
+
+namespace mxmoe::bench {
+
+// Owns one cudaMalloc'd block; throws mxmoe::Error (Cuda) naming `what` when allocation fails.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(std::size_t bytes, const char* what);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& other) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* get() const { return ptr_; }
+  template <class T> T* as() const { return static_cast<T*>(ptr_); }
+  std::size_t size() const { return bytes_; }
+  void upload(const void* host, std::size_t bytes, std::size_t offset = 0);
+  void download(void* host, std::size_t bytes) const;
+
+ private:
+  void* ptr_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+struct TimingOptions {
+  int warmup = 10;                       // untimed replays first
+  int reps = 100;                        // timed replays; the median is reported
+  std::size_t flush_bytes = 256u << 20;  // written before every replay (H100 L2: 50 MB)
+};
+
+// Captures the work `body` enqueues into a CUDA graph and replays it: `warmup` untimed replays,
+// then `reps` replays, each preceded by an L2 flush (a memset of flush_bytes) that lies outside
+// that replay's pair of CUDA events. Returns the median replay time in microseconds.
+class ReplayTimer {
+ public:
+  explicit ReplayTimer(const TimingOptions& options);
+  ~ReplayTimer();
+  ReplayTimer(const ReplayTimer&) = delete;
+  ReplayTimer& operator=(const ReplayTimer&) = delete;
+
+  cudaStream_t stream() const;
+  double median_us(const std::function<void(cudaStream_t)>& body);
+  const TimingOptions& options() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// One streaming read of `bytes` bytes from `src` (16-byte loads, grid-stride, nothing written).
+void enqueue_stream_read(const void* src, std::int64_t bytes, cudaStream_t stream);
+
+// Device-to-device copy of `bytes`, counted as read + write: 2 * bytes / time.
+double measure_copy_gb_per_s(ReplayTimer& timer, std::int64_t bytes);
+// cuBLAS bf16 GEMM n x n x n (fp32 accumulate, bf16 out): 2 n^3 / time.
+double measure_gemm_tflop_per_s(ReplayTimer& timer, int n);
+
+// Name, SMs, L2, memory, CUDA runtime/driver and cuBLAS versions, one line.
+std::string device_description(int device);
+
+// The path a user without W4A16 kernels would take: the layer's MXFP4 weights dequantised once to
+// bf16 on the GPU, then per expert hit two cublasGemmEx calls over the tokens routed to it
+// (gathered, sorted by expert), the activation in between, and a weighted combine. When the bf16
+// copy of all experts does not fit in `memory_budget` bytes, only as many experts as fit are kept
+// and re-dequantised (untimed) per row; a row hitting more than that is refused by set_routing.
+class Bf16Baseline {
+ public:
+  Bf16Baseline(const CanonicalMoeWeights& weights, const ActivationConfig& activation, int top_k, int max_tokens,
+               std::size_t memory_budget);
+  ~Bf16Baseline();
+  Bf16Baseline(const Bf16Baseline&) = delete;
+  Bf16Baseline& operator=(const Bf16Baseline&) = delete;
+
+  int resident_capacity() const;  // experts whose bf16 weights fit at once
+  // Prepares a forward for this routing (host-side grouping, upload, missing experts dequantised;
+  // synchronises). Returns false with *why_not set when the experts hit do not fit.
+  bool set_routing(const TopK& topk, std::string* why_not);
+  // hidden bf16 [T, H], out bf16 [T, H], T = the routing's token count; graph-capturable.
+  void forward(const void* hidden, void* out, cudaStream_t stream) const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// What a sweep runs on.
+struct BenchConfig {
+  LayerShape shape;
+  ActivationConfig activation;
+  bool biases = false;
+  std::vector<int> tokens;
+  double skew = 0.0;
+  std::uint64_t seed = 1;
+  TimingOptions timing;
+  bool run_bf16 = true;
+  int gemm_n = 8192;
+  std::int64_t copy_bytes = std::int64_t(1) << 30;
+  int device = 0;
+};
+
+struct BenchRun {
+  Report report;
+  std::vector<TopK> routings;  // one per row, in row order
+};
+
+// Measures the limits, then for every token count the read floor, mxmoe's MoeLayer::forward and
+// the cuBLAS bf16 baseline on the same inputs. `progress` is told what is being measured.
+// Throws mxmoe::Error (Unsupported) when no Hopper GPU is present. Frees all device memory before
+// returning, so a baseline in another process can use the card next.
+BenchRun run_bench(const BenchConfig& config, const std::function<void(const std::string&)>& progress);
+
+}  // namespace mxmoe::bench

@@ -1,0 +1,212 @@
+// `mxmoe bench`: times mxmoe's MoE forward against the card's limits and against bf16 baselines,
+// and writes the table, JSON, CSV (and the torch baseline's inputs) for bench/plot.py.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include "command.hpp"
+#include "mxmoe/bench.hpp"
+#include "mxmoe/error.hpp"
+#include "mxmoe/presets.hpp"
+#ifdef MXMOE_HAVE_CUDA
+#include "bench/device_bench.hpp"
+#endif
+
+namespace mxmoe::cli {
+namespace {
+
+const char* kFigures = R"(
+Every row is one token count T. Routing: one normal(0,1) logit per (token, expert), plus
+-skew*ln(1+e) for expert e when --skew > 0; top-k by logit, weights = softmax over the k chosen.
+Timing: each path is captured in a CUDA graph, replayed --warmup times, then --reps times; before
+every timed replay --flush-mb MiB are written (cudaMemsetAsync) so L2 holds none of the inputs;
+the flush lies outside the CUDA events around the replay; the median replay is reported.
+  hit        distinct experts the row's routing touches (exp.hit: E*(1-(1-k/E)^T), the expectation)
+  wt MiB     weight bytes = hit x 3*H*I*17/32 (4-bit E2M1 + one E8M0 byte per 32; biases not counted)
+  activation bytes (JSON/CSV) = T*H*2 hidden in + T*H*2 output + T*k*8 ids and weights
+  read bytes = weight bytes + T*H*2 + T*k*8: what the forward must read at least
+  floor us   the read floor: time of one streaming read kernel (16-byte loads, grid-stride,
+             nothing written) over exactly the row's read bytes, L2 flushed, timed like the rest
+  mxmoe us   mxmoe::MoeLayer::forward from (topk ids, topk weights) to the combined bf16 output
+  eff        streaming efficiency = floor us / mxmoe us (1.0 = as fast as merely reading the bytes)
+  GB/s       (weight bytes + activation bytes) / time
+  TFLOP/s    FLOPs / time, FLOPs = 2 * (routed token-expert pairs) * 3*H*I (a multiply-add counts 2;
+             both GEMMs; activation and combine not counted)
+  %gemm      TFLOP/s as a percentage of the cuBLAS bf16 GEMM rate measured in the same run
+  cublas us  bf16 baseline: the layer's MXFP4 weights dequantised once to bf16, then per expert hit
+             two cublasGemmEx over its gathered tokens, activation and weighted combine kernels
+  torch us   bench/torch_grouped_mm.py: bf16 weights of the same shapes through torch._grouped_mm,
+             on the same routing (ids read from routing-<model>.json), timed the same way
+  x          speed-up of mxmoe over that baseline (baseline time / mxmoe time)
+  err        ||mxmoe - cublas||_F / ||cublas||_F over the row's output (same weights and inputs)
+Limits measured first in the same run: device-to-device copy (1 GiB, read + write counted) and
+the cuBLAS bf16 GEMM rate (--gemm-n cubed, fp32 accumulate). The prepare line is mxmoe's one-time
+weight preparation of the whole layer (GPU time, and wall time of the constructor with upload).
+Files in --out-dir: <model>.json, <model>.csv, <model>.txt, routing-<model>.json, torch-<model>.json;
+bench/plot.py <model>.json draws them. Exit status 2 without a Hopper GPU or on bad options.)";
+
+struct BenchOptions {
+  std::string preset = "dsv4-flash";
+  int hidden = 0, inter = 0, experts = 0, topk = 0;
+  std::string tokens;
+  int reps = 100, warmup = 10, flush_mb = 256, gemm_n = 8192, device = 0;
+  double skew = 0.0;
+  std::uint64_t seed = 1;
+  bool no_bf16 = false, no_torch = false, quiet = false;
+  std::string torch_script = "bench/torch_grouped_mm.py", python = "python3", out_dir = "bench-out", commit = "unknown";
+};
+
+struct Resolved {
+  bench::LayerShape shape;
+  ActivationConfig activation;
+  bool biases = false;
+  std::vector<int> tokens;
+};
+
+Resolved resolve(const BenchOptions& o, bool preset_given) {
+  Resolved r;
+  const bool custom = o.hidden || o.inter || o.experts || o.topk;
+  if (custom) {
+    if (preset_given) fail(ErrorCode::InvalidArgument, "bench: give either --preset or a custom shape (--hidden --inter --experts --topk), not both");
+    if (!o.hidden || !o.inter || !o.experts || !o.topk)
+      fail(ErrorCode::InvalidArgument, "bench: a custom shape needs all of --hidden, --inter, --experts and --topk");
+    r.shape = {"custom-" + std::to_string(o.hidden) + "x" + std::to_string(o.inter) + "-e" + std::to_string(o.experts) +
+                   "k" + std::to_string(o.topk),
+               o.hidden, o.inter, o.experts, o.topk};
+  } else {
+    const ModelPreset& p = find_preset(o.preset);
+    r.shape = {p.name, p.hidden, p.inter, p.num_experts, p.top_k};
+    r.activation = p.activation;
+    r.biases = p.biases;
+  }
+  r.shape.validate();
+  r.tokens = o.tokens.empty() ? bench::default_token_sweep() : bench::parse_token_list(o.tokens, 65536);
+  if (o.reps < 1 || o.warmup < 0) fail(ErrorCode::InvalidArgument, "bench: need --reps >= 1 and --warmup >= 0");
+  if (o.flush_mb < 0) fail(ErrorCode::InvalidArgument, "bench: --flush-mb must be >= 0");
+  if (!(o.skew >= 0.0)) fail(ErrorCode::InvalidArgument, "bench: --skew must be >= 0, got " + std::to_string(o.skew));
+  return r;
+}
+
+#ifdef MXMOE_HAVE_CUDA
+void write_file(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream f(path);
+  f << text;
+  if (!f) fail(ErrorCode::Io, "bench: cannot write " + path.string());
+}
+
+// Runs the torch baseline on the routing the sweep used and merges its times into the report.
+void run_torch(const BenchOptions& o, const std::filesystem::path& routing, const std::filesystem::path& result,
+               const Resolved& r, bench::Report& report) {
+  auto note_all = [&](const std::string& why) {
+    for (auto& row : report.rows) row.path_note["torch_bf16"] = why;
+  };
+  if (!std::filesystem::exists(o.torch_script)) return note_all("script " + o.torch_script + " not found");
+  std::filesystem::remove(result);
+  const std::string cmd = o.python + " '" + o.torch_script + "' --routing '" + routing.string() + "' --out '" +
+                          result.string() + "' --reps " + std::to_string(o.reps) + " --warmup " +
+                          std::to_string(o.warmup) + " --flush-mb " + std::to_string(o.flush_mb) + " --activation " +
+                          activation_kind_name(r.activation.kind) + (r.biases ? " --biases" : "") + " 1>&2";
+  const int status = std::system(cmd.c_str());
+  if (status != 0) return note_all("torch script failed (status " + std::to_string(status) + "), see its messages");
+  std::ifstream f(result);
+  nlohmann::json j;
+  try {
+    f >> j;
+  } catch (const std::exception& e) {
+    return note_all(std::string("torch result unreadable: ") + e.what());
+  }
+  bench::merge_torch_result(report, j);
+}
+
+int run(const BenchOptions& o, const Resolved& r) {
+  namespace fs = std::filesystem;
+  bench::BenchConfig config;
+  config.shape = r.shape;
+  config.activation = r.activation;
+  config.biases = r.biases;
+  config.tokens = r.tokens;
+  config.skew = o.skew;
+  config.seed = o.seed;
+  config.timing.reps = o.reps;
+  config.timing.warmup = o.warmup;
+  config.timing.flush_bytes = static_cast<std::size_t>(o.flush_mb) << 20;
+  config.run_bf16 = !o.no_bf16;
+  config.gemm_n = o.gemm_n;
+  config.device = o.device;
+  const auto start = std::chrono::steady_clock::now();
+  auto progress = [&](const std::string& what) {
+    if (o.quiet) return;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::fprintf(stderr, "[%7.1fs] %s: %s\n", s, r.shape.name.c_str(), what.c_str());
+  };
+  bench::BenchRun result = bench::run_bench(config, progress);
+  bench::Report& report = result.report;
+  report.meta["commit"] = o.commit;
+  report.meta["tool"] = "mxmoe bench";
+
+  fs::create_directories(o.out_dir);
+  const fs::path dir(o.out_dir);
+  const fs::path routing = dir / ("routing-" + r.shape.name + ".json");
+  write_file(routing, bench::routing_document(r.shape, result.routings, o.seed, o.skew).dump());
+  if (o.no_torch) {
+    for (auto& row : report.rows) row.path_note["torch_bf16"] = "not run (--no-torch)";
+  } else {
+    progress("running the torch._grouped_mm baseline");
+    run_torch(o, routing, dir / ("torch-" + r.shape.name + ".json"), r, report);
+  }
+  const std::string table = bench::format_table(report);
+  write_file(dir / (r.shape.name + ".json"), bench::to_json(report).dump(2) + "\n");
+  write_file(dir / (r.shape.name + ".csv"), bench::to_csv(report));
+  write_file(dir / (r.shape.name + ".txt"), table);
+  std::cout << table << std::flush;
+  progress("wrote " + (dir / r.shape.name).string() + ".{json,csv,txt}");
+  return 0;
+}
+#endif
+
+const RegisterCommand kBench{
+    "bench", "time the MoE forward against the card's limits and bf16 baselines (table, JSON, CSV)", 50,
+    [](CLI::App& sub) -> std::function<int()> {
+      auto o = std::make_shared<BenchOptions>();
+      auto* preset = sub.add_option("--preset", o->preset,
+                                    "model shape: dsv4-flash, dsv4-pro, dsv3, gpt-oss-120b, gpt-oss-20b, qwen3-30b")
+                         ->capture_default_str();
+      sub.add_option("--hidden", o->hidden, "custom shape: hidden size H (multiple of 32)");
+      sub.add_option("--inter", o->inter, "custom shape: expert intermediate size I (multiple of 32)");
+      sub.add_option("--experts", o->experts, "custom shape: number of experts E");
+      sub.add_option("--topk", o->topk, "custom shape: experts per token k");
+      sub.add_option("--tokens", o->tokens, "comma-separated token counts (default 1,4,16,64,256,1024,4096,16384)");
+      sub.add_option("--reps", o->reps, "timed replays per measurement (median reported)")->capture_default_str();
+      sub.add_option("--warmup", o->warmup, "untimed replays first")->capture_default_str();
+      sub.add_option("--flush-mb", o->flush_mb, "MiB written before every timed replay to flush L2 (0: no flush)")
+          ->capture_default_str();
+      sub.add_option("--skew", o->skew, "Zipf-like router bias -skew*ln(1+e) (0: uniform random routing)")
+          ->capture_default_str();
+      sub.add_option("--seed", o->seed, "seed of weights, hidden states and routing")->capture_default_str();
+      sub.add_option("--gemm-n", o->gemm_n, "size of the cuBLAS GEMM rate measurement (n^3)")->capture_default_str();
+      sub.add_flag("--no-bf16", o->no_bf16, "skip the cuBLAS bf16 baseline");
+      sub.add_flag("--no-torch", o->no_torch, "skip the torch._grouped_mm baseline");
+      sub.add_option("--torch-script", o->torch_script, "the torch baseline script")->capture_default_str();
+      sub.add_option("--python", o->python, "Python interpreter for the torch script")->capture_default_str();
+      sub.add_option("--out-dir", o->out_dir, "folder for the JSON, CSV, table and routing files")->capture_default_str();
+      sub.add_option("--commit", o->commit, "commit id recorded in the JSON")->capture_default_str();
+      sub.add_option("--device", o->device, "CUDA device index")->capture_default_str();
+      sub.add_flag("--quiet", o->quiet, "no progress lines on stderr");
+      sub.footer(kFigures);
+      return [o, preset]() -> int {
+        const Resolved r = resolve(*o, preset->count() > 0);
+#ifdef MXMOE_HAVE_CUDA
+        return run(*o, r);
+#else
+        (void)r;
+        fail(ErrorCode::Unsupported, "bench needs the CUDA backend and a Hopper GPU; this build of mxmoe has no CUDA backend");
+#endif
+      };
+    }};
+
+}  // namespace
+}  // namespace mxmoe::cli
