@@ -2,6 +2,8 @@
 
 #include "kernels/align.hpp"
 #include "kernels/cuda_check.hpp"
+#include "kernels/launch.hpp"
+#include "kernels/ptx.cuh"
 
 namespace mxmoe::kernels {
 namespace {
@@ -24,6 +26,8 @@ __global__ void __launch_bounds__(kAlignThreads) align_kernel(const std::int32_t
   const int tid = threadIdx.x;
 
   for (int e = tid; e < num_experts; e += kAlignThreads) count[e] = 0;
+  ptx::grid_dependency_wait();  // topk_ids come from the previous kernel
+  ptx::allow_dependents_launch();
   __syncthreads();
   for (int i = tid; i < pairs; i += kAlignThreads) {
     const int e = topk_ids[i];
@@ -67,8 +71,8 @@ void launch_align(const std::int32_t* topk_ids, int pairs, int num_experts, int 
                   std::int32_t* block_expert, std::int32_t* num_blocks, cudaStream_t stream) {
   if (num_experts > kMaxAlignExperts)
     fail(ErrorCode::Unsupported, "token alignment supports at most " + std::to_string(kMaxAlignExperts) + " experts, got " + std::to_string(num_experts));
-  align_kernel<<<1, kAlignThreads, 0, stream>>>(topk_ids, pairs, num_experts, block_tokens, sorted_pairs, block_expert, num_blocks);
-  check_launch("align");
+  launch_dependent(align_kernel, dim3(1), dim3(kAlignThreads), 0, stream, "align", topk_ids, pairs, num_experts,
+                   block_tokens, sorted_pairs, block_expert, num_blocks);
 }
 
 }  // namespace mxmoe::kernels

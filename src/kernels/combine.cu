@@ -1,6 +1,8 @@
 #include "formats/bf16.hpp"
 #include "kernels/combine.hpp"
 #include "kernels/cuda_check.hpp"
+#include "kernels/launch.hpp"
+#include "kernels/ptx.cuh"
 
 namespace mxmoe::kernels {
 namespace {
@@ -12,6 +14,8 @@ __global__ void combine_kernel(const float* __restrict__ partial, const std::int
                                int hidden, int num_experts, std::uint16_t* __restrict__ out) {
   const int token = blockIdx.x;
   const int h = (blockIdx.y * kCombineThreads + threadIdx.x) * 4;
+  ptx::grid_dependency_wait();
+  ptx::allow_dependents_launch();
   if (h >= hidden) return;
   float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
   for (int s = 0; s < top_k; ++s) {
@@ -35,8 +39,8 @@ void launch_combine(const float* partial, const std::int32_t* topk_ids, int num_
                     int num_experts, std::uint16_t* out, cudaStream_t stream) {
   if (num_tokens <= 0) return;
   const dim3 grid(static_cast<unsigned>(num_tokens), (hidden / 4 + kCombineThreads - 1) / kCombineThreads);
-  combine_kernel<<<grid, kCombineThreads, 0, stream>>>(partial, topk_ids, top_k, hidden, num_experts, out);
-  check_launch("combine");
+  launch_dependent(combine_kernel, grid, dim3(kCombineThreads), 0, stream, "combine", partial, topk_ids, top_k, hidden,
+                   num_experts, out);
 }
 
 }  // namespace mxmoe::kernels

@@ -59,6 +59,14 @@ template <class Cfg, bool kGateUp>
 __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(const MoeGemmParams p) {
   using G = GemmGeometry<Cfg>;
   const int block = blockIdx.y;
+  // Dependencies: GEMM1 reads the block list the align kernel (its predecessor) writes. GEMM2's
+  // predecessor is GEMM1, which lets it launch only after passing its own wait, so the block list
+  // is complete and GEMM2 may read it, and stream its first weight stages, before waiting for the
+  // intermediate activations.
+  if constexpr (kGateUp) {
+    ptx::grid_dependency_wait();
+    ptx::allow_dependents_launch();
+  }
   if (block >= *p.num_blocks) return;
 
   extern __shared__ __align__(16) std::uint8_t smem[];
@@ -79,10 +87,9 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
   }
   __syncthreads();
 
-  auto load_stage = [&](int stage, int k_iter) {
+  auto load_weights = [&](int stage, int k_iter) {
     std::uint8_t* sw = smem + stage * G::kStageBytes;
     std::uint8_t* ss = sw + G::kWeightBytes;
-    std::uint8_t* sx = ss + G::kScaleBytes;
     const int chunk0 = k_iter * Cfg::kChunksPerStage;
     // Weights: each tile's chunks are contiguous in global memory, so consecutive threads copy
     // consecutive 16-byte pieces.
@@ -100,8 +107,12 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
       if (tile < n_tiles && chunk < n_chunks)
         ptx::cp_async16(ss + i * 16, s_expert + (static_cast<std::int64_t>(tile) * n_chunks + chunk) * layout::kChunkScaleBytes + piece * 16, 16);
     }
-    // Activations of the block's tokens; padding slots and K past the end read as zeros (the
-    // padded weights are zero codes, but 0 x garbage could be NaN).
+  };
+  // Activations of the block's tokens; padding slots and K past the end read as zeros (the
+  // padded weights are zero codes, but 0 x garbage could be NaN).
+  auto load_acts = [&](int stage, int k_iter) {
+    std::uint8_t* sx = smem + stage * G::kStageBytes + G::kWeightBytes + G::kScaleBytes;
+    const int chunk0 = k_iter * Cfg::kChunksPerStage;
     constexpr int kPiecesPerRow = G::kStageK / 8;
     for (int i = tid; i < Cfg::kTokens * kPiecesPerRow; i += G::kThreads) {
       const int row = i / kPiecesPerRow, piece = i % kPiecesPerRow;
@@ -116,18 +127,32 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
   float acc[Cfg::kTilesPerWarp][G::kTokenTiles][4] = {};
   const int k_iters = (n_chunks + Cfg::kChunksPerStage - 1) / Cfg::kChunksPerStage;
 
+  // Prologue: weight stages first (independent of the previous kernel), then the wait, then the
+  // activations of those stages as one more group; hence the full wait before the first stage.
 #pragma unroll
   for (int s = 0; s < Cfg::kStages - 1; ++s) {
-    if (s < k_iters) load_stage(s, s);
+    if (s < k_iters) load_weights(s, s);
     ptx::cp_async_commit();
   }
+  if constexpr (!kGateUp) {
+    ptx::grid_dependency_wait();
+    ptx::allow_dependents_launch();
+  }
+#pragma unroll
+  for (int s = 0; s < Cfg::kStages - 1; ++s)
+    if (s < k_iters) load_acts(s, s);
+  ptx::cp_async_commit();
 
   for (int kt = 0; kt < k_iters; ++kt) {
-    ptx::cp_async_wait<Cfg::kStages - 2>();
+    if (kt == 0) ptx::cp_async_wait<0>();
+    else ptx::cp_async_wait<Cfg::kStages - 2>();
     __syncthreads();  // stage kt landed for everyone; stage kt-1 is no longer read by anyone
     {
       const int next = kt + Cfg::kStages - 1;
-      if (next < k_iters) load_stage(next % Cfg::kStages, next);
+      if (next < k_iters) {
+        load_weights(next % Cfg::kStages, next);
+        load_acts(next % Cfg::kStages, next);
+      }
       ptx::cp_async_commit();
     }
     const std::uint8_t* sw = smem + (kt % Cfg::kStages) * G::kStageBytes;

@@ -16,6 +16,9 @@ namespace mxmoe::kernels {
 struct GemmDecode {  // a few tokens per expert: all weight bytes, little reuse
   static constexpr int kTokens = 8, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
 };
+struct GemmSmall {
+  static constexpr int kTokens = 16, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
+};
 struct GemmMedium {
   static constexpr int kTokens = 32, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 2, kStages = 4;
 };
@@ -23,9 +26,10 @@ struct GemmPrefill {  // many tokens per expert: reuse each dequantised fragment
   static constexpr int kTokens = 64, kWarps = 4, kTilesPerWarp = 2, kChunksPerStage = 1, kStages = 4;
 };
 
-enum class GemmKind { Decode, Medium, Prefill };
+enum class GemmKind { Decode, Small, Medium, Prefill };
 int gemm_tokens_per_block(GemmKind kind);
-// Picks the configuration from the average routed pairs per expert.
+// Picks the configuration from the average routed pairs per expert: a block should hold the
+// busiest expert's pairs (about twice the average), since a second block re-reads its weights.
 GemmKind choose_gemm(int num_tokens, int top_k, int num_experts);
 
 struct MoeGemmParams {

@@ -1,5 +1,6 @@
-// Every instantiation of the GEMM kernel, in one place: 3 configurations x {w13, w2}.
+// Every instantiation of the GEMM kernel, in one place: 4 configurations x {w13, w2}.
 #include "kernels/cuda_check.hpp"
+#include "kernels/launch.hpp"
 #include "kernels/moe_gemm.cuh"
 
 namespace mxmoe::kernels {
@@ -10,8 +11,8 @@ void launch(const MoeGemmParams& p, int max_blocks, cudaStream_t stream) {
   using G = GemmGeometry<Cfg>;
   if (max_blocks <= 0) return;
   const dim3 grid((p.shape.tiles() + G::kTilesPerCta - 1) / G::kTilesPerCta, static_cast<unsigned>(max_blocks));
-  moe_gemm_kernel<Cfg, kGateUp><<<grid, G::kThreads, G::kSmemBytes, stream>>>(p);
-  check_launch(kGateUp ? "moe_gemm (w13)" : "moe_gemm (w2)");
+  launch_dependent(moe_gemm_kernel<Cfg, kGateUp>, grid, dim3(G::kThreads), G::kSmemBytes, stream,
+                   kGateUp ? "moe_gemm (w13)" : "moe_gemm (w2)", p);
 }
 
 template <class Cfg>
@@ -27,6 +28,7 @@ template <bool kGateUp>
 void dispatch(GemmKind kind, const MoeGemmParams& p, int max_blocks, cudaStream_t stream) {
   switch (kind) {
     case GemmKind::Decode: return launch<GemmDecode, kGateUp>(p, max_blocks, stream);
+    case GemmKind::Small: return launch<GemmSmall, kGateUp>(p, max_blocks, stream);
     case GemmKind::Medium: return launch<GemmMedium, kGateUp>(p, max_blocks, stream);
     case GemmKind::Prefill: return launch<GemmPrefill, kGateUp>(p, max_blocks, stream);
   }
@@ -37,6 +39,7 @@ void dispatch(GemmKind kind, const MoeGemmParams& p, int max_blocks, cudaStream_
 int gemm_tokens_per_block(GemmKind kind) {
   switch (kind) {
     case GemmKind::Decode: return GemmDecode::kTokens;
+    case GemmKind::Small: return GemmSmall::kTokens;
     case GemmKind::Medium: return GemmMedium::kTokens;
     case GemmKind::Prefill: return GemmPrefill::kTokens;
   }
@@ -45,8 +48,9 @@ int gemm_tokens_per_block(GemmKind kind) {
 
 GemmKind choose_gemm(int num_tokens, int top_k, int num_experts) {
   const double pairs_per_expert = static_cast<double>(num_tokens) * top_k / num_experts;
-  if (pairs_per_expert <= 8.0) return GemmKind::Decode;
-  if (pairs_per_expert <= 40.0) return GemmKind::Medium;
+  if (pairs_per_expert <= 3.0) return GemmKind::Decode;
+  if (pairs_per_expert <= 7.0) return GemmKind::Small;
+  if (pairs_per_expert <= 16.0) return GemmKind::Medium;
   return GemmKind::Prefill;
 }
 
@@ -59,6 +63,7 @@ void launch_moe_gemm2(GemmKind kind, const MoeGemmParams& p, int max_blocks, cud
 
 void configure_moe_gemm_kernels() {
   configure<GemmDecode>();
+  configure<GemmSmall>();
   configure<GemmMedium>();
   configure<GemmPrefill>();
 }

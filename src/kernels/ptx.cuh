@@ -39,3 +39,14 @@ __device__ __forceinline__ std::uint32_t mul_bf16x2(std::uint32_t a, std::uint32
 }
 
 }  // namespace mxmoe::kernels::ptx
+
+namespace mxmoe::kernels::ptx {
+
+// Programmatic dependent launch (sm_90): a kernel launched with programmatic stream serialization
+// may start while its predecessor runs; grid_dependency_wait() blocks until the predecessor has
+// finished and its writes are visible, and allow_dependents_launch() lets the successor start.
+// Both are no-ops for a kernel launched without the attribute.
+__device__ __forceinline__ void grid_dependency_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+__device__ __forceinline__ void allow_dependents_launch() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+
+}  // namespace mxmoe::kernels::ptx
