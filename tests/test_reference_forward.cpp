@@ -20,6 +20,7 @@
 #include "mxmoe/error.hpp"
 #include "mxmoe/reference.hpp"
 #include "mxmoe/weights.hpp"
+#include "reference/moe_forward_batches.hpp"
 
 using namespace mxmoe;
 using ::testing::HasSubstr;
@@ -299,6 +300,11 @@ TEST(ReferenceForward, ResultDoesNotDependOnThreadsOrBatch) {
   EXPECT_EQ(one, reference::moe_forward(w, x.data(), T, tk, act, 2));
   EXPECT_EQ(one, reference::moe_forward(w, x.data(), T, tk, act, 7));
   EXPECT_EQ(one, reference::moe_forward(w, x.data(), T, tk, act, 0));
+  // Several token batches (1, 3 and 7 tokens of scratch) give the same bits as one.
+  const std::size_t per_token = static_cast<std::size_t>(k) * (2 * H + 3 * I) * sizeof(float);
+  for (std::size_t tokens_per_batch : {1, 3, 7})
+    EXPECT_EQ(one, reference::detail::moe_forward_in_batches(w, x.data(), T, tk, act, 2, tokens_per_batch * per_token))
+        << tokens_per_batch << " tokens per batch";
   // Token 13 alone gives the same bits as inside the batch.
   TopK single{1, k, {tk.ids.begin() + 13 * k, tk.ids.begin() + 14 * k}, {tk.weights.begin() + 13 * k, tk.weights.begin() + 14 * k}};
   const auto alone = reference::moe_forward(w, x.data() + 13 * H, 1, single, act, 2);
