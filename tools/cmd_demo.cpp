@@ -38,7 +38,9 @@ struct DemoOptions {
   std::string preset = "dsv4-flash", backend = "auto";
   int hidden = 0, inter = 0, experts = 0, topk = 0, tokens = 0, threads = 0, check_tokens = 0;
   std::uint64_t seed = 1;
-  bool experts_given = false, topk_given = false;
+  // Which of the options whose default depends on the preset or the backend were given.
+  bool hidden_given = false, inter_given = false, experts_given = false, topk_given = false, tokens_given = false,
+       check_given = false;
 };
 
 // The layer and the batch the demo runs, after the preset, the backend's defaults and the overrides.
@@ -52,15 +54,15 @@ Problem make_problem(const DemoOptions& o, bool gpu) {
   Problem p;
   p.layer = find_preset(o.preset);
   p.preset_experts = p.layer.num_experts;
-  if (o.hidden) p.layer.hidden = o.hidden;
-  if (o.inter) p.layer.inter = o.inter;
+  if (o.hidden_given) p.layer.hidden = o.hidden;
+  if (o.inter_given) p.layer.inter = o.inter;
   if (o.experts_given) p.layer.num_experts = o.experts;
   else if (!gpu) p.layer.num_experts = std::min(kCpuDefaultExperts, p.layer.num_experts);
   if (o.topk_given) p.layer.top_k = o.topk;
   else p.layer.top_k = std::min(p.layer.top_k, p.layer.num_experts);
   p.layer.routing.top_k = p.layer.top_k;
-  p.tokens = o.tokens ? o.tokens : (gpu ? kGpuDefaultTokens : kCpuDefaultTokens);
-  p.check_tokens = o.check_tokens ? o.check_tokens : (gpu ? kGpuDefaultCheck : kCpuDefaultCheck);
+  p.tokens = o.tokens_given ? o.tokens : (gpu ? kGpuDefaultTokens : kCpuDefaultTokens);
+  p.check_tokens = o.check_given ? o.check_tokens : (gpu ? kGpuDefaultCheck : kCpuDefaultCheck);
   if (p.tokens < 1) fail(ErrorCode::InvalidArgument, "demo: --tokens must be >= 1, got " + std::to_string(p.tokens));
   if (p.check_tokens < 1) fail(ErrorCode::InvalidArgument, "demo: --check-tokens must be >= 1, got " + std::to_string(p.check_tokens));
   if (o.threads < 0) fail(ErrorCode::InvalidArgument, "demo: --threads must be >= 0, got " + std::to_string(o.threads));
@@ -309,17 +311,18 @@ const RegisterCommand kDemo("demo", "run a DeepSeek-V4-Flash-shaped MoE layer (G
   for (const auto& p : model_presets()) presets += (presets.empty() ? "" : ", ") + p.name;
   sub.add_option("--preset", o->preset, "model shape, routing and activation: " + presets)->capture_default_str();
   sub.add_option("--backend", o->backend, "auto | cpu | gpu (see below)")->capture_default_str();
-  sub.add_option("--hidden", o->hidden, "override H (a multiple of 32)");
-  sub.add_option("--inter", o->inter, "override I, the expert intermediate size (a multiple of 32)");
-  CLI::Option* experts = sub.add_option("--experts", o->experts, "override E, the expert count (cpu default: 16)");
-  CLI::Option* topk = sub.add_option("--topk", o->topk, "override k, the experts per token (default: the preset's, at most E)");
-  sub.add_option("--tokens", o->tokens, "tokens in the batch (default: 64 on the gpu, 16 on the cpu)");
+  std::vector<std::pair<CLI::Option*, bool*>> given = {
+      {sub.add_option("--hidden", o->hidden, "override H (a multiple of 32)"), &o->hidden_given},
+      {sub.add_option("--inter", o->inter, "override I, the expert intermediate size (a multiple of 32)"), &o->inter_given},
+      {sub.add_option("--experts", o->experts, "override E, the expert count (cpu default: 16)"), &o->experts_given},
+      {sub.add_option("--topk", o->topk, "override k, the experts per token (default: the preset's, at most E)"), &o->topk_given},
+      {sub.add_option("--tokens", o->tokens, "tokens in the batch (default: 64 on the gpu, 16 on the cpu)"), &o->tokens_given},
+      {sub.add_option("--check-tokens", o->check_tokens, "tokens checked (default: 4 on the gpu, 3 on the cpu)"), &o->check_given},
+  };
   sub.add_option("--seed", o->seed, "seed of the synthetic weights and hidden states")->capture_default_str();
   sub.add_option("--threads", o->threads, "CPU threads for the reference (0: all cores)")->capture_default_str();
-  sub.add_option("--check-tokens", o->check_tokens, "tokens checked (default: 4 on the gpu, 3 on the cpu)");
-  return [o, experts, topk] {
-    o->experts_given = experts->count() > 0;
-    o->topk_given = topk->count() > 0;
+  return [o, given] {
+    for (const auto& [option, flag] : given) *flag = option->count() > 0;
     return run_demo(*o);
   };
 });

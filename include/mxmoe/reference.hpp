@@ -25,6 +25,9 @@ std::vector<float> router_logits(const CanonicalMoeWeights& w, const std::uint16
 
 // Top-k routing of `logits` [T, E] by `config`; correction_bias [E] (may be null) only
 // affects the choice of experts, never the weights (DeepSeek V3/V4).
+// Slot s holds the s-th best expert; at equal selection scores the lower expert id (and group id)
+// wins. Softmax modes select on the logits and ignore correction_bias and groups. Logits and
+// bias must be finite.
 TopK route(const float* logits, int num_tokens, int num_experts, const RoutingConfig& config,
            const float* correction_bias);
 

@@ -13,6 +13,7 @@
 #include "mxmoe/reference.hpp"
 #include "reference/activation.hpp"
 #include "reference/forward_inputs.hpp"
+#include "reference/moe_forward_batches.hpp"
 #include "reference/parallel.hpp"
 #include "reference/row_math.hpp"
 
@@ -117,16 +118,22 @@ void forward_batch(const Problem& p, const std::uint16_t* hidden, int t0, int t1
 
 }  // namespace
 
-std::vector<std::uint16_t> moe_forward(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
-                                       const TopK& topk, const ActivationConfig& act, int threads) {
+std::vector<std::uint16_t> detail::moe_forward_in_batches(const CanonicalMoeWeights& w, const std::uint16_t* hidden,
+                                                          int num_tokens, const TopK& topk, const ActivationConfig& act,
+                                                          int threads, std::size_t scratch_bytes) {
   detail::validate_forward_inputs("reference::moe_forward", w, hidden, num_tokens, topk, act);
   const Problem p{w, topk, act, w.num_experts, w.hidden, w.inter, topk.top_k, detail::resolve_threads(threads)};
   std::vector<std::uint16_t> out(static_cast<std::size_t>(num_tokens) * p.H);
   const std::size_t bytes_per_token = static_cast<std::size_t>(p.k) * (2 * p.H + 3 * p.I) * sizeof(float);
-  const int batch = static_cast<int>(std::max<std::size_t>(1, kBatchScratchBytes / bytes_per_token));
+  const int batch = static_cast<int>(std::min<std::size_t>(std::max<std::size_t>(1, scratch_bytes / bytes_per_token), 1 << 30));
   for (int t0 = 0; t0 < num_tokens; t0 += batch)
     forward_batch(p, hidden, t0, std::min(num_tokens, t0 + batch), out.data());
   return out;
+}
+
+std::vector<std::uint16_t> moe_forward(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
+                                       const TopK& topk, const ActivationConfig& act, int threads) {
+  return detail::moe_forward_in_batches(w, hidden, num_tokens, topk, act, threads, kBatchScratchBytes);
 }
 
 }  // namespace mxmoe::reference
