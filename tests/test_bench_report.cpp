@@ -148,10 +148,11 @@ TEST(BenchReport, TableShowsTimesSpeedupsAndNotes) {
 TEST(BenchReport, MergeTorchResult) {
   Report rep = sample_report();
   rep.rows[0].path_us.erase("torch_bf16");
-  merge_torch_result(rep, nlohmann::json::parse(R"({"rows": [{"tokens": 1, "us": 123.5},
+  merge_torch_result(rep, nlohmann::json::parse(R"({"meta": {"torch": "2.11.0"}, "rows": [{"tokens": 1, "us": 123.5},
                                                              {"tokens": 4096, "error": "out of memory"}]})"));
   EXPECT_DOUBLE_EQ(rep.rows[0].path_us.at("torch_bf16"), 123.5);
   EXPECT_EQ(rep.rows[1].path_note.at("torch_bf16"), "out of memory");
+  EXPECT_EQ(rep.meta.at("torch"), "2.11.0");
   expect_error([&] { merge_torch_result(rep, nlohmann::json::parse(R"({"rows": [{"tokens": 2, "us": 1}]})")); },
                "tokens=2, which the bench did not run");
   expect_error([&] { merge_torch_result(rep, nlohmann::json::parse(R"({"rows": [{"tokens": 1, "us": -1}]})")); },
