@@ -98,6 +98,15 @@ void write_file(const std::filesystem::path& path, const std::string& text) {
   if (!f) fail(ErrorCode::Io, "bench: cannot write " + path.string());
 }
 
+const char* torch_activation_name(ActivationKind kind) {
+  switch (kind) {
+    case ActivationKind::SiluMul: return "silu";
+    case ActivationKind::ClampedSiluMul: return "clamped-silu";
+    case ActivationKind::GptOssSwiglu: return "gpt-oss";
+  }
+  return "silu";
+}
+
 // Runs the torch baseline on the routing the sweep used and merges its times into the report.
 void run_torch(const BenchOptions& o, const std::filesystem::path& routing, const std::filesystem::path& result,
                const Resolved& r, bench::Report& report) {
@@ -109,7 +118,7 @@ void run_torch(const BenchOptions& o, const std::filesystem::path& routing, cons
   const std::string cmd = o.python + " '" + o.torch_script + "' --routing '" + routing.string() + "' --out '" +
                           result.string() + "' --reps " + std::to_string(o.reps) + " --warmup " +
                           std::to_string(o.warmup) + " --flush-mb " + std::to_string(o.flush_mb) + " --activation " +
-                          activation_kind_name(r.activation.kind) + (r.biases ? " --biases" : "") + " 1>&2";
+                          torch_activation_name(r.activation.kind) + " --limit " + std::to_string(r.activation.limit) + (r.biases ? " --biases" : "") + " 1>&2";
   const int status = std::system(cmd.c_str());
   if (status != 0) return note_all("torch script failed (status " + std::to_string(status) + "), see its messages");
   std::ifstream f(result);

@@ -127,6 +127,9 @@ double ReplayTimer::median_us(const std::function<void(cudaStream_t)>& body) {
   cudaStream_t s = impl_->stream;
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
+  // One eager run first: lazily loaded kernels and library heuristics settle outside the capture.
+  body(s);
+  check(cudaStreamSynchronize(s), "the eager run before capture");
   check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
   try {
     body(s);

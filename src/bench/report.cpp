@@ -156,6 +156,9 @@ std::string format_table(const Report& report) {
 void merge_torch_result(Report& report, const nlohmann::json& torch_result) {
   if (!torch_result.is_object() || !torch_result.contains("rows") || !torch_result["rows"].is_array())
     fail(ErrorCode::Format, "torch result: expected an object with a 'rows' array");
+  if (torch_result.contains("meta") && torch_result["meta"].is_object() && torch_result["meta"].contains("torch") &&
+      torch_result["meta"]["torch"].is_string())
+    report.meta["torch"] = torch_result["meta"]["torch"].get<std::string>();
   const auto& rows = torch_result["rows"];
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const auto& r = rows[i];

@@ -1,0 +1,221 @@
+// `mxmoe bench`: token lists, routing, the report (JSON, CSV, table) and merging the torch result.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <set>
+#include <string>
+
+#include "mxmoe/bench.hpp"
+#include "mxmoe/error.hpp"
+#include "mxmoe/moe_layer.hpp"
+
+using namespace mxmoe;
+using namespace mxmoe::bench;
+
+namespace {
+
+void expect_error(const std::function<void()>& fn, const std::string& substring) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error thrown, expected one mentioning '" << substring << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(substring), std::string::npos) << "message: " << e.what();
+  }
+}
+
+// A report of two rows with hand-picked times: T=1 with everything, T=4096 without the floor.
+Report sample_report() {
+  Report rep;
+  rep.shape = {"dsv4-flash", 4096, 2048, 256, 6};
+  rep.limits = {3000.0, 1 << 30, 780.0, 8192};
+  rep.prepare_ms = 120.5;
+  rep.prepare_wall_ms = 900.0;
+  Row a;
+  a.work = row_work(rep.shape, 1, 6, 6);
+  a.expected_hit = 6.0;
+  a.read_floor_us = 38.4;
+  a.path_us = {{"mxmoe", 50.0}, {"cublas_bf16", 150.0}, {"torch_bf16", 200.0}};
+  a.rel_err_vs_bf16 = 2.5e-3;
+  Row b;
+  b.work = row_work(rep.shape, 4096, 256, 4096 * 6);
+  b.expected_hit = 256.0;
+  b.path_us = {{"mxmoe", 4000.0}};
+  b.path_note["cublas_bf16"] = "does not fit";
+  rep.rows = {a, b};
+  return rep;
+}
+
+}  // namespace
+
+TEST(BenchTokens, DefaultSweepAndParsing) {
+  EXPECT_EQ(default_token_sweep(), (std::vector<int>{1, 4, 16, 64, 256, 1024, 4096, 16384}));
+  EXPECT_EQ(parse_token_list("1,4,16", 100), (std::vector<int>{1, 4, 16}));
+  EXPECT_EQ(parse_token_list("7", 100), (std::vector<int>{7}));
+  expect_error([] { parse_token_list("1,x", 100); }, "'x' is not an integer");
+  expect_error([] { parse_token_list("1,2 ", 100); }, "'2 ' is not an integer");
+  expect_error([] { parse_token_list("0", 100); }, "0 is outside 1..100");
+  expect_error([] { parse_token_list("101", 100); }, "101 is outside 1..100");
+  expect_error([] { parse_token_list("4,4", 100); }, "4 is given twice");
+  expect_error([] { parse_token_list("", 100); }, "empty list");
+}
+
+TEST(BenchRouting, TopKIsValidDeterministicAndSpread) {
+  const TopK r = bench_routing(64, 256, 6, 0.0, 7);
+  ASSERT_EQ(r.ids.size(), 64u * 6);
+  for (int t = 0; t < 64; ++t) {
+    std::set<int> seen;
+    double sum = 0.0;
+    for (int s = 0; s < 6; ++s) {
+      const int e = r.ids[t * 6 + s];
+      EXPECT_TRUE(e >= 0 && e < 256);
+      EXPECT_TRUE(seen.insert(e).second) << "token " << t << " picks expert " << e << " twice";
+      const float w = r.weights[t * 6 + s];
+      EXPECT_TRUE(w > 0.0f && w <= 1.0f);
+      if (s > 0) EXPECT_LE(w, r.weights[t * 6 + s - 1]);  // chosen by descending logit
+      sum += w;
+    }
+    EXPECT_NEAR(sum, 1.0, 1e-5);
+  }
+  const TopK again = bench_routing(64, 256, 6, 0.0, 7);
+  EXPECT_EQ(r.ids, again.ids);
+  EXPECT_EQ(r.weights, again.weights);
+  EXPECT_NE(bench_routing(64, 256, 6, 0.0, 8).ids, r.ids);
+  // Random logits spread like uniform choice: expectation 256*(1-(250/256)^64) = 199.8.
+  const int hit = distinct_experts_hit(r, 256);
+  EXPECT_NEAR(hit, expected_experts_hit(256, 6, 64), 12.0);
+}
+
+TEST(BenchRouting, SkewConcentratesOnLowIds) {
+  const TopK uniform = bench_routing(256, 128, 4, 0.0, 3), skewed = bench_routing(256, 128, 4, 2.0, 3);
+  EXPECT_LT(distinct_experts_hit(skewed, 128), distinct_experts_hit(uniform, 128));
+  int low = 0;
+  for (int e : skewed.ids) low += e < 16;
+  EXPECT_GT(low, static_cast<int>(skewed.ids.size()) / 2);  // uniform would put 1/8 there
+  expect_error([] { bench_routing(4, 8, 9, 0.0, 1); }, "k=9");
+  expect_error([] { bench_routing(0, 8, 2, 0.0, 1); }, "T=0");
+  expect_error([] { bench_routing(4, 8, 2, -1.0, 1); }, "skew must be >= 0");
+}
+
+TEST(BenchReport, JsonCarriesEveryFigure) {
+  const nlohmann::json j = to_json(sample_report());
+  EXPECT_EQ(j["shape"]["expert_weight_bytes"], 13369344);
+  EXPECT_EQ(j["limits"]["gemm_tflop_per_s"], 780.0);
+  EXPECT_EQ(j["prepare"]["gpu_ms"], 120.5);
+  const auto& r0 = j["rows"][0];
+  EXPECT_EQ(r0["tokens"], 1);
+  EXPECT_EQ(r0["experts_hit"], 6);
+  EXPECT_EQ(r0["weight_bytes"], 80216064);
+  EXPECT_NEAR(r0["read_floor_gb_per_s"].get<double>(), (80216064.0 + 8192 + 48) / 38.4e-6 / 1e9, 1e-6);
+  const auto& mx = r0["paths"]["mxmoe"];
+  EXPECT_NEAR(mx["streaming_efficiency"].get<double>(), 38.4 / 50.0, 1e-12);
+  EXPECT_NEAR(mx["gb_per_s"].get<double>(), (80216064.0 + 16432) / 50e-6 / 1e9, 1e-6);
+  EXPECT_NEAR(mx["tflop_per_s"].get<double>(), 301989888.0 / 50e-6 / 1e12, 1e-9);
+  EXPECT_NEAR(mx["pct_of_gemm_rate"].get<double>(), 100.0 * 301989888.0 / 50e-6 / 1e12 / 780.0, 1e-9);
+  EXPECT_FALSE(mx.contains("mxmoe_speedup"));
+  EXPECT_NEAR(r0["paths"]["cublas_bf16"]["mxmoe_speedup"].get<double>(), 3.0, 1e-12);
+  EXPECT_NEAR(r0["paths"]["torch_bf16"]["mxmoe_speedup"].get<double>(), 4.0, 1e-12);
+  EXPECT_NEAR(r0["rel_err_vs_bf16"].get<double>(), 2.5e-3, 1e-15);
+  const auto& r1 = j["rows"][1];
+  EXPECT_FALSE(r1.contains("read_floor_us"));
+  EXPECT_FALSE(r1["paths"]["mxmoe"].contains("streaming_efficiency"));
+  EXPECT_FALSE(r1["paths"].contains("cublas_bf16"));
+  EXPECT_EQ(r1["notes"]["cublas_bf16"], "does not fit");
+  EXPECT_NEAR(r1["paths"]["mxmoe"]["tflop_per_s"].get<double>(), 2.0 * 24576 * 3 * 4096 * 2048 / 4000e-6 / 1e12, 1e-9);
+}
+
+TEST(BenchReport, CsvHasOneLinePerMeasuredPath) {
+  const std::string csv = to_csv(sample_report());
+  int lines = 0;
+  for (char c : csv) lines += c == '\n';
+  EXPECT_EQ(lines, 1 + 3 + 1);  // header, three paths at T=1, mxmoe at T=4096
+  EXPECT_NE(csv.find("dsv4-flash,1,cublas_bf16,150,6,6,80216064,16432,80224304,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",3\n"), std::string::npos) << "speed-up over cuBLAS missing:\n" << csv;
+}
+
+TEST(BenchReport, TableShowsTimesSpeedupsAndNotes) {
+  const std::string t = format_table(sample_report());
+  EXPECT_NE(t.find("floor us"), std::string::npos) << t;
+  EXPECT_NE(t.find("77%"), std::string::npos) << t;     // 38.4 / 50
+  EXPECT_NE(t.find("3.00"), std::string::npos) << t;    // over cuBLAS
+  EXPECT_NE(t.find("4.00"), std::string::npos) << t;    // over torch
+  EXPECT_NE(t.find("2.5e-03"), std::string::npos) << t;
+  EXPECT_NE(t.find("T=4096 cublas_bf16: does not fit"), std::string::npos) << t;
+  EXPECT_NE(t.find("prepare (whole layer, once): 120.5 ms GPU"), std::string::npos) << t;
+}
+
+TEST(BenchReport, MergeTorchResult) {
+  Report rep = sample_report();
+  rep.rows[0].path_us.erase("torch_bf16");
+  merge_torch_result(rep, nlohmann::json::parse(R"({"meta": {"torch": "2.11.0"}, "rows": [{"tokens": 1, "us": 123.5},
+                                                             {"tokens": 4096, "error": "out of memory"}]})"));
+  EXPECT_DOUBLE_EQ(rep.rows[0].path_us.at("torch_bf16"), 123.5);
+  EXPECT_EQ(rep.rows[1].path_note.at("torch_bf16"), "out of memory");
+  EXPECT_EQ(rep.meta.at("torch"), "2.11.0");
+  expect_error([&] { merge_torch_result(rep, nlohmann::json::parse(R"({"rows": [{"tokens": 2, "us": 1}]})")); },
+               "tokens=2, which the bench did not run");
+  expect_error([&] { merge_torch_result(rep, nlohmann::json::parse(R"({"rows": [{"tokens": 1, "us": -1}]})")); },
+               "rows[0] needs a positive number 'us'");
+  expect_error([&] { merge_torch_result(rep, nlohmann::json::parse(R"({"rows": [{"us": 1}]})")); },
+               "rows[0] has no integer 'tokens'");
+  expect_error([&] { merge_torch_result(rep, nlohmann::json::parse(R"([1, 2])")); }, "'rows' array");
+}
+
+TEST(BenchReport, RoutingDocumentHoldsTheIds) {
+  const TopK r = bench_routing(3, 16, 2, 0.0, 5);
+  const nlohmann::json j = routing_document({"tiny", 64, 32, 16, 2}, {r}, 5, 0.0);
+  EXPECT_EQ(j["shape"]["experts"], 16);
+  EXPECT_EQ(j["rows"][0]["tokens"], 3);
+  EXPECT_EQ(j["rows"][0]["ids"].get<std::vector<int>>(), std::vector<int>(r.ids.begin(), r.ids.end()));
+}
+
+#ifdef MXMOE_CLI
+namespace {
+// Runs the CLI, returning its exit status and what it printed (stdout + stderr).
+int run_cli(const std::string& args, std::string* output) {
+  FILE* p = popen((std::string(MXMOE_CLI) + " " + args + " 2>&1").c_str(), "r");
+  if (!p) return -1;
+  char buf[512];
+  while (fgets(buf, sizeof buf, p)) *output += buf;
+  const int status = pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+}  // namespace
+
+TEST(BenchCli, BadOptionsExitTwoWithAMessage) {
+  std::string out;
+  EXPECT_EQ(run_cli("bench --preset nope", &out), 2);
+  EXPECT_NE(out.find("unknown model preset 'nope'"), std::string::npos) << out;
+  out.clear();
+  EXPECT_EQ(run_cli("bench --tokens 1,0", &out), 2);
+  EXPECT_NE(out.find("--tokens: 0 is outside"), std::string::npos) << out;
+  out.clear();
+  EXPECT_EQ(run_cli("bench --hidden 4096 --inter 2048", &out), 2);
+  EXPECT_NE(out.find("needs all of --hidden, --inter, --experts and --topk"), std::string::npos) << out;
+  out.clear();
+  EXPECT_EQ(run_cli("bench --preset dsv3 --hidden 4096 --inter 2048 --experts 8 --topk 2", &out), 2);
+  EXPECT_NE(out.find("not both"), std::string::npos) << out;
+  out.clear();
+  EXPECT_EQ(run_cli("bench --hidden 100 --inter 2048 --experts 8 --topk 2", &out), 2);
+  EXPECT_NE(out.find("hidden must be a positive multiple of 32, got 100"), std::string::npos) << out;
+  out.clear();
+  EXPECT_EQ(run_cli("bench --skew -1", &out), 2);
+  EXPECT_NE(out.find("--skew must be >= 0"), std::string::npos) << out;
+}
+
+TEST(BenchCli, WithoutCudaItExitsTwoSayingSo) {
+  if (cuda_backend_compiled()) GTEST_SKIP() << "this build has the CUDA backend; the device run covers bench";
+  std::string out;
+  EXPECT_EQ(run_cli("bench --tokens 1", &out), 2);
+  EXPECT_NE(out.find("no CUDA backend"), std::string::npos) << out;
+}
+
+TEST(BenchCli, HelpExplainsTheFigures) {
+  std::string out;
+  EXPECT_EQ(run_cli("bench --help", &out), 0);
+  for (const char* term : {"streaming efficiency", "read floor", "experts the row's routing touches", "%gemm",
+                           "speed-up of mxmoe", "3*H*I*17/32", "E*(1-(1-k/E)^T)"})
+    EXPECT_NE(out.find(term), std::string::npos) << "help lacks '" << term << "'";
+}
+#endif
