@@ -1,3 +1,4 @@
+#include <map>
 // `mxmoe bench`: times mxmoe's MoE forward against the card's limits and against bf16 baselines,
 // and writes the table, JSON, CSV (and the torch baseline's inputs) for bench/plot.py.
 #include <chrono>
@@ -6,11 +7,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <string>
 
 #include "command.hpp"
 #include "mxmoe/bench.hpp"
 #include "mxmoe/error.hpp"
+#include "mxmoe/moe_layer.hpp"
 #include "mxmoe/presets.hpp"
 #ifdef MXMOE_HAVE_CUDA
 #include "bench/device_bench.hpp"
@@ -57,6 +60,7 @@ struct BenchOptions {
   double skew = 0.0;
   std::uint64_t seed = 1;
   bool no_bf16 = false, no_torch = false, quiet = false;
+  GemmTile gemm_tile = GemmTile::Auto;
   std::string torch_script = "bench/torch_grouped_mm.py", python = "python3", out_dir = "bench-out", commit = "unknown";
 };
 
@@ -146,6 +150,7 @@ int run(const BenchOptions& o, const Resolved& r) {
   config.run_bf16 = !o.no_bf16;
   config.gemm_n = o.gemm_n;
   config.device = o.device;
+  config.gemm_tile = o.gemm_tile;
   const auto start = std::chrono::steady_clock::now();
   auto progress = [&](const std::string& what) {
     if (o.quiet) return;
@@ -205,6 +210,13 @@ const RegisterCommand kBench{
       sub.add_option("--commit", o->commit, "commit id recorded in the JSON")->capture_default_str();
       sub.add_option("--device", o->device, "CUDA device index")->capture_default_str();
       sub.add_flag("--quiet", o->quiet, "no progress lines on stderr");
+      sub.add_option("--gemm-tile", o->gemm_tile,
+                     "routed pairs per GEMM block: auto (by pairs per expert) or 8, 16, 32, 64 (for tuning)")
+          ->transform(CLI::CheckedTransformer(std::map<std::string, GemmTile>{{"auto", GemmTile::Auto},
+                                                                              {"8", GemmTile::Tokens8},
+                                                                              {"16", GemmTile::Tokens16},
+                                                                              {"32", GemmTile::Tokens32},
+                                                                              {"64", GemmTile::Tokens64}}));
       sub.footer(kFigures);
       return [o, preset]() -> int {
         const Resolved r = resolve(*o, preset->count() > 0);

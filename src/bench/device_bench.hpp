@@ -11,6 +11,7 @@
 
 #include "mxmoe/bench.hpp"
 #include "mxmoe/config.hpp"
+#include "mxmoe/moe_layer.hpp"
 #include "mxmoe/reference.hpp"
 #include "mxmoe/weights.hpp"
 
@@ -116,6 +117,7 @@ struct BenchConfig {
   int gemm_n = 8192;
   std::int64_t copy_bytes = std::int64_t(1) << 30;
   int device = 0;
+  GemmTile gemm_tile = GemmTile::Auto;
 };
 
 struct BenchRun {

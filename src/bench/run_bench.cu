@@ -111,6 +111,7 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
     options.top_k = shape.top_k;
     options.activation = config.activation;
     options.device = config.device;
+    options.gemm_tile = config.gemm_tile;
     const auto t0 = std::chrono::steady_clock::now();
     layer = std::make_unique<MoeLayer>(weights, options);
     check(cudaDeviceSynchronize(), "layer preparation");

@@ -87,40 +87,71 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
   }
   __syncthreads();
 
-  auto load_weights = [&](int stage, int k_iter) {
-    std::uint8_t* sw = smem + stage * G::kStageBytes;
-    std::uint8_t* ss = sw + G::kWeightBytes;
-    const int chunk0 = k_iter * Cfg::kChunksPerStage;
-    // Weights: each tile's chunks are contiguous in global memory, so consecutive threads copy
-    // consecutive 16-byte pieces.
-    constexpr int kWeightPieces = G::kWeightBytes / 16;
-    for (int i = tid; i < kWeightPieces; i += G::kThreads) {
-      const int tl = i / (Cfg::kChunksPerStage * 32), c = (i / 32) % Cfg::kChunksPerStage, piece = i % 32;
-      const int tile = tile0 + tl, chunk = chunk0 + c;
-      if (tile < n_tiles && chunk < n_chunks)
-        ptx::cp_async16(sw + i * 16, w_expert + (static_cast<std::int64_t>(tile) * n_chunks + chunk) * layout::kChunkBytes + piece * 16, 16);
-    }
-    constexpr int kScalePieces = G::kScaleBytes / 16;
-    for (int i = tid; i < kScalePieces; i += G::kThreads) {
-      const int tl = i / (Cfg::kChunksPerStage * 2), c = (i / 2) % Cfg::kChunksPerStage, piece = i % 2;
-      const int tile = tile0 + tl, chunk = chunk0 + c;
-      if (tile < n_tiles && chunk < n_chunks)
-        ptx::cp_async16(ss + i * 16, s_expert + (static_cast<std::int64_t>(tile) * n_chunks + chunk) * layout::kChunkScaleBytes + piece * 16, 16);
-    }
-  };
+  // Copy plan, fixed for the CTA's life: the 16-byte pieces of a stage this thread copies, as
+  // source pointers at k = 0 plus the per-stage advance, so the K loop does no index arithmetic.
+  // Weights: each tile's chunks are contiguous in global memory, so consecutive threads copy
+  // consecutive pieces.
+  constexpr int kWeightPieces = G::kWeightBytes / 16, kScalePieces = G::kScaleBytes / 16;
+  constexpr int kPiecesPerRow = G::kStageK / 8, kActPieces = Cfg::kTokens * kPiecesPerRow;
+  static_assert(kWeightPieces % G::kThreads == 0 && kActPieces % G::kThreads == 0, "pieces split evenly over threads");
+  constexpr int kWeightPerThread = kWeightPieces / G::kThreads, kActPerThread = kActPieces / G::kThreads;
+  constexpr int kScalePerThread = (kScalePieces + G::kThreads - 1) / G::kThreads;
+  const std::uint8_t* w_src[kWeightPerThread];
+  int w_chunk[kWeightPerThread];  // chunk within the stage, or a huge value when the tile is past N
+#pragma unroll
+  for (int j = 0; j < kWeightPerThread; ++j) {
+    const int i = tid + j * G::kThreads;
+    const int tl = i / (Cfg::kChunksPerStage * 32), c = (i / 32) % Cfg::kChunksPerStage, piece = i % 32;
+    const int tile = tile0 + tl;
+    w_chunk[j] = tile < n_tiles ? c : (1 << 30);
+    w_src[j] = w_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c) * layout::kChunkBytes + piece * 16;
+  }
+  const std::uint8_t* s_src[kScalePerThread];
+  int s_chunk[kScalePerThread];
+#pragma unroll
+  for (int j = 0; j < kScalePerThread; ++j) {
+    const int i = tid + j * G::kThreads;
+    const int tl = i / (Cfg::kChunksPerStage * 2), c = (i / 2) % Cfg::kChunksPerStage, piece = i % 2;
+    const int tile = tile0 + tl;
+    const bool ok = i < kScalePieces && tile < n_tiles;
+    s_chunk[j] = ok ? c : (1 << 30);
+    s_src[j] = s_expert + (static_cast<std::int64_t>(ok ? tile : 0) * n_chunks + c) * layout::kChunkScaleBytes + piece * 16;
+  }
   // Activations of the block's tokens; padding slots and K past the end read as zeros (the
   // padded weights are zero codes, but 0 x garbage could be NaN).
+  const std::uint16_t* a_src[kActPerThread];
+  int a_k[kActPerThread];  // first K of the piece at stage 0, or a huge value for a padding slot
+#pragma unroll
+  for (int j = 0; j < kActPerThread; ++j) {
+    const int i = tid + j * G::kThreads;
+    const int row = i / kPiecesPerRow, piece = i % kPiecesPerRow;
+    const int src_row = s_act_row[row];
+    a_k[j] = src_row >= 0 ? piece * 8 : (1 << 30);
+    a_src[j] = p.act + static_cast<std::int64_t>(src_row >= 0 ? src_row : 0) * K + piece * 8;
+  }
+
+  auto load_weights = [&](int stage, int k_iter) {
+    std::uint8_t* sw = smem + stage * G::kStageBytes;
+    const int chunk0 = k_iter * Cfg::kChunksPerStage;
+#pragma unroll
+    for (int j = 0; j < kWeightPerThread; ++j)
+      if (chunk0 + w_chunk[j] < n_chunks)
+        ptx::cp_async16(sw + (tid + j * G::kThreads) * 16, w_src[j] + static_cast<std::int64_t>(chunk0) * layout::kChunkBytes, 16);
+#pragma unroll
+    for (int j = 0; j < kScalePerThread; ++j)
+      if (chunk0 + s_chunk[j] < n_chunks)
+        ptx::cp_async16(sw + G::kWeightBytes + (tid + j * G::kThreads) * 16,
+                        s_src[j] + static_cast<std::int64_t>(chunk0) * layout::kChunkScaleBytes, 16);
+  };
   auto load_acts = [&](int stage, int k_iter) {
     std::uint8_t* sx = smem + stage * G::kStageBytes + G::kWeightBytes + G::kScaleBytes;
-    const int chunk0 = k_iter * Cfg::kChunksPerStage;
-    constexpr int kPiecesPerRow = G::kStageK / 8;
-    for (int i = tid; i < Cfg::kTokens * kPiecesPerRow; i += G::kThreads) {
-      const int row = i / kPiecesPerRow, piece = i % kPiecesPerRow;
-      const int k = chunk0 * layout::kChunkK + piece * 8;
-      const int src_row = s_act_row[row];
-      const bool valid = src_row >= 0 && k < K;
-      const std::uint16_t* src = valid ? p.act + static_cast<std::int64_t>(src_row) * K + k : p.act;
-      ptx::cp_async16(sx + row * G::kActRowBytes + piece * 16, src, valid ? 16 : 0);
+    const int k0 = k_iter * G::kStageK;
+#pragma unroll
+    for (int j = 0; j < kActPerThread; ++j) {
+      const int i = tid + j * G::kThreads;
+      const bool valid = k0 + a_k[j] < K;
+      ptx::cp_async16(sx + (i / kPiecesPerRow) * G::kActRowBytes + (i % kPiecesPerRow) * 16, valid ? a_src[j] + k0 : p.act,
+                      valid ? 16 : 0);
     }
   };
 

@@ -22,6 +22,7 @@ using kernels::check_cuda;
 struct MoeLayer::Impl {
   int E = 0, H = 0, I = 0, max_tokens = 0, top_k = 0, device = 0;
   ActivationConfig activation;
+  GemmTile gemm_tile = GemmTile::Auto;
   layout::TiledShape w13_shape{}, w2_shape{};
   DeviceBuffer w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, correction_bias;
   DeviceBuffer sorted_pairs, block_expert, num_blocks, inter, partial, routed_ids, routed_weights;
@@ -113,6 +114,7 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
   m.top_k = o.top_k;
   m.activation = o.activation;
   m.device = o.device;
+  m.gemm_tile = o.gemm_tile;
 
   const DeviceCheck dev = check_hopper_device(o.device);
   if (!dev.ok) fail(ErrorCode::Unsupported, dev.message);
@@ -162,7 +164,14 @@ MoeLayer::~MoeLayer() = default;
 
 void MoeLayer::Impl::run(const void* hidden, const std::int32_t* ids, const float* weights, void* out, int T,
                          cudaStream_t stream) const {
-  const kernels::GemmKind kind = kernels::choose_gemm(T, top_k, E);
+  kernels::GemmKind kind = kernels::choose_gemm(T, top_k, E);
+  switch (gemm_tile) {
+    case GemmTile::Auto: break;
+    case GemmTile::Tokens8: kind = kernels::GemmKind::Decode; break;
+    case GemmTile::Tokens16: kind = kernels::GemmKind::Small; break;
+    case GemmTile::Tokens32: kind = kernels::GemmKind::Medium; break;
+    case GemmTile::Tokens64: kind = kernels::GemmKind::Prefill; break;
+  }
   const int bt = kernels::gemm_tokens_per_block(kind);
   const int pairs = T * top_k;
   const int max_blocks = kernels::max_align_blocks(pairs, E, bt);
