@@ -9,10 +9,9 @@
   st_files.py dense NAMING DIR [options]   NAMING: w123 | proj | fused
       DIR/model.safetensors with unquantized experts (bf16 or f32) for `mxmoe quantize`.
   st_files.py dump FILE
-      JSON on stdout: metadata and, per tensor, dtype, shape and sha256 of its bytes.
+      JSON on stdout: per tensor, dtype, shape and its bytes in hex (test files are small).
 """
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -119,6 +118,8 @@ def layout_tensors(layout, c, a):
             t[p + "gate.weight"] = bf16(c["router_weight"])
             t[p + "gate.e_score_correction_bias"] = Raw("F32", c["correction_bias"])
     elif layout == "dsv4":
+        c.pop("w13_bias", None)  # the per-expert layout has no expert biases
+        c.pop("w2_bias", None)
         for e in range(E):
             ex = f"{p}experts.{e}."
             t[ex + "w1.weight"] = weight(c["w13"][e, :I], a.weights)
@@ -191,7 +192,7 @@ def cmd_dump(a):
         data = f.read()
     out = {}
     for name, t in deserialize(data):
-        out[name] = {"dtype": t["dtype"], "shape": list(t["shape"]), "sha256": hashlib.sha256(bytes(t["data"])).hexdigest()}
+        out[name] = {"dtype": t["dtype"], "shape": list(t["shape"]), "hex": bytes(t["data"]).hex()}
     json.dump(out, sys.stdout, sort_keys=True)
 
 
