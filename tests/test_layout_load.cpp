@@ -249,6 +249,24 @@ TEST(LayoutLoad, WrongShapesAndDtypesAreNamed) {
   }
 }
 
+TEST(LayoutLoad, AnExpertOtherThanTheFirstWithTheWrongShapeIsNamed) {
+  TempDir dir;
+  Tensors t = moe_layer_tensors(random_layer(MoeLayout::DeepSeekV4, 20), MoeLayout::DeepSeekV4, "layers.7.ffn.");
+  tensor_named(t, "layers.7.ffn.experts.3.w2.scale") = HostTensor::zeros(DType::F8_E8M0, {64, 2});
+  EXPECT_THAT(error_of([&] { load_moe_layer(save_and_open(dir, t), 7); }),
+              HasSubstr("tensor 'layers.7.ffn.experts.3.w2.scale' (scales) has shape [64, 2], expected [64, 3]"));
+}
+
+TEST(LayoutLoad, InspectReportsALayerErrorWithNonZeroExit) {
+  TempDir dir;
+  Tensors t = moe_layer_tensors(random_layer(MoeLayout::GptOss, 21), MoeLayout::GptOss, "model.layers.7.mlp.");
+  tensor_named(t, "model.layers.7.mlp.experts.gate_up_proj_scales").mutable_as<std::uint8_t>()[0] = 0xFF;
+  save_safetensors(dir / "nan.safetensors", t);
+  const CliResult r = run_cli("inspect " + (dir / "nan.safetensors") + " --layer 7", dir);
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_THAT(r.err, HasSubstr("tensor 'model.layers.7.mlp.experts.gate_up_proj_scales': scale at index [0, 0, 0] is the E8M0 NaN byte 0xFF"));
+}
+
 TEST(LayoutLoad, UnquantizedLayersPointToQuantize) {
   TempDir dir;
   Tensors t = {{"model.layers.1.mlp.experts.w13_weight", HostTensor::zeros(DType::BF16, {2, 64, 32})},

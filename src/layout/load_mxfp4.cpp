@@ -97,16 +97,20 @@ class Mxfp4Loader {
     w.w2_bias = f32(Role::W2Bias, {E, H});
   }
 
-  // One expert's packed rows [rows, K] and scales [rows, K/32] copied into the stacked tensors.
+  void check_expert_shapes(Role weight_role, Role scale_role, int e, std::int64_t rows, std::int64_t K) {
+    const Resolved w = *find(weight_role, e);
+    layout::expect_shape(w.name, layout::packed_logical_shape(ckpt_.info(w.name)), {rows, K}, "logical elements");
+    const Resolved s = *find(scale_role, e);
+    layout::expect_shape(s.name, ckpt_.info(s.name).shape, {rows, K / 32}, "scales");
+  }
+
+  // One expert's packed rows [rows, K] and scales [rows, K/32] (shapes checked) copied into the stacked tensors.
   void copy_expert(Role weight_role, Role scale_role, int e, std::int64_t rows, std::int64_t K, std::uint8_t* w_dst,
                    std::uint8_t* s_dst) {
     const Resolved w = *find(weight_role, e);
-    const Shape lw = layout::packed_logical_shape(ckpt_.info(w.name));
-    layout::expect_shape(w.name, lw, {rows, K}, "logical elements");
-    std::memcpy(w_dst, layout::packed_view(ckpt_, w.name, lw).data(), static_cast<std::size_t>(rows * K / 2));
+    std::memcpy(w_dst, layout::packed_view(ckpt_, w.name, {rows, K}).data(), static_cast<std::size_t>(rows * K / 2));
     const Resolved s = *find(scale_role, e);
-    HostTensor sv = ckpt_.view(s.name);
-    layout::expect_shape(s.name, sv.shape(), {rows, K / 32}, "scales");
+    const HostTensor sv = ckpt_.view(s.name);
     converted_ = layout::scales_to_e8m0(sv, s.name, s_dst) || converted_;
     if (e == 0) {
       record(weight_role, w, false);
@@ -120,9 +124,13 @@ class Mxfp4Loader {
     if (l0.size() != 2) fail(ErrorCode::Shape, "tensor '" + g0.name + "' has (logical) shape " + shape_str(l0) + ", expected [I, H]");
     const std::int64_t E = ref_.num_experts, I = l0[0], H = l0[1];
     set_dims(g0.name, E, H, I);
-    // Every expert's tensors must exist before anything as large as the layer is allocated.
-    for (int e = 0; e < E; ++e)
-      for (Role role : {Role::Gate, Role::GateScale, Role::Up, Role::UpScale, Role::Down, Role::DownScale}) find(role, e);
+    // Every expert's tensors must exist with their shapes before anything as large as the layer is
+    // allocated: the allocation is then backed by bytes the file really holds.
+    for (int e = 0; e < E; ++e) {
+      check_expert_shapes(Role::Gate, Role::GateScale, e, I, H);
+      check_expert_shapes(Role::Up, Role::UpScale, e, I, H);
+      check_expert_shapes(Role::Down, Role::DownScale, e, H, I);
+    }
     auto& w = out_.weights;
     w.w13 = HostTensor::zeros(DType::U8, {E, 2 * I, H / 2});
     w.w13_scale = HostTensor::zeros(DType::U8, {E, 2 * I, H / 32});

@@ -87,8 +87,12 @@ class DenseQuantizer {
     const Shape s0 = ckpt_.info(g0.name).shape;
     if (s0.size() != 2) fail(ErrorCode::Shape, "tensor '" + g0.name + "' has shape " + shape_str(s0) + ", expected [I, H]");
     const std::int64_t I = s0[0], H = s0[1];
-    for (int e = 0; e < E; ++e)
-      for (Role role : {Role::Gate, Role::Up, Role::Down}) find(role, e);
+    // Shapes of every expert first, so the allocation is backed by bytes the file really holds.
+    for (int e = 0; e < E; ++e) {
+      layout::expect_shape(find(Role::Gate, e)->name, ckpt_.info(find(Role::Gate, e)->name).shape, {I, H}, "gate");
+      layout::expect_shape(find(Role::Up, e)->name, ckpt_.info(find(Role::Up, e)->name).shape, {I, H}, "up");
+      layout::expect_shape(find(Role::Down, e)->name, ckpt_.info(find(Role::Down, e)->name).shape, {H, I}, "down");
+    }
     allocate(g0.name, E, H, I);
     auto& w = out_.weights;
     for (int e = 0; e < E; ++e) {
