@@ -194,6 +194,8 @@ int run_verify(const VerifyOptions& o) {
     const std::vector<std::uint16_t> gpu = forward_gpu(w, hidden, topk, act, T);
     std::cout << "backend: GPU MoeLayer on " << device.message << ", checked against the CPU oracle on all " << T << " tokens\n";
     m = compare(widen(gpu, 0, gpu.size()), widen(oracle, 0, oracle.size()));
+#else
+    fail(ErrorCode::Unsupported, "verify: a GPU was reported, but this build has no CUDA backend");
 #endif
   } else {
     const int checked = std::min(T, 8);

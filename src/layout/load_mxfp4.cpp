@@ -180,7 +180,7 @@ class Mxfp4Loader {
     const HostTensor s13 = scales(Role::W13Scale, {E, 2 * I, H / 32});
     w.w13_scale = HostTensor::zeros(DType::U8, {E, 2 * I, H / 32});
     deinterleave(s13.as<std::uint8_t>(), w.w13_scale.mutable_as<std::uint8_t>(), E, I, static_cast<std::size_t>(H / 32));
-    out_.matches.back().zero_copy = false;
+    out_.matches.back().zero_copy = false;  // the scales were viewed, then de-interleaved into a copy
     w.w2_scale = scales(Role::W2Scale, {E, H, I / 32});
 
     if (auto bias = f32(Role::W13Bias, {E, 2 * I})) {
