@@ -1,0 +1,179 @@
+#include "layout/emit.hpp"
+
+#include <cstring>
+
+#include "mxmoe/error.hpp"
+
+namespace mxmoe::layout {
+namespace {
+
+std::string planned_name(MoeLayout layout, Role role, const std::string& prefix, int expert) {
+  const TensorRule& rule = rule_for(layout_rule(layout), role);
+  return tensor_name(prefix, rule.scope, rule.aliases.front(), expert);
+}
+
+// Copies rows [row0, row0 + rows) of every expert of a [E, R, C] byte tensor into dst.
+void copy_rows(const HostTensor& src, std::int64_t e, std::int64_t row0, std::int64_t rows, std::size_t row_bytes, std::uint8_t* dst) {
+  const std::int64_t R = src.dim(1);
+  std::memcpy(dst, src.as<std::uint8_t>() + (e * R + row0) * row_bytes, rows * row_bytes);
+}
+
+// gpt-oss order: stored row 2r is canonical row r (gate), 2r + 1 is row I + r (up).
+HostTensor interleave(const HostTensor& src, const Shape& out_shape, std::int64_t E, std::int64_t I, std::size_t row_bytes) {
+  HostTensor out = HostTensor::zeros(src.dtype() == DType::F32 ? DType::F32 : DType::U8, out_shape);
+  auto* dst = static_cast<std::uint8_t*>(out.mutable_data());
+  const auto* s = static_cast<const std::uint8_t*>(src.data());
+  for (std::int64_t e = 0; e < E; ++e)
+    for (std::int64_t r = 0; r < I; ++r) {
+      std::memcpy(dst + (e * 2 * I + 2 * r) * row_bytes, s + (e * 2 * I + r) * row_bytes, row_bytes);
+      std::memcpy(dst + (e * 2 * I + 2 * r + 1) * row_bytes, s + (e * 2 * I + I + r) * row_bytes, row_bytes);
+    }
+  return out;
+}
+
+HostTensor copy_as(const HostTensor& src, DType dtype, const Shape& shape) {
+  HostTensor out = HostTensor::zeros(dtype, shape);
+  if (out.nbytes() != src.nbytes()) fail(ErrorCode::Shape, "internal: emitted tensor size mismatch");
+  std::memcpy(out.mutable_data(), src.data(), src.nbytes());
+  return out;
+}
+
+}  // namespace
+
+bool LayerShape::operator==(const LayerShape& o) const {
+  return E == o.E && H == o.H && I == o.I && w13_bias == o.w13_bias && w2_bias == o.w2_bias && router_weight == o.router_weight &&
+         correction_bias == o.correction_bias && router_logit_bias == o.router_logit_bias;
+}
+
+LayerShape layer_shape(const LoadedMoeLayer& l) {
+  const auto& w = l.weights;
+  return {w.num_experts, w.hidden, w.inter, w.w13_bias.has_value(), w.w2_bias.has_value(), w.router_weight.has_value(),
+          w.correction_bias.has_value(), l.router_logit_bias.has_value()};
+}
+
+LayerShape probe_layer_shape(const Checkpoint& ckpt, const MoeLayerRef& ref) {
+  if (layout_is_mxfp4(ref.layout)) return layer_shape(load_moe_layer(ckpt, ref));
+  const LayoutRule& rule = layout_rule(ref.layout);
+  LayerShape s;
+  s.E = ref.num_experts;
+  if (ref.layout == MoeLayout::DensePerExpert) {
+    const Shape g = ckpt.info(resolve_or_fail(ckpt, ref.module_prefix, rule_for(rule, Role::Gate), 0)->name).shape;
+    if (g.size() == 2) s.I = g[0], s.H = g[1];
+  } else {
+    const Shape w = ckpt.info(resolve_or_fail(ckpt, ref.module_prefix, rule_for(rule, Role::W13))->name).shape;
+    if (w.size() == 3) s.I = w[1] / 2, s.H = w[2];
+    s.w13_bias = resolve(ckpt, ref.module_prefix, rule_for(rule, Role::W13Bias)).has_value();
+    s.w2_bias = resolve(ckpt, ref.module_prefix, rule_for(rule, Role::W2Bias)).has_value();
+  }
+  s.router_weight = resolve(ckpt, ref.module_prefix, rule_for(rule, Role::RouterWeight)).has_value();
+  s.correction_bias = resolve(ckpt, ref.module_prefix, rule_for(rule, Role::CorrectionBias)).has_value();
+  return s;
+}
+
+std::vector<PlannedTensor> plan_layer(const LayerShape& s, MoeLayout layout, const std::string& prefix) {
+  const std::int64_t E = s.E, H = s.H, I = s.I;
+  std::vector<PlannedTensor> out;
+  auto add = [&](Role role, int expert, DType dtype, Shape shape) {
+    out.push_back({{planned_name(layout, role, prefix, expert), dtype, std::move(shape)}, role, expert});
+  };
+  switch (layout) {
+    case MoeLayout::DeepSeekV4:
+      if (s.w13_bias || s.w2_bias) fail(ErrorCode::Unsupported, "layout dsv4 has no expert biases; the layer '" + prefix + "experts.' has some");
+      for (int e = 0; e < E; ++e) {
+        add(Role::Gate, e, DType::F4_E2M1, {I, H});
+        add(Role::GateScale, e, DType::F8_E8M0, {I, H / 32});
+        add(Role::Up, e, DType::F4_E2M1, {I, H});
+        add(Role::UpScale, e, DType::F8_E8M0, {I, H / 32});
+        add(Role::Down, e, DType::F4_E2M1, {H, I});
+        add(Role::DownScale, e, DType::F8_E8M0, {H, I / 32});
+      }
+      break;
+    case MoeLayout::Fused:
+      add(Role::W13, -1, DType::U8, {E, 2 * I, H / 2});
+      add(Role::W13Scale, -1, DType::F8_E8M0, {E, 2 * I, H / 32});
+      if (s.w13_bias) add(Role::W13Bias, -1, DType::F32, {E, 2 * I});
+      add(Role::W2, -1, DType::U8, {E, H, I / 2});
+      add(Role::W2Scale, -1, DType::F8_E8M0, {E, H, I / 32});
+      if (s.w2_bias) add(Role::W2Bias, -1, DType::F32, {E, H});
+      break;
+    case MoeLayout::GptOss:
+      add(Role::W13, -1, DType::U8, {E, 2 * I, H / 32, 16});
+      add(Role::W13Scale, -1, DType::U8, {E, 2 * I, H / 32});
+      if (s.w13_bias) add(Role::W13Bias, -1, DType::F32, {E, 2 * I});
+      add(Role::W2, -1, DType::U8, {E, H, I / 32, 16});
+      add(Role::W2Scale, -1, DType::U8, {E, H, I / 32});
+      if (s.w2_bias) add(Role::W2Bias, -1, DType::F32, {E, H});
+      break;
+    default: fail(ErrorCode::InvalidArgument, std::string("cannot write layout ") + moe_layout_name(layout) + ": not an MXFP4 layout");
+  }
+  if (s.router_weight) add(Role::RouterWeight, -1, DType::F32, {E, H});
+  if (s.correction_bias) {
+    if (layout == MoeLayout::GptOss)
+      fail(ErrorCode::Unsupported, "layout gpt-oss has no correction bias; the layer '" + prefix + "experts.' has one");
+    add(Role::CorrectionBias, -1, DType::F32, {E});
+  }
+  if (s.router_logit_bias) {
+    if (layout != MoeLayout::GptOss)
+      fail(ErrorCode::Unsupported, std::string("layout ") + moe_layout_name(layout) + " has no router logit bias; the layer '" + prefix +
+                                       "experts.' has one (write gpt-oss)");
+    add(Role::RouterLogitBias, -1, DType::F32, {E});
+  }
+  return out;
+}
+
+HostTensor layer_tensor(const LoadedMoeLayer& layer, MoeLayout layout, const PlannedTensor& p) {
+  const auto& w = layer.weights;
+  const std::int64_t E = w.num_experts, H = w.hidden, I = w.inter;
+  const Shape& shape = p.entry.shape;
+  HostTensor out = HostTensor::zeros(p.entry.dtype, shape);
+  auto* dst = static_cast<std::uint8_t*>(out.mutable_data());
+  const int e = p.expert;
+  switch (p.role) {
+    case Role::Gate: copy_rows(w.w13, e, 0, I, H / 2, dst); return out;
+    case Role::Up: copy_rows(w.w13, e, I, I, H / 2, dst); return out;
+    case Role::Down: copy_rows(w.w2, e, 0, H, I / 2, dst); return out;
+    case Role::GateScale: copy_rows(w.w13_scale, e, 0, I, H / 32, dst); return out;
+    case Role::UpScale: copy_rows(w.w13_scale, e, I, I, H / 32, dst); return out;
+    case Role::DownScale: copy_rows(w.w2_scale, e, 0, H, I / 32, dst); return out;
+    case Role::W13:
+      return layout == MoeLayout::GptOss ? interleave(w.w13, shape, E, I, H / 2) : copy_as(w.w13, p.entry.dtype, shape);
+    case Role::W13Scale:
+      return layout == MoeLayout::GptOss ? interleave(w.w13_scale, shape, E, I, H / 32) : copy_as(w.w13_scale, p.entry.dtype, shape);
+    case Role::W13Bias:
+      return layout == MoeLayout::GptOss ? interleave(*w.w13_bias, shape, E, I, sizeof(float)) : copy_as(*w.w13_bias, DType::F32, shape);
+    case Role::W2: return copy_as(w.w2, p.entry.dtype, shape);
+    case Role::W2Scale: return copy_as(w.w2_scale, p.entry.dtype, shape);
+    case Role::W2Bias: return copy_as(*w.w2_bias, DType::F32, shape);
+    case Role::RouterWeight: return copy_as(*w.router_weight, DType::F32, shape);
+    case Role::CorrectionBias: return copy_as(*w.correction_bias, DType::F32, shape);
+    case Role::RouterLogitBias: return copy_as(*layer.router_logit_bias, DType::F32, shape);
+  }
+  return out;
+}
+
+std::vector<std::string> layer_tensor_names(const Checkpoint& ckpt, const MoeLayerRef& ref) {
+  std::vector<std::string> names;
+  for (const auto& rule : layout_rule(ref.layout).tensors) {
+    const int experts = rule.scope == Scope::PerExpert ? ref.num_experts : 1;
+    for (int e = 0; e < experts; ++e)
+      for (const auto& alias : rule.aliases) {
+        std::string name = tensor_name(ref.module_prefix, rule.scope, alias, e);
+        if (ckpt.contains(name)) names.push_back(std::move(name));
+      }
+  }
+  return names;
+}
+
+}  // namespace mxmoe::layout
+
+namespace mxmoe {
+
+std::vector<std::pair<std::string, HostTensor>> moe_layer_tensors(const LoadedMoeLayer& layer, MoeLayout layout,
+                                                                 const std::string& module_prefix) {
+  std::vector<std::pair<std::string, HostTensor>> out;
+  for (const auto& p : layout::plan_layer(layout::layer_shape(layer), layout, module_prefix))
+    out.emplace_back(p.entry.name, layout::layer_tensor(layer, layout, p));
+  return out;
+}
+
+}  // namespace mxmoe

@@ -1,0 +1,37 @@
+// Canonical weights back to the tensors of an MXFP4 layout: names (first alias of the table), dtypes,
+// shapes, and the bytes of each.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "layout/alias_table.hpp"
+#include "mxmoe/checkpoint.hpp"
+
+namespace mxmoe::layout {
+
+// What a layer's output tensors depend on, known before the layer is quantized.
+struct LayerShape {
+  std::int64_t E = 0, H = 0, I = 0;
+  bool w13_bias = false, w2_bias = false, router_weight = false, correction_bias = false, router_logit_bias = false;
+  bool operator==(const LayerShape& o) const;
+};
+LayerShape layer_shape(const LoadedMoeLayer& layer);
+// From the names and shapes alone (no quantization, no copies) for dense layers; by loading for MXFP4 ones.
+LayerShape probe_layer_shape(const Checkpoint& ckpt, const MoeLayerRef& ref);
+
+struct PlannedTensor {
+  SafetensorsWriter::Entry entry;
+  Role role;
+  int expert;  // -1 for tensors of the whole layer
+};
+// Unsupported when the layout has no place for a tensor the layer holds (a router logit bias outside
+// gpt-oss, a correction bias in gpt-oss).
+std::vector<PlannedTensor> plan_layer(const LayerShape& shape, MoeLayout layout, const std::string& module_prefix);
+// The bytes of `planned` for `layer` (whose layer_shape must be the planned one).
+HostTensor layer_tensor(const LoadedMoeLayer& layer, MoeLayout layout, const PlannedTensor& planned);
+
+// Every tensor name of the layer as it is stored in `ckpt` (all experts, all aliases present).
+std::vector<std::string> layer_tensor_names(const Checkpoint& ckpt, const MoeLayerRef& ref);
+
+}  // namespace mxmoe::layout

@@ -1,0 +1,219 @@
+// Loading an MXFP4 MoE layer (dsv4, fused or gpt-oss names) into canonical weights: views of the
+// mapped file where the bytes already match, copies where rows must be stacked or de-interleaved.
+#include <cstring>
+
+#include "layout/alias_table.hpp"
+#include "layout/tensor_convert.hpp"
+#include "mxmoe/error.hpp"
+
+namespace mxmoe {
+namespace {
+
+using layout::Resolved;
+using layout::Role;
+
+class Mxfp4Loader {
+ public:
+  Mxfp4Loader(const Checkpoint& ckpt, const MoeLayerRef& ref) : ckpt_(ckpt), ref_(ref), rule_(layout::layout_rule(ref.layout)) {
+    out_.ref = ref;
+  }
+
+  LoadedMoeLayer run() {
+    switch (ref_.layout) {
+      case MoeLayout::DeepSeekV4: load_per_expert(); break;
+      case MoeLayout::Fused: load_fused(); break;
+      case MoeLayout::GptOss: load_gpt_oss(); break;
+      default:
+        fail(ErrorCode::Unsupported, "layer " + std::to_string(ref_.layer) + " ('" + ref_.module_prefix + "experts.') is " +
+                                         moe_layout_name(ref_.layout) + ", not MXFP4: run `mxmoe quantize` first");
+    }
+    load_router();
+    out_.scale_format = converted_ ? "float (exact powers of two, converted to E8M0)" : "E8M0";
+    out_.weights.validate();
+    return std::move(out_);
+  }
+
+ private:
+  std::optional<Resolved> find(Role role, int expert = 0) {
+    return layout::resolve_or_fail(ckpt_, ref_.module_prefix, layout::rule_for(rule_, role), expert);
+  }
+
+  void record(Role role, const Resolved& r, bool zero_copy) {
+    const auto& rule = layout::rule_for(rule_, role);
+    const TensorInfo& info = ckpt_.info(r.name);
+    const std::string shown = rule.scope == layout::Scope::PerExpert
+                                  ? layout::tensor_name(ref_.module_prefix, layout::Scope::Experts, r.alias, 0)
+                                  : r.name;
+    out_.matches.push_back({layout::role_name(role), shown, r.alias, info.dtype_name, info.shape, zero_copy});
+  }
+
+  void set_dims(const std::string& name, std::int64_t E, std::int64_t H, std::int64_t I) {
+    if (E <= 0 || H <= 0 || I <= 0 || H % 32 || I % 32)
+      fail(ErrorCode::Shape, "tensor '" + name + "': E=" + std::to_string(E) + " H=" + std::to_string(H) + " I=" + std::to_string(I) +
+                                 ": need E > 0 and H, I positive multiples of 32");
+    if (ref_.num_experts != E)
+      fail(ErrorCode::Shape, "tensor '" + name + "' holds " + std::to_string(E) + " experts, but the layer's names count " +
+                                 std::to_string(ref_.num_experts));
+    out_.weights.num_experts = static_cast<int>(E);
+    out_.weights.hidden = static_cast<int>(H);
+    out_.weights.inter = static_cast<int>(I);
+  }
+
+  HostTensor scales(Role role, const Shape& expected) {
+    const Resolved r = *find(role);
+    layout::expect_shape(r.name, ckpt_.info(r.name).shape, expected, layout::role_name(role));
+    bool zero_copy = false;
+    HostTensor t = layout::e8m0_scales(ckpt_, r.name, &converted_, &zero_copy);
+    record(role, r, zero_copy);
+    return t;
+  }
+
+  std::optional<HostTensor> f32(Role role, const Shape& expected) {
+    auto r = find(role);
+    if (!r) return std::nullopt;
+    layout::expect_shape(r->name, ckpt_.info(r->name).shape, expected, layout::role_name(role));
+    record(role, *r, false);
+    return layout::to_f32(ckpt_, r->name);
+  }
+
+  void load_fused() {
+    const Resolved w13 = *find(Role::W13);
+    const Shape l13 = layout::packed_logical_shape(ckpt_.info(w13.name));
+    if (l13.size() != 3 || l13[1] % 2)
+      fail(ErrorCode::Shape, "tensor '" + w13.name + "' has (logical) shape " + shape_str(l13) + ", expected [E, 2I, H]");
+    const std::int64_t E = l13[0], I = l13[1] / 2, H = l13[2];
+    set_dims(w13.name, E, H, I);
+    auto& w = out_.weights;
+    w.w13 = layout::packed_view(ckpt_, w13.name, l13);
+    record(Role::W13, w13, true);
+    const Resolved w2 = *find(Role::W2);
+    const Shape l2 = layout::packed_logical_shape(ckpt_.info(w2.name));
+    layout::expect_shape(w2.name, l2, {E, H, I}, "w2, logical elements");
+    w.w2 = layout::packed_view(ckpt_, w2.name, l2);
+    record(Role::W2, w2, true);
+    w.w13_scale = scales(Role::W13Scale, {E, 2 * I, H / 32});
+    w.w2_scale = scales(Role::W2Scale, {E, H, I / 32});
+    w.w13_bias = f32(Role::W13Bias, {E, 2 * I});
+    w.w2_bias = f32(Role::W2Bias, {E, H});
+  }
+
+  void check_expert_shapes(Role weight_role, Role scale_role, int e, std::int64_t rows, std::int64_t K) {
+    const Resolved w = *find(weight_role, e);
+    layout::expect_shape(w.name, layout::packed_logical_shape(ckpt_.info(w.name)), {rows, K}, "logical elements");
+    const Resolved s = *find(scale_role, e);
+    layout::expect_shape(s.name, ckpt_.info(s.name).shape, {rows, K / 32}, "scales");
+  }
+
+  // One expert's packed rows [rows, K] and scales [rows, K/32] (shapes checked) copied into the stacked tensors.
+  void copy_expert(Role weight_role, Role scale_role, int e, std::int64_t rows, std::int64_t K, std::uint8_t* w_dst,
+                   std::uint8_t* s_dst) {
+    const Resolved w = *find(weight_role, e);
+    std::memcpy(w_dst, layout::packed_view(ckpt_, w.name, {rows, K}).data(), static_cast<std::size_t>(rows * K / 2));
+    const Resolved s = *find(scale_role, e);
+    const HostTensor sv = ckpt_.view(s.name);
+    converted_ = layout::scales_to_e8m0(sv, s.name, s_dst) || converted_;
+    if (e == 0) {
+      record(weight_role, w, false);
+      record(scale_role, s, false);
+    }
+  }
+
+  void load_per_expert() {
+    const Resolved g0 = *find(Role::Gate, 0);
+    const Shape l0 = layout::packed_logical_shape(ckpt_.info(g0.name));
+    if (l0.size() != 2) fail(ErrorCode::Shape, "tensor '" + g0.name + "' has (logical) shape " + shape_str(l0) + ", expected [I, H]");
+    const std::int64_t E = ref_.num_experts, I = l0[0], H = l0[1];
+    set_dims(g0.name, E, H, I);
+    // Every expert's tensors must exist with their shapes before anything as large as the layer is
+    // allocated: the allocation is then backed by bytes the file really holds.
+    for (int e = 0; e < E; ++e) {
+      check_expert_shapes(Role::Gate, Role::GateScale, e, I, H);
+      check_expert_shapes(Role::Up, Role::UpScale, e, I, H);
+      check_expert_shapes(Role::Down, Role::DownScale, e, H, I);
+    }
+    auto& w = out_.weights;
+    w.w13 = HostTensor::zeros(DType::U8, {E, 2 * I, H / 2});
+    w.w13_scale = HostTensor::zeros(DType::U8, {E, 2 * I, H / 32});
+    w.w2 = HostTensor::zeros(DType::U8, {E, H, I / 2});
+    w.w2_scale = HostTensor::zeros(DType::U8, {E, H, I / 32});
+    auto* w13 = w.w13.mutable_as<std::uint8_t>();
+    auto* s13 = w.w13_scale.mutable_as<std::uint8_t>();
+    auto* w2 = w.w2.mutable_as<std::uint8_t>();
+    auto* s2 = w.w2_scale.mutable_as<std::uint8_t>();
+    for (int e = 0; e < E; ++e) {
+      copy_expert(Role::Gate, Role::GateScale, e, I, H, w13 + e * 2 * I * H / 2, s13 + e * 2 * I * H / 32);
+      copy_expert(Role::Up, Role::UpScale, e, I, H, w13 + (e * 2 * I + I) * H / 2, s13 + (e * 2 * I + I) * H / 32);
+      copy_expert(Role::Down, Role::DownScale, e, H, I, w2 + e * H * I / 2, s2 + e * H * I / 32);
+    }
+  }
+
+  // gpt-oss rows alternate gate, up: canonical row r (< I) is stored row 2r, row I + r is 2r + 1.
+  static void deinterleave(const std::uint8_t* src, std::uint8_t* dst, std::int64_t E, std::int64_t I, std::size_t row_bytes) {
+    for (std::int64_t e = 0; e < E; ++e)
+      for (std::int64_t r = 0; r < I; ++r) {
+        const std::uint8_t* s = src + (e * 2 * I + 2 * r) * row_bytes;
+        std::memcpy(dst + (e * 2 * I + r) * row_bytes, s, row_bytes);
+        std::memcpy(dst + (e * 2 * I + I + r) * row_bytes, s + row_bytes, row_bytes);
+      }
+  }
+
+  void load_gpt_oss() {
+    const Resolved b13 = *find(Role::W13);
+    const Shape l13 = layout::packed_logical_shape(ckpt_.info(b13.name));
+    if (l13.size() != 4 || l13[1] % 2 || l13[3] != 32)
+      fail(ErrorCode::Shape, "tensor '" + b13.name + "' has shape " + shape_str(ckpt_.info(b13.name).shape) +
+                                 ", expected [E, 2I, H/32, 16] bytes");
+    const std::int64_t E = l13[0], I = l13[1] / 2, H = l13[2] * 32;
+    set_dims(b13.name, E, H, I);
+    auto& w = out_.weights;
+    const HostTensor raw13 = layout::packed_view(ckpt_, b13.name, l13);
+    w.w13 = HostTensor::zeros(DType::U8, {E, 2 * I, H / 2});
+    deinterleave(raw13.as<std::uint8_t>(), w.w13.mutable_as<std::uint8_t>(), E, I, static_cast<std::size_t>(H / 2));
+    record(Role::W13, b13, false);
+
+    const Resolved b2 = *find(Role::W2);
+    const Shape l2 = layout::packed_logical_shape(ckpt_.info(b2.name));
+    layout::expect_shape(b2.name, l2, {E, H, I / 32, 32}, "down_proj blocks, logical elements");
+    w.w2 = ckpt_.view_as(b2.name, DType::U8, {E, H, I / 2});
+    record(Role::W2, b2, true);
+
+    const HostTensor s13 = scales(Role::W13Scale, {E, 2 * I, H / 32});
+    w.w13_scale = HostTensor::zeros(DType::U8, {E, 2 * I, H / 32});
+    deinterleave(s13.as<std::uint8_t>(), w.w13_scale.mutable_as<std::uint8_t>(), E, I, static_cast<std::size_t>(H / 32));
+    out_.matches.back().zero_copy = false;  // the scales were viewed, then de-interleaved into a copy
+    w.w2_scale = scales(Role::W2Scale, {E, H, I / 32});
+
+    if (auto bias = f32(Role::W13Bias, {E, 2 * I})) {
+      w.w13_bias = HostTensor::zeros(DType::F32, {E, 2 * I});
+      deinterleave(bias->as<std::uint8_t>(), w.w13_bias->mutable_as<std::uint8_t>(), E, I, sizeof(float));
+    }
+    w.w2_bias = f32(Role::W2Bias, {E, H});
+  }
+
+  void load_router() {
+    const std::int64_t E = out_.weights.num_experts, H = out_.weights.hidden;
+    for (const auto& rule : rule_.tensors) {
+      if (rule.scope != layout::Scope::Module) continue;
+      const Shape expected = rule.role == Role::RouterWeight ? Shape{E, H} : Shape{E};
+      auto t = f32(rule.role, expected);
+      if (!t) continue;
+      if (rule.role == Role::RouterWeight) out_.weights.router_weight = std::move(t);
+      else if (rule.role == Role::CorrectionBias) out_.weights.correction_bias = std::move(t);
+      else out_.router_logit_bias = std::move(t);
+    }
+  }
+
+  const Checkpoint& ckpt_;
+  const MoeLayerRef& ref_;
+  const layout::LayoutRule& rule_;
+  LoadedMoeLayer out_;
+  bool converted_ = false;
+};
+
+}  // namespace
+
+LoadedMoeLayer load_moe_layer(const Checkpoint& ckpt, const MoeLayerRef& ref) { return Mxfp4Loader(ckpt, ref).run(); }
+
+LoadedMoeLayer load_moe_layer(const Checkpoint& ckpt, int layer) { return load_moe_layer(ckpt, find_moe_layer(ckpt, layer)); }
+
+}  // namespace mxmoe

@@ -1,0 +1,67 @@
+// quantize_checkpoint: every MoE layer written in one MXFP4 layout (quantized when it was bf16/f32,
+// converted when it was MXFP4 already), every other tensor copied byte for byte.
+#include <set>
+
+#include "layout/emit.hpp"
+#include "mxmoe/error.hpp"
+
+namespace mxmoe {
+
+QuantizeSummary quantize_checkpoint(const Checkpoint& in, const std::string& out_path, MoeLayout layout,
+                                    const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+  if (!layout_is_mxfp4(layout)) fail(ErrorCode::InvalidArgument, std::string("cannot write layout ") + moe_layout_name(layout));
+  const auto layers = find_moe_layers(in);
+  if (layers.empty()) fail(ErrorCode::NotFound, "checkpoint '" + in.path() + "' holds no MoE layer in a known layout");
+
+  // Plan: the output header is fixed before any layer is quantized, so layers stream one at a time.
+  std::set<std::string> consumed;
+  std::vector<std::vector<layout::PlannedTensor>> plans;
+  std::vector<layout::LayerShape> shapes;
+  for (const auto& ref : layers) {
+    for (auto& name : layout::layer_tensor_names(in, ref)) consumed.insert(std::move(name));
+    shapes.push_back(layout::probe_layer_shape(in, ref));
+    plans.push_back(layout::plan_layer(shapes.back(), layout, ref.module_prefix));
+  }
+  std::vector<SafetensorsWriter::Entry> entries;
+  std::vector<std::string> copied;
+  for (const auto& name : in.tensor_names()) {
+    if (consumed.count(name)) continue;
+    const TensorInfo& info = in.info(name);
+    if (!info.dtype)
+      fail(ErrorCode::Unsupported, "tensor '" + name + "' has dtype " + info.dtype_name + ", which mxmoe cannot copy into the output");
+    entries.push_back({name, *info.dtype, info.shape});
+    copied.push_back(name);
+  }
+  for (const auto& plan : plans)
+    for (const auto& p : plan) entries.push_back(p.entry);
+
+  SafetensorsWriter writer(out_path, entries, {{"format", "pt"}, {"mxmoe_layout", moe_layout_name(layout)}});
+  auto report = [&] {
+    if (progress) progress(writer.written_bytes(), writer.total_bytes());
+  };
+  QuantizeSummary summary;
+  for (const auto& name : copied) {
+    const HostTensor t = in.view(name);
+    writer.append(t.data(), t.nbytes());
+    report();
+  }
+  summary.tensors_copied = static_cast<int>(copied.size());
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const bool dense = !layout_is_mxfp4(layers[i].layout);
+    const LoadedMoeLayer layer = dense ? quantize_moe_layer(in, layers[i]) : load_moe_layer(in, layers[i]);
+    if (!(layout::layer_shape(layer) == shapes[i]))
+      fail(ErrorCode::Shape, "layer " + std::to_string(layers[i].layer) + " ('" + layers[i].module_prefix + "experts.'): its tensors disagree on E, H or I");
+    for (const auto& p : plans[i]) {
+      const HostTensor t = layout::layer_tensor(layer, layout, p);
+      writer.append(t.data(), t.nbytes());
+      report();
+    }
+    if (dense) ++summary.layers_quantized;
+    else ++summary.layers_converted;
+  }
+  writer.finish();
+  summary.bytes_written = writer.total_bytes();
+  return summary;
+}
+
+}  // namespace mxmoe

@@ -1,0 +1,164 @@
+// Quantizing an unquantized MoE layer (bf16/f16/f32 experts) to canonical MXFP4 by the OCP rule,
+// one row at a time straight from the mapped file.
+#include <cmath>
+#include <vector>
+
+#include "formats/mxfp4.hpp"
+#include "layout/alias_table.hpp"
+#include "layout/tensor_convert.hpp"
+#include "mxmoe/error.hpp"
+
+namespace mxmoe {
+namespace {
+
+using layout::Resolved;
+using layout::Role;
+
+// Quantizes `rows` rows of K floats (starting at flat element `first` of `src`) into packed codes
+// and E8M0 scales. NaN/Inf inputs are refused by name and index.
+void quantize_rows(const HostTensor& src, const std::string& name, std::int64_t first, std::int64_t rows, std::int64_t K,
+                   std::uint8_t* packed, std::uint8_t* scales) {
+  std::vector<float> row(static_cast<std::size_t>(K));
+  std::vector<std::uint8_t> codes(static_cast<std::size_t>(K));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t k = 0; k < K; ++k) {
+      const std::int64_t i = first + r * K + k;
+      row[k] = layout::load_float(src, i);
+      if (!std::isfinite(row[k]))
+        fail(ErrorCode::Format, "tensor '" + name + "': value at index " + layout::index_str(src.shape(), i) + " is not finite");
+    }
+    formats::mxfp4_quantize(row.data(), static_cast<int>(K), codes.data(), scales + r * K / 32);
+    formats::pack_codes(codes.data(), K, packed + r * K / 2);
+  }
+}
+
+class DenseQuantizer {
+ public:
+  DenseQuantizer(const Checkpoint& ckpt, const MoeLayerRef& ref) : ckpt_(ckpt), ref_(ref), rule_(layout::layout_rule(ref.layout)) {
+    out_.ref = ref;
+  }
+
+  LoadedMoeLayer run() {
+    if (ref_.layout == MoeLayout::DensePerExpert) per_expert();
+    else if (ref_.layout == MoeLayout::DenseFused) fused();
+    else fail(ErrorCode::InvalidArgument, "layer " + std::to_string(ref_.layer) + " is already MXFP4 (" + moe_layout_name(ref_.layout) + ")");
+    router();
+    out_.scale_format = "E8M0 (quantized by mxmoe)";
+    out_.weights.validate();
+    return std::move(out_);
+  }
+
+ private:
+  std::optional<Resolved> find(Role role, int expert = 0) {
+    return layout::resolve_or_fail(ckpt_, ref_.module_prefix, layout::rule_for(rule_, role), expert);
+  }
+
+  void record(Role role, const Resolved& r, bool per_expert) {
+    const TensorInfo& info = ckpt_.info(r.name);
+    const std::string shown = per_expert ? layout::tensor_name(ref_.module_prefix, layout::Scope::Experts, r.alias, 0) : r.name;
+    out_.matches.push_back({layout::role_name(role), shown, r.alias, info.dtype_name, info.shape, false});
+  }
+
+  HostTensor float_view(const Resolved& r, const Shape& expected, const char* what) {
+    HostTensor t = ckpt_.view(r.name);
+    if (t.dtype() != DType::BF16 && t.dtype() != DType::F16 && t.dtype() != DType::F32)
+      fail(ErrorCode::DType, "tensor '" + r.name + "' has dtype " + dtype_name(t.dtype()) + ", expected BF16, F16 or F32");
+    layout::expect_shape(r.name, t.shape(), expected, what);
+    return t;
+  }
+
+  void allocate(const std::string& name, std::int64_t E, std::int64_t H, std::int64_t I) {
+    if (E <= 0 || H <= 0 || I <= 0 || H % 32 || I % 32)
+      fail(ErrorCode::Shape, "tensor '" + name + "': E=" + std::to_string(E) + " H=" + std::to_string(H) + " I=" + std::to_string(I) +
+                                 ": need E > 0 and H, I positive multiples of 32");
+    auto& w = out_.weights;
+    w.num_experts = static_cast<int>(E);
+    w.hidden = static_cast<int>(H);
+    w.inter = static_cast<int>(I);
+    w.w13 = HostTensor::zeros(DType::U8, {E, 2 * I, H / 2});
+    w.w13_scale = HostTensor::zeros(DType::U8, {E, 2 * I, H / 32});
+    w.w2 = HostTensor::zeros(DType::U8, {E, H, I / 2});
+    w.w2_scale = HostTensor::zeros(DType::U8, {E, H, I / 32});
+  }
+
+  void per_expert() {
+    const std::int64_t E = ref_.num_experts;
+    const Resolved g0 = *find(Role::Gate, 0);
+    const Shape s0 = ckpt_.info(g0.name).shape;
+    if (s0.size() != 2) fail(ErrorCode::Shape, "tensor '" + g0.name + "' has shape " + shape_str(s0) + ", expected [I, H]");
+    const std::int64_t I = s0[0], H = s0[1];
+    // Shapes of every expert first, so the allocation is backed by bytes the file really holds.
+    for (int e = 0; e < E; ++e) {
+      layout::expect_shape(find(Role::Gate, e)->name, ckpt_.info(find(Role::Gate, e)->name).shape, {I, H}, "gate");
+      layout::expect_shape(find(Role::Up, e)->name, ckpt_.info(find(Role::Up, e)->name).shape, {I, H}, "up");
+      layout::expect_shape(find(Role::Down, e)->name, ckpt_.info(find(Role::Down, e)->name).shape, {H, I}, "down");
+    }
+    allocate(g0.name, E, H, I);
+    auto& w = out_.weights;
+    for (int e = 0; e < E; ++e) {
+      const Resolved g = *find(Role::Gate, e), u = *find(Role::Up, e), d = *find(Role::Down, e);
+      quantize_rows(float_view(g, {I, H}, "gate"), g.name, 0, I, H, w.w13.mutable_as<std::uint8_t>() + e * 2 * I * H / 2,
+                    w.w13_scale.mutable_as<std::uint8_t>() + e * 2 * I * H / 32);
+      quantize_rows(float_view(u, {I, H}, "up"), u.name, 0, I, H, w.w13.mutable_as<std::uint8_t>() + (e * 2 * I + I) * H / 2,
+                    w.w13_scale.mutable_as<std::uint8_t>() + (e * 2 * I + I) * H / 32);
+      quantize_rows(float_view(d, {H, I}, "down"), d.name, 0, H, I, w.w2.mutable_as<std::uint8_t>() + e * H * I / 2,
+                    w.w2_scale.mutable_as<std::uint8_t>() + e * H * I / 32);
+      if (e == 0) {
+        record(Role::Gate, g, true);
+        record(Role::Up, u, true);
+        record(Role::Down, d, true);
+      }
+    }
+  }
+
+  void fused() {
+    const Resolved r13 = *find(Role::W13);
+    const Shape s13 = ckpt_.info(r13.name).shape;
+    if (s13.size() != 3 || s13[1] % 2) fail(ErrorCode::Shape, "tensor '" + r13.name + "' has shape " + shape_str(s13) + ", expected [E, 2I, H]");
+    const std::int64_t E = s13[0], I = s13[1] / 2, H = s13[2];
+    const Resolved r2 = *find(Role::W2);
+    const HostTensor w13 = float_view(r13, {E, 2 * I, H}, "w13");
+    const HostTensor w2 = float_view(r2, {E, H, I}, "w2");
+    allocate(r13.name, E, H, I);
+    auto& w = out_.weights;
+    quantize_rows(w13, r13.name, 0, E * 2 * I, H, w.w13.mutable_as<std::uint8_t>(), w.w13_scale.mutable_as<std::uint8_t>());
+    quantize_rows(w2, r2.name, 0, E * H, I, w.w2.mutable_as<std::uint8_t>(), w.w2_scale.mutable_as<std::uint8_t>());
+    record(Role::W13, r13, false);
+    record(Role::W2, r2, false);
+    if (auto b = find(Role::W13Bias)) {
+      layout::expect_shape(b->name, ckpt_.info(b->name).shape, {E, 2 * I}, "w13 bias");
+      w.w13_bias = layout::to_f32(ckpt_, b->name);
+      record(Role::W13Bias, *b, false);
+    }
+    if (auto b = find(Role::W2Bias)) {
+      layout::expect_shape(b->name, ckpt_.info(b->name).shape, {E, H}, "w2 bias");
+      w.w2_bias = layout::to_f32(ckpt_, b->name);
+      record(Role::W2Bias, *b, false);
+    }
+  }
+
+  void router() {
+    const std::int64_t E = out_.weights.num_experts, H = out_.weights.hidden;
+    if (auto r = find(Role::RouterWeight)) {
+      layout::expect_shape(r->name, ckpt_.info(r->name).shape, {E, H}, "router weight");
+      out_.weights.router_weight = layout::to_f32(ckpt_, r->name);
+      record(Role::RouterWeight, *r, false);
+    }
+    if (auto r = find(Role::CorrectionBias)) {
+      layout::expect_shape(r->name, ckpt_.info(r->name).shape, {E}, "correction bias");
+      out_.weights.correction_bias = layout::to_f32(ckpt_, r->name);
+      record(Role::CorrectionBias, *r, false);
+    }
+  }
+
+  const Checkpoint& ckpt_;
+  const MoeLayerRef& ref_;
+  const layout::LayoutRule& rule_;
+  LoadedMoeLayer out_;
+};
+
+}  // namespace
+
+LoadedMoeLayer quantize_moe_layer(const Checkpoint& ckpt, const MoeLayerRef& ref) { return DenseQuantizer(ckpt, ref).run(); }
+
+}  // namespace mxmoe

@@ -1,0 +1,37 @@
+// Checks and conversions from stored tensors to the canonical dtypes, with errors naming the tensor.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "mxmoe/checkpoint.hpp"
+
+namespace mxmoe::layout {
+
+// "[e, r, c]" for a flat index into `shape`.
+std::string index_str(const Shape& shape, std::int64_t flat);
+
+// Packed E2M1 weights stored as U8/I8 (shape [..., K/2]) or F4 (shape [..., K]): the logical shape
+// with K last. DType error naming the tensor for any other dtype (bf16 weights: run quantize).
+Shape packed_logical_shape(const TensorInfo& info);
+// The weight as canonical U8 [..., K/2] bytes, no copy; `logical` must equal packed_logical_shape.
+HostTensor packed_view(const Checkpoint& ckpt, const std::string& name, const Shape& logical);
+
+// Shape error naming the tensor unless its shape (logical for packed weights) is `expected`.
+void expect_shape(const std::string& name, const Shape& found, const Shape& expected, const char* what);
+
+// Format error naming the tensor and index of the first E8M0 NaN byte (0xFF) in U8/F8_E8M0 `t`.
+void check_e8m0(const HostTensor& t, const std::string& name);
+// Writes `t`'s scales as E8M0 bytes to dst: U8/F8_E8M0 are checked for the NaN byte 0xFF; BF16/F16/F32
+// must be exact powers of two (2^-127..2^127), refused otherwise naming the tensor, index and value.
+// Returns true when a float conversion happened.
+bool scales_to_e8m0(const HostTensor& t, const std::string& name, std::uint8_t* dst);
+// U8/F8_E8M0 scales checked for 0xFF, as a view when possible; floats converted to an owned U8 tensor.
+HostTensor e8m0_scales(const Checkpoint& ckpt, const std::string& name, bool* converted, bool* zero_copy);
+
+// BF16/F16/F32 element i as float.
+float load_float(const HostTensor& t, std::int64_t i);
+// A BF16/F16/F32 tensor as an owned F32 copy; DType error naming the tensor otherwise.
+HostTensor to_f32(const Checkpoint& ckpt, const std::string& name);
+
+}  // namespace mxmoe::layout

@@ -1,0 +1,74 @@
+// mxmoe verify on checkpoints of each layout and scale format: passes where the layer is right,
+// fails when the tolerance cannot be met, and names bad options and layers. Needs the CPU oracle
+// (reference::moe_forward) linked into the CLI.
+#include <cmath>
+
+#include "test_checkpoint_util.hpp"
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using namespace mxmoe;
+using namespace mxmoe::testing;
+
+namespace {
+
+std::string write_layer(const TempDir& dir, MoeLayout layout, bool float_scales) {
+  SyntheticSpec spec;
+  spec.num_experts = 6;
+  spec.hidden = 96;
+  spec.inter = 64;
+  spec.with_biases = layout != MoeLayout::DeepSeekV4;
+  spec.seed = 21;
+  LoadedMoeLayer l;
+  l.weights = make_synthetic_weights(spec);
+  if (layout == MoeLayout::GptOss) l.weights.correction_bias.reset();
+  auto tensors = moe_layer_tensors(l, layout, "model.layers.4.mlp.");
+  if (float_scales)
+    for (auto& [name, t] : tensors)
+      if (name.find("scale") != std::string::npos) {
+        HostTensor f = HostTensor::zeros(DType::F32, t.shape());
+        for (std::int64_t i = 0; i < t.numel(); ++i) f.mutable_as<float>()[i] = std::ldexp(1.0f, t.as<std::uint8_t>()[i] - 127);
+        t = f;
+      }
+  const std::string path = dir / (std::string(moe_layout_name(layout)) + (float_scales ? "-f32" : "-e8m0") + ".safetensors");
+  save_safetensors(path, tensors);
+  return path;
+}
+
+}  // namespace
+
+TEST(VerifyCli, EveryLayoutAndScaleFormatPasses) {
+  TempDir dir;
+  for (MoeLayout layout : {MoeLayout::DeepSeekV4, MoeLayout::Fused, MoeLayout::GptOss})
+    for (bool float_scales : {false, true}) {
+      SCOPED_TRACE(std::string(moe_layout_name(layout)) + (float_scales ? " f32 scales" : " e8m0 scales"));
+      const CliResult r = run_cli("verify " + write_layer(dir, layout, float_scales) + " --layer 4 --tokens 16", dir);
+      EXPECT_EQ(r.rc, 0) << r.out << r.err;
+      EXPECT_THAT(r.out, AllOf(HasSubstr("E=6 H=96 I=64"), HasSubstr("backend: "), HasSubstr("rel_l2_err"), HasSubstr("PASS")));
+    }
+}
+
+TEST(VerifyCli, FailsWhenTheToleranceCannotBeMet) {
+  TempDir dir;
+  // bf16 rounding of the oracle's output alone is ~1e-3 relative: 1e-9 cannot pass.
+  const CliResult r = run_cli("verify " + write_layer(dir, MoeLayout::Fused, false) + " --layer 4 --tokens 4 --tolerance 1e-9", dir);
+  EXPECT_EQ(r.rc, 1) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("FAIL"));
+}
+
+TEST(VerifyCli, BadOptionsAndLayersAreNamed) {
+  TempDir dir;
+  const std::string path = write_layer(dir, MoeLayout::Fused, false);
+  CliResult r = run_cli("verify " + path + " --layer 9", dir);
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_THAT(r.err, HasSubstr("has no MoE layer 9 (layers: 4)"));
+  r = run_cli("verify " + path + " --layer 4 --tokens 0", dir);
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_THAT(r.err, HasSubstr("--tokens must be at least 1, got 0"));
+  r = run_cli("verify " + path + " --layer 4 --activation relu", dir);
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_THAT(r.err, HasSubstr("unknown activation 'relu'"));
+  r = run_cli("verify " + path + " --layer 4 --top-k 7", dir);
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_THAT(r.err, HasSubstr("top_k"));
+}

@@ -1,0 +1,236 @@
+// mxmoe verify: runs one MoE layer of a checkpoint on random tokens with the best backend available
+// and checks it: the GPU layer against the CPU oracle, or (without a Hopper GPU) the CPU oracle
+// against an independent float64 recomputation of a few tokens.
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+#include <optional>
+
+#include "command.hpp"
+#include "core/random.hpp"
+#include "formats/bf16.hpp"
+#include "mxmoe/checkpoint.hpp"
+#include "mxmoe/error.hpp"
+#include "mxmoe/moe_layer.hpp"
+#include "mxmoe/reference.hpp"
+
+#ifdef MXMOE_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace mxmoe::cli {
+namespace {
+
+struct VerifyOptions {
+  std::string path;
+  int layer = -1;
+  int tokens = 64;
+  int top_k = 0;  // 0: min(E, 4)
+  std::string activation;  // empty: from the layout
+  std::string backend = "auto";
+  double tolerance = 1e-2;
+  std::uint64_t seed = 1;
+};
+
+ActivationConfig activation_for(const std::string& name, MoeLayout layout) {
+  const std::string n = !name.empty() ? name
+                        : layout == MoeLayout::GptOss    ? "gpt-oss"
+                        : layout == MoeLayout::DeepSeekV4 ? "clamped"
+                                                          : "silu";
+  if (n == "silu") return ActivationConfig::silu_mul();
+  if (n == "clamped") return ActivationConfig::clamped_silu_mul(10.0f);
+  if (n == "gpt-oss") return ActivationConfig::gpt_oss();
+  fail(ErrorCode::InvalidArgument, "unknown activation '" + n + "' (known: silu, clamped, gpt-oss)");
+}
+
+// ---- independent float64 recomputation (weights decoded here, no rounding anywhere)
+
+double e2m1_value(std::uint8_t code) {
+  static const double mags[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
+  return (code & 8) ? -mags[code & 7] : mags[code & 7];
+}
+
+// Row `row` of a packed [rows, K] matrix with its scales, dotted with x (K doubles).
+double dot_row(const std::uint8_t* packed, const std::uint8_t* scales, std::int64_t row, std::int64_t K, const std::vector<double>& x) {
+  double acc = 0;
+  for (std::int64_t k = 0; k < K; ++k) {
+    const std::uint8_t byte = packed[row * K / 2 + k / 2];
+    const std::uint8_t code = (k % 2) ? byte >> 4 : byte & 15;
+    acc += e2m1_value(code) * std::ldexp(1.0, scales[row * K / 32 + k / 32] - 127) * x[k];
+  }
+  return acc;
+}
+
+double activate(const ActivationConfig& a, double g, double u) {
+  const double L = a.limit;
+  switch (a.kind) {
+    case ActivationKind::SiluMul: return g / (1 + std::exp(-g)) * u;
+    case ActivationKind::ClampedSiluMul:
+      g = std::min(g, L), u = std::clamp(u, -L, L);
+      return g / (1 + std::exp(-g)) * u;
+    case ActivationKind::GptOssSwiglu:
+      g = std::min(g, L), u = std::clamp(u, -L, L);
+      return (u + 1) * g / (1 + std::exp(-static_cast<double>(a.alpha) * g));
+  }
+  return 0;
+}
+
+std::vector<double> forward_f64(const CanonicalMoeWeights& w, const std::vector<std::uint16_t>& hidden, const TopK& topk,
+                                const ActivationConfig& act, int t) {
+  const std::int64_t H = w.hidden, I = w.inter;
+  std::vector<double> x(H), out(H, 0.0), a(I);
+  for (std::int64_t k = 0; k < H; ++k) x[k] = formats::bf16_to_float(hidden[t * H + k]);
+  for (int s = 0; s < topk.top_k; ++s) {
+    const int e = topk.ids[t * topk.top_k + s];
+    if (e < 0) continue;
+    const auto* w13 = w.w13.as<std::uint8_t>() + e * 2 * I * H / 2;
+    const auto* s13 = w.w13_scale.as<std::uint8_t>() + e * 2 * I * H / 32;
+    const auto* w2 = w.w2.as<std::uint8_t>() + e * H * I / 2;
+    const auto* s2 = w.w2_scale.as<std::uint8_t>() + e * H * I / 32;
+    for (std::int64_t j = 0; j < I; ++j) {
+      double g = dot_row(w13, s13, j, H, x), u = dot_row(w13, s13, I + j, H, x);
+      if (w.w13_bias) g += w.w13_bias->as<float>()[e * 2 * I + j], u += w.w13_bias->as<float>()[e * 2 * I + I + j];
+      a[j] = activate(act, g, u);
+    }
+    for (std::int64_t h = 0; h < H; ++h) {
+      double y = dot_row(w2, s2, h, I, a);
+      if (w.w2_bias) y += w.w2_bias->as<float>()[e * H + h];
+      out[h] += topk.weights[t * topk.top_k + s] * y;
+    }
+  }
+  return out;
+}
+
+// ---- the GPU layer
+
+#ifdef MXMOE_HAVE_CUDA
+void cuda_check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) fail(ErrorCode::Cuda, std::string("verify: ") + what + ": " + cudaGetErrorString(err));
+}
+
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  explicit DeviceBuffer(std::size_t bytes) { cuda_check(cudaMalloc(&ptr, bytes), "cudaMalloc"); }
+  ~DeviceBuffer() { cudaFree(ptr); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+std::vector<std::uint16_t> forward_gpu(const CanonicalMoeWeights& w, const std::vector<std::uint16_t>& hidden, const TopK& topk,
+                                       const ActivationConfig& act, int T) {
+  MoeLayerOptions opt;
+  opt.max_tokens = T;
+  opt.top_k = topk.top_k;
+  opt.activation = act;
+  MoeLayer layer(w, opt);
+  DeviceBuffer d_hidden(hidden.size() * 2), d_ids(topk.ids.size() * 4), d_weights(topk.weights.size() * 4), d_out(hidden.size() * 2);
+  cuda_check(cudaMemcpy(d_hidden.ptr, hidden.data(), hidden.size() * 2, cudaMemcpyHostToDevice), "copy hidden");
+  cuda_check(cudaMemcpy(d_ids.ptr, topk.ids.data(), topk.ids.size() * 4, cudaMemcpyHostToDevice), "copy ids");
+  cuda_check(cudaMemcpy(d_weights.ptr, topk.weights.data(), topk.weights.size() * 4, cudaMemcpyHostToDevice), "copy weights");
+  layer.forward(d_hidden.ptr, static_cast<const std::int32_t*>(d_ids.ptr), static_cast<const float*>(d_weights.ptr), d_out.ptr, T, nullptr);
+  cuda_check(cudaDeviceSynchronize(), "forward");
+  std::vector<std::uint16_t> out(hidden.size());
+  cuda_check(cudaMemcpy(out.data(), d_out.ptr, out.size() * 2, cudaMemcpyDeviceToHost), "copy out");
+  return out;
+}
+#endif
+
+// ---- comparison
+
+struct Metrics {
+  double max_abs = 0, rel_l2 = 0, max_ref = 0;
+  bool finite = true;
+};
+
+Metrics compare(const std::vector<double>& got, const std::vector<double>& ref) {
+  Metrics m;
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (!std::isfinite(got[i]) || !std::isfinite(ref[i])) m.finite = false;
+    const double d = got[i] - ref[i];
+    m.max_abs = std::max(m.max_abs, std::fabs(d));
+    m.max_ref = std::max(m.max_ref, std::fabs(ref[i]));
+    num += d * d;
+    den += ref[i] * ref[i];
+  }
+  m.rel_l2 = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  return m;
+}
+
+std::vector<double> widen(const std::vector<std::uint16_t>& bf16, std::size_t begin, std::size_t count) {
+  std::vector<double> out(count);
+  for (std::size_t i = 0; i < count; ++i) out[i] = formats::bf16_to_float(bf16[begin + i]);
+  return out;
+}
+
+int run_verify(const VerifyOptions& o) {
+  if (o.tokens < 1) fail(ErrorCode::InvalidArgument, "--tokens must be at least 1, got " + std::to_string(o.tokens));
+  if (o.backend != "auto" && o.backend != "cpu") fail(ErrorCode::InvalidArgument, "--backend must be auto or cpu, got '" + o.backend + "'");
+  const Checkpoint ckpt = Checkpoint::open(o.path);
+  const LoadedMoeLayer l = load_moe_layer(ckpt, o.layer);
+  const CanonicalMoeWeights& w = l.weights;
+  const int E = w.num_experts, H = w.hidden, T = o.tokens;
+  const int k = o.top_k > 0 ? o.top_k : std::min(E, 4);
+  const ActivationConfig act = activation_for(o.activation, l.ref.layout);
+  const RoutingConfig routing = RoutingConfig::softmax(k, true);
+  routing.validate(E);
+
+  // Random tokens and random router logits: every expert gets exercised, whatever the router.
+  SplitMix64 rng(o.seed);
+  std::vector<std::uint16_t> hidden(static_cast<std::size_t>(T) * H);
+  for (auto& h : hidden) h = formats::float_to_bf16(static_cast<float>(rng.normal()));
+  std::vector<float> logits(static_cast<std::size_t>(T) * E);
+  for (auto& v : logits) v = static_cast<float>(rng.normal());
+  const TopK topk = reference::route(logits.data(), T, E, routing, nullptr);
+
+  std::cout << "layer " << l.ref.layer << " (" << moe_layout_name(l.ref.layout) << ", '" << l.ref.module_prefix << "experts.'): E=" << E
+            << " H=" << H << " I=" << w.inter << ", " << T << " random tokens, softmax top-" << k << ", activation "
+            << activation_kind_name(act.kind) << "\n";
+  const std::vector<std::uint16_t> oracle = reference::moe_forward(w, hidden.data(), T, topk, act);
+  Metrics m;
+  const DeviceCheck device = o.backend == "cpu" ? DeviceCheck{false, "--backend cpu"} : check_hopper_device();
+  if (device.ok) {
+#ifdef MXMOE_HAVE_CUDA
+    const std::vector<std::uint16_t> gpu = forward_gpu(w, hidden, topk, act, T);
+    std::cout << "backend: GPU MoeLayer on " << device.message << ", checked against the CPU oracle on all " << T << " tokens\n";
+    m = compare(widen(gpu, 0, gpu.size()), widen(oracle, 0, oracle.size()));
+#else
+    fail(ErrorCode::Unsupported, "verify: a GPU was reported, but this build has no CUDA backend");
+#endif
+  } else {
+    const int checked = std::min(T, 8);
+    std::vector<double> got, ref;
+    for (int t = 0; t < checked; ++t) {
+      const auto r = forward_f64(w, hidden, topk, act, t);
+      ref.insert(ref.end(), r.begin(), r.end());
+      const auto g = widen(oracle, static_cast<std::size_t>(t) * H, H);
+      got.insert(got.end(), g.begin(), g.end());
+    }
+    std::cout << "backend: CPU oracle (no GPU layer: " << device.message << "), checked against a float64 recomputation of " << checked
+              << " tokens\n";
+    m = compare(got, ref);
+  }
+  const bool pass = m.finite && m.rel_l2 <= o.tolerance;
+  std::cout << "max_abs_err " << m.max_abs << "  rel_l2_err " << m.rel_l2 << "  max_abs_ref " << m.max_ref << "  tolerance(rel_l2) "
+            << o.tolerance << (m.finite ? "" : "  NON-FINITE VALUES") << "\n"
+            << (pass ? "PASS" : "FAIL") << "\n";
+  return pass ? 0 : 1;
+}
+
+const RegisterCommand kVerify{
+    "verify", "Run one MoE layer of a checkpoint on random tokens and check it against an independent computation", 40,
+    [](CLI::App& sub) {
+      auto o = std::make_shared<VerifyOptions>();
+      sub.add_option("path", o->path, "a .safetensors file, a model.safetensors.index.json, or a directory")->required();
+      sub.add_option("--layer", o->layer, "the MoE layer to run")->required();
+      sub.add_option("--tokens", o->tokens, "random tokens to run (default 64)");
+      sub.add_option("--top-k", o->top_k, "experts per token (default min(E, 4))");
+      sub.add_option("--activation", o->activation, "silu | clamped | gpt-oss (default from the layout)");
+      sub.add_option("--backend", o->backend, "auto (GPU when a Hopper GPU is present) | cpu");
+      sub.add_option("--tolerance", o->tolerance, "largest relative L2 error that passes (default 1e-2)");
+      sub.add_option("--seed", o->seed, "seed of the random tokens and router logits");
+      return [o] { return run_verify(*o); };
+    }};
+
+}  // namespace
+}  // namespace mxmoe::cli
