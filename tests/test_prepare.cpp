@@ -57,11 +57,13 @@ TEST(TileLayout, PaddingIsZeroCodesAndUnitScales) {
   const TiledShape shape{16, 32, false};  // one chunk, half of it padding
   const Canonical c = random_matrix(16, 32, 3);
   const TiledMatrix t = tile_matrix_cpu(c.w.data(), c.s.data(), shape);
-  int nonzero_nibbles = 0;
-  for (auto b : t.weights) nonzero_nibbles += (b & 15) != 0 ? 1 : 0, nonzero_nibbles += (b >> 4) != 0 ? 1 : 0;
-  int canonical_nonzero = 0;
-  for (auto b : c.w) canonical_nonzero += (b & 15) != 0 ? 1 : 0, canonical_nonzero += (b >> 4) != 0 ? 1 : 0;
-  EXPECT_EQ(nonzero_nibbles, canonical_nonzero);
+  // The layout permutes bits, so equal set-bit counts mean the padding added only zero codes.
+  auto popcount = [](const std::vector<std::uint8_t>& v) {
+    int n = 0;
+    for (auto b : v) n += __builtin_popcount(b);
+    return n;
+  };
+  EXPECT_EQ(popcount(t.weights), popcount(c.w));
   int pad_scales = 0;
   for (auto b : t.scales) pad_scales += b == kPadScale;
   EXPECT_GE(pad_scales, 16);
@@ -121,15 +123,31 @@ TEST(TileLayout, LaneFragmentsDecodeToTheCanonicalValues) {
   }
 }
 
-TEST(Dequant, NibbleTrickCoversEveryCodeAndScale) {
+TEST(Dequant, BitTrickCoversEveryCodeInEveryRegister) {
   for (int code = 0; code < 16; ++code) {
-    const std::uint32_t word = static_cast<std::uint32_t>(code) * 0x11111111u;  // the code in all eight nibbles
+    // The code in both halves of all four registers.
+    const std::uint32_t byte = static_cast<std::uint32_t>(code) * 0x11u;
+    const std::uint32_t word = fragment_word(byte, byte, byte, byte);
     const std::uint32_t regs[4] = {kernels::e2m1_pair_bits<0>(word), kernels::e2m1_pair_bits<1>(word),
                                    kernels::e2m1_pair_bits<2>(word), kernels::e2m1_pair_bits<3>(word)};
     for (auto r : regs)
       for (int half = 0; half < 2; ++half) {
         const double v = formats::bf16_to_float(static_cast<std::uint16_t>(r >> (16 * half)));
         EXPECT_EQ(v * std::ldexp(1.0, 126), formats::e2m1_decode(static_cast<std::uint8_t>(code))) << "code " << code;
+      }
+  }
+  // Each register must see only its own element: distinct codes per register and half.
+  for (int trial = 0; trial < 256; ++trial) {
+    std::uint32_t bytes[4];
+    for (int r = 0; r < 4; ++r) bytes[r] = static_cast<std::uint32_t>((trial * 37 + r * 91 + 13) & 0xff);
+    const std::uint32_t word = fragment_word(bytes[0], bytes[1], bytes[2], bytes[3]);
+    const std::uint32_t regs[4] = {kernels::e2m1_pair_bits<0>(word), kernels::e2m1_pair_bits<1>(word),
+                                   kernels::e2m1_pair_bits<2>(word), kernels::e2m1_pair_bits<3>(word)};
+    for (int r = 0; r < 4; ++r)
+      for (int half = 0; half < 2; ++half) {
+        const std::uint8_t code = static_cast<std::uint8_t>((bytes[r] >> (4 * half)) & 15u);
+        const double v = formats::bf16_to_float(static_cast<std::uint16_t>(regs[r] >> (16 * half)));
+        ASSERT_EQ(v * std::ldexp(1.0, 126), formats::e2m1_decode(code)) << "register " << r << " half " << half;
       }
   }
   for (int b = 0; b <= kernels::kMaxFastScaleByte; ++b) {

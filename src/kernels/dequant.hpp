@@ -4,8 +4,9 @@
 // An E2M1 code s|e1 e0|m becomes the bf16 of the same value x 2^-126 when the sign goes to bit 15
 // and e1 e0 m to bits 8..6: the exponent lands in the low bits of bf16's exponent field and m in the
 // top mantissa bit; code 0b001 (0.5) lands as a subnormal, which needs no special case. The tile
-// layout (prepare/tile_layout.hpp) puts the two halves of a bf16x2 register in nibbles q and q+4, so
-// one shift per field moves both halves at once.
+// layout (prepare/tile_layout.hpp) stores each element's four bits where few operations reach those
+// positions, for both bf16 halves of a register at once: register 0 needs one mask, registers 1 and
+// 2 a shift and a mask, register 3 three of each.
 #pragma once
 
 #include <cstdint>
@@ -14,16 +15,17 @@
 
 namespace mxmoe::kernels {
 
-// Register P (0..3) of a lane's A fragment, from nibbles P (low half) and P+4 (high half) of
-// `word`, each value scaled by 2^-126.
+constexpr std::uint32_t kBf16FieldMask = 0x81C081C0u;  // sign and bits 8..6 of both halves
+
+// Register P (0..3) of a lane's A fragment from its fragment word, each value scaled by 2^-126.
 template <int P>
 MXMOE_HD std::uint32_t e2m1_pair_bits(std::uint32_t word) {
-  static_assert(P >= 0 && P < 4, "a word holds four pairs");
-  constexpr int kMagShift = 6 - 4 * P;   // bits 4P..4P+2 -> 6..8
-  constexpr int kSignShift = 12 - 4 * P; // bit 4P+3 -> 15
-  const std::uint32_t mag = kMagShift >= 0 ? word << (kMagShift >= 0 ? kMagShift : 0) : word >> (kMagShift < 0 ? -kMagShift : 0);
-  const std::uint32_t sign = word << kSignShift;
-  return (mag & 0x01C001C0u) | (sign & 0x80008000u);
+  static_assert(P >= 0 && P < 4, "a word holds four registers");
+  if constexpr (P == 0) return word & kBf16FieldMask;
+  if constexpr (P == 1) return (word << 3) & kBf16FieldMask;
+  if constexpr (P == 2) return (word << 6) & kBf16FieldMask;
+  // e1 e0 at 14, 13 -> 8, 7; m at 11 -> 6; sign at 10 -> 15.
+  return ((word >> 6) & 0x01800180u) | ((word >> 5) & 0x00400040u) | ((word << 5) & 0x80008000u);
 }
 
 // bf16x2 holding 2^(b-1) in both halves: the scale 2^(b-127) times the 2^126 the nibble trick

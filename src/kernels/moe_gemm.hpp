@@ -13,8 +13,9 @@ namespace mxmoe::kernels {
 // One CTA computes kTilesPerWarp * kWarps weight tiles (16 rows each) for a block of kTokens
 // routed (token, slot) pairs of one expert, over the whole K, streaming kChunksPerStage 64-wide
 // K chunks per pipeline stage through kStages shared-memory buffers.
-struct GemmDecode {  // a few tokens per expert: all weight bytes, little reuse
-  static constexpr int kTokens = 8, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
+struct GemmDecode {  // a few tokens per expert: all weight bytes, little reuse; narrow CTAs so
+                     // that even one token's few experts spread over every SM
+  static constexpr int kTokens = 8, kWarps = 2, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
 };
 struct GemmSmall {
   static constexpr int kTokens = 16, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
@@ -28,8 +29,8 @@ struct GemmPrefill {  // many tokens per expert: reuse each dequantised fragment
 
 enum class GemmKind { Decode, Small, Medium, Prefill };
 int gemm_tokens_per_block(GemmKind kind);
-// Picks the configuration from the average routed pairs per expert: a block should hold the
-// busiest expert's pairs (about twice the average), since a second block re-reads its weights.
+// Picks the configuration from the average routed pairs per expert: a block should hold most
+// experts' pairs, since a second block re-reads its weights, but wider blocks cost more per byte.
 GemmKind choose_gemm(int num_tokens, int top_k, int num_experts);
 
 struct MoeGemmParams {

@@ -48,9 +48,10 @@ int gemm_tokens_per_block(GemmKind kind) {
 
 GemmKind choose_gemm(int num_tokens, int top_k, int num_experts) {
   const double pairs_per_expert = static_cast<double>(num_tokens) * top_k / num_experts;
-  if (pairs_per_expert <= 3.0) return GemmKind::Decode;
-  if (pairs_per_expert <= 7.0) return GemmKind::Small;
-  if (pairs_per_expert <= 16.0) return GemmKind::Medium;
+  // Thresholds from scripts/tune-gemm on an H100 (dsv4-flash and gpt-oss-120b, every tile forced).
+  if (pairs_per_expert <= 5.0) return GemmKind::Decode;
+  if (pairs_per_expert <= 12.0) return GemmKind::Small;
+  if (pairs_per_expert <= 28.0) return GemmKind::Medium;
   return GemmKind::Prefill;
 }
 

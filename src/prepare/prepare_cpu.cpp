@@ -51,15 +51,19 @@ void untile_matrix_cpu(const TiledMatrix& tiled, const TiledShape& s, std::uint8
           const std::size_t off = (static_cast<std::size_t>(tile) * s.chunks() + chunk) * 512 + lane * 16 + step * 4;
           std::uint32_t word;
           std::memcpy(&word, &tiled.weights[off], 4);
-          for (int q = 0; q < 8; ++q) {
-            // Nibble q is A-fragment element: row g + 8*(q&1), k 2t + 8*((q>>1)&1) + (q>>2).
-            const int row = tile * 16 + lane / 4 + 8 * (q & 1);
-            const int k = chunk * 64 + step * 16 + 2 * (lane % 4) + 8 * ((q >> 1) & 1) + (q >> 2);
-            const std::uint8_t nib = (word >> (4 * q)) & 15u;
-            if (k >= s.k) continue;
-            std::uint8_t& byte = weights[static_cast<std::size_t>(canonical(row)) * (s.k / 2) + k / 2];
-            byte = static_cast<std::uint8_t>(byte | (k % 2 ? nib << 4 : nib));
-          }
+          for (int reg = 0; reg < 4; ++reg)
+            for (int half = 0; half < 2; ++half) {
+              // Register reg, half h holds A element (row g + 8*(reg&1), k 2t + 8*(reg>>1) + h),
+              // its bits (m, e0, e1, sign) at the positions the layout table gives.
+              static const int kBits[4][4] = {{6, 7, 8, 15}, {3, 4, 5, 12}, {0, 1, 2, 9}, {11, 13, 14, 10}};
+              std::uint8_t nib = 0;
+              for (int b = 0; b < 4; ++b) nib = static_cast<std::uint8_t>(nib | ((word >> (kBits[reg][b] + 16 * half)) & 1u) << b);
+              const int row = tile * 16 + lane / 4 + 8 * (reg & 1);
+              const int k = chunk * 64 + step * 16 + 2 * (lane % 4) + 8 * (reg >> 1) + half;
+              if (k >= s.k) continue;
+              std::uint8_t& byte = weights[static_cast<std::size_t>(canonical(row)) * (s.k / 2) + k / 2];
+              byte = static_cast<std::uint8_t>(byte | (k % 2 ? nib << 4 : nib));
+            }
         }
   for (int tile = 0; tile < s.tiles(); ++tile)
     for (int chunk = 0; chunk < s.chunks(); ++chunk)

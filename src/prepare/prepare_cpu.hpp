@@ -16,7 +16,7 @@ struct TiledMatrix {
 // Canonical packed weights [N, K/2] and E8M0 scales [N, K/32] of one expert -> tile layout.
 TiledMatrix tile_matrix_cpu(const std::uint8_t* weights, const std::uint8_t* scales, const TiledShape& shape);
 
-// The inverse, written from the nibble positions rather than by calling tiled_word, so that a
+// The inverse, written from the bit positions rather than by calling tiled_word, so that a
 // wrong mapping cannot cancel itself out: tile layout -> canonical [N, K/2] and [N, K/32].
 void untile_matrix_cpu(const TiledMatrix& tiled, const TiledShape& shape, std::uint8_t* weights, std::uint8_t* scales);
 

@@ -22,20 +22,28 @@ __global__ void tile_weights_kernel(const std::uint8_t* __restrict__ weights, Ti
   const std::uint8_t* mat = weights + static_cast<std::int64_t>(expert) * s.rows * (s.k / 2);
   std::uint8_t* dst = out + expert * s.weight_bytes();
   const bool full_chunk = (chunk + 1) * (kChunkK / 2) <= s.k / 2;
+  // The chunk's 32 bytes of rows g and g+8, read with 16-byte loads (rows are 16-byte aligned since
+  // K/2 is a multiple of 16).
+  alignas(16) std::uint8_t lo[32];
+  alignas(16) std::uint8_t hi[32];
+  if (full_chunk) {
+    const uint4* lo_src = reinterpret_cast<const uint4*>(mat + static_cast<std::int64_t>(canonical_row(s, tile * kTileRows + g)) * (s.k / 2) + chunk * 32);
+    const uint4* hi_src = reinterpret_cast<const uint4*>(mat + static_cast<std::int64_t>(canonical_row(s, tile * kTileRows + g + 8)) * (s.k / 2) + chunk * 32);
+    *reinterpret_cast<uint4*>(lo) = lo_src[0];
+    *reinterpret_cast<uint4*>(lo + 16) = lo_src[1];
+    *reinterpret_cast<uint4*>(hi) = hi_src[0];
+    *reinterpret_cast<uint4*>(hi + 16) = hi_src[1];
+  }
+#pragma unroll
   for (int t = 0; t < 4; ++t) {
     const int lane = g * 4 + t;
     uint4 v;
     if (full_chunk) {
       // Row byte b of the chunk holds k = 2b, 2b+1; word s of lane t uses bytes 8s+t and 8s+t+4.
-      const std::uint8_t* lo = mat + static_cast<std::int64_t>(canonical_row(s, tile * kTileRows + g)) * (s.k / 2) + chunk * 32;
-      const std::uint8_t* hi = mat + static_cast<std::int64_t>(canonical_row(s, tile * kTileRows + g + 8)) * (s.k / 2) + chunk * 32;
       std::uint32_t w[4];
-      for (int step = 0; step < 4; ++step) {
-        const std::uint32_t b0 = lo[8 * step + t], b1 = hi[8 * step + t], b2 = lo[8 * step + t + 4], b3 = hi[8 * step + t + 4];
-        const std::uint32_t lo_n = (b0 & 15u) | (b1 & 15u) << 4 | (b2 & 15u) << 8 | (b3 & 15u) << 12;
-        const std::uint32_t hi_n = (b0 >> 4) | (b1 >> 4) << 4 | (b2 >> 4) << 8 | (b3 >> 4) << 12;
-        w[step] = lo_n | hi_n << 16;
-      }
+#pragma unroll
+      for (int step = 0; step < 4; ++step)
+        w[step] = fragment_word(lo[8 * step + t], hi[8 * step + t], lo[8 * step + t + 4], hi[8 * step + t + 4]);
       v = make_uint4(w[0], w[1], w[2], w[3]);
     } else {
       v = make_uint4(tiled_word(mat, s, tile, chunk, lane, 0), tiled_word(mat, s, tile, chunk, lane, 1),

@@ -11,9 +11,15 @@
 //   q = 1: (row g+8, k 2t)    q = 5: (row g+8, k 2t+1)     -> A register 1
 //   q = 2: (row g,   k 2t+8)  q = 6: (row g,   k 2t+9)     -> A register 2
 //   q = 3: (row g+8, k 2t+8)  q = 7: (row g+8, k 2t+9)     -> A register 3
-// (k relative to 64*chunk + 16*s). Since E2M1 packs k and k+1 into one byte (low nibble even),
-// word s of lane (g,t) is built from four canonical bytes: their low nibbles go to q = 0..3 and
-// their high nibbles to q = 4..7.
+// (k relative to 64*chunk + 16*s). E2M1 packs k and k+1 into one byte (low nibble even), so
+// register P of lane (g,t) takes both nibbles of one canonical byte: the low nibble for its low
+// bf16 half, the high nibble for its high half.
+// Inside each 16-bit half the four elements' bits (m, e0, e1, sign) sit where one mask (register
+// 0), one shift and a mask (registers 1, 2) or three (register 3) move them to bf16's bits 6, 7,
+// 8 and 15 (see kernels/dequant.hpp):
+//   register 0: m 6, e0 7, e1 8, sign 15     register 1: m 3, e0 4, e1 5, sign 12
+//   register 2: m 0, e0 1, e1 2, sign 9      register 3: m 11, e0 13, e1 14, sign 10
+// The layout is a permutation of the canonical bits: the CPU twin's inverse recovers them exactly.
 // Chunks are ordered [tile][chunk], so one tile's K range is contiguous. K is padded to a multiple
 // of 64 with zero codes.
 //
@@ -62,16 +68,31 @@ MXMOE_HD std::uint8_t canonical_byte(const std::uint8_t* mat, const TiledShape& 
   return kbyte < s.k / 2 ? mat[static_cast<std::int64_t>(crow) * (s.k / 2) + kbyte] : std::uint8_t{0};
 }
 
+// The 16-bit half holding E2M1 `code` (s e1 e0 m) as the element of A register `reg`.
+MXMOE_HD std::uint32_t place_element(std::uint32_t code, int reg) {
+  switch (reg) {
+    case 0: return (code & 7u) << 6 | (code & 8u) << 12;
+    case 1: return (code & 7u) << 3 | (code & 8u) << 9;
+    case 2: return (code & 7u) | (code & 8u) << 6;
+    default: return (code & 1u) << 11 | (code & 6u) << 12 | (code & 8u) << 7;
+  }
+}
+
+// A fragment word from the four canonical bytes feeding registers 0..3.
+MXMOE_HD std::uint32_t fragment_word(std::uint32_t b0, std::uint32_t b1, std::uint32_t b2, std::uint32_t b3) {
+  const std::uint32_t bytes[4] = {b0, b1, b2, b3};
+  std::uint32_t w = 0;
+  for (int reg = 0; reg < 4; ++reg) w |= place_element(bytes[reg] & 15u, reg) | place_element(bytes[reg] >> 4, reg) << 16;
+  return w;
+}
+
 // Word s of lane (g, t) of tile `tile`, chunk `chunk`, from the canonical packed matrix [N, K/2].
 MXMOE_HD std::uint32_t tiled_word(const std::uint8_t* mat, const TiledShape& s, int tile, int chunk, int lane, int step) {
   const int g = lane / 4, t = lane % 4;
   const int row_lo = canonical_row(s, tile * kTileRows + g), row_hi = canonical_row(s, tile * kTileRows + g + 8);
   const int kb = chunk * (kChunkK / 2) + step * 8 + t;  // byte of k = 64 chunk + 16 step + 2t
-  const std::uint32_t b0 = canonical_byte(mat, s, row_lo, kb), b1 = canonical_byte(mat, s, row_hi, kb);
-  const std::uint32_t b2 = canonical_byte(mat, s, row_lo, kb + 4), b3 = canonical_byte(mat, s, row_hi, kb + 4);
-  const std::uint32_t lo = (b0 & 15u) | (b1 & 15u) << 4 | (b2 & 15u) << 8 | (b3 & 15u) << 12;
-  const std::uint32_t hi = (b0 >> 4) | (b1 >> 4) << 4 | (b2 >> 4) << 8 | (b3 >> 4) << 12;
-  return lo | hi << 16;
+  return fragment_word(canonical_byte(mat, s, row_lo, kb), canonical_byte(mat, s, row_hi, kb),
+                       canonical_byte(mat, s, row_lo, kb + 4), canonical_byte(mat, s, row_hi, kb + 4));
 }
 
 // Byte offset of word `step` of `lane` in tile/chunk.
