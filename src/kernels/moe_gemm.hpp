@@ -13,9 +13,12 @@ namespace mxmoe::kernels {
 // One CTA computes kTilesPerWarp * kWarps weight tiles (16 rows each) for a block of kTokens
 // routed (token, slot) pairs of one expert, over the whole K, streaming kChunksPerStage 64-wide
 // K chunks per pipeline stage through kStages shared-memory buffers.
-struct GemmDecode {  // a few tokens per expert: all weight bytes, little reuse; narrow CTAs so
-                     // that even one token's few experts spread over every SM
+struct GemmTiny {  // one or two tokens in all: narrow CTAs, so that the few experts hit spread over
+                   // every SM
   static constexpr int kTokens = 8, kWarps = 2, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
+};
+struct GemmDecode {  // a few tokens per expert: all weight bytes, little reuse
+  static constexpr int kTokens = 8, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
 };
 struct GemmSmall {
   static constexpr int kTokens = 16, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
@@ -27,7 +30,7 @@ struct GemmPrefill {  // many tokens per expert: reuse each dequantised fragment
   static constexpr int kTokens = 64, kWarps = 4, kTilesPerWarp = 2, kChunksPerStage = 1, kStages = 4;
 };
 
-enum class GemmKind { Decode, Small, Medium, Prefill };
+enum class GemmKind { Tiny, Decode, Small, Medium, Prefill };
 int gemm_tokens_per_block(GemmKind kind);
 // Picks the configuration from the average routed pairs per expert: a block should hold most
 // experts' pairs, since a second block re-reads its weights, but wider blocks cost more per byte.

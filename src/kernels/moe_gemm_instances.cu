@@ -1,4 +1,4 @@
-// Every instantiation of the GEMM kernel, in one place: 4 configurations x {w13, w2}.
+// Every instantiation of the GEMM kernel, in one place: 5 configurations x {w13, w2}.
 #include "kernels/cuda_check.hpp"
 #include "kernels/launch.hpp"
 #include "kernels/moe_gemm.cuh"
@@ -27,6 +27,7 @@ void configure() {
 template <bool kGateUp>
 void dispatch(GemmKind kind, const MoeGemmParams& p, int max_blocks, cudaStream_t stream) {
   switch (kind) {
+    case GemmKind::Tiny: return launch<GemmTiny, kGateUp>(p, max_blocks, stream);
     case GemmKind::Decode: return launch<GemmDecode, kGateUp>(p, max_blocks, stream);
     case GemmKind::Small: return launch<GemmSmall, kGateUp>(p, max_blocks, stream);
     case GemmKind::Medium: return launch<GemmMedium, kGateUp>(p, max_blocks, stream);
@@ -38,6 +39,7 @@ void dispatch(GemmKind kind, const MoeGemmParams& p, int max_blocks, cudaStream_
 
 int gemm_tokens_per_block(GemmKind kind) {
   switch (kind) {
+    case GemmKind::Tiny: return GemmTiny::kTokens;
     case GemmKind::Decode: return GemmDecode::kTokens;
     case GemmKind::Small: return GemmSmall::kTokens;
     case GemmKind::Medium: return GemmMedium::kTokens;
@@ -49,6 +51,7 @@ int gemm_tokens_per_block(GemmKind kind) {
 GemmKind choose_gemm(int num_tokens, int top_k, int num_experts) {
   const double pairs_per_expert = static_cast<double>(num_tokens) * top_k / num_experts;
   // Thresholds from scripts/tune-gemm on an H100 (dsv4-flash and gpt-oss-120b, every tile forced).
+  if (num_tokens <= 2) return GemmKind::Tiny;
   if (pairs_per_expert <= 5.0) return GemmKind::Decode;
   if (pairs_per_expert <= 12.0) return GemmKind::Small;
   if (pairs_per_expert <= 28.0) return GemmKind::Medium;
@@ -63,6 +66,7 @@ void launch_moe_gemm2(GemmKind kind, const MoeGemmParams& p, int max_blocks, cud
 }
 
 void configure_moe_gemm_kernels() {
+  configure<GemmTiny>();
   configure<GemmDecode>();
   configure<GemmSmall>();
   configure<GemmMedium>();

@@ -141,7 +141,7 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
 
   const std::size_t pairs = static_cast<std::size_t>(m.max_tokens) * m.top_k;
   std::size_t max_blocks = 0, max_slots = 0;
-  for (auto kind : {kernels::GemmKind::Decode, kernels::GemmKind::Small, kernels::GemmKind::Medium, kernels::GemmKind::Prefill}) {
+  for (auto kind : {kernels::GemmKind::Tiny, kernels::GemmKind::Decode, kernels::GemmKind::Small, kernels::GemmKind::Medium, kernels::GemmKind::Prefill}) {
     const int bt = kernels::gemm_tokens_per_block(kind);
     const std::size_t blocks = kernels::max_align_blocks(static_cast<int>(pairs), m.E, bt);
     max_blocks = std::max(max_blocks, blocks);
