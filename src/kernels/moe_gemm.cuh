@@ -80,12 +80,18 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
   const std::uint8_t* w_expert = p.weights + expert * p.expert_weight_stride;
   const std::uint8_t* s_expert = p.scales + expert * p.expert_scale_stride;
 
-  for (int i = tid; i < Cfg::kTokens; i += G::kThreads) {
-    const int pair = p.sorted_pairs[block * Cfg::kTokens + i];
-    s_pair[i] = pair;
-    s_act_row[i] = pair >= 0 ? pair / p.act_row_divisor : -1;
+  static_assert(Cfg::kTokens <= G::kThreads, "one thread per token slot");
+  int pair = -1;
+  if (tid < Cfg::kTokens) {
+    pair = p.sorted_pairs[block * Cfg::kTokens + tid];
+    s_pair[tid] = pair;
+    s_act_row[tid] = pair >= 0 ? pair / p.act_row_divisor : -1;
   }
-  __syncthreads();
+  // A block holds its expert's pairs first and padding after, so only the first token tiles are
+  // live: the others are neither loaded nor multiplied (a sparse 64-token block costs about what
+  // an 8-token block does).
+  const int live_pairs = __syncthreads_count(pair >= 0);
+  const int live_tiles = (live_pairs + 7) / 8;
 
   // Copy plan, fixed for the CTA's life: the 16-byte pieces of a stage this thread copies, as
   // source pointers at k = 0 plus the per-stage advance, so the K loop does no index arithmetic.
@@ -126,7 +132,8 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
     const int i = tid + j * G::kThreads;
     const int row = i / kPiecesPerRow, piece = i % kPiecesPerRow;
     const int src_row = s_act_row[row];
-    a_k[j] = src_row >= 0 ? piece * 8 : (1 << 30);
+    // -1: a row of a dead token tile, never read, so never copied.
+    a_k[j] = row >= live_tiles * 8 ? -1 : src_row >= 0 ? piece * 8 : (1 << 30);
     a_src[j] = p.act + static_cast<std::int64_t>(src_row >= 0 ? src_row : 0) * K + piece * 8;
   }
 
@@ -149,6 +156,7 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
 #pragma unroll
     for (int j = 0; j < kActPerThread; ++j) {
       const int i = tid + j * G::kThreads;
+      if (a_k[j] < 0) continue;
       const bool valid = k0 + a_k[j] < K;
       ptx::cp_async16(sx + (i / kPiecesPerRow) * G::kActRowBytes + (i % kPiecesPerRow) * 16, valid ? a_src[j] + k0 : p.act,
                       valid ? 16 : 0);
@@ -217,6 +225,7 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
       for (int s2 = 0; s2 < 2; ++s2) {
 #pragma unroll
         for (int nt = 0; nt < G::kTokenTiles; ++nt) {
+          if (nt >= live_tiles) break;
           // Matrices: tokens nt*8..+7 x k (c*64 + s2*32) + {0, 8, 16, 24}..+7 -> b0b1, b2b3 of two k16 steps.
           std::uint32_t b[4];
           const int row = nt * 8 + (lane % 8);
@@ -242,6 +251,7 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
     for (int nt = 0; nt < G::kTokenTiles; ++nt)
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
+        if (nt >= live_tiles) break;
         const int pair = s_pair[nt * 8 + 2 * t + j];
         if (pair < 0) continue;
         const float lo = acc[mt][nt][j], hi = acc[mt][nt][2 + j];  // rows g and g+8 of the tile

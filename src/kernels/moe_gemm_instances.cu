@@ -52,7 +52,7 @@ GemmKind choose_gemm(int num_tokens, int top_k, int num_experts) {
   const double pairs_per_expert = static_cast<double>(num_tokens) * top_k / num_experts;
   // Thresholds from scripts/tune-gemm on an H100 (dsv4-flash and gpt-oss-120b, every tile forced).
   if (num_tokens <= 2) return GemmKind::Tiny;
-  if (pairs_per_expert <= 5.0) return GemmKind::Decode;
+  if (pairs_per_expert <= 6.5) return GemmKind::Decode;
   if (pairs_per_expert <= 12.0) return GemmKind::Small;
   if (pairs_per_expert <= 28.0) return GemmKind::Medium;
   return GemmKind::Prefill;
