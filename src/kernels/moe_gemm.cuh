@@ -88,8 +88,9 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
     s_act_row[tid] = pair >= 0 ? pair / p.act_row_divisor : -1;
   }
   // A block holds its expert's pairs first and padding after, so only the first token tiles are
-  // live: the others are neither loaded nor multiplied (a sparse 64-token block costs about what
-  // an 8-token block does).
+  // live: the rows of the others are not loaded. Their columns of the product are garbage and never
+  // stored; an MMA column depends only on its own B column. (Skipping their MMAs too, with a
+  // run-time break in the unrolled loop, measured slower: it serialises the ldmatrix/mma stream.)
   const int live_pairs = __syncthreads_count(pair >= 0);
   const int live_tiles = (live_pairs + 7) / 8;
 
@@ -132,7 +133,7 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
     const int i = tid + j * G::kThreads;
     const int row = i / kPiecesPerRow, piece = i % kPiecesPerRow;
     const int src_row = s_act_row[row];
-    // -1: a row of a dead token tile, never read, so never copied.
+    // -1: a row of a dead token tile, whose product columns are discarded, so never copied.
     a_k[j] = row >= live_tiles * 8 ? -1 : src_row >= 0 ? piece * 8 : (1 << 30);
     a_src[j] = p.act + static_cast<std::int64_t>(src_row >= 0 ? src_row : 0) * K + piece * 8;
   }
@@ -225,7 +226,6 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
       for (int s2 = 0; s2 < 2; ++s2) {
 #pragma unroll
         for (int nt = 0; nt < G::kTokenTiles; ++nt) {
-          if (nt >= live_tiles) break;
           // Matrices: tokens nt*8..+7 x k (c*64 + s2*32) + {0, 8, 16, 24}..+7 -> b0b1, b2b3 of two k16 steps.
           std::uint32_t b[4];
           const int row = nt * 8 + (lane % 8);
@@ -251,7 +251,6 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
     for (int nt = 0; nt < G::kTokenTiles; ++nt)
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
-        if (nt >= live_tiles) break;
         const int pair = s_pair[nt * 8 + 2 * t + j];
         if (pair < 0) continue;
         const float lo = acc[mt][nt][j], hi = acc[mt][nt][2 + j];  // rows g and g+8 of the tile

@@ -26,9 +26,8 @@ struct GemmSmall {
 struct GemmMedium {
   static constexpr int kTokens = 32, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 2, kStages = 4;
 };
-struct GemmPrefill {  // many tokens per expert: reuse each dequantised fragment across 64 tokens,
-                      // and each activation tile across 256 weight rows
-  static constexpr int kTokens = 64, kWarps = 8, kTilesPerWarp = 2, kChunksPerStage = 2, kStages = 3;
+struct GemmPrefill {  // many tokens per expert: reuse each dequantised fragment across 64 tokens
+  static constexpr int kTokens = 64, kWarps = 4, kTilesPerWarp = 2, kChunksPerStage = 1, kStages = 4;
 };
 
 enum class GemmKind { Tiny, Decode, Small, Medium, Prefill };

@@ -53,18 +53,22 @@ __global__ void tile_weights_kernel(const std::uint8_t* __restrict__ weights, Ti
   }
 }
 
+// One thread per (expert, tile, chunk): the chunk's 32 scale bytes, written as two 16-byte stores.
 __global__ void tile_scales_kernel(const std::uint8_t* __restrict__ scales, TiledShape s, int num_experts,
                                    std::uint8_t* __restrict__ out) {
-  const std::int64_t per_expert = s.scale_bytes();
+  const std::int64_t per_expert = static_cast<std::int64_t>(s.tiles()) * s.chunks();
   const std::int64_t id = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (id >= per_expert * num_experts) return;
   const int expert = static_cast<int>(id / per_expert);
   const std::int64_t rem = id % per_expert;
-  const int i = static_cast<int>(rem % kChunkScaleBytes);
-  const int chunk = static_cast<int>((rem / kChunkScaleBytes) % s.chunks());
-  const int tile = static_cast<int>(rem / kChunkScaleBytes / s.chunks());
+  const int chunk = static_cast<int>(rem % s.chunks()), tile = static_cast<int>(rem / s.chunks());
   const std::uint8_t* mat = scales + static_cast<std::int64_t>(expert) * s.rows * (s.k / 32);
-  out[expert * per_expert + rem] = tiled_scale(mat, s, tile, chunk, i);
+  alignas(16) std::uint8_t bytes[kChunkScaleBytes];
+#pragma unroll
+  for (int i = 0; i < kChunkScaleBytes; ++i) bytes[i] = tiled_scale(mat, s, tile, chunk, i);
+  uint4* dst = reinterpret_cast<uint4*>(out + expert * s.scale_bytes() + tiled_scale_offset(s, tile, chunk, 0));
+  dst[0] = *reinterpret_cast<const uint4*>(bytes);
+  dst[1] = *reinterpret_cast<const uint4*>(bytes + 16);
 }
 
 }  // namespace
@@ -73,7 +77,7 @@ void launch_tile_matrices(const std::uint8_t* weights, const std::uint8_t* scale
                           int num_experts, std::uint8_t* tiled_weights, std::uint8_t* tiled_scales, cudaStream_t stream) {
   constexpr int kThreads = 256;
   const std::int64_t weight_threads = static_cast<std::int64_t>(shape.tiles()) * shape.chunks() * 8 * num_experts;
-  const std::int64_t scale_threads = shape.scale_bytes() * num_experts;
+  const std::int64_t scale_threads = static_cast<std::int64_t>(shape.tiles()) * shape.chunks() * num_experts;
   tile_weights_kernel<<<static_cast<unsigned>((weight_threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
       weights, shape, num_experts, tiled_weights);
   tile_scales_kernel<<<static_cast<unsigned>((scale_threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
