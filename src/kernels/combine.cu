@@ -8,6 +8,7 @@ namespace mxmoe::kernels {
 namespace {
 
 constexpr int kCombineThreads = 256;
+constexpr int kMaxCombineTopK = 16;
 
 // One CTA per (token, slice of H); four hidden features per thread (H is a multiple of 32).
 __global__ void combine_kernel(const float* __restrict__ partial, const std::int32_t* __restrict__ topk_ids, int top_k,
@@ -17,16 +18,24 @@ __global__ void combine_kernel(const float* __restrict__ partial, const std::int
   ptx::grid_dependency_wait();
   ptx::allow_dependents_launch();
   if (h >= hidden) return;
-  float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
-  for (int s = 0; s < top_k; ++s) {
+  // All loads are issued before the first add (the slot loop is unrolled and predicated), so a
+  // token's k partial rows arrive in one memory latency rather than k.
+  float4 v[kMaxCombineTopK];
+#pragma unroll
+  for (int s = 0; s < kMaxCombineTopK; ++s) {
+    v[s] = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (s >= top_k) continue;
     const int pair = token * top_k + s;
     const int e = topk_ids[pair];
-    if (e < 0 || e >= num_experts) continue;
-    const float4 v = *reinterpret_cast<const float4*>(partial + static_cast<std::int64_t>(pair) * hidden + h);
-    sum.x += v.x;
-    sum.y += v.y;
-    sum.z += v.z;
-    sum.w += v.w;
+    if (e >= 0 && e < num_experts) v[s] = *reinterpret_cast<const float4*>(partial + static_cast<std::int64_t>(pair) * hidden + h);
+  }
+  float4 sum = v[0];
+#pragma unroll
+  for (int s = 1; s < kMaxCombineTopK; ++s) {
+    sum.x += v[s].x;
+    sum.y += v[s].y;
+    sum.z += v[s].z;
+    sum.w += v[s].w;
   }
   const uint2 packed = make_uint2(formats::float_to_bf16(sum.x) | static_cast<std::uint32_t>(formats::float_to_bf16(sum.y)) << 16,
                                   formats::float_to_bf16(sum.z) | static_cast<std::uint32_t>(formats::float_to_bf16(sum.w)) << 16);
@@ -38,6 +47,8 @@ __global__ void combine_kernel(const float* __restrict__ partial, const std::int
 void launch_combine(const float* partial, const std::int32_t* topk_ids, int num_tokens, int top_k, int hidden,
                     int num_experts, std::uint16_t* out, cudaStream_t stream) {
   if (num_tokens <= 0) return;
+  if (top_k > kMaxCombineTopK)
+    fail(ErrorCode::Unsupported, "combine supports top_k up to " + std::to_string(kMaxCombineTopK) + ", got " + std::to_string(top_k));
   const dim3 grid(static_cast<unsigned>(num_tokens), (hidden / 4 + kCombineThreads - 1) / kCombineThreads);
   launch_dependent(combine_kernel, grid, dim3(kCombineThreads), 0, stream, "combine", partial, topk_ids, top_k, hidden,
                    num_experts, out);

@@ -3,6 +3,7 @@
 // summation order and by bf16 rounding flips of the intermediate and the output, so the relative
 // Frobenius error sits near 1e-3; we require < 1e-2 (the peers reach 3e-3 to 5e-3). NaN fails.
 #include <cstring>
+#include <functional>
 #include <string>
 
 #include "gpu_test_util.hpp"
@@ -251,6 +252,61 @@ TEST(Layer, PreparesAWholeDsv4FlashLayerQuickly) {
   cuda_ok(cudaDeviceSynchronize(), "forward");
   const auto ref = reference::moe_forward(w, hidden.data(), 16, topk, p.activation);
   EXPECT_LT(rel_error(d_out.download(), ref), kTolerance);
+}
+
+}  // namespace
+
+namespace {
+
+// Decode steps of at most 32 routed pairs skip the align kernel: each GEMM CTA sorts the pairs
+// itself. Cover the corners of that path: one expert taking every pair (more than a block holds),
+// ids that are -1 or past E, and the boundary of 32 pairs against the align path at 33.
+TEST(Layer, SmallBatchesSortedInsideTheGemmMatchTheOracle) {
+  MXMOE_REQUIRE_HOPPER();
+  const Case c{"small-batch", 512, 256, 16, 8, ActivationConfig::silu_mul(), true, 2.0f};
+  const auto w = weights_for(c, 11);
+  MoeLayer layer(w, {8, c.k, c.act, 0});
+  struct Variant {
+    const char* name;
+    int T;
+    std::function<void(TopK&)> edit;
+  };
+  const Variant variants[] = {
+      {"random T=1", 1, [](TopK&) {}},
+      {"random T=4 (32 pairs)", 4, [](TopK&) {}},
+      {"random T=5 (40 pairs, align path)", 5, [](TopK&) {}},
+      {"one expert takes all 32 pairs", 4, [](TopK& t) { std::fill(t.ids.begin(), t.ids.end(), 3); }},
+      {"masked and out-of-range ids", 4,
+       [&](TopK& t) {
+         for (std::size_t i = 0; i < t.ids.size(); ++i)
+           if (i % 3 == 0) t.ids[i] = i % 2 ? -1 : c.E + 7;
+       }},
+      {"every id masked", 2, [](TopK& t) { std::fill(t.ids.begin(), t.ids.end(), -1); }},
+  };
+  std::uint32_t seed = 300;
+  for (const auto& v : variants) {
+    const auto hidden = random_hidden(v.T, c.H, c.hidden_std, ++seed);
+    TopK topk = random_topk(v.T, c.E, c.k, false, ++seed);
+    v.edit(topk);
+    TopK oracle_topk = topk;
+    for (auto& id : oracle_topk.ids)
+      if (id >= c.E) id = -1;
+    DeviceArray<std::uint16_t> d_hidden(hidden), d_out(static_cast<std::size_t>(v.T) * c.H);
+    DeviceArray<std::int32_t> d_ids(topk.ids);
+    DeviceArray<float> d_w(topk.weights);
+    d_out.poison();
+    layer.forward(d_hidden.ptr, d_ids.ptr, d_w.ptr, d_out.ptr, v.T, nullptr);
+    cuda_ok(cudaDeviceSynchronize(), "forward");
+    const auto out = d_out.download();
+    const auto ref = reference::moe_forward(w, hidden.data(), v.T, oracle_topk, c.act);
+    bool all_masked = true;
+    for (auto id : oracle_topk.ids) all_masked &= id < 0;
+    if (all_masked) {
+      for (auto x : out) ASSERT_EQ(x & 0x7fff, 0) << v.name;
+    } else {
+      EXPECT_LT(rel_error(out, ref), kTolerance) << v.name;
+    }
+  }
 }
 
 }  // namespace
