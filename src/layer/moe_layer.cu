@@ -178,7 +178,8 @@ void MoeLayer::Impl::run(const void* hidden, const std::int32_t* ids, const floa
   const int max_blocks = kernels::max_align_blocks(pairs, E, bt);
   kernels::MoeGemmParams p{};
   p.num_experts = E;
-  if (pairs <= kernels::kMaxSmallBatchPairs) {
+  const bool decode_kind = kind == kernels::GemmKind::Tiny || kind == kernels::GemmKind::Decode;
+  if (pairs <= kernels::kMaxSmallBatchPairs && decode_kind) {
     // A decode step: the GEMM CTAs sort their few pairs themselves; one kernel less.
     p.small_batch_ids = ids;
     p.small_batch_pairs = pairs;
