@@ -18,7 +18,6 @@
 #include "kernels/dequant.hpp"
 #include "kernels/moe_gemm.hpp"
 #include "kernels/ptx.cuh"
-#include "kernels/small_batch_blocks.cuh"
 
 namespace mxmoe::kernels {
 
@@ -56,40 +55,26 @@ __device__ __forceinline__ float apply_activation(ActivationKind kind, float g, 
   return 0.0f;
 }
 
-// kSmallBatch: the CTA derives its block from the top-k ids (small_batch_blocks.cuh) instead of
-// reading the align kernel's list. A separate instantiation, because the list path keeps the
-// expert id in a uniform register (a load indexed by blockIdx only), which measured 10% faster.
-template <class Cfg, bool kGateUp, bool kSmallBatch>
+template <class Cfg, bool kGateUp>
 __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(const MoeGemmParams p) {
   using G = GemmGeometry<Cfg>;
   const int block = blockIdx.y;
-  // Dependencies: GEMM1 reads the block list the align kernel (its predecessor) writes, or the top-k
-  // ids an earlier kernel wrote. GEMM2's predecessor is GEMM1, which lets it launch only after
-  // passing its own wait, so both are complete and GEMM2 may read them, and stream its first weight
-  // stages, before waiting for the intermediate activations.
+  // Dependencies: GEMM1 reads the block list the align kernel (its predecessor) writes. GEMM2's
+  // predecessor is GEMM1, which lets it launch only after passing its own wait, so the block list
+  // is complete and GEMM2 may read it, and stream its first weight stages, before waiting for the
+  // intermediate activations.
   if constexpr (kGateUp) {
     ptx::grid_dependency_wait();
     ptx::allow_dependents_launch();
   }
+  if (block >= *p.num_blocks) return;
+
   extern __shared__ __align__(16) std::uint8_t smem[];
   __shared__ std::int32_t s_pair[Cfg::kTokens];
   __shared__ std::int32_t s_act_row[Cfg::kTokens];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  int expert;
-  if constexpr (kSmallBatch) {
-    __shared__ int s_block_expert;
-    if (warp == 0) {
-      const int e = small_batch_block<Cfg::kTokens>(p.small_batch_ids, p.small_batch_pairs, p.num_experts, block, s_pair);
-      if (lane == 0) s_block_expert = e;
-    }
-    __syncthreads();
-    expert = s_block_expert;
-    if (expert < 0) return;
-  } else {
-    if (block >= *p.num_blocks) return;
-    expert = p.block_expert[block];
-  }
+  const int expert = p.block_expert[block];
   const int n_tiles = p.shape.tiles(), n_chunks = p.shape.chunks(), K = p.shape.k;
   const int tile0 = blockIdx.x * G::kTilesPerCta;
   const std::uint8_t* w_expert = p.weights + expert * p.expert_weight_stride;
@@ -98,12 +83,8 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
   static_assert(Cfg::kTokens <= G::kThreads, "one thread per token slot");
   int pair = -1;
   if (tid < Cfg::kTokens) {
-    if constexpr (kSmallBatch) {
-      pair = s_pair[tid];
-    } else {
-      pair = p.sorted_pairs[block * Cfg::kTokens + tid];
-      s_pair[tid] = pair;
-    }
+    pair = p.sorted_pairs[block * Cfg::kTokens + tid];
+    s_pair[tid] = pair;
     s_act_row[tid] = pair >= 0 ? pair / p.act_row_divisor : -1;
   }
   // A block holds its expert's pairs first and padding after, so only the first token tiles are

@@ -52,10 +52,6 @@ struct MoeGemmParams {
   const std::int32_t* sorted_pairs;
   const std::int32_t* block_expert;
   const std::int32_t* num_blocks;
-  // Or, for at most kMaxSmallBatchPairs pairs, no align kernel: each CTA derives its block from
-  // the top-k ids (small_batch_blocks.cuh). Null when the align kernel ran.
-  const std::int32_t* small_batch_ids;
-  int small_batch_pairs;
 
   const float* bias;  // canonical order: [E, 2I] for w13, [E, H] for w2; may be null
 

@@ -1,5 +1,4 @@
-// Every instantiation of the GEMM kernel, in one place: 5 configurations x {w13, w2}, and the
-// small-batch variant (block list derived in the kernel) of the two decode configurations.
+// Every instantiation of the GEMM kernel, in one place: 5 configurations x {w13, w2}.
 #include "kernels/cuda_check.hpp"
 #include "kernels/launch.hpp"
 #include "kernels/moe_gemm.cuh"
@@ -7,32 +6,29 @@
 namespace mxmoe::kernels {
 namespace {
 
-template <class Cfg, bool kGateUp, bool kSmallBatch = false>
+template <class Cfg, bool kGateUp>
 void launch(const MoeGemmParams& p, int max_blocks, cudaStream_t stream) {
   using G = GemmGeometry<Cfg>;
   if (max_blocks <= 0) return;
   const dim3 grid((p.shape.tiles() + G::kTilesPerCta - 1) / G::kTilesPerCta, static_cast<unsigned>(max_blocks));
-  launch_dependent(moe_gemm_kernel<Cfg, kGateUp, kSmallBatch>, grid, dim3(G::kThreads), G::kSmemBytes, stream,
+  launch_dependent(moe_gemm_kernel<Cfg, kGateUp>, grid, dim3(G::kThreads), G::kSmemBytes, stream,
                    kGateUp ? "moe_gemm (w13)" : "moe_gemm (w2)", p);
 }
 
-template <class Cfg, bool kSmallBatch = false>
+template <class Cfg>
 void configure() {
   using G = GemmGeometry<Cfg>;
-  check_cuda(cudaFuncSetAttribute(moe_gemm_kernel<Cfg, true, kSmallBatch>, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kSmemBytes),
+  check_cuda(cudaFuncSetAttribute(moe_gemm_kernel<Cfg, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kSmemBytes),
              "cudaFuncSetAttribute(moe_gemm w13)");
-  check_cuda(cudaFuncSetAttribute(moe_gemm_kernel<Cfg, false, kSmallBatch>, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kSmemBytes),
+  check_cuda(cudaFuncSetAttribute(moe_gemm_kernel<Cfg, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kSmemBytes),
              "cudaFuncSetAttribute(moe_gemm w2)");
 }
 
 template <bool kGateUp>
 void dispatch(GemmKind kind, const MoeGemmParams& p, int max_blocks, cudaStream_t stream) {
   switch (kind) {
-    case GemmKind::Tiny:
-      return p.small_batch_ids ? launch<GemmTiny, kGateUp, true>(p, max_blocks, stream) : launch<GemmTiny, kGateUp>(p, max_blocks, stream);
-    case GemmKind::Decode:
-      return p.small_batch_ids ? launch<GemmDecode, kGateUp, true>(p, max_blocks, stream)
-                               : launch<GemmDecode, kGateUp>(p, max_blocks, stream);
+    case GemmKind::Tiny: return launch<GemmTiny, kGateUp>(p, max_blocks, stream);
+    case GemmKind::Decode: return launch<GemmDecode, kGateUp>(p, max_blocks, stream);
     case GemmKind::Small: return launch<GemmSmall, kGateUp>(p, max_blocks, stream);
     case GemmKind::Medium: return launch<GemmMedium, kGateUp>(p, max_blocks, stream);
     case GemmKind::Prefill: return launch<GemmPrefill, kGateUp>(p, max_blocks, stream);
@@ -71,9 +67,7 @@ void launch_moe_gemm2(GemmKind kind, const MoeGemmParams& p, int max_blocks, cud
 
 void configure_moe_gemm_kernels() {
   configure<GemmTiny>();
-  configure<GemmTiny, true>();
   configure<GemmDecode>();
-  configure<GemmDecode, true>();
   configure<GemmSmall>();
   configure<GemmMedium>();
   configure<GemmPrefill>();

@@ -10,7 +10,6 @@
 #include "kernels/dequant.hpp"
 #include "kernels/moe_gemm.hpp"
 #include "kernels/routing.hpp"
-#include "kernels/small_batch_blocks.cuh"
 #include "layer/device_buffer.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/moe_layer.hpp"
@@ -176,20 +175,14 @@ void MoeLayer::Impl::run(const void* hidden, const std::int32_t* ids, const floa
   const int bt = kernels::gemm_tokens_per_block(kind);
   const int pairs = T * top_k;
   const int max_blocks = kernels::max_align_blocks(pairs, E, bt);
+  kernels::launch_align(ids, pairs, E, bt, sorted_pairs.as<std::int32_t>(), block_expert.as<std::int32_t>(),
+                        num_blocks.as<std::int32_t>(), stream);
+
   kernels::MoeGemmParams p{};
   p.num_experts = E;
-  const bool decode_kind = kind == kernels::GemmKind::Tiny || kind == kernels::GemmKind::Decode;
-  if (pairs <= kernels::kMaxSmallBatchPairs && decode_kind) {
-    // A decode step: the GEMM CTAs sort their few pairs themselves; one kernel less.
-    p.small_batch_ids = ids;
-    p.small_batch_pairs = pairs;
-  } else {
-    kernels::launch_align(ids, pairs, E, bt, sorted_pairs.as<std::int32_t>(), block_expert.as<std::int32_t>(),
-                          num_blocks.as<std::int32_t>(), stream);
-    p.sorted_pairs = sorted_pairs.as<std::int32_t>();
-    p.block_expert = block_expert.as<std::int32_t>();
-    p.num_blocks = num_blocks.as<std::int32_t>();
-  }
+  p.sorted_pairs = sorted_pairs.as<std::int32_t>();
+  p.block_expert = block_expert.as<std::int32_t>();
+  p.num_blocks = num_blocks.as<std::int32_t>();
 
   p.weights = w13.as<std::uint8_t>();
   p.scales = w13_scale.as<std::uint8_t>();

@@ -258,10 +258,9 @@ TEST(Layer, PreparesAWholeDsv4FlashLayerQuickly) {
 
 namespace {
 
-// Decode steps of at most 32 routed pairs skip the align kernel: each GEMM CTA sorts the pairs
-// itself. Cover the corners of that path: one expert taking every pair (more than a block holds),
-// ids that are -1 or past E, and the boundary of 32 pairs against the align path at 33.
-TEST(Layer, SmallBatchesSortedInsideTheGemmMatchTheOracle) {
+// The corners of token alignment at decode sizes: one expert taking every pair (more than a block
+// holds), ids that are -1 or past E, every id masked.
+TEST(Layer, AlignmentCornersMatchTheOracle) {
   MXMOE_REQUIRE_HOPPER();
   const Case c{"small-batch", 512, 256, 16, 8, ActivationConfig::silu_mul(), true, 2.0f};
   const auto w = weights_for(c, 11);
@@ -274,7 +273,7 @@ TEST(Layer, SmallBatchesSortedInsideTheGemmMatchTheOracle) {
   const Variant variants[] = {
       {"random T=1", 1, [](TopK&) {}},
       {"random T=4 (32 pairs)", 4, [](TopK&) {}},
-      {"random T=5 (40 pairs, align path)", 5, [](TopK&) {}},
+      {"random T=5 (40 pairs)", 5, [](TopK&) {}},
       {"one expert takes all 32 pairs", 4, [](TopK& t) { std::fill(t.ids.begin(), t.ids.end(), 3); }},
       {"masked and out-of-range ids", 4,
        [&](TopK& t) {
