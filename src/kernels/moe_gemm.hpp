@@ -24,10 +24,10 @@ struct GemmSmall {
   static constexpr int kTokens = 16, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
 };
 struct GemmMedium {
-  static constexpr int kTokens = 32, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 2, kStages = 4;
+  static constexpr int kTokens = 32, kWarps = 4, kTilesPerWarp = 2, kChunksPerStage = 2, kStages = 4;
 };
 struct GemmPrefill {  // many tokens per expert: reuse each dequantised fragment across 64 tokens
-  static constexpr int kTokens = 64, kWarps = 4, kTilesPerWarp = 2, kChunksPerStage = 1, kStages = 4;
+  static constexpr int kTokens = 64, kWarps = 4, kTilesPerWarp = 2, kChunksPerStage = 1, kStages = 3;
 };
 
 enum class GemmKind { Tiny, Decode, Small, Medium, Prefill };
