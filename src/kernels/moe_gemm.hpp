@@ -21,7 +21,7 @@ struct GemmDecode {  // a few tokens per expert: all weight bytes, little reuse
   static constexpr int kTokens = 8, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
 };
 struct GemmSmall {
-  static constexpr int kTokens = 16, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
+  static constexpr int kTokens = 16, kWarps = 4, kTilesPerWarp = 2, kChunksPerStage = 4, kStages = 4;
 };
 struct GemmMedium {
   static constexpr int kTokens = 32, kWarps = 4, kTilesPerWarp = 2, kChunksPerStage = 2, kStages = 4;
