@@ -4,7 +4,7 @@
 // An E2M1 code s|e1 e0|m becomes the bf16 of the same value x 2^-126 when the sign goes to bit 15
 // and e1 e0 m to bits 8..6: the exponent lands in the low bits of bf16's exponent field and m in the
 // top mantissa bit; code 0b001 (0.5) lands as a subnormal, which needs no special case. The tile
-// layout (prepare/tile_layout.hpp) stores each element's four bits where few operations reach those
+// layout (kernels/tile_layout.hpp) stores each element's four bits where few operations reach those
 // positions, for both bf16 halves of a register at once: register 0 needs one mask, registers 1 and
 // 2 a shift and a mask, register 3 three of each.
 #pragma once

@@ -6,7 +6,7 @@
 #include <cstdint>
 
 #include "mxmoe/config.hpp"
-#include "prepare/tile_layout.hpp"
+#include "kernels/tile_layout.hpp"
 
 namespace mxmoe::kernels {
 

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "prepare/tile_layout.hpp"
+#include "kernels/tile_layout.hpp"
 
 namespace mxmoe::layout {
 

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "prepare/tile_layout.hpp"
+#include "kernels/tile_layout.hpp"
 
 namespace mxmoe::layout {
 
