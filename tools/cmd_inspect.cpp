@@ -45,7 +45,7 @@ int run_inspect(const std::string& path, int layer) {
 }
 
 const RegisterCommand kInspect{
-    "inspect", "List the MoE layers of a safetensors checkpoint (file, index or directory): layout, names, shapes", 20,
+    "inspect", "list the MoE layers of a safetensors checkpoint (file, index or directory): layout, names, shapes", 20,
     [](CLI::App& sub) {
       auto path = std::make_shared<std::string>();
       auto layer = std::make_shared<int>(-1);

@@ -38,7 +38,7 @@ int run_quantize(const std::string& in, const std::string& out, const std::strin
 }
 
 const RegisterCommand kQuantize{
-    "quantize", "Write an MXFP4 checkpoint (dsv4, fused or gpt-oss names) from bf16/f32 or MXFP4 experts", 30, [](CLI::App& sub) {
+    "quantize", "write an MXFP4 checkpoint (dsv4, fused or gpt-oss names) from bf16/f32 or MXFP4 experts", 30, [](CLI::App& sub) {
       auto in = std::make_shared<std::string>();
       auto out = std::make_shared<std::string>();
       auto layout = std::make_shared<std::string>();

@@ -218,7 +218,7 @@ int run_verify(const VerifyOptions& o) {
 }
 
 const RegisterCommand kVerify{
-    "verify", "Run one MoE layer of a checkpoint on random tokens and check it against an independent computation", 40,
+    "verify", "run one MoE layer of a checkpoint on random tokens and check it against an independent computation", 40,
     [](CLI::App& sub) {
       auto o = std::make_shared<VerifyOptions>();
       sub.add_option("path", o->path, "a .safetensors file, a model.safetensors.index.json, or a directory")->required();
