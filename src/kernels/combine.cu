@@ -11,8 +11,9 @@ constexpr int kCombineThreads = 256;
 constexpr int kMaxCombineTopK = 16;
 
 // One CTA per (token, slice of H); four hidden features per thread (H is a multiple of 32).
-__global__ void combine_kernel(const float* __restrict__ partial, const std::int32_t* __restrict__ topk_ids, int top_k,
-                               int hidden, int num_experts, std::uint16_t* __restrict__ out) {
+__global__ void combine_kernel(const float* __restrict__ partial, int splits, std::int64_t split_stride,
+                               const std::int32_t* __restrict__ topk_ids, int top_k, int hidden, int num_experts,
+                               std::uint16_t* __restrict__ out) {
   const int token = blockIdx.x;
   const int h = (blockIdx.y * kCombineThreads + threadIdx.x) * 4;
   ptx::grid_dependency_wait();
@@ -27,7 +28,16 @@ __global__ void combine_kernel(const float* __restrict__ partial, const std::int
     if (s >= top_k) continue;
     const int pair = token * top_k + s;
     const int e = topk_ids[pair];
-    if (e >= 0 && e < num_experts) v[s] = *reinterpret_cast<const float4*>(partial + static_cast<std::int64_t>(pair) * hidden + h);
+    if (e < 0 || e >= num_experts) continue;
+    const float* row = partial + static_cast<std::int64_t>(pair) * hidden + h;
+    v[s] = *reinterpret_cast<const float4*>(row);
+    for (int z = 1; z < splits; ++z) {
+      const float4 more = *reinterpret_cast<const float4*>(row + z * split_stride);
+      v[s].x += more.x;
+      v[s].y += more.y;
+      v[s].z += more.z;
+      v[s].w += more.w;
+    }
   }
   float4 sum = v[0];
 #pragma unroll
@@ -44,14 +54,14 @@ __global__ void combine_kernel(const float* __restrict__ partial, const std::int
 
 }  // namespace
 
-void launch_combine(const float* partial, const std::int32_t* topk_ids, int num_tokens, int top_k, int hidden,
-                    int num_experts, std::uint16_t* out, cudaStream_t stream) {
+void launch_combine(const float* partial, int splits, std::int64_t split_stride, const std::int32_t* topk_ids,
+                    int num_tokens, int top_k, int hidden, int num_experts, std::uint16_t* out, cudaStream_t stream) {
   if (num_tokens <= 0) return;
   if (top_k > kMaxCombineTopK)
     fail(ErrorCode::Unsupported, "combine supports top_k up to " + std::to_string(kMaxCombineTopK) + ", got " + std::to_string(top_k));
   const dim3 grid(static_cast<unsigned>(num_tokens), (hidden / 4 + kCombineThreads - 1) / kCombineThreads);
-  launch_dependent(combine_kernel, grid, dim3(kCombineThreads), 0, stream, "combine", partial, topk_ids, top_k, hidden,
-                   num_experts, out);
+  launch_dependent(combine_kernel, grid, dim3(kCombineThreads), 0, stream, "combine", partial, splits, split_stride,
+                   topk_ids, top_k, hidden, num_experts, out);
 }
 
 }  // namespace mxmoe::kernels

@@ -7,9 +7,10 @@
 
 namespace mxmoe::kernels {
 
-// out[t, h] = bf16(sum over slots s with 0 <= ids[t,k+s] < E of partial[t*k+s, h]); partial rows of
+// out[t, h] = bf16(sum over slots s with 0 <= ids[t,k+s] < E, and over the K splits z, of
+// partial[z * split_stride + (t*k+s) * H + h]), in slot order then split order; partial rows of
 // skipped slots are never read (they may hold anything).
-void launch_combine(const float* partial, const std::int32_t* topk_ids, int num_tokens, int top_k, int hidden,
-                    int num_experts, std::uint16_t* out, cudaStream_t stream);
+void launch_combine(const float* partial, int splits, std::int64_t split_stride, const std::int32_t* topk_ids,
+                    int num_tokens, int top_k, int hidden, int num_experts, std::uint16_t* out, cudaStream_t stream);
 
 }  // namespace mxmoe::kernels

@@ -75,7 +75,13 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int expert = p.block_expert[block];
-  const int n_tiles = p.shape.tiles(), n_chunks = p.shape.chunks(), K = p.shape.k;
+  const int n_tiles = p.shape.tiles(), n_chunks = p.shape.chunks();
+  // Split K (blockIdx.z, GEMM2 of tiny batches only): this CTA takes chunks [c_begin, c_begin +
+  // n_local) and works on them as a problem of its own with K = k_local.
+  const int split = blockIdx.z, chunks_per_split = (n_chunks + gridDim.z - 1) / gridDim.z;
+  const int c_begin = min(n_chunks, split * chunks_per_split);
+  const int n_local = min(n_chunks, c_begin + chunks_per_split) - c_begin;
+  const int K = max(0, min(p.shape.k - c_begin * layout::kChunkK, n_local * layout::kChunkK));
   const int tile0 = blockIdx.x * G::kTilesPerCta;
   const std::uint8_t* w_expert = p.weights + expert * p.expert_weight_stride;
   const std::uint8_t* s_expert = p.scales + expert * p.expert_scale_stride;
@@ -111,7 +117,7 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
     const int tl = i / (Cfg::kChunksPerStage * 32), c = (i / 32) % Cfg::kChunksPerStage, piece = i % 32;
     const int tile = tile0 + tl;
     w_chunk[j] = tile < n_tiles ? c : (1 << 30);
-    w_src[j] = w_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c) * layout::kChunkBytes + piece * 16;
+    w_src[j] = w_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c_begin + c) * layout::kChunkBytes + piece * 16;
   }
   const std::uint8_t* s_src[kScalePerThread];
   int s_chunk[kScalePerThread];
@@ -122,7 +128,7 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
     const int tile = tile0 + tl;
     const bool ok = i < kScalePieces && tile < n_tiles;
     s_chunk[j] = ok ? c : (1 << 30);
-    s_src[j] = s_expert + (static_cast<std::int64_t>(ok ? tile : 0) * n_chunks + c) * layout::kChunkScaleBytes + piece * 16;
+    s_src[j] = s_expert + (static_cast<std::int64_t>(ok ? tile : 0) * n_chunks + c_begin + c) * layout::kChunkScaleBytes + piece * 16;
   }
   // Activations of the block's tokens; padding slots and K past the end read as zeros (the
   // padded weights are zero codes, but 0 x garbage could be NaN).
@@ -135,7 +141,7 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
     const int src_row = s_act_row[row];
     // -1: a row of a dead token tile, whose product columns are discarded, so never copied.
     a_k[j] = row >= live_tiles * 8 ? -1 : src_row >= 0 ? piece * 8 : (1 << 30);
-    a_src[j] = p.act + static_cast<std::int64_t>(src_row >= 0 ? src_row : 0) * K + piece * 8;
+    a_src[j] = p.act + static_cast<std::int64_t>(src_row >= 0 ? src_row : 0) * p.shape.k + c_begin * layout::kChunkK + piece * 8;
   }
 
   auto load_weights = [&](int stage, int k_iter) {
@@ -143,11 +149,11 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
     const int chunk0 = k_iter * Cfg::kChunksPerStage;
 #pragma unroll
     for (int j = 0; j < kWeightPerThread; ++j)
-      if (chunk0 + w_chunk[j] < n_chunks)
+      if (chunk0 + w_chunk[j] < n_local)
         ptx::cp_async16(sw + (tid + j * G::kThreads) * 16, w_src[j] + static_cast<std::int64_t>(chunk0) * layout::kChunkBytes, 16);
 #pragma unroll
     for (int j = 0; j < kScalePerThread; ++j)
-      if (chunk0 + s_chunk[j] < n_chunks)
+      if (chunk0 + s_chunk[j] < n_local)
         ptx::cp_async16(sw + G::kWeightBytes + (tid + j * G::kThreads) * 16,
                         s_src[j] + static_cast<std::int64_t>(chunk0) * layout::kChunkScaleBytes, 16);
   };
@@ -165,7 +171,7 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
   };
 
   float acc[Cfg::kTilesPerWarp][G::kTokenTiles][4] = {};
-  const int k_iters = (n_chunks + Cfg::kChunksPerStage - 1) / Cfg::kChunksPerStage;
+  const int k_iters = (n_local + Cfg::kChunksPerStage - 1) / Cfg::kChunksPerStage;
 
   // Prologue: weight stages first (independent of the previous kernel), then the wait, then the
   // activations of those stages as one more group; hence the full wait before the first stage.
@@ -202,7 +208,7 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
 
 #pragma unroll
     for (int c = 0; c < Cfg::kChunksPerStage; ++c) {
-      if (chunk0 + c >= n_chunks) break;
+      if (chunk0 + c >= n_local) break;
       std::uint32_t a[Cfg::kTilesPerWarp][4][4];
 #pragma unroll
       for (int mt = 0; mt < Cfg::kTilesPerWarp; ++mt) {
@@ -266,13 +272,14 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
         } else {
           const int hidden = p.shape.rows, row = tile * 16 + g;
           float y0 = lo, y1 = hi;
-          if (p.bias) {
+          if (p.bias && split == 0) {
             y0 += p.bias[static_cast<std::int64_t>(expert) * hidden + row];
             y1 += p.bias[static_cast<std::int64_t>(expert) * hidden + row + 8];
           }
           const float w = p.pair_weights[pair];
-          p.partial_out[static_cast<std::int64_t>(pair) * hidden + row] = w * y0;
-          p.partial_out[static_cast<std::int64_t>(pair) * hidden + row + 8] = w * y1;
+          float* out = p.partial_out + split * p.partial_split_stride + static_cast<std::int64_t>(pair) * hidden;
+          out[row] = w * y0;
+          out[row + 8] = w * y1;
         }
       }
   }

@@ -32,6 +32,10 @@ struct GemmPrefill {  // many tokens per expert: reuse each dequantised fragment
 
 enum class GemmKind { Tiny, Decode, Small, Medium, Prefill };
 int gemm_tokens_per_block(GemmKind kind);
+// CTAs along N for a matrix of `rows` rows.
+int gemm_ctas_per_block(GemmKind kind, int rows);
+// K splits of GEMM2 for the tiniest batches, where too few CTAs would leave SMs idle.
+constexpr int kTinyGemm2Splits = 2;
 // Picks the configuration from the average routed pairs per expert: a block should hold most
 // experts' pairs, since a second block re-reads its weights, but wider blocks cost more per byte.
 GemmKind choose_gemm(int num_tokens, int top_k, int num_experts);
@@ -63,6 +67,8 @@ struct MoeGemmParams {
   // GEMM2 (w2): pair_weight * (y + bias), written fp32 to partial_out[pair, H].
   const float* pair_weights;
   float* partial_out;
+  std::int64_t partial_split_stride;  // floats between the outputs of consecutive K splits
+  int k_splits;                       // GEMM2 only; 1 = no split
 };
 
 // Grid: one CTA per (row tile group, token block); blocks past *num_blocks exit at once.

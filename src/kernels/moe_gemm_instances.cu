@@ -10,7 +10,9 @@ template <class Cfg, bool kGateUp>
 void launch(const MoeGemmParams& p, int max_blocks, cudaStream_t stream) {
   using G = GemmGeometry<Cfg>;
   if (max_blocks <= 0) return;
-  const dim3 grid((p.shape.tiles() + G::kTilesPerCta - 1) / G::kTilesPerCta, static_cast<unsigned>(max_blocks));
+  const int splits = kGateUp ? 1 : (p.k_splits > 0 ? p.k_splits : 1);
+  const dim3 grid((p.shape.tiles() + G::kTilesPerCta - 1) / G::kTilesPerCta, static_cast<unsigned>(max_blocks),
+                  static_cast<unsigned>(splits));
   launch_dependent(moe_gemm_kernel<Cfg, kGateUp>, grid, dim3(G::kThreads), G::kSmemBytes, stream,
                    kGateUp ? "moe_gemm (w13)" : "moe_gemm (w2)", p);
 }
@@ -36,6 +38,18 @@ void dispatch(GemmKind kind, const MoeGemmParams& p, int max_blocks, cudaStream_
 }
 
 }  // namespace
+
+int gemm_ctas_per_block(GemmKind kind, int rows) {
+  auto ctas = [rows](int tiles_per_cta) { return (rows / layout::kTileRows + tiles_per_cta - 1) / tiles_per_cta; };
+  switch (kind) {
+    case GemmKind::Tiny: return ctas(GemmGeometry<GemmTiny>::kTilesPerCta);
+    case GemmKind::Decode: return ctas(GemmGeometry<GemmDecode>::kTilesPerCta);
+    case GemmKind::Small: return ctas(GemmGeometry<GemmSmall>::kTilesPerCta);
+    case GemmKind::Medium: return ctas(GemmGeometry<GemmMedium>::kTilesPerCta);
+    case GemmKind::Prefill: return ctas(GemmGeometry<GemmPrefill>::kTilesPerCta);
+  }
+  return 1;
+}
 
 int gemm_tokens_per_block(GemmKind kind) {
   switch (kind) {

@@ -20,7 +20,7 @@ namespace mxmoe {
 using kernels::check_cuda;
 
 struct MoeLayer::Impl {
-  int E = 0, H = 0, I = 0, max_tokens = 0, top_k = 0, device = 0;
+  int E = 0, H = 0, I = 0, max_tokens = 0, top_k = 0, device = 0, sm_count = 1;
   ActivationConfig activation;
   GemmTile gemm_tile = GemmTile::Auto;
   layout::TiledShape w13_shape{}, w2_shape{};
@@ -121,6 +121,7 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
   check_scale_range(w.w13_scale, "w13_scale", 2 * m.I, m.H / 32);
   check_scale_range(w.w2_scale, "w2_scale", m.H, m.I / 32);
   check_cuda(cudaSetDevice(o.device), "cudaSetDevice");
+  check_cuda(cudaDeviceGetAttribute(&m.sm_count, cudaDevAttrMultiProcessorCount, o.device), "cudaDeviceGetAttribute");
   kernels::configure_moe_gemm_kernels();
 
   m.w13_shape = {2 * m.I, m.H, true};
@@ -151,7 +152,9 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
   m.block_expert = DeviceBuffer(max_blocks * 4, "cudaMalloc(block experts)");
   m.num_blocks = DeviceBuffer(4, "cudaMalloc(block count)");
   m.inter = DeviceBuffer(pairs * m.I * 2, "cudaMalloc(intermediate)");
-  m.partial = DeviceBuffer(pairs * m.H * 4, "cudaMalloc(slot outputs)");
+  // Slot outputs; tiny batches may split GEMM2's K in two, each split writing its own copy.
+  const std::size_t partial_pairs = std::max(pairs, static_cast<std::size_t>(2 * m.top_k * kernels::kTinyGemm2Splits));
+  m.partial = DeviceBuffer(partial_pairs * m.H * 4, "cudaMalloc(slot outputs)");
   m.routed_ids = DeviceBuffer(pairs * 4, "cudaMalloc(routed ids)");
   m.routed_weights = DeviceBuffer(pairs * 4, "cudaMalloc(routed weights)");
   for (const DeviceBuffer* b : {&m.w13, &m.w13_scale, &m.w2, &m.w2_scale, &m.w13_bias, &m.w2_bias, &m.correction_bias,
@@ -208,9 +211,16 @@ void MoeLayer::Impl::run(const void* hidden, const std::int32_t* ids, const floa
   p.bias = w2_bias.as<float>();
   p.pair_weights = weights;
   p.partial_out = partial.as<float>();
+  // Fewer GEMM2 CTAs than three per SM leave SMs idle at the end: split K in two (the combine adds
+  // the halves in a fixed order, so results stay deterministic).
+  p.k_splits = kind == kernels::GemmKind::Tiny && kernels::gemm_ctas_per_block(kind, H) * max_blocks < 3 * sm_count
+                   ? kernels::kTinyGemm2Splits
+                   : 1;
+  p.partial_split_stride = static_cast<std::int64_t>(pairs) * H;
   kernels::launch_moe_gemm2(kind, p, max_blocks, stream);
 
-  kernels::launch_combine(partial.as<float>(), ids, T, top_k, H, E, static_cast<std::uint16_t*>(out), stream);
+  kernels::launch_combine(partial.as<float>(), p.k_splits, p.partial_split_stride, ids, T, top_k, H, E,
+                          static_cast<std::uint16_t*>(out), stream);
 }
 
 void MoeLayer::forward(const void* hidden, const std::int32_t* topk_ids, const float* topk_weights, void* out,
