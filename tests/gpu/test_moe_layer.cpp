@@ -309,3 +309,19 @@ TEST(Layer, AlignmentCornersMatchTheOracle) {
 }
 
 }  // namespace
+
+namespace {
+
+// Other implementations crashed at M x top-k = 131072 routed pairs (a reduction mode forced on at
+// large token counts): run the largest batch the test layer is built for, 32768 tokens x top-4.
+TEST(Layer, LargestBatchOf131072RoutedPairs) {
+  MXMOE_REQUIRE_HOPPER();
+  const Case c{"largest-batch", 512, 256, 16, 4, ActivationConfig::silu_mul(), false, 1.0f};
+  const auto w = weights_for(c, 12);
+  const int T = 32768;
+  MoeLayer layer(w, {T, c.k, c.act, 0});
+  check_forward(layer, w, c, T, false, 400);
+  check_forward(layer, w, c, T, true, 401);
+}
+
+}  // namespace
