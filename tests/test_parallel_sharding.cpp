@@ -15,6 +15,7 @@
 #include "formats/mxfp4.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/parallel.hpp"
+#include "parallel_test_inputs.hpp"
 
 using namespace mxmoe;
 using ::testing::HasSubstr;
@@ -111,32 +112,11 @@ double relative_frobenius(const std::vector<double>& got, const std::vector<doub
 
 // ---- fresh random inputs ----
 
-std::vector<std::uint16_t> random_hidden(int tokens, int hidden, double std, std::uint64_t seed) {
-  SplitMix64 rng(seed);
-  std::vector<std::uint16_t> x(static_cast<std::size_t>(tokens) * hidden);
-  for (auto& v : x) v = formats::float_to_bf16(static_cast<float>(rng.normal() * std));
-  return x;
-}
-
 // Distinct random experts per token, positive weights; slot 0 of every odd token is -1.
 TopK random_topk(int tokens, int top_k, int num_experts, std::uint64_t seed) {
-  SplitMix64 rng(seed);
-  TopK t;
-  t.num_tokens = tokens;
-  t.top_k = top_k;
-  for (int i = 0; i < tokens; ++i) {
-    std::vector<int> chosen;
-    while (static_cast<int>(chosen.size()) < top_k) {
-      const int e = static_cast<int>(rng.next() % num_experts);
-      if (std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
-    }
-    for (int s = 0; s < top_k; ++s) {
-      t.ids.push_back(s == 0 && i % 2 == 1 ? -1 : chosen[s]);
-      t.weights.push_back(static_cast<float>(0.1 + rng.uniform()));
-    }
-  }
-  return t;
+  return test::random_topk(tokens, top_k, num_experts, seed, test::SlotMask{0, 2, 1});
 }
+using test::random_hidden;
 
 std::vector<ActivationConfig> all_activations() {
   return {ActivationConfig::silu_mul(), ActivationConfig::clamped_silu_mul(10.0f), ActivationConfig::gpt_oss()};
