@@ -7,6 +7,7 @@
 #include <string>
 
 #include "mxmoe/bench.hpp"
+#include "expect_error.hpp"
 #include "mxmoe/error.hpp"
 
 using namespace mxmoe;
@@ -14,14 +15,7 @@ using namespace mxmoe::bench;
 
 namespace {
 
-void expect_error(const std::function<void()>& fn, const std::string& substring) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error thrown, expected one mentioning '" << substring << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(substring), std::string::npos) << "message: " << e.what();
-  }
-}
+using test::expect_error;
 
 const LayerShape kFlash{"dsv4-flash", 4096, 2048, 256, 6};
 const LayerShape kGptOss{"gpt-oss-120b", 2880, 2880, 128, 4};

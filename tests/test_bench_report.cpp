@@ -8,6 +8,7 @@
 #include <string>
 
 #include "mxmoe/bench.hpp"
+#include "expect_error.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/moe_layer.hpp"
 
@@ -16,14 +17,7 @@ using namespace mxmoe::bench;
 
 namespace {
 
-void expect_error(const std::function<void()>& fn, const std::string& substring) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error thrown, expected one mentioning '" << substring << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(substring), std::string::npos) << "message: " << e.what();
-  }
-}
+using test::expect_error;
 
 // A report of two rows with hand-picked times: T=1 with everything, T=4096 without the floor.
 Report sample_report() {

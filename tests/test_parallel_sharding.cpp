@@ -13,6 +13,7 @@
 
 #include "core/random.hpp"
 #include "formats/mxfp4.hpp"
+#include "expect_error.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/parallel.hpp"
 #include "parallel_test_inputs.hpp"
@@ -449,15 +450,7 @@ TEST(ParallelRecombine, PaddedIntermediatesActivateToExactlyZero) {
 // ---- bad input ----
 
 namespace {
-void expect_error(const std::function<void()>& f, ErrorCode code, const std::string& text) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one containing '" << text << "'";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_THAT(e.what(), HasSubstr(text));
-  }
-}
+using test::expect_error;
 }  // namespace
 
 TEST(ParallelErrors, BadRankOrWorld) {
