@@ -96,6 +96,7 @@ void check_pointer(const void* p, std::size_t alignment, const char* name) {
 }  // namespace
 
 MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : impl_(std::make_unique<Impl>()) {
+  validate_layer_formats(o);
   w.validate();
   Impl& m = *impl_;
   m.E = w.num_experts;

@@ -10,7 +10,8 @@ bool cuda_backend_compiled() { return false; }
 
 DeviceCheck check_hopper_device(int) { return {false, "this build of mxmoe has no CUDA backend (nvcc was not found at build time)"}; }
 
-MoeLayer::MoeLayer(const CanonicalMoeWeights&, const MoeLayerOptions&) {
+MoeLayer::MoeLayer(const CanonicalMoeWeights&, const MoeLayerOptions& options) {
+  validate_layer_formats(options);
   fail(ErrorCode::Unsupported, "MoeLayer needs the CUDA backend, which this build does not contain");
 }
 MoeLayer::~MoeLayer() = default;
