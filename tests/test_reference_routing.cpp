@@ -326,3 +326,26 @@ TEST(ReferenceRouterLogits, RejectsBadInput) {
   }
   EXPECT_TRUE(reference::router_logits(make_synthetic_weights(spec), nullptr, 0).empty());
 }
+
+// gpt-oss's router.bias is added to every token's logits, after the fp32 dot product.
+TEST(RouterLogits, LogitBiasIsAddedToEveryToken) {
+  SyntheticSpec spec;
+  spec.num_experts = 6;
+  spec.hidden = 64;
+  spec.inter = 32;
+  const CanonicalMoeWeights w = make_synthetic_weights(spec);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int T = 3;
+  std::vector<std::uint16_t> x(T * spec.hidden);
+  for (auto& v : x) v = formats::float_to_bf16(nd(rng));
+  std::vector<float> bias(spec.num_experts);
+  for (auto& b : bias) b = nd(rng);
+  const std::vector<float> plain = reference::router_logits(w, x.data(), T);
+  const std::vector<float> biased = reference::router_logits(w, x.data(), T, bias.data());
+  for (int t = 0; t < T; ++t)
+    for (int e = 0; e < spec.num_experts; ++e) {
+      EXPECT_EQ(biased[t * spec.num_experts + e], plain[t * spec.num_experts + e] + bias[e]) << t << " " << e;
+      EXPECT_NE(biased[t * spec.num_experts + e], plain[t * spec.num_experts + e]);
+    }
+}

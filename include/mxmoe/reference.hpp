@@ -21,7 +21,10 @@ struct TopK {
 namespace reference {
 
 // Router logits [T, E] = hidden [T, H] (bf16 bits) x router_weight^T, in fp32.
-std::vector<float> router_logits(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens);
+// logit_bias [E] (may be null) is added to every token's logits: gpt-oss's router.bias, which, unlike
+// a correction bias, changes the routing weights too (checkpoint.hpp: LoadedMoeLayer::router_logit_bias).
+std::vector<float> router_logits(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
+                                 const float* logit_bias = nullptr);
 
 // Top-k routing of `logits` [T, E] by `config`; correction_bias [E] (may be null) only
 // affects the choice of experts, never the weights (DeepSeek V3/V4).

@@ -1,4 +1,4 @@
-// Router logits [T, E] = hidden (bf16) x router_weight^T, fp32 accumulation.
+// Router logits [T, E] = hidden (bf16) x router_weight^T (+ logit bias), fp32 accumulation.
 #include <string>
 #include <vector>
 
@@ -10,7 +10,8 @@
 
 namespace mxmoe::reference {
 
-std::vector<float> router_logits(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens) {
+std::vector<float> router_logits(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
+                                 const float* logit_bias) {
   const char* pre = "reference::router_logits: ";
   if (!w.router_weight) fail(ErrorCode::NotFound, std::string(pre) + "the weights have no router_weight");
   const int E = w.num_experts, H = w.hidden;
@@ -30,7 +31,10 @@ std::vector<float> router_logits(const CanonicalMoeWeights& w, const std::uint16
   detail::parallel_for(num_tokens, workers, [&](std::int64_t t, int worker) {
     float* xt = x[static_cast<std::size_t>(worker)].data();
     for (int h = 0; h < H; ++h) xt[h] = formats::bf16_to_float(hidden[t * H + h]);
-    for (int e = 0; e < E; ++e) logits[static_cast<std::size_t>(t) * E + e] = detail::dot(rw + static_cast<std::size_t>(e) * H, xt, H);
+    for (int e = 0; e < E; ++e) {
+      const float dot = detail::dot(rw + static_cast<std::size_t>(e) * H, xt, H);
+      logits[static_cast<std::size_t>(t) * E + e] = logit_bias ? dot + logit_bias[e] : dot;
+    }
   });
   return logits;
 }
