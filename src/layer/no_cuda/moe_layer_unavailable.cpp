@@ -12,7 +12,7 @@ DeviceCheck check_hopper_device(int) { return {false, "this build of mxmoe has n
 
 MoeLayer::MoeLayer(const CanonicalMoeWeights&, const MoeLayerOptions& options) {
   validate_layer_formats(options);
-  fail(ErrorCode::Unsupported, "MoeLayer needs the CUDA backend, which this build does not contain");
+  fail(ErrorCode::Unsupported, check_hopper_device(options.device).message);
 }
 MoeLayer::~MoeLayer() = default;
 void MoeLayer::forward(const void*, const std::int32_t*, const float*, void*, int, cudaStream_t) const {}
