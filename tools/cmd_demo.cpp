@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "command.hpp"
+#include "device_memory.hpp"
 #include "core/random.hpp"
 #include "formats/bf16.hpp"
 #include "mxmoe/error.hpp"
@@ -174,23 +175,6 @@ int run_cpu(const DemoOptions& o) {
 }
 
 #ifdef MXMOE_HAVE_CUDA
-void cuda_check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) fail(ErrorCode::Cuda, std::string("demo: ") + what + " failed: " + cudaGetErrorString(err));
-}
-
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  explicit DeviceBuffer(std::size_t bytes) { cuda_check(cudaMalloc(&ptr, bytes), "cudaMalloc"); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
-
-template <class T>
-void upload(DeviceBuffer& dst, const std::vector<T>& src) {
-  cuda_check(cudaMemcpy(dst.ptr, src.data(), src.size() * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy to the device");
-}
-
 // The oracle's answer for the listed tokens only.
 std::vector<double> oracle_rows(const Inputs& in, const Problem& p, const std::vector<int>& rows, int threads) {
   const int H = p.layer.hidden, k = p.layer.top_k, n = static_cast<int>(rows.size());
@@ -222,38 +206,36 @@ int run_gpu(const DemoOptions& o, const std::string& device) {
   MoeLayer layer(in.weights, lo);
   std::cout << "layer: prepared in " << layer.prepare_ms() << " ms, " << layer.device_bytes() / 1e6 << " MB on the device\n";
 
-  DeviceBuffer d_hidden(in.hidden.size() * 2), d_ids(in.topk.ids.size() * 4), d_weights(in.topk.weights.size() * 4),
-      d_out(static_cast<std::size_t>(T) * H * 2);
-  upload(d_hidden, in.hidden);
-  upload(d_ids, in.topk.ids);
-  upload(d_weights, in.topk.weights);
+  const DeviceBuffer d_hidden = to_device(in.hidden, "demo: hidden states to the device");
+  const DeviceBuffer d_ids = to_device(in.topk.ids, "demo: top-k ids to the device");
+  const DeviceBuffer d_weights = to_device(in.topk.weights, "demo: top-k weights to the device");
+  const DeviceBuffer d_out(static_cast<std::size_t>(T) * H * 2, "demo: cudaMalloc(output)");
   cudaStream_t stream = nullptr;
-  cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
+  check_cuda(cudaStreamCreate(&stream), "cudaStreamCreate");
   std::unique_ptr<CUstream_st, void (*)(cudaStream_t)> stream_guard(stream, [](cudaStream_t s) { cudaStreamDestroy(s); });
   cudaEvent_t start = nullptr, stop = nullptr;
-  cuda_check(cudaEventCreate(&start), "cudaEventCreate");
+  check_cuda(cudaEventCreate(&start), "cudaEventCreate");
   std::unique_ptr<CUevent_st, void (*)(cudaEvent_t)> start_guard(start, [](cudaEvent_t e) { cudaEventDestroy(e); });
-  cuda_check(cudaEventCreate(&stop), "cudaEventCreate");
+  check_cuda(cudaEventCreate(&stop), "cudaEventCreate");
   std::unique_ptr<CUevent_st, void (*)(cudaEvent_t)> stop_guard(stop, [](cudaEvent_t e) { cudaEventDestroy(e); });
 
   auto run_once = [&] {
-    layer.forward(d_hidden.ptr, static_cast<const std::int32_t*>(d_ids.ptr), static_cast<const float*>(d_weights.ptr), d_out.ptr, T, stream);
-    cuda_check(cudaGetLastError(), "MoeLayer::forward launch");
+    layer.forward(d_hidden.as(), d_ids.as<const std::int32_t>(), d_weights.as<const float>(), d_out.as(), T, stream);
+    check_cuda(cudaGetLastError(), "MoeLayer::forward launch");
   };
   for (int i = 0; i < kGpuWarmup; ++i) run_once();
-  cuda_check(cudaStreamSynchronize(stream), "warm-up forward");
+  check_cuda(cudaStreamSynchronize(stream), "warm-up forward");
   std::vector<float> ms(kGpuTimedRuns);
   for (float& m : ms) {
-    cuda_check(cudaEventRecord(start, stream), "cudaEventRecord");
+    check_cuda(cudaEventRecord(start, stream), "cudaEventRecord");
     run_once();
-    cuda_check(cudaEventRecord(stop, stream), "cudaEventRecord");
-    cuda_check(cudaEventSynchronize(stop), "timed forward");
-    cuda_check(cudaEventElapsedTime(&m, start, stop), "cudaEventElapsedTime");
+    check_cuda(cudaEventRecord(stop, stream), "cudaEventRecord");
+    check_cuda(cudaEventSynchronize(stop), "timed forward");
+    check_cuda(cudaEventElapsedTime(&m, start, stop), "cudaEventElapsedTime");
   }
   std::sort(ms.begin(), ms.end());
   const double median_ms = ms[ms.size() / 2];
-  std::vector<std::uint16_t> out(static_cast<std::size_t>(T) * H);
-  cuda_check(cudaMemcpy(out.data(), d_out.ptr, out.size() * 2, cudaMemcpyDeviceToHost), "cudaMemcpy to the host");
+  const std::vector<std::uint16_t> out = to_host<std::uint16_t>(d_out, static_cast<std::size_t>(T) * H, "demo: output to the host");
   std::cout << "forward: " << T << " tokens, median of " << kGpuTimedRuns << " runs " << std::fixed << std::setprecision(1)
             << median_ms * 1e3 << " us -> " << std::setprecision(0) << T / (median_ms * 1e-3) << " tokens/s\n" << std::defaultfloat;
 

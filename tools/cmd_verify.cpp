@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "command.hpp"
+#include "device_memory.hpp"
 #include "core/random.hpp"
 #include "formats/bf16.hpp"
 #include "mxmoe/checkpoint.hpp"
@@ -104,18 +105,6 @@ std::vector<double> forward_f64(const CanonicalMoeWeights& w, const std::vector<
 // ---- the GPU layer
 
 #ifdef MXMOE_HAVE_CUDA
-void cuda_check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) fail(ErrorCode::Cuda, std::string("verify: ") + what + ": " + cudaGetErrorString(err));
-}
-
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  explicit DeviceBuffer(std::size_t bytes) { cuda_check(cudaMalloc(&ptr, bytes), "cudaMalloc"); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
-
 std::vector<std::uint16_t> forward_gpu(const CanonicalMoeWeights& w, const std::vector<std::uint16_t>& hidden, const TopK& topk,
                                        const ActivationConfig& act, int T) {
   MoeLayerOptions opt;
@@ -123,15 +112,13 @@ std::vector<std::uint16_t> forward_gpu(const CanonicalMoeWeights& w, const std::
   opt.top_k = topk.top_k;
   opt.activation = act;
   MoeLayer layer(w, opt);
-  DeviceBuffer d_hidden(hidden.size() * 2), d_ids(topk.ids.size() * 4), d_weights(topk.weights.size() * 4), d_out(hidden.size() * 2);
-  cuda_check(cudaMemcpy(d_hidden.ptr, hidden.data(), hidden.size() * 2, cudaMemcpyHostToDevice), "copy hidden");
-  cuda_check(cudaMemcpy(d_ids.ptr, topk.ids.data(), topk.ids.size() * 4, cudaMemcpyHostToDevice), "copy ids");
-  cuda_check(cudaMemcpy(d_weights.ptr, topk.weights.data(), topk.weights.size() * 4, cudaMemcpyHostToDevice), "copy weights");
-  layer.forward(d_hidden.ptr, static_cast<const std::int32_t*>(d_ids.ptr), static_cast<const float*>(d_weights.ptr), d_out.ptr, T, nullptr);
-  cuda_check(cudaDeviceSynchronize(), "forward");
-  std::vector<std::uint16_t> out(hidden.size());
-  cuda_check(cudaMemcpy(out.data(), d_out.ptr, out.size() * 2, cudaMemcpyDeviceToHost), "copy out");
-  return out;
+  const DeviceBuffer d_hidden = to_device(hidden, "verify: hidden states to the device");
+  const DeviceBuffer d_ids = to_device(topk.ids, "verify: top-k ids to the device");
+  const DeviceBuffer d_weights = to_device(topk.weights, "verify: top-k weights to the device");
+  const DeviceBuffer d_out(hidden.size() * 2, "verify: cudaMalloc(output)");
+  layer.forward(d_hidden.as(), d_ids.as<const std::int32_t>(), d_weights.as<const float>(), d_out.as(), T, nullptr);
+  check_cuda(cudaDeviceSynchronize(), "verify: forward");
+  return to_host<std::uint16_t>(d_out, hidden.size(), "verify: output to the host");
 }
 #endif
 

@@ -86,6 +86,12 @@ float prepare_matrix(const HostTensor& weights, const HostTensor& scales, const 
   return total;
 }
 
+void check_num_tokens(const char* entry, int num_tokens, int max_tokens) {
+  if (num_tokens < 1 || num_tokens > max_tokens)
+    fail(ErrorCode::InvalidArgument, std::string(entry) + ": num_tokens must be in 1.." + std::to_string(max_tokens) +
+                                         " (the layer's max_tokens), got " + std::to_string(num_tokens));
+}
+
 void check_pointer(const void* p, std::size_t alignment, const char* name) {
   if (!p) fail(ErrorCode::InvalidArgument, std::string("MoeLayer::forward: ") + name + " is null");
   if (reinterpret_cast<std::uintptr_t>(p) % alignment)
@@ -223,9 +229,7 @@ void MoeLayer::Impl::run(const void* hidden, const std::int32_t* ids, const floa
 
 void MoeLayer::forward(const void* hidden, const std::int32_t* topk_ids, const float* topk_weights, void* out,
                        int num_tokens, cudaStream_t stream) const {
-  if (num_tokens < 1 || num_tokens > impl_->max_tokens)
-    fail(ErrorCode::InvalidArgument, "MoeLayer::forward: num_tokens must be in 1.." + std::to_string(impl_->max_tokens) +
-                                         " (the layer's max_tokens), got " + std::to_string(num_tokens));
+  check_num_tokens("MoeLayer::forward", num_tokens, impl_->max_tokens);
   check_pointer(hidden, 16, "hidden");
   check_pointer(out, 16, "out");
   check_pointer(topk_ids, 4, "topk_ids");
@@ -238,9 +242,7 @@ void MoeLayer::forward_from_logits(const void* hidden, const float* router_logit
   if (routing.top_k != impl_->top_k)
     fail(ErrorCode::InvalidArgument, "MoeLayer::forward_from_logits: routing top_k " + std::to_string(routing.top_k) +
                                          " differs from the layer's top_k " + std::to_string(impl_->top_k));
-  if (num_tokens < 1 || num_tokens > impl_->max_tokens)
-    fail(ErrorCode::InvalidArgument, "MoeLayer::forward_from_logits: num_tokens must be in 1.." + std::to_string(impl_->max_tokens) +
-                                         ", got " + std::to_string(num_tokens));
+  check_num_tokens("MoeLayer::forward_from_logits", num_tokens, impl_->max_tokens);
   check_pointer(router_logits, 4, "router_logits");
   check_pointer(hidden, 16, "hidden");
   check_pointer(out, 16, "out");
