@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bench/device_bench.hpp"
+#include "bench/cuda_status.hpp"
 #include "formats/bf16.hpp"
 #include "formats/mxfp4.hpp"
 #include "mxmoe/error.hpp"
@@ -15,14 +16,9 @@
 namespace mxmoe::bench {
 namespace {
 
-void check(cudaError_t err, const std::string& what) {
-  if (err != cudaSuccess) fail(ErrorCode::Cuda, "bf16 baseline: " + what + ": " + cudaGetErrorString(err));
-}
-
-void check_cublas(cublasStatus_t status, const std::string& what) {
-  if (status != CUBLAS_STATUS_SUCCESS)
-    fail(ErrorCode::Cuda, "bf16 baseline: " + what + ": cuBLAS status " + std::to_string(static_cast<int>(status)));
-}
+constexpr const char* kComponent = "bf16 baseline";
+void baseline_check(cudaError_t err, const std::string& what) { check(err, what, kComponent); }
+void baseline_check_cublas(cublasStatus_t status, const std::string& what) { check_cublas(status, what, kComponent); }
 
 // rows x k MXFP4 (packed [rows, k/2], scales [rows, k/32]) -> bf16 [rows, k]; exact.
 __global__ void dequantize_kernel(const std::uint8_t* packed, const std::uint8_t* scales, std::uint16_t* out,
@@ -111,7 +107,7 @@ struct Bf16Baseline::Impl {
     dequantize_kernel<<<1024, 256>>>(w2_packed.as<std::uint8_t>() + e * rows2 * I / 2,
                                      w2_scale.as<std::uint8_t>() + e * rows2 * I / 32,
                                      w2_bf16.as<std::uint16_t>() + slot * rows2 * I, rows2, I);
-    check(cudaGetLastError(), "dequantize launch");
+    baseline_check(cudaGetLastError(), "dequantize launch");
     slot_of[e] = slot;
     expert_in[slot] = e;
   }
@@ -175,14 +171,14 @@ Bf16Baseline::Bf16Baseline(const CanonicalMoeWeights& w, const ActivationConfig&
   m.expert_in.assign(m.capacity, -1);
   if (m.capacity == m.E) {  // everything fits: dequantise once, drop the packed copy
     for (int e = 0; e < m.E; ++e) m.dequantize_expert(e, e);
-    check(cudaDeviceSynchronize(), "dequantising all experts");
+    baseline_check(cudaDeviceSynchronize(), "dequantising all experts");
     m.w13_packed = DeviceBuffer();
     m.w13_scale = DeviceBuffer();
     m.w2_packed = DeviceBuffer();
     m.w2_scale = DeviceBuffer();
   }
-  check_cublas(cublasCreate(&m.handle), "cublasCreate");
-  check_cublas(cublasSetWorkspace(m.handle, m.workspace.get(), m.workspace.size()), "cublasSetWorkspace");
+  baseline_check_cublas(cublasCreate(&m.handle), "cublasCreate");
+  baseline_check_cublas(cublasSetWorkspace(m.handle, m.workspace.get(), m.workspace.size()), "cublasSetWorkspace");
 }
 
 Bf16Baseline::~Bf16Baseline() {
@@ -245,7 +241,7 @@ bool Bf16Baseline::set_routing(const TopK& topk, std::string* why_not) {
   m.pos.upload(pos.data(), pos.size() * 4);
   m.ids.upload(topk.ids.data(), topk.ids.size() * 4);
   m.weights.upload(topk.weights.data(), topk.weights.size() * 4);
-  check(cudaDeviceSynchronize(), "preparing the baseline's routing");
+  baseline_check(cudaDeviceSynchronize(), "preparing the baseline's routing");
   return true;
 }
 
@@ -255,14 +251,14 @@ void Bf16Baseline::forward(const void* hidden, void* out, cudaStream_t stream) c
   const std::int64_t H = m.H, I = m.I;
   const int pairs = m.group_begin.empty() ? 0 : m.group_begin.back() + m.group_count.back();
   const float alpha = 1.0f, beta = 0.0f;
-  check_cublas(cublasSetStream(m.handle, stream), "cublasSetStream");
+  baseline_check_cublas(cublasSetStream(m.handle, stream), "cublasSetStream");
   if (pairs > 0) gather_kernel<<<pairs, 128, 0, stream>>>(static_cast<const uint4*>(hidden), m.token.as<std::int32_t>(),
                                                          m.x_sorted.as<uint4>(), static_cast<int>(H / 8));
   // Row-major [n, K] activations times row-major [N, K] weights, seen by column-major cuBLAS as
   // C^T (N x n) = W (op T of the K x N column-major view) * X^T.
   for (std::size_t g = 0; g < m.group_slot.size(); ++g) {
     const std::int64_t b = m.group_begin[g], slot = m.group_slot[g];
-    check_cublas(cublasGemmEx(m.handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(2 * I), m.group_count[g], static_cast<int>(H),
+    baseline_check_cublas(cublasGemmEx(m.handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(2 * I), m.group_count[g], static_cast<int>(H),
                               &alpha, m.w13_bf16.as<std::uint16_t>() + slot * 2 * I * H, CUDA_R_16BF, static_cast<int>(H),
                               m.x_sorted.as<std::uint16_t>() + b * H, CUDA_R_16BF, static_cast<int>(H), &beta,
                               m.y1.as<std::uint16_t>() + b * 2 * I, CUDA_R_16BF, static_cast<int>(2 * I), CUBLAS_COMPUTE_32F,
@@ -275,7 +271,7 @@ void Bf16Baseline::forward(const void* hidden, void* out, cudaStream_t stream) c
                                                  m.activation.kind, m.activation.limit, m.activation.alpha);
   for (std::size_t g = 0; g < m.group_slot.size(); ++g) {
     const std::int64_t b = m.group_begin[g], slot = m.group_slot[g];
-    check_cublas(cublasGemmEx(m.handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(H), m.group_count[g], static_cast<int>(I),
+    baseline_check_cublas(cublasGemmEx(m.handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(H), m.group_count[g], static_cast<int>(I),
                               &alpha, m.w2_bf16.as<std::uint16_t>() + slot * H * I, CUDA_R_16BF, static_cast<int>(I),
                               m.act.as<std::uint16_t>() + b * I, CUDA_R_16BF, static_cast<int>(I), &beta,
                               m.y2.as<std::uint16_t>() + b * H, CUDA_R_16BF, static_cast<int>(H), CUBLAS_COMPUTE_32F,
@@ -285,7 +281,7 @@ void Bf16Baseline::forward(const void* hidden, void* out, cudaStream_t stream) c
   combine_kernel<<<m.tokens, 256, 0, stream>>>(m.y2.as<std::uint16_t>(), m.pos.as<std::int32_t>(), m.ids.as<std::int32_t>(),
                                                m.weights.as<float>(), m.bias2.as<float>(), static_cast<std::uint16_t*>(out),
                                                m.H, m.top_k);
-  check(cudaGetLastError(), "baseline kernel launch");
+  baseline_check(cudaGetLastError(), "baseline kernel launch");
 }
 
 }  // namespace mxmoe::bench

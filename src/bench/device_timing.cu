@@ -7,19 +7,11 @@
 #include <vector>
 
 #include "bench/device_bench.hpp"
+#include "bench/cuda_status.hpp"
 #include "mxmoe/error.hpp"
 
 namespace mxmoe::bench {
 namespace {
-
-void check(cudaError_t err, const std::string& what) {
-  if (err != cudaSuccess) fail(ErrorCode::Cuda, "bench: " + what + ": " + cudaGetErrorString(err));
-}
-
-void check_cublas(cublasStatus_t status, const std::string& what) {
-  if (status != CUBLAS_STATUS_SUCCESS)
-    fail(ErrorCode::Cuda, "bench: " + what + ": cuBLAS status " + std::to_string(static_cast<int>(status)));
-}
 
 // Four independent 16-byte loads in flight per thread per step; the xor keeps them live and the
 // store happens only on a value the data never produces here (the buffer is memset to zero).

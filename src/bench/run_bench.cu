@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bench/device_bench.hpp"
+#include "bench/cuda_status.hpp"
 #include "core/random.hpp"
 #include "formats/bf16.hpp"
 #include "mxmoe/error.hpp"
@@ -17,10 +18,6 @@
 
 namespace mxmoe::bench {
 namespace {
-
-void check(cudaError_t err, const std::string& what) {
-  if (err != cudaSuccess) fail(ErrorCode::Cuda, "bench: " + what + ": " + cudaGetErrorString(err));
-}
 
 std::string fmt_us(double us) {
   char buf[32];
