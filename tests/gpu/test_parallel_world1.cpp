@@ -13,6 +13,7 @@
 
 #include "core/random.hpp"
 #include "formats/bf16.hpp"
+#include "../parallel_test_inputs.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/moe_layer.hpp"
 #include "mxmoe/parallel.hpp"
@@ -79,33 +80,11 @@ double relative_frobenius(const std::vector<std::uint16_t>& got, const std::vect
   return std::sqrt(diff / norm);
 }
 
-std::vector<std::uint16_t> random_hidden(int tokens, int hidden, double std, std::uint64_t seed) {
-  SplitMix64 rng(seed);
-  std::vector<std::uint16_t> x(static_cast<std::size_t>(tokens) * hidden);
-  for (auto& v : x) v = formats::float_to_bf16(static_cast<float>(rng.normal() * std));
-  return x;
-}
+using test::random_hidden;
 
 // Distinct experts per token, positive weights; slot 0 of every fourth token is -1.
 TopK random_topk(int tokens, int top_k, int num_experts, std::uint64_t seed) {
-  SplitMix64 rng(seed);
-  TopK t;
-  t.num_tokens = tokens;
-  t.top_k = top_k;
-  for (int i = 0; i < tokens; ++i) {
-    std::vector<int> chosen;
-    while (static_cast<int>(chosen.size()) < top_k) {
-      const int e = static_cast<int>(rng.next() % num_experts);
-      bool seen = false;
-      for (int c : chosen) seen |= c == e;
-      if (!seen) chosen.push_back(e);
-    }
-    for (int s = 0; s < top_k; ++s) {
-      t.ids.push_back(s == 0 && i % 4 == 0 ? -1 : chosen[s]);
-      t.weights.push_back(static_cast<float>(0.1 + rng.uniform()));
-    }
-  }
-  return t;
+  return test::random_topk(tokens, top_k, num_experts, seed, test::SlotMask{0, 4, 0});
 }
 
 CanonicalMoeWeights gpt_oss_shaped_weights() {
