@@ -8,6 +8,7 @@
 
 #include "checkpoint/byte_source.hpp"
 #include "checkpoint/header.hpp"
+#include "checkpoint/index.hpp"
 #include "mxmoe/checkpoint.hpp"
 #include "mxmoe/error.hpp"
 
@@ -22,6 +23,9 @@ struct Checkpoint::Impl {
     std::uint64_t data_start = 0;
   };
   std::string path;
+  std::string index;            // the index read, if any
+  std::string directory;        // the folder the checkpoint lives in
+  bool directory_scan = false;  // a directory without an index: every *.safetensors in it
   std::vector<std::string> files;
   std::map<std::string, File> sources;  // by file label
   std::map<std::string, TensorInfo> tensors;
@@ -41,34 +45,7 @@ struct Checkpoint::Impl {
 };
 
 namespace {
-
 const char* kIndexName = "model.safetensors.index.json";
-
-// The shard files an index names, in first-mention order, after checking its structure.
-std::vector<std::pair<std::string, std::string>> read_index(const std::string& index_path) {
-  std::ifstream in(index_path, std::ios::binary);
-  if (!in) fail(ErrorCode::Io, "cannot open index '" + index_path + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string text = ss.str();
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded()) fail(ErrorCode::Format, "index '" + index_path + "' is not valid JSON");
-  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
-    fail(ErrorCode::Format, "index '" + index_path + "' has no \"weight_map\" object");
-  std::vector<std::pair<std::string, std::string>> entries;
-  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-    if (!it.value().is_string())
-      fail(ErrorCode::Format, "index '" + index_path + "': weight_map entry '" + it.key() + "' must name a file");
-    const std::string file = it.value().get<std::string>();
-    const fs::path p(file);
-    if (file.empty() || p.is_absolute() || std::any_of(p.begin(), p.end(), [](const fs::path& part) { return part == ".."; }))
-      fail(ErrorCode::Format, "index '" + index_path + "': tensor '" + it.key() + "' names file '" + file +
-                                  "', which is not a path inside the index's directory");
-    entries.emplace_back(it.key(), file);
-  }
-  return entries;
-}
-
 }  // namespace
 
 Checkpoint Checkpoint::open(const std::string& path) {
@@ -87,15 +64,21 @@ Checkpoint Checkpoint::open(const std::string& path) {
         if (entry.path().extension() == ".safetensors") shards.push_back(entry.path());
       std::sort(shards.begin(), shards.end());
       if (shards.empty()) fail(ErrorCode::NotFound, "directory '" + path + "' holds no .safetensors file and no " + kIndexName);
+      impl->directory_scan = true;
     }
+    impl->directory = path;
   } else if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0) {
     index = path;
+    impl->directory = fs::path(path).parent_path().string();
   } else {
     shards.push_back(path);
+    impl->directory = fs::path(path).parent_path().string();
   }
+  if (impl->directory.empty()) impl->directory = ".";
+  impl->index = index.string();
 
   if (!index.empty()) {
-    const auto entries = read_index(index.string());
+    const auto entries = checkpoint::read_index(index.string());
     const fs::path dir = index.parent_path();
     std::set<std::string> seen;
     for (const auto& [tensor, file] : entries)
@@ -126,6 +109,9 @@ Checkpoint Checkpoint::from_memory(const std::string& label, std::vector<std::ui
 
 const std::string& Checkpoint::path() const { return impl_->path; }
 const std::vector<std::string>& Checkpoint::files() const { return impl_->files; }
+const std::string& Checkpoint::index_path() const { return impl_->index; }
+const std::string& Checkpoint::directory() const { return impl_->directory; }
+bool Checkpoint::is_directory_scan() const { return impl_->directory_scan; }
 const std::map<std::string, std::string>& Checkpoint::metadata() const { return impl_->metadata; }
 
 std::vector<std::string> Checkpoint::tensor_names() const {
