@@ -1,15 +1,14 @@
-// MoeLayer: validation, one-time weight preparation, workspace, and the forward's launch sequence
-// (align -> GEMM1 + activation -> GEMM2 + router weight -> combine), all on one stream, no host sync.
+// MoeLayer: validation, one-time weight preparation and the workspace it owns; the forward's launch
+// sequence itself is layer/forward_launch (shared with the C ABI).
 #include <algorithm>
 #include <string>
 
-#include "kernels/align.hpp"
-#include "kernels/combine.hpp"
 #include "kernels/cuda_check.hpp"
 #include "kernels/dequant.hpp"
 #include "kernels/moe_gemm.hpp"
 #include "kernels/routing.hpp"
-#include "layer/device_buffer.hpp"
+#include "mxmoe/device_buffer.hpp"
+#include "layer/forward_launch.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/moe_layer.hpp"
 #include "prepare/prepare_gpu.hpp"
@@ -24,11 +23,21 @@ struct MoeLayer::Impl {
   GemmTile gemm_tile = GemmTile::Auto;
   layout::TiledShape w13_shape{}, w2_shape{};
   DeviceBuffer w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, correction_bias;
-  DeviceBuffer sorted_pairs, block_expert, num_blocks, inter, partial, routed_ids, routed_weights;
+  DeviceBuffer workspace;
+  layer::WorkspaceLayout ws;
   float prepare_ms = 0.0f;
   std::size_t bytes = 0;
 
-  void run(const void* hidden, const std::int32_t* ids, const float* weights, void* out, int T, cudaStream_t stream) const;
+  layer::PreparedWeightsView view() const {
+    return {w13.as<std::uint8_t>(), w13_scale.as<std::uint8_t>(), w2.as<std::uint8_t>(), w2_scale.as<std::uint8_t>(),
+            w13_bias.as<float>(), w2_bias.as<float>(), E, H, I};
+  }
+  void run(const void* hidden, const std::int32_t* ids, const float* weights, void* out, int T, cudaStream_t stream) const {
+    layer::launch_forward(view(), activation, gemm_tile, sm_count, workspace.as(), ws, {hidden, ids, weights, out, T, top_k},
+                          stream);
+  }
+  std::int32_t* routed_ids() const { return reinterpret_cast<std::int32_t*>(workspace.as<std::uint8_t>() + ws.routed_ids); }
+  float* routed_weights() const { return reinterpret_cast<float*>(workspace.as<std::uint8_t>() + ws.routed_weights); }
 };
 
 namespace {
@@ -101,7 +110,7 @@ void check_pointer(const void* p, std::size_t alignment, const char* name) {
 }  // namespace
 
 MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : impl_(std::make_unique<Impl>()) {
-  validate_layer_formats(o);
+  validate_layer_formats(w.format);
   w.validate();
   Impl& m = *impl_;
   m.E = w.num_experts;
@@ -144,88 +153,14 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
   if (w.w2_bias) m.w2_bias = upload(*w.w2_bias, "upload w2_bias");
   if (w.correction_bias) m.correction_bias = upload(*w.correction_bias, "upload correction_bias");
 
-  const std::size_t pairs = static_cast<std::size_t>(m.max_tokens) * m.top_k;
-  std::size_t max_blocks = 0, max_slots = 0;
-  for (auto kind : {kernels::GemmKind::Tiny, kernels::GemmKind::Decode, kernels::GemmKind::Small, kernels::GemmKind::Medium, kernels::GemmKind::Prefill}) {
-    const int bt = kernels::gemm_tokens_per_block(kind);
-    const std::size_t blocks = kernels::max_align_blocks(static_cast<int>(pairs), m.E, bt);
-    max_blocks = std::max(max_blocks, blocks);
-    max_slots = std::max(max_slots, blocks * bt);
-  }
-  m.sorted_pairs = DeviceBuffer(max_slots * 4, "cudaMalloc(sorted pairs)");
-  m.block_expert = DeviceBuffer(max_blocks * 4, "cudaMalloc(block experts)");
-  m.num_blocks = DeviceBuffer(4, "cudaMalloc(block count)");
-  m.inter = DeviceBuffer(pairs * m.I * 2, "cudaMalloc(intermediate)");
-  // Slot outputs; tiny batches may split GEMM2's K in two, each split writing its own copy.
-  const std::size_t partial_pairs = std::max(pairs, static_cast<std::size_t>(2 * m.top_k * kernels::kTinyGemm2Splits));
-  m.partial = DeviceBuffer(partial_pairs * m.H * 4, "cudaMalloc(slot outputs)");
-  m.routed_ids = DeviceBuffer(pairs * 4, "cudaMalloc(routed ids)");
-  m.routed_weights = DeviceBuffer(pairs * 4, "cudaMalloc(routed weights)");
+  m.ws = layer::workspace_layout(m.E, m.H, m.I, m.max_tokens, m.top_k);
+  m.workspace = DeviceBuffer(m.ws.total, "cudaMalloc(forward workspace)");
   for (const DeviceBuffer* b : {&m.w13, &m.w13_scale, &m.w2, &m.w2_scale, &m.w13_bias, &m.w2_bias, &m.correction_bias,
-                                &m.sorted_pairs, &m.block_expert, &m.num_blocks, &m.inter, &m.partial, &m.routed_ids,
-                                &m.routed_weights})
+                                &m.workspace})
     m.bytes += b->bytes();
 }
 
 MoeLayer::~MoeLayer() = default;
-
-void MoeLayer::Impl::run(const void* hidden, const std::int32_t* ids, const float* weights, void* out, int T,
-                         cudaStream_t stream) const {
-  kernels::GemmKind kind = kernels::choose_gemm(T, top_k, E);
-  switch (gemm_tile) {
-    case GemmTile::Auto: break;
-    case GemmTile::Tokens8: kind = kernels::GemmKind::Decode; break;
-    case GemmTile::Tokens16: kind = kernels::GemmKind::Small; break;
-    case GemmTile::Tokens32: kind = kernels::GemmKind::Medium; break;
-    case GemmTile::Tokens64: kind = kernels::GemmKind::Prefill; break;
-  }
-  const int bt = kernels::gemm_tokens_per_block(kind);
-  const int pairs = T * top_k;
-  const int max_blocks = kernels::max_align_blocks(pairs, E, bt);
-  kernels::launch_align(ids, pairs, E, bt, sorted_pairs.as<std::int32_t>(), block_expert.as<std::int32_t>(),
-                        num_blocks.as<std::int32_t>(), stream);
-
-  kernels::MoeGemmParams p{};
-  p.num_experts = E;
-  p.sorted_pairs = sorted_pairs.as<std::int32_t>();
-  p.block_expert = block_expert.as<std::int32_t>();
-  p.num_blocks = num_blocks.as<std::int32_t>();
-
-  p.weights = w13.as<std::uint8_t>();
-  p.scales = w13_scale.as<std::uint8_t>();
-  p.expert_weight_stride = w13_shape.weight_bytes();
-  p.expert_scale_stride = w13_shape.scale_bytes();
-  p.shape = w13_shape;
-  p.act = static_cast<const std::uint16_t*>(hidden);
-  p.act_row_divisor = top_k;
-  p.bias = w13_bias.as<float>();
-  p.inter_out = inter.as<std::uint16_t>();
-  p.act_kind = activation.kind;
-  p.act_limit = activation.limit;
-  p.act_alpha = activation.alpha;
-  kernels::launch_moe_gemm1(kind, p, max_blocks, stream);
-
-  p.weights = w2.as<std::uint8_t>();
-  p.scales = w2_scale.as<std::uint8_t>();
-  p.expert_weight_stride = w2_shape.weight_bytes();
-  p.expert_scale_stride = w2_shape.scale_bytes();
-  p.shape = w2_shape;
-  p.act = inter.as<std::uint16_t>();
-  p.act_row_divisor = 1;
-  p.bias = w2_bias.as<float>();
-  p.pair_weights = weights;
-  p.partial_out = partial.as<float>();
-  // Fewer GEMM2 CTAs than three per SM leave SMs idle at the end: split K in two (the combine adds
-  // the halves in a fixed order, so results stay deterministic).
-  p.k_splits = kind == kernels::GemmKind::Tiny && kernels::gemm_ctas_per_block(kind, H) * max_blocks < 3 * sm_count
-                   ? kernels::kTinyGemm2Splits
-                   : 1;
-  p.partial_split_stride = static_cast<std::int64_t>(pairs) * H;
-  kernels::launch_moe_gemm2(kind, p, max_blocks, stream);
-
-  kernels::launch_combine(partial.as<float>(), p.k_splits, p.partial_split_stride, ids, T, top_k, H, E,
-                          static_cast<std::uint16_t*>(out), stream);
-}
 
 void MoeLayer::forward(const void* hidden, const std::int32_t* topk_ids, const float* topk_weights, void* out,
                        int num_tokens, cudaStream_t stream) const {
@@ -247,8 +182,8 @@ void MoeLayer::forward_from_logits(const void* hidden, const float* router_logit
   check_pointer(hidden, 16, "hidden");
   check_pointer(out, 16, "out");
   kernels::launch_routing(router_logits, impl_->correction_bias.as<float>(), num_tokens, impl_->E, routing,
-                          impl_->routed_ids.as<std::int32_t>(), impl_->routed_weights.as<float>(), stream);
-  impl_->run(hidden, impl_->routed_ids.as<std::int32_t>(), impl_->routed_weights.as<float>(), out, num_tokens, stream);
+                          impl_->routed_ids(), impl_->routed_weights(), stream);
+  impl_->run(hidden, impl_->routed_ids(), impl_->routed_weights(), out, num_tokens, stream);
 }
 
 int MoeLayer::hidden() const { return impl_->H; }

@@ -1,0 +1,134 @@
+/* mxmoe's C ABI: what the Python package (python/mxmoe) binds with ctypes, and what any other
+ * language or engine can bind. Plain C types only, so one build serves every PyTorch version: the
+ * caller owns all memory (torch tensors, say) and passes pointers and the CUDA stream.
+ *
+ * Every function returning int returns 0 on success, or an mxmoe error code + 1 (MXMOE_E_*) with
+ * the message in mxmoe_last_error() (per thread, valid until the next failing call).
+ * Layouts are those of include/mxmoe/weights.hpp (canonical) and src/kernels/tile_layout.hpp
+ * (prepared, "tiled"). */
+#ifndef MXMOE_C_API_H
+#define MXMOE_C_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MXMOE_C_ABI_VERSION 1
+
+enum {
+  MXMOE_OK = 0,
+  MXMOE_E_INVALID_ARGUMENT = 1,
+  MXMOE_E_SHAPE = 2,
+  MXMOE_E_DTYPE = 3,
+  MXMOE_E_FORMAT = 4,
+  MXMOE_E_IO = 5,
+  MXMOE_E_NOT_FOUND = 6,
+  MXMOE_E_UNSUPPORTED = 7,
+  MXMOE_E_CUDA = 8,
+  MXMOE_E_INTERNAL = 9
+};
+
+int mxmoe_c_abi_version(void);
+const char* mxmoe_last_error(void);
+/* 1 when this build contains the Hopper kernels. */
+int mxmoe_cuda_compiled(void);
+/* 0 when `device` is a Hopper GPU the kernels run on; otherwise the error names the device. */
+int mxmoe_check_device(int device);
+
+/* Weights of every expert of one layer, all in one place (host for the CPU functions, one device
+ * for the CUDA ones). Canonical: w13 [E, 2I, H/2], w13_scale [E, 2I, H/32] E8M0, w2 [E, H, I/2],
+ * w2_scale [E, H, I/32]. Prepared: the tiled bytes of mxmoe_prepared_bytes per expert. Biases fp32
+ * [E, 2I] and [E, H], canonical order, or NULL. */
+typedef struct {
+  const void* w13;
+  const void* w13_scale;
+  const void* w2;
+  const void* w2_scale;
+  const float* w13_bias;
+  const float* w2_bias;
+  int num_experts, hidden, inter;
+} mxmoe_weights;
+
+/* kind: 0 silu(g)*u, 1 DeepSeek V4 clamped silu (limit), 2 gpt-oss SwiGLU (alpha, limit). */
+typedef struct {
+  int kind;
+  float limit;
+  float alpha;
+} mxmoe_activation;
+
+/* mode: 0 softmax, 1 softmax over the top-k logits (gpt-oss), 2 DeepSeek V3 grouped sigmoid,
+ * 3 DeepSeek V4 sqrt-softplus; see include/mxmoe/config.hpp. */
+typedef struct {
+  int mode;
+  int top_k;
+  int renormalize;
+  int n_groups;
+  int topk_groups;
+  float routed_scaling;
+} mxmoe_routing;
+
+/* Checks shapes, the activation and what the kernels need (H, I multiples of 32 and of 16 rows). */
+int mxmoe_check_problem(int num_experts, int hidden, int inter, int top_k, const mxmoe_activation* act);
+
+/* Bytes of one expert's prepared weight matrix (rows x k) and its scales. rows % 16 == 0, k % 32 == 0. */
+int mxmoe_prepared_bytes(int rows, int k, int64_t* weight_bytes, int64_t* scale_bytes);
+
+/* fp32 scales of shape [shape[0], ..., shape[rank-1]] (exact powers of two) -> E8M0 bytes; the error
+ * names `name`, the index and the value. */
+int mxmoe_scales_to_e8m0(const float* scales, uint8_t* out, const int64_t* shape, int rank, const char* name);
+
+/* Largest E8M0 byte the Hopper kernels accept (their fast dequantisation folds 2^126 into the scale). */
+int mxmoe_max_kernel_scale_byte(void);
+
+/* Device: tiles `num_experts` consecutive canonical matrices into prepared bytes (out of place). */
+int mxmoe_tile_experts_cuda(const uint8_t* weights, const uint8_t* scales, int rows, int k, int gate_up,
+                            int num_experts, uint8_t* tiled_weights, uint8_t* tiled_scales, void* stream);
+
+/* Device workspace bytes of one forward of `num_tokens` tokens. */
+int mxmoe_workspace_bytes(int num_experts, int hidden, int inter, int num_tokens, int top_k, int64_t* bytes);
+
+/* The fused forward on the device, prepared weights: hidden bf16 [T, H], ids int32 [T, k] (-1 or
+ * >= E: skipped), weights fp32 [T, k], out bf16 [T, H]; no host synchronisation, graph-capturable. */
+int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, const void* hidden, const int32_t* ids,
+                       const float* topk_weights, void* out, int num_tokens, int top_k, void* workspace,
+                       int64_t workspace_bytes, void* stream);
+
+/* Routing on the device: logits fp32 [T, E], correction bias fp32 [E] or NULL -> ids, weights [T, k]. */
+int mxmoe_route_cuda(const float* logits, const float* correction_bias, int num_tokens, int num_experts,
+                     const mxmoe_routing* routing, int32_t* ids, float* weights, void* stream);
+
+/* The CPU oracle (include/mxmoe/reference.hpp), canonical weights in host memory. ids outside
+ * -1..E-1 are an error. threads = 0: all cores. */
+int mxmoe_forward_cpu(const mxmoe_weights* w, const mxmoe_activation* act, const uint16_t* hidden, const int32_t* ids,
+                      const float* topk_weights, uint16_t* out, int num_tokens, int top_k, int threads);
+int mxmoe_route_cpu(const float* logits, const float* correction_bias, int num_tokens, int num_experts,
+                    const mxmoe_routing* routing, int32_t* ids, float* weights);
+
+/* A checkpoint's MoE layer through the C++ loader (every naming, fp32 or E8M0 scales). */
+typedef struct mxmoe_layer mxmoe_layer;
+int mxmoe_layer_open(const char* path, int layer, mxmoe_layer** out);
+/* E, H, I, and which optional tensors exist (w13_bias, w2_bias, router_weight, correction_bias,
+ * router_logit_bias), each 0 or 1. */
+int mxmoe_layer_shape(const mxmoe_layer* l, int* num_experts, int* hidden, int* inter, int* has_optional);
+/* Copies one canonical tensor ("w13", "w13_scale", "w2", "w2_scale", "w13_bias", "w2_bias",
+ * "router_weight", "correction_bias", "router_logit_bias") into `dst`, which holds `bytes` bytes. */
+int mxmoe_layer_copy(const mxmoe_layer* l, const char* role, void* dst, int64_t bytes);
+/* Bytes of that tensor (0 when absent). */
+int64_t mxmoe_layer_bytes(const mxmoe_layer* l, const char* role);
+/* The layout's name ("dsv4", "fused", "gpt-oss") and the scale format, valid while `l` lives. */
+const char* mxmoe_layer_description(const mxmoe_layer* l);
+void mxmoe_layer_close(mxmoe_layer* l);
+
+/* The checkpoint names the fused layout accepts for a canonical role ("w13", "w13_scale", "w13_bias",
+ * "w2", "w2_scale", "w2_bias"), comma-separated, relative to "<module>.experts.", from the one alias
+ * table of the C++ loader. */
+int mxmoe_fused_aliases(const char* role, char* out, int64_t capacity);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MXMOE_C_API_H */

@@ -1,0 +1,16 @@
+"""mxmoe: fused Mixture-of-Experts with MXFP4 expert weights and bf16 activations (W4A16) on Hopper,
+with a CPU oracle everywhere. `import mxmoe` registers torch.ops.mxmoe; the API is mxmoe.torch."""
+from . import _capi
+from ._capi import Error
+
+__version__ = "0.1.0"
+
+
+def cuda_compiled() -> bool:
+    """True when this build contains the Hopper kernels."""
+    return bool(_capi.lib.mxmoe_cuda_compiled())
+
+
+from . import torch  # noqa: E402  (registers the torch ops)
+
+__all__ = ["Error", "cuda_compiled", "torch", "__version__"]

@@ -1,0 +1,144 @@
+"""The torch.ops.mxmoe operators: schemas, CPU (the oracle) and CUDA (the Hopper kernels)
+implementations, and fake implementations so torch.compile(fullgraph=True) traces them.
+
+Registered with torch.library, the Python face of TORCH_LIBRARY: the kernels live in libmxmoe_c, a
+plain C library (include/mxmoe/c_api.h), so this package runs on every torch version >= 2.4 with no
+rebuild. The CUDA implementations allocate only through torch (workspace = a uint8 tensor of the
+caching allocator), never synchronise the host, and run on torch's current stream, so they can be
+captured in a torch.cuda.CUDAGraph."""
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from . import _capi
+from ._capi import Activation, Routing, Weights, check, lib
+
+_lib = torch.library.Library("mxmoe", "DEF")
+_lib.define(
+    "fused_moe(Tensor hidden, Tensor w13, Tensor w13_scale, Tensor w2, Tensor w2_scale, Tensor? w13_bias, "
+    "Tensor? w2_bias, Tensor topk_ids, Tensor topk_weights, int inter, int act_kind, float act_limit, "
+    "float act_alpha, Tensor(a!) out) -> ()")
+_lib.define(
+    "route(Tensor router_logits, Tensor? correction_bias, int mode, int top_k, bool renormalize, int n_groups, "
+    "int topk_groups, float routed_scaling) -> (Tensor, Tensor)")
+_lib.define(
+    "tile_experts(Tensor weights, Tensor scales, int rows, int k, bool gate_up, Tensor(a!) tiled_weights, "
+    "Tensor(b!) tiled_scales) -> ()")
+
+
+def _ptr(t):
+    return None if t is None else t.data_ptr()
+
+
+def _stream(device: torch.device) -> int:
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+def _weights(w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, hidden, inter) -> Weights:
+    return Weights(_ptr(w13), _ptr(w13_scale), _ptr(w2), _ptr(w2_scale), _ptr(w13_bias), _ptr(w2_bias),
+                   w13.shape[0], hidden, inter)
+
+
+# ---------------------------------------------------------------------------------------- fused_moe
+def _fused_moe_cpu(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, topk_ids, topk_weights, inter,
+                   act_kind, act_limit, act_alpha, out):
+    T, H = hidden.shape
+    w = _weights(w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, H, inter)
+    act = Activation(act_kind, act_limit, act_alpha)
+    result = out if out.is_contiguous() else torch.empty_like(out, memory_format=torch.contiguous_format)
+    if T:
+        check(lib.mxmoe_forward_cpu(ctypes.byref(w), ctypes.byref(act), hidden.data_ptr(), topk_ids.data_ptr(),
+                                    topk_weights.data_ptr(), result.data_ptr(), T, topk_ids.shape[1], 0))
+    if result is not out:
+        out.copy_(result)
+
+
+def _fused_moe_cuda(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, topk_ids, topk_weights, inter,
+                    act_kind, act_limit, act_alpha, out):
+    T, H = hidden.shape
+    if T == 0:
+        return
+    k = topk_ids.shape[1]
+    w = _weights(w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, H, inter)
+    act = Activation(act_kind, act_limit, act_alpha)
+    nbytes = ctypes.c_int64()
+    check(lib.mxmoe_workspace_bytes(w.num_experts, H, inter, T, k, ctypes.byref(nbytes)))
+    workspace = torch.empty(nbytes.value, dtype=torch.uint8, device=hidden.device)
+    with torch.cuda.device(hidden.device):
+        check(lib.mxmoe_forward_cuda(ctypes.byref(w), ctypes.byref(act), hidden.data_ptr(), topk_ids.data_ptr(),
+                                     topk_weights.data_ptr(), out.data_ptr(), T, k, workspace.data_ptr(),
+                                     nbytes.value, _stream(hidden.device)))
+
+
+_lib.impl("fused_moe", _fused_moe_cpu, "CPU")
+_lib.impl("fused_moe", _fused_moe_cuda, "CUDA")
+
+
+@torch.library.register_fake("mxmoe::fused_moe")
+def _fused_moe_fake(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, topk_ids, topk_weights, inter,
+                    act_kind, act_limit, act_alpha, out):
+    return None
+
+
+# -------------------------------------------------------------------------------------------- route
+def _routing(mode, top_k, renormalize, n_groups, topk_groups, routed_scaling) -> Routing:
+    return Routing(mode, top_k, int(renormalize), n_groups, topk_groups, routed_scaling)
+
+
+def _route_cpu(router_logits, correction_bias, mode, top_k, renormalize, n_groups, topk_groups, routed_scaling):
+    T, E = router_logits.shape
+    ids = torch.empty(T, top_k, dtype=torch.int32)
+    weights = torch.empty(T, top_k, dtype=torch.float32)
+    r = _routing(mode, top_k, renormalize, n_groups, topk_groups, routed_scaling)
+    if T:
+        check(lib.mxmoe_route_cpu(router_logits.data_ptr(), _ptr(correction_bias), T, E, ctypes.byref(r),
+                                  ids.data_ptr(), weights.data_ptr()))
+    return ids, weights
+
+
+def _route_cuda(router_logits, correction_bias, mode, top_k, renormalize, n_groups, topk_groups, routed_scaling):
+    T, E = router_logits.shape
+    dev = router_logits.device
+    ids = torch.empty(T, top_k, dtype=torch.int32, device=dev)
+    weights = torch.empty(T, top_k, dtype=torch.float32, device=dev)
+    r = _routing(mode, top_k, renormalize, n_groups, topk_groups, routed_scaling)
+    if T:
+        with torch.cuda.device(dev):
+            check(lib.mxmoe_route_cuda(router_logits.data_ptr(), _ptr(correction_bias), T, E, ctypes.byref(r),
+                                       ids.data_ptr(), weights.data_ptr(), _stream(dev)))
+    return ids, weights
+
+
+_lib.impl("route", _route_cpu, "CPU")
+_lib.impl("route", _route_cuda, "CUDA")
+
+
+@torch.library.register_fake("mxmoe::route")
+def _route_fake(router_logits, correction_bias, mode, top_k, renormalize, n_groups, topk_groups, routed_scaling):
+    T = router_logits.shape[0]
+    return (router_logits.new_empty((T, top_k), dtype=torch.int32),
+            router_logits.new_empty((T, top_k), dtype=torch.float32))
+
+
+# ------------------------------------------------------------------------------------- tile_experts
+def _tile_experts_cuda(weights, scales, rows, k, gate_up, tiled_weights, tiled_scales):
+    with torch.cuda.device(weights.device):
+        check(lib.mxmoe_tile_experts_cuda(weights.data_ptr(), scales.data_ptr(), rows, k, int(gate_up),
+                                          weights.shape[0], tiled_weights.data_ptr(), tiled_scales.data_ptr(),
+                                          _stream(weights.device)))
+
+
+def _tile_experts_cpu(weights, scales, rows, k, gate_up, tiled_weights, tiled_scales):
+    raise _capi.UnsupportedError("mxmoe::tile_experts: the tile layout is for the CUDA kernels; the CPU backend "
+                                 "runs on canonical weights")
+
+
+_lib.impl("tile_experts", _tile_experts_cuda, "CUDA")
+_lib.impl("tile_experts", _tile_experts_cpu, "CPU")
+
+
+@torch.library.register_fake("mxmoe::tile_experts")
+def _tile_experts_fake(weights, scales, rows, k, gate_up, tiled_weights, tiled_scales):
+    return None

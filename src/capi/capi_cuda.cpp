@@ -1,0 +1,145 @@
+// The C ABI's device half: tiling, workspace size, forward and routing on the caller's stream,
+// with memory the caller owns (a torch tensor, say), so nothing here allocates.
+#include <cuda_runtime.h>
+
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "capi/internal.hpp"
+#include "kernels/align.hpp"
+#include "kernels/cuda_check.hpp"
+#include "kernels/dequant.hpp"
+#include "kernels/moe_gemm.hpp"
+#include "kernels/routing.hpp"
+#include "layer/forward_launch.hpp"
+#include "mxmoe/moe_layer.hpp"
+#include "prepare/prepare_gpu.hpp"
+
+using namespace mxmoe;
+using capi::guarded;
+using capi::require;
+
+namespace {
+
+// Per device, once: the SM count (split-K choice) and the GEMMs' shared-memory limits.
+int device_sm_count() {
+  static std::mutex mutex;
+  static std::set<int> configured;
+  static int sm_counts[64] = {};
+  int device = 0;
+  kernels::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  if (device < 0 || device >= 64) fail(ErrorCode::Unsupported, "CUDA device index " + std::to_string(device) + " is above 63");
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!configured.count(device)) {
+    const DeviceCheck check = check_hopper_device(device);
+    if (!check.ok) fail(ErrorCode::Unsupported, check.message);
+    kernels::check_cuda(cudaDeviceGetAttribute(&sm_counts[device], cudaDevAttrMultiProcessorCount, device),
+                        "cudaDeviceGetAttribute");
+    kernels::configure_moe_gemm_kernels();
+    configured.insert(device);
+  }
+  return sm_counts[device];
+}
+
+void check_aligned(const void* p, std::size_t alignment, const char* entry, const char* name) {
+  require(p, entry, name);
+  if (reinterpret_cast<std::uintptr_t>(p) % alignment)
+    fail(ErrorCode::InvalidArgument, std::string(entry) + ": " + name + " must be " + std::to_string(alignment) + "-byte aligned");
+}
+
+}  // namespace
+
+extern "C" {
+
+int mxmoe_cuda_compiled(void) { return 1; }
+
+int mxmoe_max_kernel_scale_byte(void) { return kernels::kMaxFastScaleByte; }
+
+int mxmoe_check_device(int device) {
+  return guarded("mxmoe_check_device", [&] {
+    const DeviceCheck check = check_hopper_device(device);
+    if (!check.ok) fail(ErrorCode::Unsupported, check.message);
+  });
+}
+
+int mxmoe_tile_experts_cuda(const uint8_t* weights, const uint8_t* scales, int rows, int k, int gate_up, int num_experts,
+                            uint8_t* tiled_weights, uint8_t* tiled_scales, void* stream) {
+  return guarded("mxmoe_tile_experts_cuda", [&] {
+    const char* entry = "mxmoe_tile_experts_cuda";
+    for (auto [p, name] : {std::pair<const void*, const char*>{weights, "weights"}, {scales, "scales"},
+                           {tiled_weights, "tiled_weights"}, {tiled_scales, "tiled_scales"}})
+      require(p, entry, name);
+    if (rows <= 0 || rows % layout::kTileRows || k <= 0 || k % 32 || num_experts <= 0 || (gate_up && rows % 32))
+      fail(ErrorCode::Shape, std::string(entry) + ": rows must be a positive multiple of 16 (32 for w13), K of 32, got rows=" +
+                                 std::to_string(rows) + " K=" + std::to_string(k) + " experts=" + std::to_string(num_experts));
+    device_sm_count();
+    layout::launch_tile_matrices(weights, scales, {rows, k, gate_up != 0}, num_experts, tiled_weights, tiled_scales,
+                                 static_cast<cudaStream_t>(stream));
+    kernels::check_cuda(cudaGetLastError(), "tile_matrices launch");
+  });
+}
+
+int mxmoe_workspace_bytes(int E, int H, int I, int num_tokens, int top_k, int64_t* bytes) {
+  return guarded("mxmoe_workspace_bytes", [&] {
+    require(bytes, "mxmoe_workspace_bytes", "bytes");
+    if (E < 1 || E > kernels::kMaxAlignExperts)
+      fail(ErrorCode::Unsupported, "the Hopper kernels take 1.." + std::to_string(kernels::kMaxAlignExperts) + " experts, got " +
+                                       std::to_string(E));
+    if (num_tokens < 1 || top_k < 1 || top_k > kernels::kMaxRoutingTopK ||
+        static_cast<std::int64_t>(num_tokens) * top_k > (std::int64_t{1} << 24))
+      fail(ErrorCode::InvalidArgument, "forward: num_tokens must be >= 1 and top_k in 1.." + std::to_string(kernels::kMaxRoutingTopK) +
+                                           ", with at most 2^24 routed pairs; got " + std::to_string(num_tokens) + " tokens, top_k " +
+                                           std::to_string(top_k));
+    *bytes = static_cast<int64_t>(layer::workspace_layout(E, H, I, num_tokens, top_k).total);
+  });
+}
+
+int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, const void* hidden, const int32_t* ids,
+                       const float* topk_weights, void* out, int num_tokens, int top_k, void* workspace,
+                       int64_t workspace_bytes, void* stream) {
+  return guarded("mxmoe_forward_cuda", [&] {
+    const char* entry = "mxmoe_forward_cuda";
+    require(w, entry, "weights");
+    require(act, entry, "activation");
+    for (auto [p, name] : {std::pair<const void*, const char*>{w->w13, "w13"}, {w->w13_scale, "w13_scale"}, {w->w2, "w2"},
+                           {w->w2_scale, "w2_scale"}})
+      check_aligned(p, 16, entry, name);
+    check_aligned(hidden, 16, entry, "hidden");
+    check_aligned(out, 16, entry, "out");
+    check_aligned(ids, 4, entry, "topk_ids");
+    check_aligned(topk_weights, 4, entry, "topk_weights");
+    check_aligned(workspace, 256, entry, "workspace");
+    const layer::WorkspaceLayout ws = layer::workspace_layout(w->num_experts, w->hidden, w->inter, num_tokens, top_k);
+    if (workspace_bytes < static_cast<int64_t>(ws.total))
+      fail(ErrorCode::InvalidArgument, std::string(entry) + ": workspace holds " + std::to_string(workspace_bytes) + " bytes, " +
+                                           std::to_string(ws.total) + " needed");
+    const int sm_count = device_sm_count();
+    const layer::PreparedWeightsView view{static_cast<const std::uint8_t*>(w->w13), static_cast<const std::uint8_t*>(w->w13_scale),
+                                          static_cast<const std::uint8_t*>(w->w2),  static_cast<const std::uint8_t*>(w->w2_scale),
+                                          w->w13_bias, w->w2_bias, w->num_experts, w->hidden, w->inter};
+    layer::launch_forward(view, capi::activation_of(*act), GemmTile::Auto, sm_count, workspace, ws,
+                          {hidden, ids, topk_weights, out, num_tokens, top_k}, static_cast<cudaStream_t>(stream));
+    kernels::check_cuda(cudaGetLastError(), "forward launch");
+  });
+}
+
+int mxmoe_route_cuda(const float* logits, const float* correction_bias, int num_tokens, int num_experts,
+                     const mxmoe_routing* routing, int32_t* ids, float* weights, void* stream) {
+  return guarded("mxmoe_route_cuda", [&] {
+    const char* entry = "mxmoe_route_cuda";
+    require(routing, entry, "routing");
+    check_aligned(logits, 4, entry, "router_logits");
+    check_aligned(ids, 4, entry, "topk_ids");
+    check_aligned(weights, 4, entry, "topk_weights");
+    const RoutingConfig config = capi::routing_of(*routing, num_experts);
+    if (config.top_k > kernels::kMaxRoutingTopK)
+      fail(ErrorCode::Unsupported, std::string(entry) + ": top_k above " + std::to_string(kernels::kMaxRoutingTopK));
+    device_sm_count();
+    kernels::launch_routing(logits, correction_bias, num_tokens, num_experts, config, ids, weights,
+                            static_cast<cudaStream_t>(stream));
+    kernels::check_cuda(cudaGetLastError(), "routing launch");
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,41 @@
+// What the C ABI's files share: exceptions turned into status codes and the thread's last-error
+// message, and the C structs turned into the library's configs.
+#pragma once
+
+#include <new>
+#include <string>
+
+#include "mxmoe/c_api.h"
+#include "mxmoe/config.hpp"
+#include "mxmoe/error.hpp"
+
+namespace mxmoe::capi {
+
+void set_last_error(const std::string& message);
+
+// Runs `f`; 0 when it returns, otherwise the error's code + 1 with its message kept.
+template <class F>
+int guarded(const char* entry, F&& f) noexcept {
+  try {
+    f();
+    return MXMOE_OK;
+  } catch (const Error& e) {
+    set_last_error(e.what());
+    return static_cast<int>(e.code()) + 1;
+  } catch (const std::bad_alloc&) {
+    set_last_error(std::string(entry) + ": out of host memory");
+    return MXMOE_E_INTERNAL;
+  } catch (const std::exception& e) {
+    set_last_error(std::string(entry) + ": " + e.what());
+    return MXMOE_E_INTERNAL;
+  }
+}
+
+// Throws InvalidArgument naming the pointer when it is null.
+void require(const void* p, const char* entry, const char* name);
+
+// The C structs as validated configs (InvalidArgument naming the field otherwise).
+ActivationConfig activation_of(const mxmoe_activation& a);
+RoutingConfig routing_of(const mxmoe_routing& r, int num_experts);
+
+}  // namespace mxmoe::capi

@@ -1,0 +1,48 @@
+// The forward's launch sequence over borrowed memory: prepared weights and one workspace that the
+// caller owns (MoeLayer's own buffer, or a tensor of torch's caching allocator for the C ABI).
+// align -> GEMM1 + activation -> GEMM2 x router weight -> combine, one stream, no host sync.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/tile_layout.hpp"
+#include "mxmoe/config.hpp"
+#include "mxmoe/moe_layer.hpp"
+
+namespace mxmoe::layer {
+
+// Prepared (tiled) weights of every expert, all on one device; biases canonical fp32 or null.
+struct PreparedWeightsView {
+  const std::uint8_t *w13 = nullptr, *w13_scale = nullptr, *w2 = nullptr, *w2_scale = nullptr;
+  const float *w13_bias = nullptr, *w2_bias = nullptr;
+  int num_experts = 0, hidden = 0, inter = 0;
+
+  layout::TiledShape w13_shape() const { return {2 * inter, hidden, true}; }
+  layout::TiledShape w2_shape() const { return {hidden, inter, false}; }
+};
+
+// Byte offsets of the workspace's parts for forwards of up to `max_tokens` tokens; each part starts
+// on a 256-byte boundary. Routing output (ids, weights) is part of it for the logits entry point.
+struct WorkspaceLayout {
+  std::size_t sorted_pairs = 0, block_expert = 0, num_blocks = 0, inter = 0, partial = 0, routed_ids = 0,
+              routed_weights = 0, total = 0;
+};
+WorkspaceLayout workspace_layout(int num_experts, int hidden, int inter, int max_tokens, int top_k);
+
+struct ForwardArgs {
+  const void* hidden;            // bf16 [T, H]
+  const std::int32_t* topk_ids;  // [T, k]; -1 or >= E: skipped
+  const float* topk_weights;     // [T, k]
+  void* out;                     // bf16 [T, H]
+  int num_tokens, top_k;
+};
+
+// Launches the forward. `workspace` holds workspace_layout(..., max_tokens >= num_tokens, top_k).total
+// bytes; `sm_count` is the device's SM count (the split-K choice of the tiniest batches).
+void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, GemmTile tile, int sm_count,
+                    void* workspace, const WorkspaceLayout& ws, const ForwardArgs& a, cudaStream_t stream);
+
+}  // namespace mxmoe::layer
