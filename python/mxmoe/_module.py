@@ -56,31 +56,32 @@ class Mxfp4MoE(torch.nn.Module):
     def aliases(role: str) -> list:
         return [name.replace(".", "_") for name in _capi.fused_aliases(role)]
 
-    def _take(self, role: str, required: bool):
+    def _find(self, role: str, required: bool):
+        """The one attribute holding `role`, or None; errors before anything is touched."""
         names = [n for n in self.aliases(role) if isinstance(getattr(self, n, None), torch.Tensor)]
         if len(names) > 1:
             raise InvalidArgumentError(f"{role}: the module holds both {' and '.join(names)}; keep one")
-        if not names:
-            if required:
-                raise NotFoundError(f"{role}: none of {', '.join(self.aliases(role))} is registered on the module")
-            return None
-        tensor = getattr(self, names[0]).data
-        delattr(self, names[0])  # the loader's copy goes; preparation reuses its storage
-        return tensor
+        if not names and required:
+            raise NotFoundError(f"{role}: none of {', '.join(self.aliases(role))} is registered on the module")
+        return names[0] if names else None
 
     @torch.no_grad()
     def process_weights_after_loading(self):
         """Prepares the loaded tensors in place on their device and frees the loader's copies."""
         if self.prepared is not None:
             raise InvalidArgumentError("process_weights_after_loading was called already")
-        taken = {role: self._take(role, role in ("w13", "w13_scale", "w2", "w2_scale")) for role in _ROLES}
+        found = {role: self._find(role, role in ("w13", "w13_scale", "w2", "w2_scale")) for role in _ROLES}
+        taken = {role: None if name is None else getattr(self, name).data for role, name in found.items()}
+        for name in found.values():
+            if name is not None:
+                delattr(self, name)  # the loader's copy goes; preparation reuses its storage
         try:
             self.prepared = prepare(taken["w13"], taken["w13_scale"], taken["w2"], taken["w2_scale"],
                                     taken["w13_bias"], taken["w2_bias"], inplace=True)
         except Exception:
-            for role, names in ((r, self.aliases(r)) for r in _ROLES):  # put the loader's tensors back
-                if taken[role] is not None:
-                    setattr(self, names[0], torch.nn.Parameter(taken[role], requires_grad=False))
+            for role, name in found.items():  # put the loader's tensors back, under their names
+                if name is not None:
+                    setattr(self, name, torch.nn.Parameter(taken[role], requires_grad=False))
             raise
         for name in ("w13", "w13_scale", "w2", "w2_scale", "w13_bias", "w2_bias"):
             tensor = getattr(self.prepared, name)
