@@ -72,6 +72,9 @@ class SafetensorsWriter {
     std::string name;
     DType dtype;
     Shape shape;
+    // The header dtype of a tensor copied through whose dtype mxmoe does not compute with ("BOOL",
+    // "F8_E5M2", ...; any dtype of the format): its size follows from it and `dtype` is ignored.
+    std::string stored_dtype = {};
   };
   SafetensorsWriter(const std::string& path, std::vector<Entry> entries,
                     const std::map<std::string, std::string>& metadata = {});
@@ -106,8 +109,9 @@ enum class MoeLayout {
   GptOss,        // experts.gate_up_proj_blocks/_scales/_bias (gate/up rows interleaved), down_proj_...
   DensePerExpert,  // unquantized: experts.e.w1/w3/w2.weight or experts.e.gate_proj/up_proj/down_proj.weight
   DenseFused,      // unquantized: experts.w13_weight [E, 2I, H], experts.w2_weight [E, H, I]
+  DenseGptOss,     // unquantized Hugging Face gpt-oss: experts.gate_up_proj [E, H, 2I] (gate/up interleaved), down_proj [E, I, H]
 };
-const char* moe_layout_name(MoeLayout layout);  // "dsv4", "fused", "gpt-oss", "dense-per-expert", "dense-fused"
+const char* moe_layout_name(MoeLayout layout);  // "dsv4", "fused", "gpt-oss", "dense-per-expert", "dense-fused", "dense-gpt-oss"
 // Accepts the three MXFP4 layouts' names; mxmoe::Error listing them otherwise.
 MoeLayout parse_mxfp4_layout(const std::string& name);
 bool layout_is_mxfp4(MoeLayout layout);

@@ -23,12 +23,18 @@ SafetensorsWriter::SafetensorsWriter(const std::string& path, std::vector<Entry>
     for (auto d : e.shape)
       if (d < 0) fail(ErrorCode::Shape, "writer '" + path + "': tensor '" + e.name + "' has negative shape " + shape_str(e.shape));
     const std::int64_t numel = shape_numel(e.shape);
-    if (e.dtype == DType::F4_E2M1 && numel % 2 != 0)
-      fail(ErrorCode::Shape, "writer '" + path + "': F4 tensor '" + e.name + "' of shape " + shape_str(e.shape) + " does not fill whole bytes");
+    const checkpoint::SafetensorsDtype* stored =
+        e.stored_dtype.empty() ? checkpoint::find_safetensors_dtype(checkpoint::safetensors_dtype_name(e.dtype))
+                               : checkpoint::find_safetensors_dtype(e.stored_dtype);
+    if (!stored) fail(ErrorCode::DType, "writer '" + path + "': tensor '" + e.name + "' has unknown dtype '" + e.stored_dtype + "'");
+    const std::uint64_t bits = static_cast<std::uint64_t>(numel) * static_cast<std::uint64_t>(stored->bits);
+    if (bits % 8 != 0)
+      fail(ErrorCode::Shape, "writer '" + path + "': " + stored->name + " tensor '" + e.name + "' of shape " + shape_str(e.shape) +
+                                 " does not fill whole bytes");
     const std::uint64_t begin = total_;
-    total_ += dtype_bytes_for(e.dtype, numel);
+    total_ += bits / 8;
     ends_.push_back(total_);
-    header[e.name] = {{"dtype", checkpoint::safetensors_dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {begin, total_}}};
+    header[e.name] = {{"dtype", stored->name}, {"shape", e.shape}, {"data_offsets", {begin, total_}}};
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data section 8-byte aligned

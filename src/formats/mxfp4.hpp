@@ -13,6 +13,10 @@ constexpr int kMxfp4Group = 32;   // elements per E8M0 scale
 constexpr int kNvfp4Group = 16;   // elements per E4M3 scale
 constexpr std::uint8_t kE8m0Nan = 0xFF;
 constexpr std::uint8_t kE8m0One = 127;  // 2^0
+// The largest scale byte whose dequantised weights stay finite in float32: E2M1 values reach 6 = 1.5 x 2^2,
+// so 6 x 2^125 = 1.5 x 2^127 is finite while 6 x 2^126 overflows. Bytes 253 and 254 are valid E8M0 but
+// would turn weights into infinities (and the forward into NaN), so the loader refuses them.
+constexpr std::uint8_t kE8m0MaxFinite = 252;  // 2^125
 constexpr float kE2m1Max = 6.0f;
 
 // Magnitudes of the eight E2M1 codes 0..7 (sign is bit 3).

@@ -65,6 +65,19 @@ std::vector<LayoutRule> build_table() {
            router_weight(fused_router),
            {R::CorrectionBias, S::Module, fused_correction, false},
        }},
+      // Hugging Face transformers' bf16 gpt-oss (GptOssExperts): gate_up_proj [E, H, 2I] multiplies the
+      // hidden state from the right (x @ W), its last dim interleaves gate (even columns) and up (odd);
+      // gate_up_proj_bias [E, 2I] the same; down_proj [E, I, H], down_proj_bias [E, H]; router
+      // mlp.router.weight [E, H] and its logit bias mlp.router.bias [E].
+      {MoeLayout::DenseGptOss, "dense-gpt-oss", {"gate_up_proj"}, false,
+       {
+           {R::W13, S::Experts, {"gate_up_proj"}, true},
+           {R::W13Bias, S::Experts, {"gate_up_proj_bias"}, false},
+           {R::W2, S::Experts, {"down_proj"}, true},
+           {R::W2Bias, S::Experts, {"down_proj_bias"}, false},
+           router_weight({"router.weight"}),
+           {R::RouterLogitBias, S::Module, {"router.bias"}, false},
+       }},
   };
 }
 

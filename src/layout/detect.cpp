@@ -6,13 +6,14 @@
 #include <set>
 
 #include "layout/alias_table.hpp"
+#include "layout/layer_dtypes.hpp"
 #include "mxmoe/error.hpp"
 
 namespace mxmoe {
 namespace {
 
-bool is_packed(const TensorInfo& t) { return t.dtype_name == "U8" || t.dtype_name == "I8" || t.dtype_name == "F4"; }
-bool is_float(const TensorInfo& t) { return t.dtype_name == "BF16" || t.dtype_name == "F16" || t.dtype_name == "F32"; }
+bool is_packed(const TensorInfo& t) { return layout::is_packed_dtype(t.dtype_name); }
+bool is_float(const TensorInfo& t) { return layout::is_float_dtype_name(t.dtype_name); }
 
 // The layer number of the last "layers.<digits>." in `head` (at its start or after a '.'), or -1.
 int layer_number(const std::string& head) {
@@ -72,10 +73,15 @@ std::vector<MoeLayerRef> find_moe_layers(const Checkpoint& ckpt) {
     if (layer < 0) continue;
     const TensorInfo& info = ckpt.info(name);
     for (const auto& rule : layout::layout_table()) {
-      if (rule.quantized ? !is_packed(info) : !is_float(info)) continue;
       for (const auto& anchor : rule.anchors) {
         int expert = -1;
         if (!matches_anchor(tail, anchor, &expert)) continue;
+        // The anchor's dtype tells a quantized layer from a dense one; a dtype that is neither is not
+        // silently skipped (the layer would vanish from the listing): it is named.
+        if (!is_packed(info) && !is_float(info))
+          fail(ErrorCode::DType, "checkpoint '" + ckpt.path() + "': tensor '" + name + "' (the weights of an MoE layer) has dtype " +
+                                     info.dtype_name + "; expected packed E2M1 (U8, I8 or F4) for an MXFP4 layer or BF16, F16 or F32 for one to quantize");
+        if (rule.quantized ? !is_packed(info) : !is_float(info)) continue;
         Found& f = found[{head, rule.layout}];
         f.ref.layer = layer;
         f.ref.layout = rule.layout;
@@ -84,6 +90,25 @@ std::vector<MoeLayerRef> find_moe_layers(const Checkpoint& ckpt) {
         else f.first_dim = info.shape.empty() ? 0 : info.shape[0];
       }
     }
+  }
+  // One module path found both quantized and dense under a shared anchor ("{e}.w1.weight" of dsv4 and
+  // dense-per-expert): an MXFP4 layer with some experts left in bf16. It is one layer, the quantized
+  // one, whose loader then names the bf16 experts (layout/layer_dtypes.hpp).
+  for (auto it = found.begin(); it != found.end();) {
+    const auto& dense = layout::layout_rule(it->first.second);
+    auto twin = found.end();
+    for (const auto& rule : layout::layout_table()) {
+      if (dense.quantized || !rule.quantized) continue;
+      for (const auto& a : rule.anchors)
+        if (std::find(dense.anchors.begin(), dense.anchors.end(), a) != dense.anchors.end() && found.count({it->first.first, rule.layout}))
+          twin = found.find({it->first.first, rule.layout});
+    }
+    if (twin == found.end()) {
+      ++it;
+      continue;
+    }
+    twin->second.experts.insert(it->second.experts.begin(), it->second.experts.end());
+    it = found.erase(it);
   }
   std::vector<MoeLayerRef> layers;
   for (auto& [key, f] : found) {

@@ -2,6 +2,9 @@
 
 #include <cstring>
 
+#include "formats/bf16.hpp"
+#include "layout/layer_dtypes.hpp"
+#include "layout/tensor_convert.hpp"
 #include "mxmoe/error.hpp"
 
 namespace mxmoe::layout {
@@ -38,21 +41,41 @@ HostTensor copy_as(const HostTensor& src, DType dtype, const Shape& shape) {
   return out;
 }
 
+// An F32 tensor back in `dtype` (F32, BF16 or F16). Exact for values read from that dtype, which is
+// how the router reaches here: it was widened on load and is narrowed back to its stored dtype.
+HostTensor from_f32(const HostTensor& src, DType dtype) {
+  if (dtype == DType::F32) return copy_as(src, DType::F32, src.shape());
+  HostTensor out = HostTensor::zeros(dtype, src.shape());
+  auto* dst = out.mutable_as<std::uint16_t>();
+  for (std::int64_t i = 0; i < src.numel(); ++i)
+    dst[i] = dtype == DType::BF16 ? formats::float_to_bf16(src.as<float>()[i]) : float_to_half(src.as<float>()[i]);
+  return out;
+}
+
 }  // namespace
 
 bool LayerShape::operator==(const LayerShape& o) const {
   return E == o.E && H == o.H && I == o.I && w13_bias == o.w13_bias && w2_bias == o.w2_bias && router_weight == o.router_weight &&
-         correction_bias == o.correction_bias && router_logit_bias == o.router_logit_bias;
+         correction_bias == o.correction_bias && router_logit_bias == o.router_logit_bias && router_dtype == o.router_dtype;
+}
+
+// The dtype a float tensor is stored in, when it is one mxmoe writes back as it found it.
+DType stored_float_dtype(const std::string& name) {
+  return name == "BF16" ? DType::BF16 : name == "F16" ? DType::F16 : DType::F32;
 }
 
 LayerShape layer_shape(const LoadedMoeLayer& l) {
   const auto& w = l.weights;
-  return {w.num_experts, w.hidden, w.inter, w.w13_bias.has_value(), w.w2_bias.has_value(), w.router_weight.has_value(),
-          w.correction_bias.has_value(), l.router_logit_bias.has_value()};
+  LayerShape s{w.num_experts, w.hidden, w.inter, w.w13_bias.has_value(), w.w2_bias.has_value(), w.router_weight.has_value(),
+               w.correction_bias.has_value(), l.router_logit_bias.has_value()};
+  for (const auto& m : l.matches)
+    if (m.role == role_name(Role::RouterWeight)) s.router_dtype = stored_float_dtype(m.dtype);
+  return s;
 }
 
 LayerShape probe_layer_shape(const Checkpoint& ckpt, const MoeLayerRef& ref) {
   if (layout_is_mxfp4(ref.layout)) return layer_shape(load_moe_layer(ckpt, ref));
+  check_layer_dtypes(ckpt, ref);  // before the output is planned from its shapes
   const LayoutRule& rule = layout_rule(ref.layout);
   LayerShape s;
   s.E = ref.num_experts;
@@ -61,12 +84,18 @@ LayerShape probe_layer_shape(const Checkpoint& ckpt, const MoeLayerRef& ref) {
     if (g.size() == 2) s.I = g[0], s.H = g[1];
   } else {
     const Shape w = ckpt.info(resolve_or_fail(ckpt, ref.module_prefix, rule_for(rule, Role::W13))->name).shape;
-    if (w.size() == 3) s.I = w[1] / 2, s.H = w[2];
+    if (w.size() == 3 && ref.layout == MoeLayout::DenseGptOss) s.H = w[1], s.I = w[2] / 2;  // [E, H, 2I]
+    else if (w.size() == 3) s.I = w[1] / 2, s.H = w[2];                                      // [E, 2I, H]
     s.w13_bias = resolve(ckpt, ref.module_prefix, rule_for(rule, Role::W13Bias)).has_value();
     s.w2_bias = resolve(ckpt, ref.module_prefix, rule_for(rule, Role::W2Bias)).has_value();
   }
-  s.router_weight = resolve(ckpt, ref.module_prefix, rule_for(rule, Role::RouterWeight)).has_value();
-  s.correction_bias = resolve(ckpt, ref.module_prefix, rule_for(rule, Role::CorrectionBias)).has_value();
+  const auto router = resolve(ckpt, ref.module_prefix, rule_for(rule, Role::RouterWeight));
+  s.router_weight = router.has_value();
+  if (router) s.router_dtype = stored_float_dtype(ckpt.info(router->name).dtype_name);
+  for (const auto& t : rule.tensors) {  // the router's biases the layout has (a correction or a logit bias)
+    if (t.role == Role::CorrectionBias) s.correction_bias = resolve(ckpt, ref.module_prefix, t).has_value();
+    if (t.role == Role::RouterLogitBias) s.router_logit_bias = resolve(ckpt, ref.module_prefix, t).has_value();
+  }
   return s;
 }
 
@@ -78,13 +107,15 @@ std::vector<PlannedTensor> plan_layer(const LayerShape& s, MoeLayout layout, con
   };
   switch (layout) {
     case MoeLayout::DeepSeekV4:
+      // As the released DeepSeek V4 checkpoints store experts: I8 [rows, K/2] (two E2M1 codes a byte,
+      // low nibble first) with F8_E8M0 scales [rows, K/32].
       if (s.w13_bias || s.w2_bias) fail(ErrorCode::Unsupported, "layout dsv4 has no expert biases; the layer '" + prefix + "experts.' has some");
       for (int e = 0; e < E; ++e) {
-        add(Role::Gate, e, DType::F4_E2M1, {I, H});
+        add(Role::Gate, e, DType::I8, {I, H / 2});
         add(Role::GateScale, e, DType::F8_E8M0, {I, H / 32});
-        add(Role::Up, e, DType::F4_E2M1, {I, H});
+        add(Role::Up, e, DType::I8, {I, H / 2});
         add(Role::UpScale, e, DType::F8_E8M0, {I, H / 32});
-        add(Role::Down, e, DType::F4_E2M1, {H, I});
+        add(Role::Down, e, DType::I8, {H, I / 2});
         add(Role::DownScale, e, DType::F8_E8M0, {H, I / 32});
       }
       break;
@@ -106,7 +137,7 @@ std::vector<PlannedTensor> plan_layer(const LayerShape& s, MoeLayout layout, con
       break;
     default: fail(ErrorCode::InvalidArgument, std::string("cannot write layout ") + moe_layout_name(layout) + ": not an MXFP4 layout");
   }
-  if (s.router_weight) add(Role::RouterWeight, -1, DType::F32, {E, H});
+  if (s.router_weight) add(Role::RouterWeight, -1, s.router_dtype, {E, H});
   if (s.correction_bias) {
     if (layout == MoeLayout::GptOss)
       fail(ErrorCode::Unsupported, "layout gpt-oss has no correction bias; the layer '" + prefix + "experts.' has one");
@@ -144,7 +175,7 @@ HostTensor layer_tensor(const LoadedMoeLayer& layer, MoeLayout layout, const Pla
     case Role::W2: return copy_as(w.w2, p.entry.dtype, shape);
     case Role::W2Scale: return copy_as(w.w2_scale, p.entry.dtype, shape);
     case Role::W2Bias: return copy_as(*w.w2_bias, DType::F32, shape);
-    case Role::RouterWeight: return copy_as(*w.router_weight, DType::F32, shape);
+    case Role::RouterWeight: return from_f32(*w.router_weight, p.entry.dtype);
     case Role::CorrectionBias: return copy_as(*w.correction_bias, DType::F32, shape);
     case Role::RouterLogitBias: return copy_as(*layer.router_logit_bias, DType::F32, shape);
   }

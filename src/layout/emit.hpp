@@ -14,6 +14,7 @@ namespace mxmoe::layout {
 struct LayerShape {
   std::int64_t E = 0, H = 0, I = 0;
   bool w13_bias = false, w2_bias = false, router_weight = false, correction_bias = false, router_logit_bias = false;
+  DType router_dtype = DType::F32;  // the router weight's stored dtype (BF16, F16, F32), kept in the output
   bool operator==(const LayerShape& o) const;
 };
 LayerShape layer_shape(const LoadedMoeLayer& layer);

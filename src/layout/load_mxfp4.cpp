@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "layout/alias_table.hpp"
+#include "layout/layer_dtypes.hpp"
 #include "layout/tensor_convert.hpp"
 #include "mxmoe/error.hpp"
 
@@ -212,7 +213,10 @@ class Mxfp4Loader {
 
 }  // namespace
 
-LoadedMoeLayer load_moe_layer(const Checkpoint& ckpt, const MoeLayerRef& ref) { return Mxfp4Loader(ckpt, ref).run(); }
+LoadedMoeLayer load_moe_layer(const Checkpoint& ckpt, const MoeLayerRef& ref) {
+  layout::check_layer_dtypes(ckpt, ref);
+  return Mxfp4Loader(ckpt, ref).run();
+}
 
 LoadedMoeLayer load_moe_layer(const Checkpoint& ckpt, int layer) { return load_moe_layer(ckpt, find_moe_layer(ckpt, layer)); }
 

@@ -26,10 +26,9 @@ QuantizeSummary quantize_checkpoint(const Checkpoint& in, const std::string& out
   std::vector<std::string> copied;
   for (const auto& name : in.tensor_names()) {
     if (consumed.count(name)) continue;
+    // Copied as stored: same header dtype (BOOL, F8_E5M2, ... included), same shape, same bytes.
     const TensorInfo& info = in.info(name);
-    if (!info.dtype)
-      fail(ErrorCode::Unsupported, "tensor '" + name + "' has dtype " + info.dtype_name + ", which mxmoe cannot copy into the output");
-    entries.push_back({name, *info.dtype, info.shape});
+    entries.push_back({name, info.dtype.value_or(DType::U8), info.shape, info.dtype_name});
     copied.push_back(name);
   }
   for (const auto& plan : plans)
@@ -41,7 +40,8 @@ QuantizeSummary quantize_checkpoint(const Checkpoint& in, const std::string& out
   };
   QuantizeSummary summary;
   for (const auto& name : copied) {
-    const HostTensor t = in.view(name);
+    const TensorInfo& info = in.info(name);
+    const HostTensor t = in.view_as(name, DType::U8, {static_cast<std::int64_t>(info.end - info.begin)});
     writer.append(t.data(), t.nbytes());
     report();
   }

@@ -5,6 +5,7 @@
 
 #include "formats/mxfp4.hpp"
 #include "layout/alias_table.hpp"
+#include "layout/layer_dtypes.hpp"
 #include "layout/tensor_convert.hpp"
 #include "mxmoe/error.hpp"
 
@@ -14,15 +15,17 @@ namespace {
 using layout::Resolved;
 using layout::Role;
 
-// Quantizes `rows` rows of K floats (starting at flat element `first` of `src`) into packed codes
-// and E8M0 scales. NaN/Inf inputs are refused by name and index.
+// Quantizes `rows` rows of K floats into packed codes and E8M0 scales; element (r, k) is flat element
+// first + r * row_step + k * k_step of `src` (k_step 1 for row-major rows; the transposed, interleaved
+// gpt-oss tensors step otherwise). NaN/Inf inputs are refused by name and index.
 void quantize_rows(const HostTensor& src, const std::string& name, std::int64_t first, std::int64_t rows, std::int64_t K,
-                   std::uint8_t* packed, std::uint8_t* scales) {
+                   std::uint8_t* packed, std::uint8_t* scales, std::int64_t row_step = -1, std::int64_t k_step = 1) {
+  if (row_step < 0) row_step = K;
   std::vector<float> row(static_cast<std::size_t>(K));
   std::vector<std::uint8_t> codes(static_cast<std::size_t>(K));
   for (std::int64_t r = 0; r < rows; ++r) {
     for (std::int64_t k = 0; k < K; ++k) {
-      const std::int64_t i = first + r * K + k;
+      const std::int64_t i = first + r * row_step + k * k_step;
       row[k] = layout::load_float(src, i);
       if (!std::isfinite(row[k]))
         fail(ErrorCode::Format, "tensor '" + name + "': value at index " + layout::index_str(src.shape(), i) + " is not finite");
@@ -41,6 +44,7 @@ class DenseQuantizer {
   LoadedMoeLayer run() {
     if (ref_.layout == MoeLayout::DensePerExpert) per_expert();
     else if (ref_.layout == MoeLayout::DenseFused) fused();
+    else if (ref_.layout == MoeLayout::DenseGptOss) gpt_oss();
     else fail(ErrorCode::InvalidArgument, "layer " + std::to_string(ref_.layer) + " is already MXFP4 (" + moe_layout_name(ref_.layout) + ")");
     router();
     out_.scale_format = "E8M0 (quantized by mxmoe)";
@@ -137,12 +141,60 @@ class DenseQuantizer {
     }
   }
 
+  // Hugging Face bf16 gpt-oss (alias_table.cpp): canonical gate row r of expert e is column 2r of
+  // gate_up_proj[e] ([H, 2I]), up row r is column 2r + 1; canonical w2 row h is column h of down_proj[e]
+  // ([I, H]). The bias is de-interleaved the same way; down_proj_bias is already canonical.
+  void gpt_oss() {
+    const Resolved r13 = *find(Role::W13);
+    const Shape s13 = ckpt_.info(r13.name).shape;
+    if (s13.size() != 3 || s13[2] % 2)
+      fail(ErrorCode::Shape, "tensor '" + r13.name + "' has shape " + shape_str(s13) + ", expected [E, H, 2I]");
+    const std::int64_t E = s13[0], H = s13[1], I = s13[2] / 2;
+    const Resolved r2 = *find(Role::W2);
+    const HostTensor w13 = float_view(r13, {E, H, 2 * I}, "gate_up_proj");
+    const HostTensor w2 = float_view(r2, {E, I, H}, "down_proj");
+    allocate(r13.name, E, H, I);
+    auto& w = out_.weights;
+    for (std::int64_t e = 0; e < E; ++e) {
+      const std::int64_t base13 = e * H * 2 * I;
+      for (int half = 0; half < 2; ++half)  // 0: gate (even columns), 1: up (odd columns)
+        quantize_rows(w13, r13.name, base13 + half, I, H, w.w13.mutable_as<std::uint8_t>() + (e * 2 * I + half * I) * H / 2,
+                      w.w13_scale.mutable_as<std::uint8_t>() + (e * 2 * I + half * I) * H / 32, 2, 2 * I);
+      quantize_rows(w2, r2.name, e * I * H, H, I, w.w2.mutable_as<std::uint8_t>() + e * H * I / 2,
+                    w.w2_scale.mutable_as<std::uint8_t>() + e * H * I / 32, 1, H);
+    }
+    record(Role::W13, r13, false);
+    record(Role::W2, r2, false);
+    if (auto b = find(Role::W13Bias)) {
+      layout::expect_shape(b->name, ckpt_.info(b->name).shape, {E, 2 * I}, "gate_up_proj bias");
+      const HostTensor src = layout::to_f32(ckpt_, b->name);
+      w.w13_bias = HostTensor::zeros(DType::F32, {E, 2 * I});
+      for (std::int64_t e = 0; e < E; ++e)
+        for (std::int64_t r = 0; r < 2 * I; ++r)
+          w.w13_bias->mutable_as<float>()[e * 2 * I + (r % 2) * I + r / 2] = src.as<float>()[e * 2 * I + r];
+      record(Role::W13Bias, *b, false);
+    }
+    if (auto b = find(Role::W2Bias)) {
+      layout::expect_shape(b->name, ckpt_.info(b->name).shape, {E, H}, "down_proj bias");
+      w.w2_bias = layout::to_f32(ckpt_, b->name);
+      record(Role::W2Bias, *b, false);
+    }
+  }
+
   void router() {
     const std::int64_t E = out_.weights.num_experts, H = out_.weights.hidden;
     if (auto r = find(Role::RouterWeight)) {
       layout::expect_shape(r->name, ckpt_.info(r->name).shape, {E, H}, "router weight");
       out_.weights.router_weight = layout::to_f32(ckpt_, r->name);
       record(Role::RouterWeight, *r, false);
+    }
+    if (ref_.layout == MoeLayout::DenseGptOss) {  // a logit bias, not a correction bias (checkpoint.hpp)
+      if (auto r = find(Role::RouterLogitBias)) {
+        layout::expect_shape(r->name, ckpt_.info(r->name).shape, {E}, "router bias");
+        out_.router_logit_bias = layout::to_f32(ckpt_, r->name);
+        record(Role::RouterLogitBias, *r, false);
+      }
+      return;
     }
     if (auto r = find(Role::CorrectionBias)) {
       layout::expect_shape(r->name, ckpt_.info(r->name).shape, {E}, "correction bias");
@@ -159,6 +211,9 @@ class DenseQuantizer {
 
 }  // namespace
 
-LoadedMoeLayer quantize_moe_layer(const Checkpoint& ckpt, const MoeLayerRef& ref) { return DenseQuantizer(ckpt, ref).run(); }
+LoadedMoeLayer quantize_moe_layer(const Checkpoint& ckpt, const MoeLayerRef& ref) {
+  layout::check_layer_dtypes(ckpt, ref);
+  return DenseQuantizer(ckpt, ref).run();
+}
 
 }  // namespace mxmoe

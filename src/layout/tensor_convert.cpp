@@ -24,7 +24,29 @@ float half_to_float(std::uint16_t h) {
   return formats::bits_float(sign | (static_cast<std::uint32_t>(exp + 112) << 23) | (man << 13));
 }
 
+}  // namespace
+
+std::uint16_t float_to_half(float f) {
+  const std::uint32_t u = formats::float_bits(f);
+  const std::uint16_t sign = static_cast<std::uint16_t>((u >> 16) & 0x8000u);
+  const float a = std::fabs(f);
+  if (std::isnan(f)) return static_cast<std::uint16_t>(sign | 0x7e00u);
+  if (a >= 65520.0f) return static_cast<std::uint16_t>(sign | 0x7c00u);  // rounds past the largest half
+  if (a < 6.103515625e-05f)  // below 2^-14: a subnormal half, a multiple of 2^-24 (nearbyint rounds to even)
+    return static_cast<std::uint16_t>(sign | static_cast<std::uint16_t>(std::nearbyint(a * 16777216.0f)));
+  std::uint32_t m = u & 0x7fffffu, e = ((u >> 23) & 0xffu) - 112;
+  const std::uint32_t rest = m & 0x1fffu;
+  m >>= 13;
+  if (rest > 0x1000u || (rest == 0x1000u && (m & 1u))) ++m;  // carries into the exponent when m overflows
+  return static_cast<std::uint16_t>(sign | ((e << 10) + m));
+}
+
+namespace {
+
 bool is_float_dtype(DType d) { return d == DType::BF16 || d == DType::F16 || d == DType::F32; }
+
+const char* const kScaleRange =
+    "usable scales are 2^-127..2^125 (E8M0 bytes 0..252); E2M1 values up to 6 times a larger scale overflow float32";
 
 }  // namespace
 
@@ -65,9 +87,13 @@ void expect_shape(const std::string& name, const Shape& found, const Shape& expe
 
 void check_e8m0(const HostTensor& t, const std::string& name) {
   const auto* p = t.as<std::uint8_t>();
-  for (std::int64_t i = 0; i < t.numel(); ++i)
+  for (std::int64_t i = 0; i < t.numel(); ++i) {
     if (p[i] == formats::kE8m0Nan)
       fail(ErrorCode::Format, "tensor '" + name + "': scale at index " + index_str(t.shape(), i) + " is the E8M0 NaN byte 0xFF");
+    if (p[i] > formats::kE8m0MaxFinite)
+      fail(ErrorCode::Format, "tensor '" + name + "': scale at index " + index_str(t.shape(), i) + " is 2^" + std::to_string(p[i] - 127) +
+                                  " (E8M0 byte " + std::to_string(p[i]) + "): " + kScaleRange);
+  }
 }
 
 bool scales_to_e8m0(const HostTensor& t, const std::string& name, std::uint8_t* dst) {
@@ -86,9 +112,15 @@ bool scales_to_e8m0(const HostTensor& t, const std::string& name, std::uint8_t* 
       std::ostringstream os;
       os.precision(9);
       os << v;
-      fail(ErrorCode::Format, "tensor '" + name + "': scale " + os.str() + " at index " + index_str(t.shape(), i) +
-                                  " is not an exact power of two in 2^-127..2^127, so it has no lossless E8M0 form");
+      const std::string at = "tensor '" + name + "': scale " + os.str() + " at index " + index_str(t.shape(), i);
+      int exp = 0;
+      if (v > 0.0f && std::isfinite(v) && std::frexp(v, &exp) == 0.5f)  // v = 2^(exp-1): a power of two E8M0 cannot hold
+        fail(ErrorCode::Format, at + " is 2^" + std::to_string(exp - 1) + ", an exact power of two outside E8M0's range 2^-127..2^127");
+      fail(ErrorCode::Format, at + " is not an exact power of two, so it has no lossless E8M0 form");
     }
+    if (dst[i] > formats::kE8m0MaxFinite)
+      fail(ErrorCode::Format, "tensor '" + name + "': scale at index " + index_str(t.shape(), i) + " is 2^" + std::to_string(dst[i] - 127) +
+                                  ": " + kScaleRange);
   }
   return true;
 }
