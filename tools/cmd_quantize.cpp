@@ -16,7 +16,7 @@ void draw_bar(std::uint64_t done, std::uint64_t total) {
             << "% of " << (total >> 20) << " MiB" << std::flush;
 }
 
-int run_quantize(const std::string& in, const std::string& out, const std::string& layout_name) {
+int run_quantize(const std::string& in, const std::string& out, const std::string& layout_name, bool force) {
   const MoeLayout layout = parse_mxfp4_layout(layout_name);
   const Checkpoint ckpt = Checkpoint::open(in);
   int last_percent = -1;
@@ -29,7 +29,7 @@ int run_quantize(const std::string& in, const std::string& out, const std::strin
     drew = true;
     draw_bar(done, total);
   };
-  const QuantizeSummary s = quantize_checkpoint(ckpt, out, layout, progress);
+  const QuantizeSummary s = quantize_checkpoint(ckpt, out, layout, progress, force);
   if (drew) std::cerr << "\n";
   std::cout << "wrote " << out << " (" << moe_layout_name(layout) << "): " << s.layers_quantized << " layer(s) quantized, "
             << s.layers_converted << " converted, " << s.tensors_copied << " other tensor(s) copied, " << s.bytes_written
@@ -42,10 +42,16 @@ const RegisterCommand kQuantize{
       auto in = std::make_shared<std::string>();
       auto out = std::make_shared<std::string>();
       auto layout = std::make_shared<std::string>();
+      auto force = std::make_shared<bool>(false);
       sub.add_option("in", *in, "input checkpoint: .safetensors file, index or directory")->required();
       sub.add_option("out", *out, "output .safetensors file")->required();
       sub.add_option("--layout", *layout, "dsv4 | fused | gpt-oss")->required();
-      return [in, out, layout] { return run_quantize(*in, *out, *layout); };
+      sub.add_flag("--force", *force, "replace OUT if it exists (never when OUT is one of the input's files)");
+      sub.footer(
+          "OUT is written under a unique temporary name in its folder and renamed into place when complete;\n"
+          "on any error only that temporary is removed. OUT may not be a file of the input (checked by inode),\n"
+          "nor a .safetensors inside a model folder that has no model.safetensors.index.json.");
+      return [in, out, layout, force] { return run_quantize(*in, *out, *layout, *force); };
     }};
 
 }  // namespace

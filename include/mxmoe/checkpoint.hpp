@@ -40,6 +40,12 @@ class Checkpoint {
 
   const std::string& path() const;
   const std::vector<std::string>& files() const;
+  // The model.safetensors.index.json read ("" when none), the folder the checkpoint lives in (where a
+  // config.json describes the model), and whether it was opened as a folder without an index (then
+  // every *.safetensors in it belongs to it, so a new one there would change the checkpoint).
+  const std::string& index_path() const;
+  const std::string& directory() const;
+  bool is_directory_scan() const;
   std::vector<std::string> tensor_names() const;  // sorted
   bool contains(const std::string& name) const;
   // The header entry; mxmoe::Error (NotFound) naming the tensor and the checkpoint when absent.
@@ -57,6 +63,12 @@ class Checkpoint {
   std::shared_ptr<const Impl> impl_;
 };
 
+// Installs a SIGBUS handler so that a mapped checkpoint file that shrinks while it is read (truncated
+// or rewritten by another program) ends the process with one line naming the file and exit status 2,
+// instead of a crash; unfinished outputs' temporaries are removed first. A SIGBUS at any other address
+// keeps its default action. For programs (the CLI calls it first thing); a library leaves signals alone.
+void install_mapped_file_guard();
+
 // Parses and validates the header of a whole safetensors image `data` [0, size) without keeping it:
 // the header length, JSON, dtypes, shapes and data offsets (inside the data section, consistent with
 // shape x dtype, no overlap, no hole). Throws mxmoe::Error naming `label`, the tensor and the fault.
@@ -65,7 +77,11 @@ std::vector<TensorInfo> parse_safetensors_header(const std::uint8_t* data, std::
 // ---------------------------------------------------------------- writing safetensors
 
 // Writes a safetensors file sequentially: the header is fixed by the entries given up front, then each
-// tensor's bytes are appended in that order. The file appears (by rename) only when finish() succeeds.
+// tensor's bytes are appended in that order. The bytes go to a fresh temporary of a unique name in the
+// output's folder (mkstemp: no user file is ever reused); the file appears by an atomic rename only when
+// finish() succeeds, and an unfinished writer deletes its temporary and nothing else. With
+// `replace_existing` false an existing `path` is refused, at construction and again atomically at the
+// rename (renameat2 RENAME_NOREPLACE, or link + unlink where the file system lacks it).
 class SafetensorsWriter {
  public:
   struct Entry {
@@ -77,7 +93,7 @@ class SafetensorsWriter {
     std::string stored_dtype = {};
   };
   SafetensorsWriter(const std::string& path, std::vector<Entry> entries,
-                    const std::map<std::string, std::string>& metadata = {});
+                    const std::map<std::string, std::string>& metadata = {}, bool replace_existing = true);
   ~SafetensorsWriter();
   SafetensorsWriter(const SafetensorsWriter&) = delete;
   SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
@@ -95,6 +111,7 @@ class SafetensorsWriter {
   std::uint64_t total_ = 0, written_ = 0;
   std::FILE* out_ = nullptr;
   bool finished_ = false;
+  bool replace_existing_ = true;
 };
 
 // Writes named tensors in the order given.
@@ -173,7 +190,12 @@ struct QuantizeSummary {
   int tensors_copied = 0;
   std::uint64_t bytes_written = 0;
 };
+// The input is never harmed: an OUT that is one of its files (by inode), a folder, or a .safetensors
+// that would join a model folder read without an index is refused, as is an existing OUT unless
+// `overwrite` (checkpoint/output_check.hpp); the file is written under a unique temporary name and
+// renamed into place when complete.
 QuantizeSummary quantize_checkpoint(const Checkpoint& in, const std::string& out_path, MoeLayout layout,
-                                    const std::function<void(std::uint64_t, std::uint64_t)>& progress = {});
+                                    const std::function<void(std::uint64_t, std::uint64_t)>& progress = {},
+                                    bool overwrite = false);
 
 }  // namespace mxmoe

@@ -2,12 +2,13 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
+#include "checkpoint/mapping_guard.hpp"
+#include "checkpoint/regular_file.hpp"
 #include "mxmoe/error.hpp"
 
 namespace mxmoe::checkpoint {
@@ -16,14 +17,9 @@ namespace {
 class MappedFile : public ByteSource {
  public:
   explicit MappedFile(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail(ErrorCode::Io, "cannot open '" + path + "': " + std::strerror(errno));
-    struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      fail(ErrorCode::Io, "'" + path + "' is not a regular file");
-    }
-    size_ = static_cast<std::size_t>(st.st_size);
+    std::uint64_t size = 0;
+    const int fd = open_regular_file(path, "checkpoint file", &size);
+    size_ = static_cast<std::size_t>(size);
     if (size_ > 0) {
       void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
       if (p == MAP_FAILED) {
@@ -32,11 +28,15 @@ class MappedFile : public ByteSource {
         fail(ErrorCode::Io, "cannot map '" + path + "': " + std::strerror(err));
       }
       data_ = static_cast<const std::uint8_t*>(p);
+      register_mapping(data_, size_, path);  // a later shrink is reported by name (mapping_guard.hpp)
     }
     ::close(fd);  // the mapping outlives the descriptor
   }
   ~MappedFile() override {
-    if (data_) ::munmap(const_cast<std::uint8_t*>(data_), size_);
+    if (data_) {
+      unregister_mapping(data_);
+      ::munmap(const_cast<std::uint8_t*>(data_), size_);
+    }
   }
 };
 

@@ -1,19 +1,74 @@
 // SafetensorsWriter: header first (fixed by the declared entries), then the tensors' bytes in order.
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "checkpoint/dtypes.hpp"
+#include "checkpoint/mapping_guard.hpp"
 #include "mxmoe/checkpoint.hpp"
 #include "mxmoe/error.hpp"
 
 namespace mxmoe {
+namespace {
+
+// "<dir>/.<name>.mxmoe-XXXXXX" created by mkstemp: unique, in OUT's folder (so the final rename stays
+// on one file system and is atomic), hidden, and never the name of an existing file.
+std::FILE* create_temporary(const std::string& path, std::string* tmp_path) {
+  const std::filesystem::path p(path);
+  const std::string dir = p.parent_path().empty() ? "." : p.parent_path().string();
+  std::string tmpl = dir + "/." + p.filename().string() + ".mxmoe-XXXXXX";
+  const int fd = ::mkstemp(tmpl.data());
+  if (fd < 0) fail(ErrorCode::Io, "cannot create a temporary file in '" + dir + "' for '" + path + "': " + std::strerror(errno));
+  // mkstemp makes the file 0600; give it the mode a plain create would (0666 less the umask).
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  ::fchmod(fd, 0666 & ~mask);
+  std::FILE* f = ::fdopen(fd, "wb");
+  if (!f) {
+    ::close(fd);
+    ::unlink(tmpl.c_str());
+    fail(ErrorCode::Io, "cannot open the temporary '" + tmpl + "': " + std::strerror(errno));
+  }
+  *tmp_path = tmpl;
+  return f;
+}
+
+// Moves the finished temporary onto `path`; without `replace`, atomically refuses an existing `path`.
+void publish(const std::string& tmp, const std::string& path, bool replace) {
+  if (replace) {
+    if (std::rename(tmp.c_str(), path.c_str()) != 0)
+      fail(ErrorCode::Io, "cannot rename '" + tmp + "' to '" + path + "': " + std::strerror(errno));
+    return;
+  }
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) return;
+  int err = errno;
+  if (err == EINVAL || err == ENOSYS) {  // no RENAME_NOREPLACE here: link() refuses an existing target too
+    if (::link(tmp.c_str(), path.c_str()) == 0) {
+      ::unlink(tmp.c_str());
+      return;
+    }
+    err = errno;
+  }
+  if (err == EEXIST) fail(ErrorCode::InvalidArgument, "output '" + path + "' appeared while it was being written; not replacing it");
+  fail(ErrorCode::Io, "cannot rename '" + tmp + "' to '" + path + "': " + std::strerror(err));
+}
+
+}  // namespace
 
 SafetensorsWriter::SafetensorsWriter(const std::string& path, std::vector<Entry> entries,
-                                     const std::map<std::string, std::string>& metadata)
-    : path_(path), tmp_path_(path + ".partial"), entries_(std::move(entries)) {
+                                     const std::map<std::string, std::string>& metadata, bool replace_existing)
+    : path_(path), entries_(std::move(entries)), replace_existing_(replace_existing) {
+  struct stat st {};
+  if (!replace_existing && ::lstat(path.c_str(), &st) == 0)
+    fail(ErrorCode::InvalidArgument, "output '" + path + "' exists; not replacing it");
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::set<std::string> names;
@@ -39,17 +94,23 @@ SafetensorsWriter::SafetensorsWriter(const std::string& path, std::vector<Entry>
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data section 8-byte aligned
 
-  out_ = std::fopen(tmp_path_.c_str(), "wb");
-  if (!out_) fail(ErrorCode::Io, "cannot create '" + tmp_path_ + "': " + std::strerror(errno));
+  out_ = create_temporary(path_, &tmp_path_);
+  checkpoint::register_temp_output(tmp_path_);  // removed by the SIGBUS guard too (mapping_guard.hpp)
   std::uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(text.size()) >> (8 * i));
-  if (std::fwrite(len, 1, 8, out_) != 8 || std::fwrite(text.data(), 1, text.size(), out_) != text.size())
-    fail(ErrorCode::Io, "cannot write the header of '" + tmp_path_ + "'");
+  if (std::fwrite(len, 1, 8, out_) != 8 || std::fwrite(text.data(), 1, text.size(), out_) != text.size()) {
+    const int err = errno;
+    std::fclose(out_);  // a throwing constructor runs no destructor: clean up here
+    ::unlink(tmp_path_.c_str());
+    checkpoint::unregister_temp_output(tmp_path_);
+    fail(ErrorCode::Io, "cannot write the header of '" + tmp_path_ + "': " + std::strerror(err));
+  }
 }
 
 SafetensorsWriter::~SafetensorsWriter() {
   if (out_) std::fclose(out_);
-  if (!finished_) std::remove(tmp_path_.c_str());
+  if (!finished_ && !tmp_path_.empty()) ::unlink(tmp_path_.c_str());  // ours alone: mkstemp made it
+  if (!tmp_path_.empty()) checkpoint::unregister_temp_output(tmp_path_);
 }
 
 void SafetensorsWriter::append(const void* data, std::size_t nbytes) {
@@ -68,8 +129,7 @@ void SafetensorsWriter::finish() {
   const int closed = std::fclose(out_);
   out_ = nullptr;
   if (closed != 0) fail(ErrorCode::Io, "cannot close '" + tmp_path_ + "'");
-  if (std::rename(tmp_path_.c_str(), path_.c_str()) != 0)
-    fail(ErrorCode::Io, "cannot rename '" + tmp_path_ + "' to '" + path_ + "': " + std::strerror(errno));
+  publish(tmp_path_, path_, replace_existing_);
   finished_ = true;
 }
 

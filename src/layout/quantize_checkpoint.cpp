@@ -2,14 +2,16 @@
 // converted when it was MXFP4 already), every other tensor copied byte for byte.
 #include <set>
 
+#include "checkpoint/output_check.hpp"
 #include "layout/emit.hpp"
 #include "mxmoe/error.hpp"
 
 namespace mxmoe {
 
 QuantizeSummary quantize_checkpoint(const Checkpoint& in, const std::string& out_path, MoeLayout layout,
-                                    const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+                                    const std::function<void(std::uint64_t, std::uint64_t)>& progress, bool overwrite) {
   if (!layout_is_mxfp4(layout)) fail(ErrorCode::InvalidArgument, std::string("cannot write layout ") + moe_layout_name(layout));
+  checkpoint::check_output_spares_input(in, out_path, overwrite);  // before any work
   const auto layers = find_moe_layers(in);
   if (layers.empty()) fail(ErrorCode::NotFound, "checkpoint '" + in.path() + "' holds no MoE layer in a known layout");
 
@@ -34,7 +36,7 @@ QuantizeSummary quantize_checkpoint(const Checkpoint& in, const std::string& out
   for (const auto& plan : plans)
     for (const auto& p : plan) entries.push_back(p.entry);
 
-  SafetensorsWriter writer(out_path, entries, {{"format", "pt"}, {"mxmoe_layout", moe_layout_name(layout)}});
+  SafetensorsWriter writer(out_path, entries, {{"format", "pt"}, {"mxmoe_layout", moe_layout_name(layout)}}, overwrite);
   auto report = [&] {
     if (progress) progress(writer.written_bytes(), writer.total_bytes());
   };
