@@ -7,7 +7,7 @@
 #include <string>
 
 #include "mxmoe/bench.hpp"
-#include "expect_error.hpp"
+#include "test_util.hpp"
 #include "mxmoe/error.hpp"
 
 using namespace mxmoe;

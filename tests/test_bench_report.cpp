@@ -8,7 +8,7 @@
 #include <string>
 
 #include "mxmoe/bench.hpp"
-#include "expect_error.hpp"
+#include "test_util.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/moe_layer.hpp"
 
@@ -166,14 +166,11 @@ TEST(BenchReport, RoutingDocumentHoldsTheIds) {
 
 #ifdef MXMOE_CLI
 namespace {
-// Runs the CLI, returning its exit status and what it printed (stdout + stderr).
+// The CLI's exit status, and what it printed (stdout + stderr) in `output`.
 int run_cli(const std::string& args, std::string* output) {
-  FILE* p = popen((std::string(MXMOE_CLI) + " " + args + " 2>&1").c_str(), "r");
-  if (!p) return -1;
-  char buf[512];
-  while (fgets(buf, sizeof buf, p)) *output += buf;
-  const int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  const test::CliRun r = test::run_cli(args);
+  *output += r.output();
+  return r.rc;
 }
 }  // namespace
 

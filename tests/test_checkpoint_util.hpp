@@ -17,6 +17,7 @@
 
 #include "mxmoe/checkpoint.hpp"
 #include "mxmoe/error.hpp"
+#include "test_util.hpp"
 
 namespace mxmoe::testing {
 
@@ -72,18 +73,10 @@ std::string error_of(F&& f) {
   return "";
 }
 
-struct CliResult {
-  int rc;
-  std::string out, err;
-};
-
-inline CliResult run_command(const std::string& command, const TempDir& dir) {
-  const std::string out = dir / "cmd.out", err = dir / "cmd.err";
-  const int status = std::system((command + " >" + out + " 2>" + err).c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_text(out), read_text(err)};
-}
-
-inline CliResult run_cli(const std::string& args, const TempDir& dir) { return run_command(std::string(MXMOE_CLI) + " " + args, dir); }
+// The shared runners of test_util.hpp; the TempDir argument only keeps these tests' call sites short.
+using CliResult = test::CliRun;
+inline CliResult run_command(const std::string& command, const TempDir&) { return test::run_command(command); }
+inline CliResult run_cli(const std::string& args, const TempDir&) { return test::run_cli(args); }
 
 inline bool have_python_safetensors() {
   static const bool ok = std::system("python3 -c 'import safetensors, numpy' >/dev/null 2>&1") == 0;

@@ -1,7 +1,7 @@
-// The layer's format checks, which need no GPU: bf16 activations for MXFP4, group 32 (16 is NVFP4).
+// The weights' format checks, which need no GPU: bf16 activations for MXFP4, group 32 (16 is NVFP4).
 #include <gtest/gtest.h>
 
-#include "expect_error.hpp"
+#include "test_util.hpp"
 #include "mxmoe/moe_layer.hpp"
 
 using namespace mxmoe;
@@ -9,25 +9,26 @@ using test::expect_error;
 
 namespace {
 
-MoeLayerOptions options_with(DType activations, int group) {
-  MoeLayerOptions o;
-  o.max_tokens = 4;
-  o.top_k = 2;
-  o.activation_dtype = activations;
-  o.group_size = group;
-  return o;
+WeightFormat format(DType activations, int group) {
+  WeightFormat f;
+  f.activation_dtype = activations;
+  f.group_size = group;
+  return f;
 }
 
-TEST(LayerFormats, Bf16WithGroup32IsAccepted) { EXPECT_NO_THROW(validate_layer_formats(MoeLayerOptions{})); }
+TEST(LayerFormats, Bf16WithGroup32IsAcceptedAndIsWhatWeightsCarry) {
+  EXPECT_NO_THROW(validate_layer_formats(WeightFormat{}));
+  EXPECT_NO_THROW(validate_layer_formats(CanonicalMoeWeights{}.format));
+}
 
 TEST(LayerFormats, Fp16ActivationsAreRefusedSayingWhy) {
-  expect_error([] { validate_layer_formats(options_with(DType::F16, 32)); }, ErrorCode::DType, "need bf16 activations, got F16");
-  expect_error([] { validate_layer_formats(options_with(DType::F32, 32)); }, ErrorCode::DType, "must be bf16");
+  expect_error([] { validate_layer_formats(format(DType::F16, 32)); }, ErrorCode::DType, "need bf16 activations, got F16");
+  expect_error([] { validate_layer_formats(format(DType::F32, 32)); }, ErrorCode::DType, "must be bf16");
 }
 
 TEST(LayerFormats, GroupSixteenIsNvfp4NotSupportedYet) {
-  expect_error([] { validate_layer_formats(options_with(DType::BF16, 16)); }, ErrorCode::Unsupported, "NVFP4");
-  expect_error([] { validate_layer_formats(options_with(DType::BF16, 64)); }, ErrorCode::InvalidArgument,
+  expect_error([] { validate_layer_formats(format(DType::BF16, 16)); }, ErrorCode::Unsupported, "NVFP4");
+  expect_error([] { validate_layer_formats(format(DType::BF16, 64)); }, ErrorCode::InvalidArgument,
                "group size must be 16 (NVFP4, E4M3 scales) or 32 (MXFP4, E8M0 scales), got 64");
 }
 
@@ -37,9 +38,14 @@ TEST(LayerFormats, TheLayerConstructorChecksThemFirst) {
   spec.num_experts = 4;
   spec.hidden = 64;
   spec.inter = 32;
-  const CanonicalMoeWeights w = make_synthetic_weights(spec);
-  expect_error([&] { MoeLayer layer(w, options_with(DType::F16, 32)); }, ErrorCode::DType, "need bf16 activations");
-  expect_error([&] { MoeLayer layer(w, options_with(DType::BF16, 16)); }, ErrorCode::Unsupported, "NVFP4");
+  CanonicalMoeWeights w = make_synthetic_weights(spec);
+  MoeLayerOptions o;
+  o.max_tokens = 4;
+  o.top_k = 2;
+  w.format = format(DType::F16, 32);
+  expect_error([&] { MoeLayer layer(w, o); }, ErrorCode::DType, "need bf16 activations");
+  w.format = format(DType::BF16, 16);
+  expect_error([&] { MoeLayer layer(w, o); }, ErrorCode::Unsupported, "NVFP4");
 }
 
 }  // namespace

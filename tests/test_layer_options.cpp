@@ -1,7 +1,7 @@
 // MoeLayer's checks that run before it touches a GPU: they hold on any machine with the CUDA build.
 #include <gtest/gtest.h>
 
-#include "expect_error.hpp"
+#include "test_util.hpp"
 #include "mxmoe/moe_layer.hpp"
 
 using namespace mxmoe;

@@ -10,8 +10,8 @@
 #include "core/random.hpp"
 #include "formats/bf16.hpp"
 #include "mxmoe/parallel.hpp"
-#include "parallel_test_inputs.hpp"
 #include "mxmoe/reference.hpp"
+#include "mxmoe/verify.hpp"
 
 using namespace mxmoe;
 
@@ -19,21 +19,15 @@ namespace {
 
 constexpr double kBf16Tolerance = 1e-2;  // relative Frobenius; measured 2.6e-3 to 2.9e-3 (two bf16 roundings)
 
-double relative_frobenius(const std::vector<std::uint16_t>& got, const std::vector<std::uint16_t>& want) {
-  double diff = 0.0, norm = 0.0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    const double g = formats::bf16_to_float(got[i]), w = formats::bf16_to_float(want[i]);
-    diff += (g - w) * (g - w);
-    norm += w * w;
-  }
-  return std::sqrt(diff / norm);  // NaN in `got` makes this NaN, which fails every EXPECT_LT
-}
 
-// Distinct random experts per token, positive weights; slot 1 of every third token is -1.
-TopK random_topk(int tokens, int top_k, int num_experts, std::uint64_t seed) {
-  return test::random_topk(tokens, top_k, num_experts, seed, test::SlotMask{1, 3, 0});
+// The tests' routing mask: slot 1 of every third token is -1.
+verify::TopKMask rank_mask() {
+  verify::TopKMask m;
+  m.slot = 1;
+  m.every = 3;
+  m.phase = 0;
+  return m;
 }
-using test::random_hidden;
 
 std::vector<std::uint16_t> sharded_oracle(const CanonicalMoeWeights& full, ShardKind kind, int world, const std::vector<std::uint16_t>& hidden,
                                           const TopK& topk, const ActivationConfig& act) {
@@ -56,13 +50,13 @@ TEST(ParallelOracle, CombinedShardsMatchTheUnshardedOracleGptOssShape) {
   spec.with_biases = true;
   spec.seed = 77;
   const CanonicalMoeWeights full = make_synthetic_weights(spec);
-  const std::vector<std::uint16_t> hidden = random_hidden(6, 2880, 6.0, 78);
-  const TopK topk = random_topk(6, 3, 8, 79);
+  const std::vector<std::uint16_t> hidden = verify::random_hidden(6, 2880, 78, 6.0);
+  const TopK topk = verify::random_topk(6, 8, 3, 79, rank_mask());
   for (const ActivationConfig& act : {ActivationConfig::silu_mul(), ActivationConfig::clamped_silu_mul(10.0f), ActivationConfig::gpt_oss()}) {
     const std::vector<std::uint16_t> want = reference::moe_forward(full, hidden.data(), 6, topk, act);
     for (ShardKind kind : {ShardKind::Tensor, ShardKind::Expert})
       for (int world : {2, 4, 8})
-        EXPECT_LT(relative_frobenius(sharded_oracle(full, kind, world, hidden, topk, act), want), kBf16Tolerance)
+        EXPECT_LT(verify::relative_error(sharded_oracle(full, kind, world, hidden, topk, act), want), kBf16Tolerance)
             << shard_kind_name(kind) << " world " << world << " activation " << activation_kind_name(act.kind);
   }
 }
@@ -75,13 +69,13 @@ TEST(ParallelOracle, UnevenSplitsMatchTheUnshardedOracle) {
   spec.with_biases = true;
   spec.seed = 90;
   const CanonicalMoeWeights full = make_synthetic_weights(spec);
-  const std::vector<std::uint16_t> hidden = random_hidden(9, 128, 20.0, 91);
-  const TopK topk = random_topk(9, 2, 7, 92);
+  const std::vector<std::uint16_t> hidden = verify::random_hidden(9, 128, 91, 20.0);
+  const TopK topk = verify::random_topk(9, 7, 2, 92, rank_mask());
   const ActivationConfig act = ActivationConfig::gpt_oss();
   const std::vector<std::uint16_t> want = reference::moe_forward(full, hidden.data(), 9, topk, act);
   for (int world : {3, 5, 7}) {
-    EXPECT_LT(relative_frobenius(sharded_oracle(full, ShardKind::Tensor, world, hidden, topk, act), want), kBf16Tolerance) << "TP " << world;
-    EXPECT_LT(relative_frobenius(sharded_oracle(full, ShardKind::Expert, world, hidden, topk, act), want), kBf16Tolerance) << "EP " << world;
+    EXPECT_LT(verify::relative_error(sharded_oracle(full, ShardKind::Tensor, world, hidden, topk, act), want), kBf16Tolerance) << "TP " << world;
+    EXPECT_LT(verify::relative_error(sharded_oracle(full, ShardKind::Expert, world, hidden, topk, act), want), kBf16Tolerance) << "EP " << world;
   }
 }
 
@@ -93,8 +87,8 @@ TEST(ParallelOracle, WorldOneIsBitIdentical) {
   spec.inter = 64;
   spec.with_biases = true;
   const CanonicalMoeWeights full = make_synthetic_weights(spec);
-  const std::vector<std::uint16_t> hidden = random_hidden(5, 64, 2.0, 3);
-  const TopK topk = random_topk(5, 2, 4, 4);
+  const std::vector<std::uint16_t> hidden = verify::random_hidden(5, 64, 3, 2.0);
+  const TopK topk = verify::random_topk(5, 4, 2, 4, rank_mask());
   const ActivationConfig act = ActivationConfig::clamped_silu_mul(10.0f);
   const std::vector<std::uint16_t> want = reference::moe_forward(full, hidden.data(), 5, topk, act);
   for (ShardKind kind : {ShardKind::Tensor, ShardKind::Expert})

@@ -13,10 +13,10 @@
 
 #include "core/random.hpp"
 #include "formats/mxfp4.hpp"
-#include "expect_error.hpp"
+#include "test_util.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/parallel.hpp"
-#include "parallel_test_inputs.hpp"
+#include "mxmoe/verify.hpp"
 
 using namespace mxmoe;
 using ::testing::HasSubstr;
@@ -102,22 +102,17 @@ std::vector<double> moe_forward64(const CanonicalMoeWeights& w, const std::vecto
   return out;
 }
 
-double relative_frobenius(const std::vector<double>& got, const std::vector<double>& want) {
-  double diff = 0.0, norm = 0.0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    diff += (got[i] - want[i]) * (got[i] - want[i]);
-    norm += want[i] * want[i];
-  }
-  return std::sqrt(diff / norm);
-}
 
 // ---- fresh random inputs ----
 
-// Distinct random experts per token, positive weights; slot 0 of every odd token is -1.
-TopK random_topk(int tokens, int top_k, int num_experts, std::uint64_t seed) {
-  return test::random_topk(tokens, top_k, num_experts, seed, test::SlotMask{0, 2, 1});
+// The tests' routing mask: slot 0 of every odd token is -1.
+verify::TopKMask rank_mask() {
+  verify::TopKMask m;
+  m.slot = 0;
+  m.every = 2;
+  m.phase = 1;
+  return m;
 }
-using test::random_hidden;
 
 std::vector<ActivationConfig> all_activations() {
   return {ActivationConfig::silu_mul(), ActivationConfig::clamped_silu_mul(10.0f), ActivationConfig::gpt_oss()};
@@ -391,13 +386,13 @@ TEST(ParallelCombine, SumsInFloatAndRoundsOnce) {
 
 TEST(ParallelRecombine, RankOutputsSumToTheUnshardedLayerForTpAndEp248AllActivations) {
   const CanonicalMoeWeights& full = gpt_oss_shaped_weights();
-  const std::vector<std::uint16_t> hidden = random_hidden(3, 2880, 6.0, 31);  // large enough that the clamps bite
-  const TopK topk = random_topk(3, 2, 8, 32);
+  const std::vector<std::uint16_t> hidden = verify::random_hidden(3, 2880, 31, 6.0);  // large enough that the clamps bite
+  const TopK topk = verify::random_topk(3, 8, 2, 32, rank_mask());
   for (const ActivationConfig& act : all_activations()) {
     const std::vector<double> want = moe_forward64(full, hidden, topk, act);
     for (ShardKind kind : {ShardKind::Tensor, ShardKind::Expert})
       for (int world : {2, 4, 8}) {
-        const double rel = relative_frobenius(sum_of_rank_outputs(full, kind, world, hidden, topk, act), want);
+        const double rel = verify::relative_error(sum_of_rank_outputs(full, kind, world, hidden, topk, act), want);
         EXPECT_LT(rel, 1e-12) << shard_kind_name(kind) << " world " << world << " activation " << activation_kind_name(act.kind);
       }
   }
@@ -411,13 +406,13 @@ TEST(ParallelRecombine, UnevenSplitsSumToTheUnshardedLayer) {
   spec.with_biases = true;
   spec.seed = 5;
   const CanonicalMoeWeights full = make_synthetic_weights(spec);
-  const std::vector<std::uint16_t> hidden = random_hidden(5, 96, 20.0, 41);
-  const TopK topk = random_topk(5, 3, 7, 42);
+  const std::vector<std::uint16_t> hidden = verify::random_hidden(5, 96, 41, 20.0);
+  const TopK topk = verify::random_topk(5, 7, 3, 42, rank_mask());
   for (const ActivationConfig& act : all_activations()) {
     const std::vector<double> want = moe_forward64(full, hidden, topk, act);
     for (int world : {3, 5, 7}) {
-      EXPECT_LT(relative_frobenius(sum_of_rank_outputs(full, ShardKind::Tensor, world, hidden, topk, act), want), 1e-12) << "TP " << world;
-      EXPECT_LT(relative_frobenius(sum_of_rank_outputs(full, ShardKind::Expert, world, hidden, topk, act), want), 1e-12) << "EP " << world;
+      EXPECT_LT(verify::relative_error(sum_of_rank_outputs(full, ShardKind::Tensor, world, hidden, topk, act), want), 1e-12) << "TP " << world;
+      EXPECT_LT(verify::relative_error(sum_of_rank_outputs(full, ShardKind::Expert, world, hidden, topk, act), want), 1e-12) << "EP " << world;
     }
   }
 }
@@ -426,7 +421,7 @@ TEST(ParallelRecombine, UnevenSplitsSumToTheUnshardedLayer) {
 // unsharded activation bit for bit.
 TEST(ParallelRecombine, PaddedIntermediatesActivateToExactlyZero) {
   const CanonicalMoeWeights& full = gpt_oss_shaped_weights();
-  const std::vector<std::uint16_t> hidden = random_hidden(1, 2880, 6.0, 51);
+  const std::vector<std::uint16_t> hidden = verify::random_hidden(1, 2880, 51, 6.0);
   std::vector<double> x(2880);
   for (int h = 0; h < 2880; ++h) x[h] = formats::bf16_to_float(hidden[h]);
   for (const ActivationConfig& act : all_activations()) {

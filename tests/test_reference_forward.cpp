@@ -19,6 +19,7 @@
 #include "formats/bf16.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/reference.hpp"
+#include "mxmoe/verify.hpp"
 #include "mxmoe/weights.hpp"
 #include "reference/moe_forward_batches.hpp"
 
@@ -91,18 +92,6 @@ std::vector<double> model_f64(const CanonicalMoeWeights& w, const std::vector<st
 
 // ---- helpers -----------------------------------------------------------------------------------
 
-// ||got - want|| / ||want||; NaN whenever any value is NaN, so EXPECT_LT(err, x) fails on NaN.
-double rel_error(const std::vector<std::uint16_t>& got, const std::vector<double>& want) {
-  double d = 0, n = 0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    const double g = formats::bf16_to_float(got[i]);
-    if (std::isnan(g) || std::isnan(want[i])) return NAN;
-    d += (g - want[i]) * (g - want[i]);
-    n += want[i] * want[i];
-  }
-  return std::sqrt(d / n);
-}
-
 // Largest |got - want| divided by the rms of want.
 double max_error_over_rms(const std::vector<std::uint16_t>& got, const std::vector<double>& want) {
   double n = 0, worst = 0;
@@ -116,27 +105,15 @@ double max_error_over_rms(const std::vector<std::uint16_t>& got, const std::vect
   return worst / rms;
 }
 
-std::vector<std::uint16_t> random_hidden(int T, int H, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<std::uint16_t> x(static_cast<std::size_t>(T) * H);
-  for (auto& v : x) v = formats::float_to_bf16(nd(rng));
-  return x;
+// Routing masks that skip (-1) a fraction `p` of the pairs.
+verify::TopKMask dropping(double p) {
+  verify::TopKMask mask;
+  mask.drop = p;
+  return mask;
 }
-
-// Random ids in 0..E-1 (or -1 with probability `skip`), weights in [0.1, 1).
-TopK random_topk(int T, int k, int E, double skip, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> id(0, E - 1);
-  std::uniform_real_distribution<float> wt(0.1f, 1.0f);
-  std::uniform_real_distribution<double> u(0.0, 1.0);
-  TopK tk{T, k, {}, {}};
-  for (int i = 0; i < T * k; ++i) {
-    tk.ids.push_back(u(rng) < skip ? -1 : id(rng));
-    tk.weights.push_back(wt(rng));
-  }
-  return tk;
-}
+using verify::random_topk;
+using verify::random_hidden;
+using verify::relative_error;
 
 CanonicalMoeWeights weights(int E, int H, int I, bool biases, std::uint64_t seed, float std = 0.02f) {
   SyntheticSpec s;
@@ -152,7 +129,7 @@ CanonicalMoeWeights weights(int E, int H, int I, bool biases, std::uint64_t seed
 void expect_close(const std::vector<std::uint16_t>& got, const std::vector<double>& want, const std::string& what) {
   ASSERT_EQ(got.size(), want.size()) << what;
   for (std::uint16_t v : got) ASSERT_TRUE(std::isfinite(formats::bf16_to_float(v))) << what;
-  EXPECT_LT(rel_error(got, want), 1e-2) << what;
+  EXPECT_LT(relative_error(got, want), 1e-2) << what;
   EXPECT_LT(max_error_over_rms(got, want), 3e-2) << what;
 }
 
@@ -185,7 +162,7 @@ TEST(ReferenceForward, EveryActivationWithAndWithoutBiasesMatchesFloat64) {
         const int T = 20, k = 1 + static_cast<int>(seed % 3) * 3;  // k = 1, 4, 7
         const CanonicalMoeWeights w = weights(E, H, I, biases, seed, 0.25f);
         const auto x = random_hidden(T, H, seed + 100);
-        const TopK tk = random_topk(T, k, E, 0.15, seed + 200);
+        const TopK tk = random_topk(T, E, k, seed + 200, dropping(0.15));
         int clamp_hits = 0;
         const std::vector<double> want = model_f64(w, x, T, tk, act, &clamp_hits);
         expect_close(reference::moe_forward(w, x.data(), T, tk, act, 2), want, label(act, biases, I, k));
@@ -199,10 +176,10 @@ TEST(ReferenceForward, ClampIsNotIgnored) {
   const int E = 4, H = 64, I = 64, T = 8;
   const CanonicalMoeWeights w = weights(E, H, I, false, 5, 0.25f);
   const auto x = random_hidden(T, H, 6);
-  const TopK tk = random_topk(T, 2, E, 0.0, 7);
+  const TopK tk = random_topk(T, E, 2, 7);
   const auto clamped = reference::moe_forward(w, x.data(), T, tk, ActivationConfig::clamped_silu_mul(1.0f));
-  EXPECT_GT(rel_error(clamped, model_f64(w, x, T, tk, ActivationConfig::silu_mul())), 0.1);
-  EXPECT_LT(rel_error(clamped, model_f64(w, x, T, tk, ActivationConfig::clamped_silu_mul(1.0f))), 1e-2);
+  EXPECT_GT(relative_error(clamped, model_f64(w, x, T, tk, ActivationConfig::silu_mul())), 0.1);
+  EXPECT_LT(relative_error(clamped, model_f64(w, x, T, tk, ActivationConfig::clamped_silu_mul(1.0f))), 1e-2);
 }
 
 TEST(ReferenceForward, EveryRoutingModeEndToEnd) {
@@ -223,7 +200,7 @@ TEST(ReferenceForward, TopKEqualToExpertCountAndDuplicates) {
   const int E = 8, H = 64, I = 32, T = 5;
   const CanonicalMoeWeights w = weights(E, H, I, true, 31);
   const auto x = random_hidden(T, H, 32);
-  TopK tk = random_topk(T, E, E, 0.0, 33);
+  TopK tk = random_topk(T, E, E, 33);
   for (int t = 0; t < T; ++t)
     for (int s = 0; s < E; ++s) tk.ids[t * E + s] = (s + t) % E;  // every expert once per token
   tk.ids[3] = tk.ids[4];                                           // and a duplicate in token 0
@@ -238,7 +215,7 @@ TEST(ReferenceForward, IntermediateIsRoundedToBf16) {
   const int E = 8, H = 128, I = 96, T = 12;
   const CanonicalMoeWeights w = weights(E, H, I, true, 131);
   const auto x = random_hidden(T, H, 132);
-  const TopK tk = random_topk(T, 3, E, 0.0, 133);
+  const TopK tk = random_topk(T, E, 3, 133);
   const auto act = ActivationConfig::silu_mul();
   const std::vector<double> want = model_f64(w, x, T, tk, act, nullptr, true);
   const auto got = reference::moe_forward(w, x.data(), T, tk, act);
@@ -255,7 +232,7 @@ TEST(ReferenceFloat64, MatchesTheTestModel) {
   const int E = 8, H = 96, I = 64, T = 9;
   const CanonicalMoeWeights w = weights(E, H, I, true, 41, 0.25f);
   const auto x = random_hidden(T, H, 42);
-  const TopK tk = random_topk(T, 3, E, 0.2, 43);
+  const TopK tk = random_topk(T, E, 3, 43, dropping(0.2));
   for (const ActivationConfig& act : {ActivationConfig::silu_mul(), ActivationConfig::clamped_silu_mul(3.0f), ActivationConfig::gpt_oss(1.702f, 2.0f)}) {
     const std::vector<double> all = model_f64(w, x, T, tk, act);
     const std::vector<int> rows = {7, 0, 4};
@@ -275,7 +252,7 @@ TEST(ReferenceForward, SkippedIdsContributeExactlyNothing) {
   const int E = 8, H = 64, I = 32, T = 6, k = 3;
   const CanonicalMoeWeights w = weights(E, H, I, true, 51);
   const auto x = random_hidden(T, H, 52);
-  TopK tk = random_topk(T, k, E, 0.0, 53);
+  TopK tk = random_topk(T, E, k, 53);
   for (int s = 0; s < k; ++s) tk.ids[2 * k + s] = -1;  // token 2: nothing on this rank
   const auto act = ActivationConfig::silu_mul();
   const auto out = reference::moe_forward(w, x.data(), T, tk, act);
@@ -294,7 +271,7 @@ TEST(ReferenceForward, ResultDoesNotDependOnThreadsOrBatch) {
   const int E = 8, H = 128, I = 64, T = 20, k = 4;
   const CanonicalMoeWeights w = weights(E, H, I, true, 61);
   const auto x = random_hidden(T, H, 62);
-  const TopK tk = random_topk(T, k, E, 0.1, 63);
+  const TopK tk = random_topk(T, E, k, 63, dropping(0.1));
   const auto act = ActivationConfig::clamped_silu_mul(10.0f);
   const auto one = reference::moe_forward(w, x.data(), T, tk, act, 1);
   EXPECT_EQ(one, reference::moe_forward(w, x.data(), T, tk, act, 2));
@@ -333,7 +310,7 @@ TEST(ReferenceForward, NanNeverPasses) {
   const int E = 4, H = 64, I = 32, T = 3;
   const CanonicalMoeWeights w = weights(E, H, I, false, 91);
   auto x = random_hidden(T, H, 92);
-  const TopK tk = random_topk(T, 2, E, 0.0, 93);
+  const TopK tk = random_topk(T, E, 2, 93);
   const auto act = ActivationConfig::clamped_silu_mul(10.0f);
   const std::vector<double> want = model_f64(w, x, T, tk, act);
   x[1 * H + 17] = 0x7fc0;  // a NaN in token 1's hidden state
@@ -343,7 +320,7 @@ TEST(ReferenceForward, NanNeverPasses) {
     EXPECT_TRUE(std::isfinite(formats::bf16_to_float(out[0 * H + h])));
   }
   // The comparison helpers of this file fail on NaN.
-  EXPECT_FALSE(rel_error(out, want) < 1e-2);
+  EXPECT_FALSE(relative_error(out, want) < 1e-2);
   EXPECT_FALSE(max_error_over_rms(out, want) < 3e-2);
 }
 
@@ -354,7 +331,7 @@ TEST(ReferenceForward, RejectsBadIds) {
   const CanonicalMoeWeights w = weights(E, H, I, false, 101);
   const auto x = random_hidden(T, H, 102);
   const auto act = ActivationConfig::silu_mul();
-  TopK tk = random_topk(T, k, E, 0.0, 103);
+  TopK tk = random_topk(T, E, k, 103);
   tk.ids[1 * k + 1] = 300;
   EXPECT_THAT(error_of([&] { reference::moe_forward(w, x.data(), T, tk, act); }),
               HasSubstr("token 1 slot 1: expert id 300 is outside -1..7"));
@@ -376,7 +353,7 @@ TEST(ReferenceForward, RejectsBadShapesAndPointers) {
   const CanonicalMoeWeights w = weights(E, H, I, false, 111);
   const auto x = random_hidden(T, H, 112);
   const auto act = ActivationConfig::silu_mul();
-  const TopK good = random_topk(T, k, E, 0.0, 113);
+  const TopK good = random_topk(T, E, k, 113);
   TopK tk = good;
   tk.ids.pop_back();
   EXPECT_THAT(error_of([&] { reference::moe_forward(w, x.data(), T, tk, act); }),
@@ -400,7 +377,7 @@ TEST(ReferenceForward, RejectsBadActivationAndWeights) {
   const int E = 8, H = 64, I = 32, T = 2;
   CanonicalMoeWeights w = weights(E, H, I, true, 121);
   const auto x = random_hidden(T, H, 122);
-  const TopK tk = random_topk(T, 2, E, 0.0, 123);
+  const TopK tk = random_topk(T, E, 2, 123);
   EXPECT_THAT(error_of([&] { reference::moe_forward(w, x.data(), T, tk, ActivationConfig::clamped_silu_mul(0.0f)); }),
               HasSubstr("limit must be a positive finite number"));
   EXPECT_THAT(error_of([&] { reference::moe_forward(w, x.data(), T, tk, ActivationConfig::gpt_oss(1.702f, -1.0f)); }),

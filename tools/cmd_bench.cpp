@@ -16,7 +16,7 @@
 #include "mxmoe/moe_layer.hpp"
 #include "mxmoe/presets.hpp"
 #ifdef MXMOE_HAVE_CUDA
-#include "bench/device_bench.hpp"
+#include "mxmoe/bench_run.hpp"
 #endif
 
 namespace mxmoe::cli {

@@ -13,17 +13,17 @@
 #include <vector>
 
 #include "command.hpp"
-#include "device_memory.hpp"
-#include "core/random.hpp"
-#include "formats/bf16.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/moe_layer.hpp"
 #include "mxmoe/presets.hpp"
 #include "mxmoe/reference.hpp"
+#include "mxmoe/verify.hpp"
 #include "mxmoe/weights.hpp"
 
 #ifdef MXMOE_HAVE_CUDA
 #include <cuda_runtime.h>
+
+#include "mxmoe/device_buffer.hpp"
 #endif
 
 namespace mxmoe::cli {
@@ -87,35 +87,6 @@ std::string describe(const Problem& p, std::uint64_t seed) {
   return s.str();
 }
 
-std::vector<std::uint16_t> random_hidden(int tokens, int hidden, std::uint64_t seed) {
-  SplitMix64 rng(stream_seed(seed, 0x41dd3eull));
-  std::vector<std::uint16_t> x(static_cast<std::size_t>(tokens) * hidden);
-  for (auto& v : x) v = formats::float_to_bf16(static_cast<float>(rng.normal()));
-  return x;
-}
-
-// `n` token indices spread evenly over 0..tokens-1.
-std::vector<int> spread_indices(int tokens, int n) {
-  std::vector<int> idx;
-  for (int j = 0; j < n; ++j) idx.push_back(static_cast<int>(static_cast<std::int64_t>(j) * tokens / n));
-  return idx;
-}
-
-// ||got - want|| / ||want|| over the listed tokens' rows; NaN anywhere gives NaN.
-double relative_error(const std::vector<std::uint16_t>& out, int hidden, const std::vector<int>& rows, const std::vector<double>& want) {
-  double diff = 0.0, norm = 0.0;
-  for (std::size_t j = 0; j < rows.size(); ++j)
-    for (int h = 0; h < hidden; ++h) {
-      const double g = formats::bf16_to_float(out[static_cast<std::size_t>(rows[j]) * hidden + h]);
-      const double r = want[j * hidden + h];
-      diff += (g - r) * (g - r);
-      norm += r * r;
-    }
-  if (std::isnan(diff) || std::isnan(norm)) return NAN;
-  if (norm == 0.0) return diff == 0.0 ? 0.0 : INFINITY;
-  return std::sqrt(diff / norm);
-}
-
 std::string join(const std::vector<int>& v) {
   std::string s;
   for (int x : v) s += (s.empty() ? "" : ", ") + std::to_string(x);
@@ -148,7 +119,7 @@ Inputs make_inputs(const Problem& p, std::uint64_t seed) {
   spec.seed = seed;
   Inputs in;
   in.weights = make_synthetic_weights(spec);
-  in.hidden = random_hidden(p.tokens, p.layer.hidden, seed);
+  in.hidden = verify::random_hidden(p.tokens, p.layer.hidden, seed);
   const std::vector<float> logits = reference::router_logits(in.weights, in.hidden.data(), p.tokens);
   in.topk = reference::route(logits.data(), p.tokens, p.layer.num_experts, p.layer.routing, in.weights.correction_bias->as<float>());
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -168,31 +139,14 @@ int run_cpu(const DemoOptions& o) {
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::cout << "backend cpu-reference: " << p.tokens << " tokens in " << std::fixed << std::setprecision(3) << s << " s -> "
             << std::setprecision(1) << p.tokens / s << " tokens/s\n" << std::defaultfloat;
-  const std::vector<int> rows = spread_indices(p.tokens, p.check_tokens);
+  const std::vector<int> rows = verify::spread_rows(p.tokens, p.check_tokens);
   const std::vector<double> want =
       reference::moe_forward_f64(in.weights, in.hidden.data(), p.tokens, in.topk, p.layer.activation, rows, o.threads);
-  return report_check("a float64 recomputation", rows, relative_error(out, p.layer.hidden, rows, want), kCpuCheckLimit);
+  return report_check("a float64 recomputation", rows, verify::relative_error(verify::take_rows(out, p.layer.hidden, rows), want),
+                      kCpuCheckLimit);
 }
 
 #ifdef MXMOE_HAVE_CUDA
-// The oracle's answer for the listed tokens only.
-std::vector<double> oracle_rows(const Inputs& in, const Problem& p, const std::vector<int>& rows, int threads) {
-  const int H = p.layer.hidden, k = p.layer.top_k, n = static_cast<int>(rows.size());
-  std::vector<std::uint16_t> hidden;
-  TopK sub;
-  sub.num_tokens = n;
-  sub.top_k = k;
-  for (int t : rows) {
-    hidden.insert(hidden.end(), in.hidden.begin() + static_cast<std::ptrdiff_t>(t) * H, in.hidden.begin() + static_cast<std::ptrdiff_t>(t + 1) * H);
-    sub.ids.insert(sub.ids.end(), in.topk.ids.begin() + t * k, in.topk.ids.begin() + (t + 1) * k);
-    sub.weights.insert(sub.weights.end(), in.topk.weights.begin() + t * k, in.topk.weights.begin() + (t + 1) * k);
-  }
-  const std::vector<std::uint16_t> out = reference::moe_forward(in.weights, hidden.data(), n, sub, p.layer.activation, threads);
-  std::vector<double> want(out.size());
-  for (std::size_t i = 0; i < out.size(); ++i) want[i] = formats::bf16_to_float(out[i]);
-  return want;
-}
-
 int run_gpu(const DemoOptions& o, const std::string& device) {
   const Problem p = make_problem(o, true);
   std::cout << "backend gpu: " << device << "\n" << describe(p, o.seed);
@@ -206,10 +160,10 @@ int run_gpu(const DemoOptions& o, const std::string& device) {
   MoeLayer layer(in.weights, lo);
   std::cout << "layer: prepared in " << layer.prepare_ms() << " ms, " << layer.device_bytes() / 1e6 << " MB on the device\n";
 
-  const DeviceBuffer d_hidden = to_device(in.hidden, "demo: hidden states to the device");
-  const DeviceBuffer d_ids = to_device(in.topk.ids, "demo: top-k ids to the device");
-  const DeviceBuffer d_weights = to_device(in.topk.weights, "demo: top-k weights to the device");
-  const DeviceBuffer d_out(static_cast<std::size_t>(T) * H * 2, "demo: cudaMalloc(output)");
+  const DeviceBuffer d_hidden = DeviceBuffer::from_host(in.hidden, "demo: hidden states");
+  const DeviceBuffer d_ids = DeviceBuffer::from_host(in.topk.ids, "demo: top-k ids");
+  const DeviceBuffer d_weights = DeviceBuffer::from_host(in.topk.weights, "demo: top-k weights");
+  const DeviceBuffer d_out(static_cast<std::size_t>(T) * H * 2, "demo: output");
   cudaStream_t stream = nullptr;
   check_cuda(cudaStreamCreate(&stream), "cudaStreamCreate");
   std::unique_ptr<CUstream_st, void (*)(cudaStream_t)> stream_guard(stream, [](cudaStream_t s) { cudaStreamDestroy(s); });
@@ -235,17 +189,16 @@ int run_gpu(const DemoOptions& o, const std::string& device) {
   }
   std::sort(ms.begin(), ms.end());
   const double median_ms = ms[ms.size() / 2];
-  const std::vector<std::uint16_t> out = to_host<std::uint16_t>(d_out, static_cast<std::size_t>(T) * H, "demo: output to the host");
+  const std::vector<std::uint16_t> out = d_out.to_host<std::uint16_t>();
   std::cout << "forward: " << T << " tokens, median of " << kGpuTimedRuns << " runs " << std::fixed << std::setprecision(1)
             << median_ms * 1e3 << " us -> " << std::setprecision(0) << T / (median_ms * 1e-3) << " tokens/s\n" << std::defaultfloat;
 
-  const std::vector<int> rows = spread_indices(T, p.check_tokens);
-  const std::vector<double> want = oracle_rows(in, p, rows, o.threads);
-  std::vector<std::uint16_t> got;
-  for (int t : rows) got.insert(got.end(), out.begin() + static_cast<std::ptrdiff_t>(t) * H, out.begin() + static_cast<std::ptrdiff_t>(t + 1) * H);
-  std::vector<int> dense(rows.size());
-  for (std::size_t j = 0; j < rows.size(); ++j) dense[j] = static_cast<int>(j);
-  const double err = relative_error(got, H, dense, want);
+  // The oracle on the checked tokens only: it costs seconds per token at full size.
+  const std::vector<int> rows = verify::spread_rows(T, p.check_tokens);
+  const std::vector<std::uint16_t> sub_hidden = verify::take_rows(in.hidden, H, rows);
+  const std::vector<std::uint16_t> want = reference::moe_forward(in.weights, sub_hidden.data(), static_cast<int>(rows.size()),
+                                                                 verify::take_rows(in.topk, rows), p.layer.activation, o.threads);
+  const double err = verify::relative_error(verify::take_rows(out, H, rows), want);
   return report_check("the CPU reference (reference::moe_forward)", rows, err, kGpuCheckLimit);
 }
 #endif

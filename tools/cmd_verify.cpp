@@ -7,16 +7,17 @@
 #include <optional>
 
 #include "command.hpp"
-#include "device_memory.hpp"
-#include "core/random.hpp"
 #include "formats/bf16.hpp"
 #include "mxmoe/checkpoint.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/moe_layer.hpp"
 #include "mxmoe/reference.hpp"
+#include "mxmoe/verify.hpp"
 
 #ifdef MXMOE_HAVE_CUDA
 #include <cuda_runtime.h>
+
+#include "mxmoe/device_buffer.hpp"
 #endif
 
 namespace mxmoe::cli {
@@ -112,43 +113,15 @@ std::vector<std::uint16_t> forward_gpu(const CanonicalMoeWeights& w, const std::
   opt.top_k = topk.top_k;
   opt.activation = act;
   MoeLayer layer(w, opt);
-  const DeviceBuffer d_hidden = to_device(hidden, "verify: hidden states to the device");
-  const DeviceBuffer d_ids = to_device(topk.ids, "verify: top-k ids to the device");
-  const DeviceBuffer d_weights = to_device(topk.weights, "verify: top-k weights to the device");
-  const DeviceBuffer d_out(hidden.size() * 2, "verify: cudaMalloc(output)");
+  const DeviceBuffer d_hidden = DeviceBuffer::from_host(hidden, "verify: hidden states");
+  const DeviceBuffer d_ids = DeviceBuffer::from_host(topk.ids, "verify: top-k ids");
+  const DeviceBuffer d_weights = DeviceBuffer::from_host(topk.weights, "verify: top-k weights");
+  const DeviceBuffer d_out(hidden.size() * 2, "verify: output");
   layer.forward(d_hidden.as(), d_ids.as<const std::int32_t>(), d_weights.as<const float>(), d_out.as(), T, nullptr);
   check_cuda(cudaDeviceSynchronize(), "verify: forward");
-  return to_host<std::uint16_t>(d_out, hidden.size(), "verify: output to the host");
+  return d_out.to_host<std::uint16_t>();
 }
 #endif
-
-// ---- comparison
-
-struct Metrics {
-  double max_abs = 0, rel_l2 = 0, max_ref = 0;
-  bool finite = true;
-};
-
-Metrics compare(const std::vector<double>& got, const std::vector<double>& ref) {
-  Metrics m;
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    if (!std::isfinite(got[i]) || !std::isfinite(ref[i])) m.finite = false;
-    const double d = got[i] - ref[i];
-    m.max_abs = std::max(m.max_abs, std::fabs(d));
-    m.max_ref = std::max(m.max_ref, std::fabs(ref[i]));
-    num += d * d;
-    den += ref[i] * ref[i];
-  }
-  m.rel_l2 = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-  return m;
-}
-
-std::vector<double> widen(const std::vector<std::uint16_t>& bf16, std::size_t begin, std::size_t count) {
-  std::vector<double> out(count);
-  for (std::size_t i = 0; i < count; ++i) out[i] = formats::bf16_to_float(bf16[begin + i]);
-  return out;
-}
 
 int run_verify(const VerifyOptions& o) {
   if (o.tokens < 1) fail(ErrorCode::InvalidArgument, "--tokens must be at least 1, got " + std::to_string(o.tokens));
@@ -163,42 +136,39 @@ int run_verify(const VerifyOptions& o) {
   routing.validate(E);
 
   // Random tokens and random router logits: every expert gets exercised, whatever the router.
-  SplitMix64 rng(o.seed);
-  std::vector<std::uint16_t> hidden(static_cast<std::size_t>(T) * H);
-  for (auto& h : hidden) h = formats::float_to_bf16(static_cast<float>(rng.normal()));
-  std::vector<float> logits(static_cast<std::size_t>(T) * E);
-  for (auto& v : logits) v = static_cast<float>(rng.normal());
+  const std::vector<std::uint16_t> hidden = verify::random_hidden(T, H, o.seed);
+  const std::vector<float> logits = verify::random_logits(T, E, o.seed + 1);
   const TopK topk = reference::route(logits.data(), T, E, routing, nullptr);
 
   std::cout << "layer " << l.ref.layer << " (" << moe_layout_name(l.ref.layout) << ", '" << l.ref.module_prefix << "experts.'): E=" << E
             << " H=" << H << " I=" << w.inter << ", " << T << " random tokens, softmax top-" << k << ", activation "
             << activation_kind_name(act.kind) << "\n";
   const std::vector<std::uint16_t> oracle = reference::moe_forward(w, hidden.data(), T, topk, act);
-  Metrics m;
+  verify::Comparison m;
   const DeviceCheck device = o.backend == "cpu" ? DeviceCheck{false, "--backend cpu"} : check_hopper_device();
   if (device.ok) {
 #ifdef MXMOE_HAVE_CUDA
     const std::vector<std::uint16_t> gpu = forward_gpu(w, hidden, topk, act, T);
     std::cout << "backend: GPU MoeLayer on " << device.message << ", checked against the CPU oracle on all " << T << " tokens\n";
-    m = compare(widen(gpu, 0, gpu.size()), widen(oracle, 0, oracle.size()));
+    m = verify::compare(gpu, oracle);
 #else
     fail(ErrorCode::Unsupported, "verify: a GPU was reported, but this build has no CUDA backend");
 #endif
   } else {
     const int checked = std::min(T, 8);
-    std::vector<double> got, ref;
+    std::vector<double> ref;
     for (int t = 0; t < checked; ++t) {
       const auto r = forward_f64(w, hidden, topk, act, t);
       ref.insert(ref.end(), r.begin(), r.end());
-      const auto g = widen(oracle, static_cast<std::size_t>(t) * H, H);
-      got.insert(got.end(), g.begin(), g.end());
     }
+    const std::vector<std::uint16_t> got(oracle.begin(), oracle.begin() + static_cast<std::ptrdiff_t>(checked) * H);
     std::cout << "backend: CPU oracle (no GPU layer: " << device.message << "), checked against a float64 recomputation of " << checked
               << " tokens\n";
-    m = compare(got, ref);
+    m = verify::compare(got, ref);
   }
-  const bool pass = m.finite && m.rel_l2 <= o.tolerance;
-  std::cout << "max_abs_err " << m.max_abs << "  rel_l2_err " << m.rel_l2 << "  max_abs_ref " << m.max_ref << "  tolerance(rel_l2) "
+  const bool pass = m.relative_error <= o.tolerance;  // +inf (never passes) on NaN or Inf
+  std::cout << "max_abs_err " << m.max_abs_error << "  rel_l2_err " << m.relative_error << "  max_abs_ref " << m.max_abs_want
+            << "  tolerance(rel_l2) "
             << o.tolerance << (m.finite ? "" : "  NON-FINITE VALUES") << "\n"
             << (pass ? "PASS" : "FAIL") << "\n";
   return pass ? 0 : 1;

@@ -24,15 +24,7 @@ struct MoeLayerOptions {
   ActivationConfig activation;
   int device = 0;
   GemmTile gemm_tile = GemmTile::Auto;
-  // What the caller's tensors are: activations (hidden in, out) and the weights' quantisation group.
-  // MXFP4 (group 32, E8M0 scales) needs bf16 activations; group 16 is NVFP4 (E4M3 scales).
-  DType activation_dtype = DType::BF16;
-  int group_size = 32;
 };
-
-// The checks of the options that need no GPU (dtype, group size); MoeLayer's constructor runs them
-// first. Throws mxmoe::Error saying what is wrong and why.
-void validate_layer_formats(const MoeLayerOptions& options);
 
 // What the device can do for us: true with the device's name, or false and why not.
 struct DeviceCheck {

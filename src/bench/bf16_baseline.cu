@@ -9,6 +9,7 @@
 
 #include "bench/device_bench.hpp"
 #include "bench/cuda_status.hpp"
+#include "core/activation.hpp"
 #include "formats/bf16.hpp"
 #include "formats/mxfp4.hpp"
 #include "mxmoe/error.hpp"
@@ -41,14 +42,6 @@ __global__ void gather_kernel(const uint4* hidden, const std::int32_t* token, ui
   for (int c = threadIdx.x; c < chunks; c += blockDim.x) dst[c] = src[c];
 }
 
-__device__ float activate(float g, float u, ActivationKind kind, float limit, float alpha) {
-  if (kind == ActivationKind::SiluMul) return g / (1.0f + __expf(-g)) * u;
-  g = fminf(g, limit);
-  u = fminf(fmaxf(u, -limit), limit);
-  if (kind == ActivationKind::ClampedSiluMul) return g / (1.0f + __expf(-g)) * u;
-  return (u + 1.0f) * g / (1.0f + __expf(-alpha * g));
-}
-
 // a[i, j] = act(y1[i, j] + b[e, j], y1[i, I + j] + b[e, I + j]) for sorted row i of expert e.
 __global__ void activation_kernel(const std::uint16_t* y1, const std::int32_t* expert, const float* bias13,
                                   std::uint16_t* a, int inter, ActivationKind kind, float limit, float alpha) {
@@ -61,7 +54,7 @@ __global__ void activation_kernel(const std::uint16_t* y1, const std::int32_t* e
       g += b[j];
       u += b[inter + j];
     }
-    a[i * inter + j] = formats::float_to_bf16(activate(g, u, kind, limit, alpha));
+    a[i * inter + j] = formats::float_to_bf16(activate(kind, g, u, limit, alpha));
   }
 }
 
@@ -178,7 +171,7 @@ Bf16Baseline::Bf16Baseline(const CanonicalMoeWeights& w, const ActivationConfig&
     m.w2_scale = DeviceBuffer();
   }
   baseline_check_cublas(cublasCreate(&m.handle), "cublasCreate");
-  baseline_check_cublas(cublasSetWorkspace(m.handle, m.workspace.get(), m.workspace.size()), "cublasSetWorkspace");
+  baseline_check_cublas(cublasSetWorkspace(m.handle, m.workspace.as(), m.workspace.bytes()), "cublasSetWorkspace");
 }
 
 Bf16Baseline::~Bf16Baseline() {

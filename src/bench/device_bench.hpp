@@ -1,5 +1,5 @@
-// The GPU side of `mxmoe bench` (CUDA builds only): the timer, the card's limits, the cuBLAS bf16
-// baseline, and the whole measured sweep of one layer shape. Library code: returns data, never prints.
+// The GPU side of `mxmoe bench` (CUDA builds only): the timer, the card's limits and the cuBLAS bf16
+// baseline behind the measured sweep of mxmoe/bench_run.hpp. Library code: returns data, never prints.
 #pragma once
 
 #include <cstddef>
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mxmoe/bench.hpp"
+#include "mxmoe/bench_run.hpp"
 #include "mxmoe/config.hpp"
 #include "mxmoe/moe_layer.hpp"
 #include "mxmoe/reference.hpp"
@@ -19,34 +20,6 @@ struct CUstream_st;
 typedef struct CUstream_st* cudaStream_t;
 
 namespace mxmoe::bench {
-
-// Owns one cudaMalloc'd block; throws mxmoe::Error (Cuda) naming `what` when allocation fails.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(std::size_t bytes, const char* what);
-  ~DeviceBuffer();
-  DeviceBuffer(DeviceBuffer&& other) noexcept;
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-
-  void* get() const { return ptr_; }
-  template <class T> T* as() const { return static_cast<T*>(ptr_); }
-  std::size_t size() const { return bytes_; }
-  void upload(const void* host, std::size_t bytes, std::size_t offset = 0);
-  void download(void* host, std::size_t bytes) const;
-
- private:
-  void* ptr_ = nullptr;
-  std::size_t bytes_ = 0;
-};
-
-struct TimingOptions {
-  int warmup = 10;                       // untimed replays first
-  int reps = 100;                        // timed replays; the median is reported
-  std::size_t flush_bytes = 256u << 20;  // written before every replay (H100 L2: 50 MB)
-};
 
 // Captures the work `body` enqueues into a CUDA graph and replays it: `warmup` untimed replays,
 // then `reps` replays, each preceded by an L2 flush (a memset of flush_bytes) that lies outside
@@ -103,32 +76,5 @@ class Bf16Baseline {
  private:
   std::unique_ptr<Impl> impl_;
 };
-
-// What a sweep runs on.
-struct BenchConfig {
-  LayerShape shape;
-  ActivationConfig activation;
-  bool biases = false;
-  std::vector<int> tokens;
-  double skew = 0.0;
-  std::uint64_t seed = 1;
-  TimingOptions timing;
-  bool run_bf16 = true;
-  int gemm_n = 8192;
-  std::int64_t copy_bytes = std::int64_t(1) << 30;
-  int device = 0;
-  GemmTile gemm_tile = GemmTile::Auto;
-};
-
-struct BenchRun {
-  Report report;
-  std::vector<TopK> routings;  // one per row, in row order
-};
-
-// Measures the limits, then for every token count the read floor, mxmoe's MoeLayer::forward and
-// the cuBLAS bf16 baseline on the same inputs. `progress` is told what is being measured.
-// Throws mxmoe::Error (Unsupported) when no Hopper GPU is present. Frees all device memory before
-// returning, so a baseline in another process can use the card next.
-BenchRun run_bench(const BenchConfig& config, const std::function<void(const std::string&)>& progress);
 
 }  // namespace mxmoe::bench

@@ -40,50 +40,6 @@ int sm_count() {
 
 }  // namespace
 
-DeviceBuffer::DeviceBuffer(std::size_t bytes, const char* what) : bytes_(bytes) {
-  if (bytes == 0) return;
-  const cudaError_t err = cudaMalloc(&ptr_, bytes);
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    ptr_ = nullptr;
-    fail(ErrorCode::Cuda, std::string("bench: cannot allocate ") + std::to_string(bytes) + " bytes on the GPU for " +
-                              what + ": " + cudaGetErrorString(err));
-  }
-}
-
-DeviceBuffer::~DeviceBuffer() {
-  if (ptr_) cudaFree(ptr_);
-}
-
-DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept : ptr_(other.ptr_), bytes_(other.bytes_) {
-  other.ptr_ = nullptr;
-  other.bytes_ = 0;
-}
-
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
-  if (this != &other) {
-    if (ptr_) cudaFree(ptr_);
-    ptr_ = other.ptr_;
-    bytes_ = other.bytes_;
-    other.ptr_ = nullptr;
-    other.bytes_ = 0;
-  }
-  return *this;
-}
-
-void DeviceBuffer::upload(const void* host, std::size_t bytes, std::size_t offset) {
-  if (offset + bytes > bytes_)
-    fail(ErrorCode::InvalidArgument, "bench: upload of " + std::to_string(bytes) + " bytes at offset " +
-                                         std::to_string(offset) + " overruns a buffer of " + std::to_string(bytes_));
-  if (bytes) check(cudaMemcpy(static_cast<char*>(ptr_) + offset, host, bytes, cudaMemcpyHostToDevice), "upload");
-}
-
-void DeviceBuffer::download(void* host, std::size_t bytes) const {
-  if (bytes > bytes_)
-    fail(ErrorCode::InvalidArgument, "bench: download of " + std::to_string(bytes) + " bytes from a buffer of " + std::to_string(bytes_));
-  if (bytes) check(cudaMemcpy(host, ptr_, bytes, cudaMemcpyDeviceToHost), "download");
-}
-
 struct ReplayTimer::Impl {
   TimingOptions options;
   cudaStream_t stream = nullptr;
@@ -140,7 +96,7 @@ double ReplayTimer::median_us(const std::function<void(cudaStream_t)>& body) {
     for (int i = 0; i < impl_->options.warmup; ++i) check(cudaGraphLaunch(exec, s), "graph launch (warm-up)");
     for (int i = 0; i < impl_->options.reps; ++i) {
       if (impl_->options.flush_bytes)
-        check(cudaMemsetAsync(impl_->flush.get(), i & 0xff, impl_->options.flush_bytes, s), "L2 flush");
+        check(cudaMemsetAsync(impl_->flush.as(), i & 0xff, impl_->options.flush_bytes, s), "L2 flush");
       check(cudaEventRecord(impl_->starts[i], s), "cudaEventRecord");
       check(cudaGraphLaunch(exec, s), "graph launch");
       check(cudaEventRecord(impl_->stops[i], s), "cudaEventRecord");
@@ -172,9 +128,9 @@ void enqueue_stream_read(const void* src, std::int64_t bytes, cudaStream_t strea
 
 double measure_copy_gb_per_s(ReplayTimer& timer, std::int64_t bytes) {
   DeviceBuffer a(static_cast<std::size_t>(bytes), "the copy-bandwidth source"), b(static_cast<std::size_t>(bytes), "the copy-bandwidth target");
-  check(cudaMemset(a.get(), 1, a.size()), "memset");
+  check(cudaMemset(a.as(), 1, a.bytes()), "memset");
   const double us = timer.median_us([&](cudaStream_t s) {
-    check(cudaMemcpyAsync(b.get(), a.get(), static_cast<std::size_t>(bytes), cudaMemcpyDeviceToDevice, s), "copy");
+    check(cudaMemcpyAsync(b.as(), a.as(), static_cast<std::size_t>(bytes), cudaMemcpyDeviceToDevice, s), "copy");
   });
   return gb_per_s(2.0 * static_cast<double>(bytes), us);
 }
@@ -183,18 +139,18 @@ double measure_gemm_tflop_per_s(ReplayTimer& timer, int n) {
   if (n < 256 || n % 256 != 0) fail(ErrorCode::InvalidArgument, "bench: GEMM size must be a multiple of 256, got " + std::to_string(n));
   const std::size_t elems = static_cast<std::size_t>(n) * n;
   DeviceBuffer a(elems * 2, "GEMM A"), b(elems * 2, "GEMM B"), c(elems * 2, "GEMM C"), ws(64u << 20, "cuBLAS workspace");
-  check(cudaMemset(a.get(), 0x3c, a.size()), "memset");  // bf16 0x3c3c: about 0.0115, no overflow
-  check(cudaMemset(b.get(), 0x3c, b.size()), "memset");
+  check(cudaMemset(a.as(), 0x3c, a.bytes()), "memset");  // bf16 0x3c3c: about 0.0115, no overflow
+  check(cudaMemset(b.as(), 0x3c, b.bytes()), "memset");
   cublasHandle_t handle = nullptr;
   check_cublas(cublasCreate(&handle), "cublasCreate");
   double us = 0.0;
   try {
-    check_cublas(cublasSetWorkspace(handle, ws.get(), ws.size()), "cublasSetWorkspace");
+    check_cublas(cublasSetWorkspace(handle, ws.as(), ws.bytes()), "cublasSetWorkspace");
     const float alpha = 1.0f, beta = 0.0f;
     us = timer.median_us([&](cudaStream_t s) {
       check_cublas(cublasSetStream(handle, s), "cublasSetStream");
-      check_cublas(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a.get(), CUDA_R_16BF, n, b.get(),
-                                CUDA_R_16BF, n, &beta, c.get(), CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+      check_cublas(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a.as(), CUDA_R_16BF, n, b.as(),
+                                CUDA_R_16BF, n, &beta, c.as(), CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                    "cublasGemmEx (rate)");
     });
   } catch (...) {

@@ -12,9 +12,9 @@
 #include "bench/device_bench.hpp"
 #include "bench/cuda_status.hpp"
 #include "core/random.hpp"
-#include "formats/bf16.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/moe_layer.hpp"
+#include "mxmoe/verify.hpp"
 
 namespace mxmoe::bench {
 namespace {
@@ -23,18 +23,6 @@ std::string fmt_us(double us) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f us", us);
   return buf;
-}
-
-// ||a - b||_F / ||b||_F over bf16 arrays; negative when either holds a NaN or an infinity.
-double relative_error(const std::vector<std::uint16_t>& a, const std::vector<std::uint16_t>& b) {
-  double diff = 0.0, ref = 0.0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const double x = formats::bf16_to_float(a[i]), y = formats::bf16_to_float(b[i]);
-    if (!std::isfinite(x) || !std::isfinite(y)) return -1.0;
-    diff += (x - y) * (x - y);
-    ref += y * y;
-  }
-  return ref > 0 ? std::sqrt(diff / ref) : std::sqrt(diff);
 }
 
 }  // namespace
@@ -78,9 +66,7 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
   spec.with_router = false;
   spec.seed = config.seed;
   const CanonicalMoeWeights weights = make_synthetic_weights(spec);
-  std::vector<std::uint16_t> hidden(static_cast<std::size_t>(max_tokens) * shape.hidden);
-  SplitMix64 rng(stream_seed(config.seed, 0x41c7ull));
-  for (auto& h : hidden) h = formats::float_to_bf16(static_cast<float>(rng.normal()));
+  const std::vector<std::uint16_t> hidden = verify::random_hidden(max_tokens, shape.hidden, stream_seed(config.seed, 0x41c7ull));
   for (int t : config.tokens) run.routings.push_back(bench_routing(t, shape.num_experts, shape.top_k, config.skew, config.seed));
 
   std::vector<Work> works;
@@ -96,7 +82,7 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
   DeviceBuffer d_ids(io_tokens * shape.top_k * 4, "topk ids"), d_weights(io_tokens * shape.top_k * 4, "topk weights");
   DeviceBuffer d_out_mx(io_tokens * shape.hidden * 2, "mxmoe output"), d_out_bf16(io_tokens * shape.hidden * 2, "bf16 output");
   DeviceBuffer d_read((static_cast<std::size_t>(max_read) + 15) / 16 * 16, "the read-floor buffer");
-  check(cudaMemset(d_read.get(), 0, d_read.size()), "memset");
+  check(cudaMemset(d_read.as(), 0, d_read.bytes()), "memset");
 
   // mxmoe's layer; if it cannot be built the sweep still measures the floor and the baseline.
   std::unique_ptr<MoeLayer> layer;
@@ -146,7 +132,7 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
     row.expected_hit = expected_experts_hit(shape.num_experts, shape.top_k, T);
     const std::string tag = "[" + std::to_string(i + 1) + "/" + std::to_string(n_rows) + "] T=" + std::to_string(T);
     progress(tag + ": read floor");
-    row.read_floor_us = timer.median_us([&](cudaStream_t s) { enqueue_stream_read(d_read.get(), row.work.read_bytes, s); });
+    row.read_floor_us = timer.median_us([&](cudaStream_t s) { enqueue_stream_read(d_read.as(), row.work.read_bytes, s); });
     std::string line = tag + ": hit " + std::to_string(row.work.experts_hit) + ", floor " + fmt_us(row.read_floor_us);
 
     d_ids.upload(r.ids.data(), r.ids.size() * 4);
@@ -155,7 +141,7 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
       progress(tag + ": mxmoe");
       try {
         row.path_us["mxmoe"] = timer.median_us([&](cudaStream_t s) {
-          layer->forward(d_hidden.get(), d_ids.as<std::int32_t>(), d_weights.as<float>(), d_out_mx.get(), T, s);
+          layer->forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_weights.as<float>(), d_out_mx.as(), T, s);
         });
         line += ", mxmoe " + fmt_us(row.path_us["mxmoe"]);
       } catch (const Error& e) {
@@ -171,7 +157,7 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
       std::string why_not;
       if (baseline->set_routing(r, &why_not)) {
         row.path_us["cublas_bf16"] =
-            timer.median_us([&](cudaStream_t s) { baseline->forward(d_hidden.get(), d_out_bf16.get(), s); });
+            timer.median_us([&](cudaStream_t s) { baseline->forward(d_hidden.as(), d_out_bf16.as(), s); });
         line += ", cuBLAS bf16 " + fmt_us(row.path_us["cublas_bf16"]);
       } else {
         row.path_note["cublas_bf16"] = why_not;
@@ -184,8 +170,9 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
       std::vector<std::uint16_t> a(static_cast<std::size_t>(T) * shape.hidden), b(a.size());
       d_out_mx.download(a.data(), a.size() * 2);
       d_out_bf16.download(b.data(), b.size() * 2);
-      row.rel_err_vs_bf16 = relative_error(a, b);
-      if (row.rel_err_vs_bf16 < 0) {
+      const verify::Comparison c = verify::compare(a, b);
+      row.rel_err_vs_bf16 = c.relative_error;
+      if (!c.finite) {
         row.path_note["mxmoe"] = "the mxmoe or the cuBLAS output holds NaN or Inf";
         row.rel_err_vs_bf16 = -1.0;
       }

@@ -1,19 +1,12 @@
-// CUDA errors become mxmoe::Error with the call that failed in the message.
+// The kernels' launchers report CUDA errors through the library's one check
+// (include/mxmoe/device_buffer.hpp); these names keep the kernels' calls short.
 #pragma once
 
-#include <cuda_runtime.h>
-
-#include <string>
-
-#include "mxmoe/error.hpp"
+#include "mxmoe/device_buffer.hpp"
 
 namespace mxmoe::kernels {
 
-inline void check_cuda(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) fail(ErrorCode::Cuda, std::string(what) + ": " + cudaGetErrorString(err));
-}
-
-// After a launch: catches bad configurations at once (no host synchronisation).
-inline void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), kernel); }
+using mxmoe::check_cuda;
+using mxmoe::check_launch;
 
 }  // namespace mxmoe::kernels

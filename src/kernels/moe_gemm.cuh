@@ -14,6 +14,7 @@
 
 #include <cstdint>
 
+#include "core/activation.hpp"
 #include "formats/bf16.hpp"
 #include "kernels/dequant.hpp"
 #include "kernels/moe_gemm.hpp"
@@ -37,23 +38,6 @@ struct GemmGeometry {
   static_assert(Cfg::kTokens % 8 == 0, "tokens come in n8 tiles");
   static_assert(kStageBytes % 16 == 0, "stages must stay 16-byte aligned");
 };
-
-__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
-
-__device__ __forceinline__ float apply_activation(ActivationKind kind, float g, float u, float limit, float alpha) {
-  switch (kind) {
-    case ActivationKind::SiluMul: return silu(g) * u;
-    case ActivationKind::ClampedSiluMul:
-      g = fminf(g, limit);
-      u = fminf(fmaxf(u, -limit), limit);
-      return silu(g) * u;
-    case ActivationKind::GptOssSwiglu:
-      g = fminf(g, limit);
-      u = fminf(fmaxf(u, -limit), limit);
-      return (u + 1.0f) * g / (1.0f + expf(-alpha * g));
-  }
-  return 0.0f;
-}
 
 template <class Cfg, bool kGateUp>
 __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(const MoeGemmParams p) {
@@ -267,7 +251,7 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
             gate += p.bias[static_cast<std::int64_t>(expert) * 2 * inter + feature];
             up += p.bias[static_cast<std::int64_t>(expert) * 2 * inter + inter + feature];
           }
-          const float v = apply_activation(p.act_kind, gate, up, p.act_limit, p.act_alpha);
+          const float v = activate(p.act_kind, gate, up, p.act_limit, p.act_alpha);
           p.inter_out[static_cast<std::int64_t>(pair) * inter + feature] = formats::float_to_bf16(v);
         } else {
           const int hidden = p.shape.rows, row = tile * 16 + g;

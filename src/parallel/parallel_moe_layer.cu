@@ -8,15 +8,12 @@
 #include <string>
 #include <utility>
 
+#include "mxmoe/device_buffer.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/parallel.hpp"
 
 namespace mxmoe {
 namespace {
-
-void check_cuda(cudaError_t err, const std::string& what) {
-  if (err != cudaSuccess) fail(ErrorCode::Cuda, "parallel layer: " + what + " failed: " + cudaGetErrorString(err));
-}
 
 void check_nccl(ncclResult_t res, ncclComm_t comm, const std::string& what) {
   if (res == ncclSuccess) return;
@@ -35,28 +32,6 @@ __global__ void map_ids_to_rank(const std::int32_t* global_ids, std::int32_t* lo
   const std::int32_t id = global_ids[i];
   local_ids[i] = (id >= begin && id < end) ? id - begin : -1;
 }
-
-// Device memory owned for the layer's lifetime; null when not needed.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(std::size_t bytes, const char* name) {
-    check_cuda(cudaMalloc(&ptr_, bytes), std::string("cudaMalloc of ") + std::to_string(bytes) + " bytes for " + name);
-  }
-  ~DeviceBuffer() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
-    std::swap(ptr_, other.ptr_);
-    return *this;
-  }
-  template <class T> T* as() const { return static_cast<T*>(ptr_); }
-
- private:
-  void* ptr_ = nullptr;
-};
 
 constexpr std::size_t kBf16Bytes = 2;
 
@@ -105,7 +80,7 @@ ParallelMoeLayer::ParallelMoeLayer(const CanonicalMoeWeights& full, const Parall
     fail(ErrorCode::InvalidArgument, "parallel layer: max_tokens and top_k must be at least 1, got " + std::to_string(options.max_tokens) + " and " +
                                          std::to_string(options.top_k));
   check_communicator(parallel, options.device);
-  check_cuda(cudaSetDevice(options.device), "cudaSetDevice(" + std::to_string(options.device) + ")");
+  check_cuda(cudaSetDevice(options.device), "parallel layer: cudaSetDevice(" + std::to_string(options.device) + ")");
 
   Impl& m = *impl_;
   m.parallel = parallel;
@@ -176,7 +151,7 @@ void ParallelMoeLayer::forward(const void* hidden, const std::int32_t* topk_ids,
     const int count = T * k, threads = 256;
     map_ids_to_rank<<<(count + threads - 1) / threads, threads, 0, stream>>>(ids, m.local_ids.as<std::int32_t>(), count,
                                                                               static_cast<int>(m.experts.begin), static_cast<int>(m.experts.end));
-    check_cuda(cudaGetLastError(), "launch of map_ids_to_rank");
+    check_cuda(cudaGetLastError(), "parallel layer: launch of map_ids_to_rank");
     ids = m.local_ids.as<std::int32_t>();
   }
 

@@ -9,9 +9,9 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/activation.hpp"
 #include "formats/bf16.hpp"
 #include "mxmoe/reference.hpp"
-#include "reference/activation.hpp"
 #include "reference/forward_inputs.hpp"
 #include "reference/moe_forward_batches.hpp"
 #include "reference/parallel.hpp"
@@ -96,7 +96,7 @@ void forward_batch(const Problem& p, const std::uint16_t* hidden, int t0, int t1
     const std::size_t pair = static_cast<std::size_t>(g.pairs[static_cast<std::size_t>(i)]);
     const float* gu = h13.data() + pair * 2 * I;
     float* ap = a.data() + pair * I;
-    for (int j = 0; j < I; ++j) ap[j] = formats::round_to_bf16(detail::activate(gu[j], gu[I + j], p.act));
+    for (int j = 0; j < I; ++j) ap[j] = formats::round_to_bf16(activate(p.act, gu[j], gu[I + j]));
   });
 
   std::vector<float> y(static_cast<std::size_t>(n_pairs) * H);

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/activation.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/reference.hpp"
 #include "reference/forward_inputs.hpp"
@@ -41,24 +42,10 @@ double bf16_value(std::uint16_t bits) {
   return f;
 }
 
-double activation(double g, double u, const ActivationConfig& act) {
-  const double L = act.limit;
-  switch (act.kind) {
-    case ActivationKind::SiluMul: return g / (1.0 + std::exp(-g)) * u;
-    case ActivationKind::ClampedSiluMul:
-      g = std::min(g, L);
-      u = std::max(-L, std::min(u, L));
-      return g / (1.0 + std::exp(-g)) * u;
-    case ActivationKind::GptOssSwiglu:
-      g = std::min(g, L);
-      u = std::max(-L, std::min(u, L));
-      return (u + 1.0) * g / (1.0 + std::exp(-static_cast<double>(act.alpha) * g));
-  }
-  return 0.0;
-}
-
 // One expert applied to one token's input x [H]: returns y [H] (bias included, not weighted).
-std::vector<double> expert_f64(const CanonicalMoeWeights& w, int e, const std::vector<double>& x, const ActivationConfig& act) {
+// With `dense`, the rows are its float32 rows instead of decoded MXFP4 ones.
+std::vector<double> expert_f64(const CanonicalMoeWeights& w, const DenseExpertWeights* dense, int e, const std::vector<double>& x,
+                               const ActivationConfig& act) {
   const int H = w.hidden, I = w.inter;
   const auto* w13 = w.w13.as<std::uint8_t>();
   const auto* s13 = w.w13_scale.as<std::uint8_t>();
@@ -67,17 +54,19 @@ std::vector<double> expert_f64(const CanonicalMoeWeights& w, int e, const std::v
   std::vector<double> gate_up(static_cast<std::size_t>(2 * I)), wrow;
   for (int r = 0; r < 2 * I; ++r) {
     const std::size_t row = static_cast<std::size_t>(e) * 2 * I + r;
-    decode_row(w13, s13, row, H, wrow);
+    if (dense) wrow.assign(dense->w13.as<float>() + row * H, dense->w13.as<float>() + (row + 1) * H);
+    else decode_row(w13, s13, row, H, wrow);
     double sum = w.w13_bias ? w.w13_bias->as<float>()[row] : 0.0;
     for (int h = 0; h < H; ++h) sum += wrow[static_cast<std::size_t>(h)] * x[static_cast<std::size_t>(h)];
     gate_up[static_cast<std::size_t>(r)] = sum;
   }
   std::vector<double> a(static_cast<std::size_t>(I));
-  for (int i = 0; i < I; ++i) a[static_cast<std::size_t>(i)] = activation(gate_up[static_cast<std::size_t>(i)], gate_up[static_cast<std::size_t>(I + i)], act);
+  for (int i = 0; i < I; ++i) a[static_cast<std::size_t>(i)] = activate(act, gate_up[static_cast<std::size_t>(i)], gate_up[static_cast<std::size_t>(I + i)]);
   std::vector<double> y(static_cast<std::size_t>(H));
   for (int h = 0; h < H; ++h) {
     const std::size_t row = static_cast<std::size_t>(e) * H + h;
-    decode_row(w2, s2, row, I, wrow);
+    if (dense) wrow.assign(dense->w2.as<float>() + row * I, dense->w2.as<float>() + (row + 1) * I);
+    else decode_row(w2, s2, row, I, wrow);
     double sum = w.w2_bias ? w.w2_bias->as<float>()[row] : 0.0;
     for (int i = 0; i < I; ++i) sum += wrow[static_cast<std::size_t>(i)] * a[static_cast<std::size_t>(i)];
     y[static_cast<std::size_t>(h)] = sum;
@@ -85,11 +74,9 @@ std::vector<double> expert_f64(const CanonicalMoeWeights& w, int e, const std::v
   return y;
 }
 
-}  // namespace
-
-std::vector<double> moe_forward_f64(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
-                                    const TopK& topk, const ActivationConfig& act, const std::vector<int>& token_indices,
-                                    int threads) {
+std::vector<double> forward_f64(const CanonicalMoeWeights& w, const DenseExpertWeights* dense, const std::uint16_t* hidden,
+                                int num_tokens, const TopK& topk, const ActivationConfig& act, const std::vector<int>& token_indices,
+                                int threads) {
   detail::validate_forward_inputs("reference::moe_forward_f64", w, hidden, num_tokens, topk, act);
   for (std::size_t j = 0; j < token_indices.size(); ++j)
     if (token_indices[j] < 0 || token_indices[j] >= num_tokens)
@@ -105,7 +92,7 @@ std::vector<double> moe_forward_f64(const CanonicalMoeWeights& w, const std::uin
     if (topk.ids[slot] < 0) return;
     std::vector<double> x(static_cast<std::size_t>(H));
     for (int h = 0; h < H; ++h) x[static_cast<std::size_t>(h)] = bf16_value(hidden[static_cast<std::size_t>(t) * H + h]);
-    y[static_cast<std::size_t>(task)] = expert_f64(w, topk.ids[slot], x, act);
+    y[static_cast<std::size_t>(task)] = expert_f64(w, dense, topk.ids[slot], x, act);
   });
   std::vector<double> out(n * static_cast<std::size_t>(H), 0.0);
   for (std::size_t j = 0; j < n; ++j)
@@ -116,6 +103,26 @@ std::vector<double> moe_forward_f64(const CanonicalMoeWeights& w, const std::uin
       for (int h = 0; h < H; ++h) out[j * H + h] += wt * ys[static_cast<std::size_t>(h)];
     }
   return out;
+}
+
+}  // namespace
+
+std::vector<double> moe_forward_f64(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
+                                    const TopK& topk, const ActivationConfig& act, const std::vector<int>& token_indices,
+                                    int threads) {
+  return forward_f64(w, nullptr, hidden, num_tokens, topk, act, token_indices, threads);
+}
+
+std::vector<double> moe_forward_f64(const CanonicalMoeWeights& w, const DenseExpertWeights& dense, const std::uint16_t* hidden,
+                                    int num_tokens, const TopK& topk, const ActivationConfig& act,
+                                    const std::vector<int>& token_indices, int threads) {
+  const std::int64_t E = w.num_experts, H = w.hidden, I = w.inter;
+  if (dense.w13.dtype() != DType::F32 || dense.w13.shape() != Shape{E, 2 * I, H} || dense.w2.dtype() != DType::F32 ||
+      dense.w2.shape() != Shape{E, H, I})
+    fail(ErrorCode::Shape, "reference::moe_forward_f64: dense weights must be F32 w13 " + shape_str({E, 2 * I, H}) + " and w2 " +
+                               shape_str({E, H, I}) + ", got " + dtype_name(dense.w13.dtype()) + " " + shape_str(dense.w13.shape()) +
+                               " and " + dtype_name(dense.w2.dtype()) + " " + shape_str(dense.w2.shape()));
+  return forward_f64(w, &dense, hidden, num_tokens, topk, act, token_indices, threads);
 }
 
 }  // namespace mxmoe::reference

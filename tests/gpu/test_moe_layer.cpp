@@ -6,11 +6,18 @@
 #include <functional>
 #include <string>
 
-#include "gpu_test_util.hpp"
+#include <cuda_runtime.h>
+
+#include "mxmoe/device_buffer.hpp"
+#include "mxmoe/moe_layer.hpp"
 #include "mxmoe/presets.hpp"
+#include "mxmoe/reference.hpp"
+#include "mxmoe/verify.hpp"
+#include "test_util.hpp"
 
 using namespace mxmoe;
 using namespace mxmoe::test;
+using namespace mxmoe::verify;
 
 namespace {
 
@@ -36,22 +43,29 @@ CanonicalMoeWeights weights_for(const Case& c, std::uint64_t seed) {
   return make_synthetic_weights(spec);
 }
 
+// Experts E/2.. on another expert-parallel rank: their ids are -1.
+TopKMask upper_half_masked(int num_experts) {
+  TopKMask m;
+  m.experts_from = num_experts / 2;
+  return m;
+}
+
 // Runs forward for T tokens and checks up to 48 sampled tokens against the oracle.
 void check_forward(const MoeLayer& layer, const CanonicalMoeWeights& w, const Case& c, int T, bool mask_half,
                    std::uint32_t seed) {
-  const auto hidden = random_hidden(T, c.H, c.hidden_std, seed);
-  const TopK topk = random_topk(T, c.E, c.k, mask_half, seed + 1);
-  DeviceArray<std::uint16_t> d_hidden(hidden), d_out(static_cast<std::size_t>(T) * c.H);
-  DeviceArray<std::int32_t> d_ids(topk.ids);
-  DeviceArray<float> d_w(topk.weights);
-  d_out.poison();
-  layer.forward(d_hidden.ptr, d_ids.ptr, d_w.ptr, d_out.ptr, T, nullptr);
-  cuda_ok(cudaDeviceSynchronize(), "forward");
-  const auto out = d_out.download();
-  const auto rows = sample_rows(T, 48);
+  const auto hidden = random_hidden(T, c.H, seed, c.hidden_std);
+  const TopK topk = random_topk(T, c.E, c.k, seed + 1, mask_half ? upper_half_masked(c.E) : TopKMask{});
+  DeviceBuffer d_hidden = DeviceBuffer::from_host(hidden, "hidden"), d_out(static_cast<std::size_t>(T) * c.H * 2, "out");
+  DeviceBuffer d_ids = DeviceBuffer::from_host(topk.ids, "ids");
+  DeviceBuffer d_w = DeviceBuffer::from_host(topk.weights, "weights");
+  d_out.fill(0xFF);
+  layer.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_w.as<float>(), d_out.as(), T, nullptr);
+  check_cuda(cudaDeviceSynchronize(), "forward");
+  const auto out = d_out.to_host<std::uint16_t>();
+  const auto rows = spread_rows(T, 48);
   const auto sub_hidden = take_rows(hidden, c.H, rows);
-  const auto ref = reference::moe_forward(w, sub_hidden.data(), static_cast<int>(rows.size()), take_topk(topk, rows), c.act);
-  const double err = rel_error(take_rows(out, c.H, rows), ref);
+  const auto ref = reference::moe_forward(w, sub_hidden.data(), static_cast<int>(rows.size()), take_rows(topk, rows), c.act);
+  const double err = relative_error(take_rows(out, c.H, rows), ref);
   EXPECT_LT(err, kTolerance) << c.name << " T=" << T << (mask_half ? " masked" : "");
   // Tokens whose every slot is masked must come out exactly zero, not stale.
   for (int t = 0; t < T; ++t) {
@@ -79,16 +93,20 @@ TEST_P(LayerShapes, MatchesOracleAcrossTokenCounts) {
   for (int T : {1, 16, 333}) check_forward(layer, w, c, T, true, seed += 7);
 }
 
-// Real H and I with fewer experts, so the oracle stays quick; E small also makes many tokens per
-// expert, which exercises the prefill configuration.
+// A preset's H, I, top-k, activation and biases (include/mxmoe/presets.hpp) with fewer experts, so
+// the oracle stays quick; `tp` > 1 takes one tensor-parallel rank's slice of I.
+Case preset_case(const std::string& preset, int experts, float hidden_std, int tp = 1) {
+  const ModelPreset& p = find_preset(preset);
+  return {tp > 1 ? preset + "-tp" + std::to_string(tp) : preset, p.hidden, p.inter / tp, experts, p.top_k, p.activation,
+          p.biases, hidden_std};
+}
+
+// E small also makes many tokens per expert, which exercises the prefill configuration.
 INSTANTIATE_TEST_SUITE_P(
     Models, LayerShapes,
-    ::testing::Values(Case{"dsv4-flash", 4096, 2048, 16, 6, ActivationConfig::clamped_silu_mul(10.0f), false, 4.0f},
-                      Case{"dsv3", 7168, 2048, 12, 8, ActivationConfig::silu_mul(), false, 1.0f},
-                      Case{"gpt-oss-120b", 2880, 2880, 8, 4, ActivationConfig::gpt_oss(), true, 4.0f},
-                      Case{"qwen3-30b", 2048, 768, 32, 8, ActivationConfig::silu_mul(), false, 1.0f},
-                      Case{"dsv4-flash-tp4", 4096, 512, 32, 6, ActivationConfig::clamped_silu_mul(10.0f), false, 4.0f},
-                      Case{"dsv4-flash-tp8", 4096, 256, 32, 6, ActivationConfig::clamped_silu_mul(10.0f), false, 4.0f},
+    ::testing::Values(preset_case("dsv4-flash", 16, 4.0f), preset_case("dsv3", 12, 1.0f), preset_case("gpt-oss-120b", 8, 4.0f),
+                      preset_case("qwen3-30b", 32, 1.0f), preset_case("dsv4-flash", 32, 4.0f, 4),
+                      preset_case("dsv4-flash", 32, 4.0f, 8),
                       Case{"gpt-oss-tp8-window", 2880, 384, 16, 4, ActivationConfig::gpt_oss(), true, 4.0f},
                       Case{"odd-k-tail", 2080, 96, 8, 2, ActivationConfig::silu_mul(), true, 1.0f}),
     [](const auto& info) {
@@ -106,17 +124,17 @@ TEST(Layer, RepeatedRunsAreBitwiseIdentical) {
   const auto w = weights_for(c, 5);
   MoeLayer layer(w, {512, c.k, c.act, 0});
   for (int T : {1, 64, 512}) {
-    const auto hidden = random_hidden(T, c.H, 2.0f, 9 + T);
-    const TopK topk = random_topk(T, c.E, c.k, false, 10 + T);
-    DeviceArray<std::uint16_t> d_hidden(hidden), d_out(static_cast<std::size_t>(T) * c.H);
-    DeviceArray<std::int32_t> d_ids(topk.ids);
-    DeviceArray<float> d_w(topk.weights);
+    const auto hidden = random_hidden(T, c.H, 9 + T, 2.0f);
+    const TopK topk = random_topk(T, c.E, c.k, 10 + T, TopKMask{});
+    DeviceBuffer d_hidden = DeviceBuffer::from_host(hidden, "hidden"), d_out(static_cast<std::size_t>(T) * c.H * 2, "out");
+    DeviceBuffer d_ids = DeviceBuffer::from_host(topk.ids, "ids");
+    DeviceBuffer d_w = DeviceBuffer::from_host(topk.weights, "weights");
     std::vector<std::uint16_t> first;
     for (int run = 0; run < 5; ++run) {
-      d_out.poison();
-      layer.forward(d_hidden.ptr, d_ids.ptr, d_w.ptr, d_out.ptr, T, nullptr);
-      cuda_ok(cudaDeviceSynchronize(), "forward");
-      auto out = d_out.download();
+      d_out.fill(0xFF);
+      layer.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_w.as<float>(), d_out.as(), T, nullptr);
+      check_cuda(cudaDeviceSynchronize(), "forward");
+      auto out = d_out.to_host<std::uint16_t>();
       if (run == 0) first = out;
       else ASSERT_EQ(0, std::memcmp(first.data(), out.data(), out.size() * 2)) << "T=" << T << " run " << run;
     }
@@ -129,28 +147,28 @@ TEST(Layer, CudaGraphCaptureAndReplayWithNewInputs) {
   const auto w = weights_for(c, 6);
   const int T = 96;
   MoeLayer layer(w, {T, c.k, c.act, 0});
-  DeviceArray<std::uint16_t> d_hidden(static_cast<std::size_t>(T) * c.H), d_out(static_cast<std::size_t>(T) * c.H);
-  DeviceArray<std::int32_t> d_ids(static_cast<std::size_t>(T) * c.k);
-  DeviceArray<float> d_w(static_cast<std::size_t>(T) * c.k);
+  DeviceBuffer d_hidden(static_cast<std::size_t>(T) * c.H * 2, "hidden"), d_out(static_cast<std::size_t>(T) * c.H * 2, "out");
+  DeviceBuffer d_ids(static_cast<std::size_t>(T) * c.k * 4, "ids");
+  DeviceBuffer d_w(static_cast<std::size_t>(T) * c.k * 4, "weights");
   cudaStream_t stream;
-  cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+  check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
   cudaGraph_t graph;
   cudaGraphExec_t exec;
-  cuda_ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "begin capture");
-  layer.forward(d_hidden.ptr, d_ids.ptr, d_w.ptr, d_out.ptr, T, stream);
-  cuda_ok(cudaStreamEndCapture(stream, &graph), "end capture");
-  cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  check_cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "begin capture");
+  layer.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_w.as<float>(), d_out.as(), T, stream);
+  check_cuda(cudaStreamEndCapture(stream, &graph), "end capture");
+  check_cuda(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
   for (int replay = 0; replay < 3; ++replay) {
-    const auto hidden = random_hidden(T, c.H, 2.0f, 50 + replay);
-    const TopK topk = random_topk(T, c.E, c.k, replay == 1, 60 + replay);
-    d_hidden.upload(hidden);
-    d_ids.upload(topk.ids);
-    d_w.upload(topk.weights);
-    d_out.poison();
-    cuda_ok(cudaGraphLaunch(exec, stream), "graph launch");
-    cuda_ok(cudaStreamSynchronize(stream), "replay");
+    const auto hidden = random_hidden(T, c.H, 50 + replay, 2.0f);
+    const TopK topk = random_topk(T, c.E, c.k, 60 + replay, replay == 1 ? upper_half_masked(c.E) : TopKMask{});
+    d_hidden.upload(hidden.data(), hidden.size() * 2);
+    d_ids.upload(topk.ids.data(), topk.ids.size() * 4);
+    d_w.upload(topk.weights.data(), topk.weights.size() * 4);
+    d_out.fill(0xFF);
+    check_cuda(cudaGraphLaunch(exec, stream), "graph launch");
+    check_cuda(cudaStreamSynchronize(stream), "replay");
     const auto ref = reference::moe_forward(w, hidden.data(), T, topk, c.act);
-    EXPECT_LT(rel_error(d_out.download(), ref), kTolerance) << "replay " << replay;
+    EXPECT_LT(relative_error(d_out.to_host<std::uint16_t>(), ref), kTolerance) << "replay " << replay;
   }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
@@ -167,16 +185,16 @@ TEST(Layer, RoutesFromLogitsLikeTheOracle) {
                                    RoutingConfig::deepseek_v4(c.k, 1.5f)};
   MoeLayer layer(w, {T, c.k, c.act, 0});
   for (const auto& rc : configs) {
-    const auto hidden = random_hidden(T, c.H, 2.0f, 70);
+    const auto hidden = random_hidden(T, c.H, 70, 2.0f);
     const auto logits = reference::router_logits(w, hidden.data(), T);
     const TopK topk = reference::route(logits.data(), T, c.E, rc, w.correction_bias->as<float>());
-    DeviceArray<std::uint16_t> d_hidden(hidden), d_out(static_cast<std::size_t>(T) * c.H);
-    DeviceArray<float> d_logits(logits);
-    d_out.poison();
-    layer.forward_from_logits(d_hidden.ptr, d_logits.ptr, rc, d_out.ptr, T, nullptr);
-    cuda_ok(cudaDeviceSynchronize(), "forward_from_logits");
+    DeviceBuffer d_hidden = DeviceBuffer::from_host(hidden, "hidden"), d_out(static_cast<std::size_t>(T) * c.H * 2, "out");
+    DeviceBuffer d_logits = DeviceBuffer::from_host(logits, "logits");
+    d_out.fill(0xFF);
+    layer.forward_from_logits(d_hidden.as(), d_logits.as<float>(), rc, d_out.as(), T, nullptr);
+    check_cuda(cudaDeviceSynchronize(), "forward_from_logits");
     const auto ref = reference::moe_forward(w, hidden.data(), T, topk, c.act);
-    EXPECT_LT(rel_error(d_out.download(), ref), kTolerance) << routing_mode_name(rc.mode);
+    EXPECT_LT(relative_error(d_out.to_host<std::uint16_t>(), ref), kTolerance) << routing_mode_name(rc.mode);
   }
 }
 
@@ -185,9 +203,9 @@ TEST(Layer, RejectsBadInputWithClearErrors) {
   const Case c = small_case();
   auto w = weights_for(c, 8);
   MoeLayer layer(w, {8, c.k, c.act, 0});
-  DeviceArray<std::uint16_t> buf(8 * 512);
-  DeviceArray<std::int32_t> ids(8 * 4);
-  DeviceArray<float> wts(8 * 4);
+  DeviceBuffer buf(8 * 512 * 2, "hidden and out");
+  DeviceBuffer ids(8 * 4 * 4, "ids");
+  DeviceBuffer wts(8 * 4 * 4, "weights");
   auto expect_error = [](auto fn, const std::string& needle) {
     try {
       fn();
@@ -196,9 +214,9 @@ TEST(Layer, RejectsBadInputWithClearErrors) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   };
-  expect_error([&] { layer.forward(buf.ptr, ids.ptr, wts.ptr, buf.ptr, 9, nullptr); }, "num_tokens");
-  expect_error([&] { layer.forward(nullptr, ids.ptr, wts.ptr, buf.ptr, 1, nullptr); }, "hidden is null");
-  expect_error([&] { layer.forward(reinterpret_cast<char*>(buf.ptr) + 2, ids.ptr, wts.ptr, buf.ptr, 1, nullptr); }, "aligned");
+  expect_error([&] { layer.forward(buf.as(), ids.as<std::int32_t>(), wts.as<float>(), buf.as(), 9, nullptr); }, "num_tokens");
+  expect_error([&] { layer.forward(nullptr, ids.as<std::int32_t>(), wts.as<float>(), buf.as(), 1, nullptr); }, "hidden is null");
+  expect_error([&] { layer.forward(reinterpret_cast<char*>(buf.as()) + 2, ids.as<std::int32_t>(), wts.as<float>(), buf.as(), 1, nullptr); }, "aligned");
   expect_error([&] { MoeLayer bad(w, {8, 0, c.act, 0}); }, "top_k");
   expect_error([&] { MoeLayer bad(w, {0, c.k, c.act, 0}); }, "max_tokens");
   expect_error([&] { MoeLayer bad(w, {8, c.k, ActivationConfig::clamped_silu_mul(-1.0f), 0}); }, "limit");
@@ -213,21 +231,21 @@ TEST(Layer, IdsOutOfRangeAreSkippedWithoutFault) {
   const auto w = weights_for(c, 9);
   const int T = 32;
   MoeLayer layer(w, {T, c.k, c.act, 0});
-  const auto hidden = random_hidden(T, c.H, 2.0f, 80);
-  TopK topk = random_topk(T, c.E, c.k, false, 81);
+  const auto hidden = random_hidden(T, c.H, 80, 2.0f);
+  TopK topk = random_topk(T, c.E, c.k, 81, TopKMask{});
   TopK oracle_topk = topk;
   for (std::size_t i = 0; i < topk.ids.size(); i += 3) {
     topk.ids[i] = i % 2 ? -1 : c.E + static_cast<int>(i);  // another rank's expert, or garbage
     oracle_topk.ids[i] = -1;
   }
-  DeviceArray<std::uint16_t> d_hidden(hidden), d_out(static_cast<std::size_t>(T) * c.H);
-  DeviceArray<std::int32_t> d_ids(topk.ids);
-  DeviceArray<float> d_w(topk.weights);
-  d_out.poison();
-  layer.forward(d_hidden.ptr, d_ids.ptr, d_w.ptr, d_out.ptr, T, nullptr);
-  cuda_ok(cudaDeviceSynchronize(), "forward");
+  DeviceBuffer d_hidden = DeviceBuffer::from_host(hidden, "hidden"), d_out(static_cast<std::size_t>(T) * c.H * 2, "out");
+  DeviceBuffer d_ids = DeviceBuffer::from_host(topk.ids, "ids");
+  DeviceBuffer d_w = DeviceBuffer::from_host(topk.weights, "weights");
+  d_out.fill(0xFF);
+  layer.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_w.as<float>(), d_out.as(), T, nullptr);
+  check_cuda(cudaDeviceSynchronize(), "forward");
   const auto ref = reference::moe_forward(w, hidden.data(), T, oracle_topk, c.act);
-  EXPECT_LT(rel_error(d_out.download(), ref), kTolerance);
+  EXPECT_LT(relative_error(d_out.to_host<std::uint16_t>(), ref), kTolerance);
 }
 
 TEST(Layer, PreparesAWholeDsv4FlashLayerQuickly) {
@@ -242,16 +260,16 @@ TEST(Layer, PreparesAWholeDsv4FlashLayerQuickly) {
   std::printf("  dsv4-flash prepare: %.2f ms on the GPU for %.2f GB\n", layer.prepare_ms(),
               static_cast<double>(w.expert_weight_bytes()) * p.num_experts / 1e9);
   RecordProperty("prepare_ms", std::to_string(layer.prepare_ms()));
-  const auto hidden = random_hidden(16, p.hidden, 4.0f, 90);
-  const TopK topk = random_topk(16, p.num_experts, p.top_k, false, 91);
-  DeviceArray<std::uint16_t> d_hidden(hidden), d_out(16 * static_cast<std::size_t>(p.hidden));
-  DeviceArray<std::int32_t> d_ids(topk.ids);
-  DeviceArray<float> d_w(topk.weights);
-  d_out.poison();
-  layer.forward(d_hidden.ptr, d_ids.ptr, d_w.ptr, d_out.ptr, 16, nullptr);
-  cuda_ok(cudaDeviceSynchronize(), "forward");
+  const auto hidden = random_hidden(16, p.hidden, 90, 4.0f);
+  const TopK topk = random_topk(16, p.num_experts, p.top_k, 91, TopKMask{});
+  DeviceBuffer d_hidden = DeviceBuffer::from_host(hidden, "hidden"), d_out(16 * static_cast<std::size_t>(p.hidden) * 2, "out");
+  DeviceBuffer d_ids = DeviceBuffer::from_host(topk.ids, "ids");
+  DeviceBuffer d_w = DeviceBuffer::from_host(topk.weights, "weights");
+  d_out.fill(0xFF);
+  layer.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_w.as<float>(), d_out.as(), 16, nullptr);
+  check_cuda(cudaDeviceSynchronize(), "forward");
   const auto ref = reference::moe_forward(w, hidden.data(), 16, topk, p.activation);
-  EXPECT_LT(rel_error(d_out.download(), ref), kTolerance);
+  EXPECT_LT(relative_error(d_out.to_host<std::uint16_t>(), ref), kTolerance);
 }
 
 }  // namespace
@@ -284,26 +302,26 @@ TEST(Layer, AlignmentCornersMatchTheOracle) {
   };
   std::uint32_t seed = 300;
   for (const auto& v : variants) {
-    const auto hidden = random_hidden(v.T, c.H, c.hidden_std, ++seed);
-    TopK topk = random_topk(v.T, c.E, c.k, false, ++seed);
+    const auto hidden = random_hidden(v.T, c.H, ++seed, c.hidden_std);
+    TopK topk = random_topk(v.T, c.E, c.k, ++seed, TopKMask{});
     v.edit(topk);
     TopK oracle_topk = topk;
     for (auto& id : oracle_topk.ids)
       if (id >= c.E) id = -1;
-    DeviceArray<std::uint16_t> d_hidden(hidden), d_out(static_cast<std::size_t>(v.T) * c.H);
-    DeviceArray<std::int32_t> d_ids(topk.ids);
-    DeviceArray<float> d_w(topk.weights);
-    d_out.poison();
-    layer.forward(d_hidden.ptr, d_ids.ptr, d_w.ptr, d_out.ptr, v.T, nullptr);
-    cuda_ok(cudaDeviceSynchronize(), "forward");
-    const auto out = d_out.download();
+    DeviceBuffer d_hidden = DeviceBuffer::from_host(hidden, "hidden"), d_out(static_cast<std::size_t>(v.T) * c.H * 2, "out");
+    DeviceBuffer d_ids = DeviceBuffer::from_host(topk.ids, "ids");
+    DeviceBuffer d_w = DeviceBuffer::from_host(topk.weights, "weights");
+    d_out.fill(0xFF);
+    layer.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_w.as<float>(), d_out.as(), v.T, nullptr);
+    check_cuda(cudaDeviceSynchronize(), "forward");
+    const auto out = d_out.to_host<std::uint16_t>();
     const auto ref = reference::moe_forward(w, hidden.data(), v.T, oracle_topk, c.act);
     bool all_masked = true;
     for (auto id : oracle_topk.ids) all_masked &= id < 0;
     if (all_masked) {
       for (auto x : out) ASSERT_EQ(x & 0x7fff, 0) << v.name;
     } else {
-      EXPECT_LT(rel_error(out, ref), kTolerance) << v.name;
+      EXPECT_LT(relative_error(out, ref), kTolerance) << v.name;
     }
   }
 }

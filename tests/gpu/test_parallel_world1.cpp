@@ -11,20 +11,22 @@
 #include <string>
 #include <vector>
 
-#include "core/random.hpp"
-#include "formats/bf16.hpp"
-#include "../parallel_test_inputs.hpp"
+#include "mxmoe/device_buffer.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/moe_layer.hpp"
 #include "mxmoe/parallel.hpp"
+#include "mxmoe/presets.hpp"
 #include "mxmoe/reference.hpp"
+#include "mxmoe/verify.hpp"
+#include "test_util.hpp"
 
 #ifdef MXMOE_HAVE_NCCL
 #include <nccl.h>
 #endif
 
 using namespace mxmoe;
-using ::testing::HasSubstr;
+using namespace mxmoe::verify;
+using mxmoe::test::expect_error;
 
 #ifndef MXMOE_HAVE_NCCL
 
@@ -36,87 +38,37 @@ namespace {
 
 constexpr double kTolerance = 1e-2;  // relative Frobenius vs the oracle, as the MoeLayer tests
 
-#define REQUIRE_HOPPER()                                                  \
-  do {                                                                    \
-    const DeviceCheck check = check_hopper_device(0);                     \
-    if (!check.ok) GTEST_SKIP() << "GPU test skipped: " << check.message; \
-  } while (0)
-
-void cuda_ok(cudaError_t err, const char* what) { ASSERT_EQ(err, cudaSuccess) << what << ": " << cudaGetErrorString(err); }
-
-template <class T>
-class DeviceVector {
- public:
-  explicit DeviceVector(std::size_t n) : n_(n) {
-    if (cudaMalloc(&ptr_, n * sizeof(T)) != cudaSuccess) throw std::runtime_error("cudaMalloc failed in the test");
-  }
-  explicit DeviceVector(const std::vector<T>& host) : DeviceVector(host.size()) {
-    cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
-  }
-  ~DeviceVector() { cudaFree(ptr_); }
-  DeviceVector(const DeviceVector&) = delete;
-  DeviceVector& operator=(const DeviceVector&) = delete;
-  T* get() const { return ptr_; }
-  void poison() { cudaMemset(ptr_, 0xFF, n_ * sizeof(T)); }  // bf16/fp32 NaN: unwritten elements fail
-  std::vector<T> download() const {
-    std::vector<T> h(n_);
-    cudaMemcpy(h.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost);
-    return h;
-  }
-
- private:
-  T* ptr_ = nullptr;
-  std::size_t n_ = 0;
-};
-
-double relative_frobenius(const std::vector<std::uint16_t>& got, const std::vector<std::uint16_t>& want) {
-  double diff = 0.0, norm = 0.0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    const double g = formats::bf16_to_float(got[i]), w = formats::bf16_to_float(want[i]);
-    if (!std::isfinite(g)) return INFINITY;
-    diff += (g - w) * (g - w);
-    norm += w * w;
-  }
-  return std::sqrt(diff / norm);
-}
-
-using test::random_hidden;
-
-// Distinct experts per token, positive weights; slot 0 of every fourth token is -1.
-TopK random_topk(int tokens, int top_k, int num_experts, std::uint64_t seed) {
-  return test::random_topk(tokens, top_k, num_experts, seed, test::SlotMask{0, 4, 0});
+// Slot 0 of every fourth token is -1, as a skipped pair.
+TopKMask every_fourth_slot0() {
+  TopKMask m;
+  m.slot = 0;
+  m.every = 4;
+  return m;
 }
 
 CanonicalMoeWeights gpt_oss_shaped_weights() {
-  SyntheticSpec spec;
+  const ModelPreset& gpt_oss = find_preset("gpt-oss-120b");
+  SyntheticSpec spec;  // gpt-oss's H and I, fewer experts
   spec.num_experts = 8;
-  spec.hidden = 2880;
-  spec.inter = 2880;
+  spec.hidden = gpt_oss.hidden;
+  spec.inter = gpt_oss.inter;
   spec.with_biases = true;
   spec.seed = 606;
   return make_synthetic_weights(spec);
 }
 
-void expect_error(const std::function<void()>& f, const std::string& text) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one containing '" << text << "'";
-  } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr(text));
-  }
-}
-
 }  // namespace
 
 TEST(ParallelWorld1, MatchesOracleAndPlainLayerForEveryKindAndLayout) {
-  REQUIRE_HOPPER();
+  MXMOE_REQUIRE_HOPPER();
   const CanonicalMoeWeights full = gpt_oss_shaped_weights();
   const int T = 37, k = 4, H = full.hidden;
-  const std::vector<std::uint16_t> hidden = random_hidden(T, H, 6.0, 1);
-  const TopK topk = random_topk(T, k, full.num_experts, 2);
-  DeviceVector<std::uint16_t> d_hidden(hidden), d_out(static_cast<std::size_t>(T) * H), d_plain(static_cast<std::size_t>(T) * H);
-  DeviceVector<std::int32_t> d_ids(topk.ids);
-  DeviceVector<float> d_weights(topk.weights);
+  const std::vector<std::uint16_t> hidden = random_hidden(T, H, 1, 6.0);
+  const TopK topk = random_topk(T, full.num_experts, k, 2, every_fourth_slot0());
+  const std::size_t out_bytes = static_cast<std::size_t>(T) * H * 2;
+  DeviceBuffer d_hidden = DeviceBuffer::from_host(hidden, "d_hidden"), d_out(out_bytes, "d_out"), d_plain(out_bytes, "d_plain");
+  DeviceBuffer d_ids = DeviceBuffer::from_host(topk.ids, "d_ids");
+  DeviceBuffer d_weights = DeviceBuffer::from_host(topk.weights, "d_weights");
 
   for (const ActivationConfig& act : {ActivationConfig::silu_mul(), ActivationConfig::clamped_silu_mul(10.0f), ActivationConfig::gpt_oss()}) {
     MoeLayerOptions options;
@@ -126,11 +78,11 @@ TEST(ParallelWorld1, MatchesOracleAndPlainLayerForEveryKindAndLayout) {
     const std::vector<std::uint16_t> want = reference::moe_forward(full, hidden.data(), T, topk, act);
     {
       MoeLayer plain(full, options);
-      d_plain.poison();
-      plain.forward(d_hidden.get(), d_ids.get(), d_weights.get(), d_plain.get(), T, nullptr);
-      cuda_ok(cudaDeviceSynchronize(), "plain forward");
+      d_plain.fill(0xFF);
+      plain.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_weights.as<float>(), d_plain.as(), T, nullptr);
+      check_cuda(cudaDeviceSynchronize(), "plain forward");
     }
-    const std::vector<std::uint16_t> plain_out = d_plain.download();
+    const std::vector<std::uint16_t> plain_out = d_plain.to_host<std::uint16_t>();
     for (ShardKind kind : {ShardKind::Tensor, ShardKind::Expert})
       for (TokenLayout in : {TokenLayout::Replicated, TokenLayout::Sequence})
         for (TokenLayout out : {TokenLayout::Replicated, TokenLayout::Sequence}) {
@@ -140,13 +92,13 @@ TEST(ParallelWorld1, MatchesOracleAndPlainLayerForEveryKindAndLayout) {
           p.output = out;
           ParallelMoeLayer layer(full, p, options);
           EXPECT_EQ(layer.total_tokens(T), T);
-          d_out.poison();
-          layer.forward(d_hidden.get(), d_ids.get(), d_weights.get(), d_out.get(), T, nullptr);
-          cuda_ok(cudaDeviceSynchronize(), "parallel forward");
-          const std::vector<std::uint16_t> got = d_out.download();
+          d_out.fill(0xFF);
+          layer.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_weights.as<float>(), d_out.as(), T, nullptr);
+          check_cuda(cudaDeviceSynchronize(), "parallel forward");
+          const std::vector<std::uint16_t> got = d_out.to_host<std::uint16_t>();
           const std::string what = std::string(shard_kind_name(kind)) + " in=" + (in == TokenLayout::Sequence ? "seq" : "rep") +
                                    " out=" + (out == TokenLayout::Sequence ? "seq" : "rep") + " " + activation_kind_name(act.kind);
-          EXPECT_LT(relative_frobenius(got, want), kTolerance) << what;
+          EXPECT_LT(relative_error(got, want), kTolerance) << what;
           EXPECT_EQ(got, plain_out) << what << ": world 1 must be the plain layer, bit for bit";
         }
   }
@@ -154,33 +106,33 @@ TEST(ParallelWorld1, MatchesOracleAndPlainLayerForEveryKindAndLayout) {
 
 // Ids >= E are dropped by the EP mapping kernel just as the plain layer drops them.
 TEST(ParallelWorld1, ExpertParallelDropsOutOfRangeIds) {
-  REQUIRE_HOPPER();
+  MXMOE_REQUIRE_HOPPER();
   SyntheticSpec spec;
   spec.num_experts = 4;
   spec.hidden = 256;
   spec.inter = 256;
   const CanonicalMoeWeights full = make_synthetic_weights(spec);
   const int T = 8, k = 2;
-  const std::vector<std::uint16_t> hidden = random_hidden(T, 256, 1.0, 5);
-  TopK topk = random_topk(T, k, 4, 6);
+  const std::vector<std::uint16_t> hidden = random_hidden(T, 256, 5, 1.0);
+  TopK topk = random_topk(T, 4, k, 6, every_fourth_slot0());
   std::vector<std::int32_t> ids = topk.ids;
   for (int t = 0; t < T; t += 2) ids[static_cast<std::size_t>(t) * k + 1] = 4 + t;  // out of range
   TopK dropped = topk;
   for (std::size_t i = 0; i < ids.size(); ++i) dropped.ids[i] = ids[i] >= 4 ? -1 : ids[i];
   const std::vector<std::uint16_t> want = reference::moe_forward(full, hidden.data(), T, dropped, ActivationConfig::silu_mul());
-  DeviceVector<std::uint16_t> d_hidden(hidden), d_out(static_cast<std::size_t>(T) * 256);
-  DeviceVector<std::int32_t> d_ids(ids);
-  DeviceVector<float> d_weights(topk.weights);
+  DeviceBuffer d_hidden = DeviceBuffer::from_host(hidden, "d_hidden"), d_out(static_cast<std::size_t>(T) * 256 * 2, "d_out");
+  DeviceBuffer d_ids = DeviceBuffer::from_host(ids, "d_ids");
+  DeviceBuffer d_weights = DeviceBuffer::from_host(topk.weights, "d_weights");
   MoeLayerOptions options;
   options.max_tokens = T;
   options.top_k = k;
   ParallelOptions p;
   p.shard = {ShardKind::Expert, 0, 1};
   ParallelMoeLayer layer(full, p, options);
-  d_out.poison();
-  layer.forward(d_hidden.get(), d_ids.get(), d_weights.get(), d_out.get(), T, nullptr);
-  cuda_ok(cudaDeviceSynchronize(), "forward");
-  EXPECT_LT(relative_frobenius(d_out.download(), want), kTolerance);
+  d_out.fill(0xFF);
+  layer.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_weights.as<float>(), d_out.as(), T, nullptr);
+  check_cuda(cudaDeviceSynchronize(), "forward");
+  EXPECT_LT(relative_error(d_out.to_host<std::uint16_t>(), want), kTolerance);
 }
 
 TEST(ParallelWorld1, RefusesBadOptionsAndInputs) {
@@ -201,21 +153,21 @@ TEST(ParallelWorld1, RefusesBadOptionsAndInputs) {
   options.max_tokens = 0;
   expect_error([&] { ParallelMoeLayer layer(full, p, options); }, "max_tokens and top_k must be at least 1, got 0 and 2");
 
-  REQUIRE_HOPPER();
+  MXMOE_REQUIRE_HOPPER();
   options.max_tokens = 4;
   ParallelMoeLayer layer(full, p, options);
-  DeviceVector<std::uint16_t> d_hidden(5 * 64), d_out(5 * 64);
-  DeviceVector<std::int32_t> d_ids(5 * 2);
-  DeviceVector<float> d_weights(5 * 2);
-  expect_error([&] { layer.forward(d_hidden.get(), d_ids.get(), d_weights.get(), d_out.get(), 5, nullptr); },
+  DeviceBuffer d_hidden(5 * 64 * 2, "d_hidden"), d_out(5 * 64 * 2, "d_out");
+  DeviceBuffer d_ids(5 * 2 * 4, "d_ids");
+  DeviceBuffer d_weights(5 * 2 * 4, "d_weights");
+  expect_error([&] { layer.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_weights.as<float>(), d_out.as(), 5, nullptr); },
                "5 tokens over all ranks exceed max_tokens = 4");
-  expect_error([&] { layer.forward(d_hidden.get(), d_ids.get(), d_weights.get(), d_out.get(), 0, nullptr); }, "num_tokens must be at least 1, got 0");
-  expect_error([&] { layer.forward(nullptr, d_ids.get(), d_weights.get(), d_out.get(), 2, nullptr); }, "got a null one");
+  expect_error([&] { layer.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_weights.as<float>(), d_out.as(), 0, nullptr); }, "num_tokens must be at least 1, got 0");
+  expect_error([&] { layer.forward(nullptr, d_ids.as<std::int32_t>(), d_weights.as<float>(), d_out.as(), 2, nullptr); }, "got a null one");
 }
 
 // A real one-rank communicator is accepted at world 1 and checked against the spec otherwise.
 TEST(ParallelWorld1, ChecksTheCommunicatorAgainstTheSpec) {
-  REQUIRE_HOPPER();
+  MXMOE_REQUIRE_HOPPER();
   ncclComm_t comm = nullptr;
   int device = 0;
   const ncclResult_t init = ncclCommInitAll(&comm, 1, &device);

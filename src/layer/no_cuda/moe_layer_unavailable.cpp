@@ -10,8 +10,8 @@ bool cuda_backend_compiled() { return false; }
 
 DeviceCheck check_hopper_device(int) { return {false, "this build of mxmoe has no CUDA backend (nvcc was not found at build time)"}; }
 
-MoeLayer::MoeLayer(const CanonicalMoeWeights&, const MoeLayerOptions& options) {
-  validate_layer_formats(options);
+MoeLayer::MoeLayer(const CanonicalMoeWeights& weights, const MoeLayerOptions& options) {
+  validate_layer_formats(weights.format);
   fail(ErrorCode::Unsupported, check_hopper_device(options.device).message);
 }
 MoeLayer::~MoeLayer() = default;

@@ -1,0 +1,85 @@
+// The test-only half of the verification toolkit (the other half, the metric and the random inputs,
+// is the library's mxmoe/verify.hpp; the device buffer is mxmoe/device_buffer.hpp): the one way a
+// test expects an error, runs the CLI, and skips without a Hopper GPU.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+
+#include "mxmoe/error.hpp"
+#include "mxmoe/moe_layer.hpp"
+
+namespace mxmoe::test {
+
+// The call throws mxmoe::Error whose message contains `substring` (and, in the second form, whose
+// code is `code`).
+inline void expect_error(const std::function<void()>& fn, const std::string& substring) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error thrown, expected one mentioning '" << substring << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(substring), std::string::npos) << "message: " << e.what();
+  }
+}
+inline void expect_error(const std::function<void()>& fn, ErrorCode code, const std::string& substring) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error thrown, expected one mentioning '" << substring << "'";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_NE(std::string(e.what()).find(substring), std::string::npos) << "message: " << e.what();
+  }
+}
+
+// A command run to completion through the shell.
+struct CliRun {
+  int rc = -1;           // exit status; -1 when it did not exit normally
+  std::string out, err;  // what it wrote to stdout and to stderr
+  std::string output() const { return out + err; }
+};
+
+inline CliRun run_command(const std::string& command) {
+  // stdout and stderr to two fresh temporary files, read back and removed.
+  auto temp = [] {
+    char path[] = "/tmp/mxmoe-test-XXXXXX";
+    const int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+    return std::string(path);
+  };
+  auto slurp = [](const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    std::ostringstream s;
+    s << f.rdbuf();
+    std::remove(path.c_str());
+    return s.str();
+  };
+  const std::string out = temp(), err = temp();
+  const int status = std::system((command + " >" + out + " 2>" + err).c_str());
+  CliRun r;
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+#ifdef MXMOE_CLI
+// The `mxmoe` executable of this build with `args`.
+inline CliRun run_cli(const std::string& args) { return run_command(std::string("'") + MXMOE_CLI + "' " + args); }
+#endif
+
+}  // namespace mxmoe::test
+
+// First statement of a GPU test: skips it, saying why, unless device 0 is a Hopper GPU.
+#define MXMOE_REQUIRE_HOPPER()                                                            \
+  do {                                                                                    \
+    const ::mxmoe::DeviceCheck mxmoe_device_check = ::mxmoe::check_hopper_device(0);      \
+    if (!mxmoe_device_check.ok) GTEST_SKIP() << "GPU test skipped: " << mxmoe_device_check.message; \
+  } while (0)
