@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "command.hpp"
+#include "host_memory.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/moe_layer.hpp"
 #include "mxmoe/presets.hpp"
@@ -70,6 +71,12 @@ Problem make_problem(const DemoOptions& o, bool gpu) {
   p.check_tokens = std::min(p.check_tokens, p.tokens);
   p.layer.routing.validate(p.layer.num_experts);
   p.layer.activation.validate();
+  // Host memory, checked before anything is allocated (tools/host_memory.hpp): per token the bf16
+  // hidden and output, fp32 logits, top-k, and the oracle's fp32 intermediates; plus the MXFP4 weights.
+  const double H = p.layer.hidden, I = p.layer.inter, E = p.layer.num_experts, k = p.layer.top_k;
+  check_host_bytes((4 * H + 4 * E + 8 * k + 4 * k * (2 * I + H)) * p.tokens + E * 3 * I * H * (0.5 + 1.0 / 32),
+                   "demo: --tokens " + std::to_string(p.tokens) + " on H=" + std::to_string(p.layer.hidden) + " I=" +
+                       std::to_string(p.layer.inter) + " E=" + std::to_string(p.layer.num_experts));
   return p;
 }
 

@@ -4,6 +4,7 @@
 
 #include "command.hpp"
 #include "mxmoe/checkpoint.hpp"
+#include "mxmoe/error.hpp"
 
 namespace mxmoe::cli {
 namespace {
@@ -19,7 +20,9 @@ void print_layer(const LoadedMoeLayer& l) {
   if (l.router_logit_bias) std::cout << "  note: router_logit_bias is added to the router logits (gpt-oss), not a correction bias\n";
 }
 
-int run_inspect(const std::string& path, int layer) {
+// `layer` < 0 when --layer was not given.
+int run_inspect(const std::string& path, int layer, bool layer_given) {
+  if (layer_given && layer < 0) fail(ErrorCode::InvalidArgument, "--layer must be a layer number >= 0, got " + std::to_string(layer));
   const Checkpoint ckpt = Checkpoint::open(path);
   const auto layers = find_moe_layers(ckpt);
   std::cout << "checkpoint " << path << ": " << ckpt.files().size() << " file(s), " << ckpt.tensor_names().size() << " tensors, "
@@ -27,10 +30,11 @@ int run_inspect(const std::string& path, int layer) {
   for (const auto& r : layers)
     std::cout << "  layer " << r.layer << ": " << moe_layout_name(r.layout) << ", '" << r.module_prefix << "experts.', "
               << r.num_experts << " experts" << (layout_is_mxfp4(r.layout) ? "" : " (unquantized: run `mxmoe quantize`)") << "\n";
-  if (layers.empty()) return 0;
-  // Details (a full, validated load) of the chosen layer, or of the first MXFP4 layer.
-  MoeLayerRef ref = layers.front();
-  if (layer >= 0) {
+  if (layers.empty() && !layer_given) return 0;
+  // Details (a full, validated load) of the chosen layer (an error listing those there are when it does
+  // not exist), or of the first MXFP4 layer.
+  MoeLayerRef ref = layers.empty() ? MoeLayerRef{} : layers.front();
+  if (layer_given) {
     ref = find_moe_layer(ckpt, layer);
   } else {
     for (const auto& r : layers)
@@ -50,8 +54,8 @@ const RegisterCommand kInspect{
       auto path = std::make_shared<std::string>();
       auto layer = std::make_shared<int>(-1);
       sub.add_option("path", *path, "a .safetensors file, a model.safetensors.index.json, or a directory")->required();
-      sub.add_option("--layer", *layer, "show the details of this layer (default: the first MXFP4 layer)");
-      return [path, layer] { return run_inspect(*path, *layer); };
+      CLI::Option* layer_opt = sub.add_option("--layer", *layer, "show the details of this layer (default: the first MXFP4 layer)");
+      return [path, layer, layer_opt] { return run_inspect(*path, *layer, layer_opt->count() > 0); };
     }};
 
 }  // namespace

@@ -5,8 +5,10 @@
 #include <cmath>
 #include <iostream>
 #include <optional>
+#include <sstream>
 
 #include "command.hpp"
+#include "host_memory.hpp"
 #include "formats/bf16.hpp"
 #include "mxmoe/checkpoint.hpp"
 #include "mxmoe/error.hpp"
@@ -27,7 +29,8 @@ struct VerifyOptions {
   std::string path;
   int layer = -1;
   int tokens = 64;
-  int top_k = 0;  // 0: min(E, 4)
+  int top_k = 0;
+  bool top_k_given = false;  // otherwise min(E, 4)
   std::string activation;  // empty: from the layout
   std::string backend = "auto";
   double tolerance = 1e-2;
@@ -124,20 +127,34 @@ std::vector<std::uint16_t> forward_gpu(const CanonicalMoeWeights& w, const std::
 #endif
 
 int run_verify(const VerifyOptions& o) {
+  // Options first, before any file is opened: each error names the option and the value.
+  if (o.layer < 0) fail(ErrorCode::InvalidArgument, "--layer must be a layer number >= 0, got " + std::to_string(o.layer));
   if (o.tokens < 1) fail(ErrorCode::InvalidArgument, "--tokens must be at least 1, got " + std::to_string(o.tokens));
+  if (o.top_k_given && o.top_k < 1) fail(ErrorCode::InvalidArgument, "--top-k must be at least 1, got " + std::to_string(o.top_k));
+  if (!(std::isfinite(o.tolerance) && o.tolerance >= 0))
+    fail(ErrorCode::InvalidArgument, "--tolerance must be a finite number >= 0, got " + (std::ostringstream() << o.tolerance).str());
   if (o.backend != "auto" && o.backend != "cpu") fail(ErrorCode::InvalidArgument, "--backend must be auto or cpu, got '" + o.backend + "'");
   const Checkpoint ckpt = Checkpoint::open(o.path);
   const LoadedMoeLayer l = load_moe_layer(ckpt, o.layer);
   const CanonicalMoeWeights& w = l.weights;
   const int E = w.num_experts, H = w.hidden, T = o.tokens;
-  const int k = o.top_k > 0 ? o.top_k : std::min(E, 4);
+  const int k = o.top_k_given ? o.top_k : std::min(E, 4);
   const ActivationConfig act = activation_for(o.activation, l.ref.layout);
   const RoutingConfig routing = RoutingConfig::softmax(k, true);
   routing.validate(E);
 
+  // Host memory per token: bf16 hidden and output, fp32 logits, top-k ids and weights, and the oracle's
+  // fp32 intermediates (2I + H per routed pair). Checked before anything is allocated.
+  const double per_token = 4.0 * H + 4.0 * E + 8.0 * k + 4.0 * k * (2.0 * w.inter + H);
+  const std::string sizes = "--tokens " + std::to_string(T) + " (H=" + std::to_string(H) + ", E=" + std::to_string(E) + ", top-k " +
+                            std::to_string(k) + ")";
+  check_host_bytes(per_token * T, sizes);
+
   // Random tokens and random router logits: every expert gets exercised, whatever the router.
-  const std::vector<std::uint16_t> hidden = verify::random_hidden(T, H, o.seed);
-  const std::vector<float> logits = verify::random_logits(T, E, o.seed + 1);
+  const std::vector<std::uint16_t> hidden =
+      allocating("the random hidden states of " + sizes, 2.0 * T * H, [&] { return verify::random_hidden(T, H, o.seed); });
+  const std::vector<float> logits =
+      allocating("the router logits of " + sizes, 4.0 * T * E, [&] { return verify::random_logits(T, E, o.seed + 1); });
   const TopK topk = reference::route(logits.data(), T, E, routing, nullptr);
 
   std::cout << "layer " << l.ref.layer << " (" << moe_layout_name(l.ref.layout) << ", '" << l.ref.module_prefix << "experts.'): E=" << E
@@ -181,12 +198,15 @@ const RegisterCommand kVerify{
       sub.add_option("path", o->path, "a .safetensors file, a model.safetensors.index.json, or a directory")->required();
       sub.add_option("--layer", o->layer, "the MoE layer to run")->required();
       sub.add_option("--tokens", o->tokens, "random tokens to run (default 64)");
-      sub.add_option("--top-k", o->top_k, "experts per token (default min(E, 4))");
+      CLI::Option* top_k = sub.add_option("--top-k", o->top_k, "experts per token (default min(E, 4))");
       sub.add_option("--activation", o->activation, "silu | clamped | gpt-oss (default from the layout)");
       sub.add_option("--backend", o->backend, "auto (GPU when a Hopper GPU is present) | cpu");
       sub.add_option("--tolerance", o->tolerance, "largest relative L2 error that passes (default 1e-2)");
       sub.add_option("--seed", o->seed, "seed of the random tokens and router logits");
-      return [o] { return run_verify(*o); };
+      return [o, top_k] {
+        o->top_k_given = top_k->count() > 0;
+        return run_verify(*o);
+      };
     }};
 
 }  // namespace
