@@ -1,7 +1,9 @@
 """Times mxmoe.torch.fused_moe (the torch op) by the method of `mxmoe bench`: the op captured in a
 CUDA graph, a 256 MiB L2 flush before each timed replay (outside the events), median of `reps`.
-Run beside `mxmoe bench --preset P --tokens ...` in the same device call; the two should agree within
-noise (the Python layer adds no kernels). Prints one JSON line per (preset, T)."""
+Run beside `mxmoe bench --preset P --tokens ... --out-dir D` in the same device call and pass
+--routing D/routing-P.json: the op is then timed on the very routing the bench timed, and the two
+should agree within noise (the Python layer adds no kernels). Without --routing: uniform random top-k.
+Prints one JSON line per (preset, T)."""
 import argparse
 import json
 import statistics
@@ -53,21 +55,36 @@ def time_op(fn, reps, warmup, flush_bytes=256 << 20):
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--preset", choices=sorted(PRESETS), action="append")
+    p.add_argument("--routing", action="append", default=[],
+                   help="routing-<model>.json written by mxmoe bench --out-dir (its shape and rows are used)")
     p.add_argument("--tokens", default="1,64,4096")
     p.add_argument("--reps", type=int, default=100)
     p.add_argument("--warmup", type=int, default=10)
     args = p.parse_args()
-    for preset in args.preset or sorted(PRESETS):
-        E, H, I, k = PRESETS[preset]
+    jobs = []  # (preset, E, H, I, k, [(T, ids or None)])
+    for path in args.routing:
+        with open(path) as f:
+            doc = json.load(f)
+        s = doc["shape"]
+        jobs.append((s["name"], s["experts"], s["hidden"], s["inter"], s["top_k"],
+                     [(r["tokens"], r["ids"]) for r in doc["rows"]]))
+    if not jobs:
+        for preset in args.preset or sorted(PRESETS):
+            jobs.append((preset, *PRESETS[preset], [(int(t), None) for t in args.tokens.split(",")]))
+    for preset, E, H, I, k, rows in jobs:
         prepared = random_prepared(E, H, I)
-        for T in (int(t) for t in args.tokens.split(",")):
+        for T, given_ids in rows:
             g = torch.Generator(device="cuda").manual_seed(T)
             hidden = torch.randn(T, H, device="cuda", generator=g).to(torch.bfloat16)
-            ids = torch.rand(T, E, device="cuda", generator=g).topk(k, dim=1).indices.to(torch.int32)
+            if given_ids is None:
+                ids = torch.rand(T, E, device="cuda", generator=g).topk(k, dim=1).indices.to(torch.int32)
+            else:
+                ids = torch.tensor(given_ids, dtype=torch.int32, device="cuda").reshape(T, k)
             weights = torch.softmax(torch.randn(T, k, device="cuda", generator=g), dim=1)
             out = torch.empty_like(hidden)
             us = time_op(lambda: mt.fused_moe(hidden, prepared, weights, ids, out=out), args.reps, args.warmup)
-            print(json.dumps({"preset": preset, "tokens": T, "torch_op_us": round(us, 2)}), flush=True)
+            print(json.dumps({"preset": preset, "tokens": T, "routing": "bench" if given_ids is not None else "uniform",
+                              "torch_op_us": round(us, 2)}), flush=True)
 
 
 if __name__ == "__main__":
