@@ -1,6 +1,7 @@
 // mxmoe verify: runs one MoE layer of a checkpoint on random tokens with the best backend available
 // and checks it: the GPU layer against the CPU oracle, or (without a Hopper GPU) the CPU oracle
-// against an independent float64 recomputation of a few tokens.
+// against the float64 reference (reference::moe_forward_f64) of a few tokens. With --source it also
+// reports the quantisation error against the unquantized layer.
 #include <algorithm>
 #include <cmath>
 #include <iostream>
@@ -9,7 +10,6 @@
 
 #include "command.hpp"
 #include "host_memory.hpp"
-#include "formats/bf16.hpp"
 #include "mxmoe/checkpoint.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/moe_layer.hpp"
@@ -33,6 +33,7 @@ struct VerifyOptions {
   bool top_k_given = false;  // otherwise min(E, 4)
   std::string activation;  // empty: from the layout
   std::string backend = "auto";
+  std::string source;  // an unquantized checkpoint: report the quantisation error against it
   double tolerance = 1e-2;
   std::uint64_t seed = 1;
 };
@@ -48,62 +49,30 @@ ActivationConfig activation_for(const std::string& name, MoeLayout layout) {
   fail(ErrorCode::InvalidArgument, "unknown activation '" + n + "' (known: silu, clamped, gpt-oss)");
 }
 
-// ---- independent float64 recomputation (weights decoded here, no rounding anywhere)
+// ---- --source: the quantisation error against the unquantized layer
 
-double e2m1_value(std::uint8_t code) {
-  static const double mags[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
-  return (code & 8) ? -mags[code & 7] : mags[code & 7];
-}
-
-// Row `row` of a packed [rows, K] matrix with its scales, dotted with x (K doubles).
-double dot_row(const std::uint8_t* packed, const std::uint8_t* scales, std::int64_t row, std::int64_t K, const std::vector<double>& x) {
-  double acc = 0;
-  for (std::int64_t k = 0; k < K; ++k) {
-    const std::uint8_t byte = packed[row * K / 2 + k / 2];
-    const std::uint8_t code = (k % 2) ? byte >> 4 : byte & 15;
-    acc += e2m1_value(code) * std::ldexp(1.0, scales[row * K / 32 + k / 32] - 127) * x[k];
-  }
-  return acc;
-}
-
-double activate(const ActivationConfig& a, double g, double u) {
-  const double L = a.limit;
-  switch (a.kind) {
-    case ActivationKind::SiluMul: return g / (1 + std::exp(-g)) * u;
-    case ActivationKind::ClampedSiluMul:
-      g = std::min(g, L), u = std::clamp(u, -L, L);
-      return g / (1 + std::exp(-g)) * u;
-    case ActivationKind::GptOssSwiglu:
-      g = std::min(g, L), u = std::clamp(u, -L, L);
-      return (u + 1) * g / (1 + std::exp(-static_cast<double>(a.alpha) * g));
-  }
-  return 0;
-}
-
-std::vector<double> forward_f64(const CanonicalMoeWeights& w, const std::vector<std::uint16_t>& hidden, const TopK& topk,
-                                const ActivationConfig& act, int t) {
-  const std::int64_t H = w.hidden, I = w.inter;
-  std::vector<double> x(H), out(H, 0.0), a(I);
-  for (std::int64_t k = 0; k < H; ++k) x[k] = formats::bf16_to_float(hidden[t * H + k]);
-  for (int s = 0; s < topk.top_k; ++s) {
-    const int e = topk.ids[t * topk.top_k + s];
-    if (e < 0) continue;
-    const auto* w13 = w.w13.as<std::uint8_t>() + e * 2 * I * H / 2;
-    const auto* s13 = w.w13_scale.as<std::uint8_t>() + e * 2 * I * H / 32;
-    const auto* w2 = w.w2.as<std::uint8_t>() + e * H * I / 2;
-    const auto* s2 = w.w2_scale.as<std::uint8_t>() + e * H * I / 32;
-    for (std::int64_t j = 0; j < I; ++j) {
-      double g = dot_row(w13, s13, j, H, x), u = dot_row(w13, s13, I + j, H, x);
-      if (w.w13_bias) g += w.w13_bias->as<float>()[e * 2 * I + j], u += w.w13_bias->as<float>()[e * 2 * I + I + j];
-      a[j] = activate(act, g, u);
-    }
-    for (std::int64_t h = 0; h < H; ++h) {
-      double y = dot_row(w2, s2, h, I, a);
-      if (w.w2_bias) y += w.w2_bias->as<float>()[e * H + h];
-      out[h] += topk.weights[t * topk.top_k + s] * y;
-    }
-  }
-  return out;
+// The unquantized layer `layer` of `source_path` run in float64 (reference::moe_forward_f64 on its
+// float weights) on the tokens the MXFP4 layer ran, against the MXFP4 layer's oracle output.
+verify::Comparison source_error(const std::string& source_path, const LoadedMoeLayer& mx, const std::vector<std::uint16_t>& hidden,
+                                const TopK& topk, const ActivationConfig& act, const std::vector<std::uint16_t>& oracle) {
+  const Checkpoint src = Checkpoint::open(source_path);
+  const MoeLayerRef ref = find_moe_layer(src, mx.ref.layer);
+  if (layout_is_mxfp4(ref.layout))
+    fail(ErrorCode::InvalidArgument, "--source '" + source_path + "': layer " + std::to_string(ref.layer) + " is " +
+                                         moe_layout_name(ref.layout) + ", already MXFP4; --source takes the unquantized (bf16/f16/f32) model");
+  reference::DenseExpertWeights dense;
+  const LoadedMoeLayer s = quantize_moe_layer(src, ref, &dense);
+  const auto &a = s.weights, &b = mx.weights;
+  if (a.num_experts != b.num_experts || a.hidden != b.hidden || a.inter != b.inter)
+    fail(ErrorCode::Shape, "--source '" + source_path + "': layer " + std::to_string(ref.layer) + " has E=" + std::to_string(a.num_experts) +
+                               " H=" + std::to_string(a.hidden) + " I=" + std::to_string(a.inter) + ", the checked layer E=" +
+                               std::to_string(b.num_experts) + " H=" + std::to_string(b.hidden) + " I=" + std::to_string(b.inter));
+  std::vector<int> tokens(static_cast<std::size_t>(topk.num_tokens));
+  for (int t = 0; t < topk.num_tokens; ++t) tokens[static_cast<std::size_t>(t)] = t;
+  const std::vector<double> want = reference::moe_forward_f64(a, dense, hidden.data(), topk.num_tokens, topk, act, tokens);
+  std::cout << "source: layer " << ref.layer << " of '" << source_path << "' (" << moe_layout_name(ref.layout) << ") in float64 on the same "
+            << topk.num_tokens << " tokens\n";
+  return verify::compare(oracle, want);
 }
 
 // ---- the GPU layer
@@ -133,7 +102,11 @@ int run_verify(const VerifyOptions& o) {
   if (o.top_k_given && o.top_k < 1) fail(ErrorCode::InvalidArgument, "--top-k must be at least 1, got " + std::to_string(o.top_k));
   if (!(std::isfinite(o.tolerance) && o.tolerance >= 0))
     fail(ErrorCode::InvalidArgument, "--tolerance must be a finite number >= 0, got " + (std::ostringstream() << o.tolerance).str());
-  if (o.backend != "auto" && o.backend != "cpu") fail(ErrorCode::InvalidArgument, "--backend must be auto or cpu, got '" + o.backend + "'");
+  if (o.backend != "auto" && o.backend != "cpu" && o.backend != "gpu")
+    fail(ErrorCode::InvalidArgument, "--backend must be auto, gpu or cpu, got '" + o.backend + "'");
+  // The device is checked before any file is read: --backend gpu without a usable Hopper GPU says why.
+  const DeviceCheck device = o.backend == "cpu" ? DeviceCheck{false, "--backend cpu"} : check_hopper_device();
+  if (o.backend == "gpu" && !device.ok) fail(ErrorCode::Unsupported, "--backend gpu: no usable GPU backend: " + device.message);
   const Checkpoint ckpt = Checkpoint::open(o.path);
   const LoadedMoeLayer l = load_moe_layer(ckpt, o.layer);
   const CanonicalMoeWeights& w = l.weights;
@@ -162,7 +135,6 @@ int run_verify(const VerifyOptions& o) {
             << activation_kind_name(act.kind) << "\n";
   const std::vector<std::uint16_t> oracle = reference::moe_forward(w, hidden.data(), T, topk, act);
   verify::Comparison m;
-  const DeviceCheck device = o.backend == "cpu" ? DeviceCheck{false, "--backend cpu"} : check_hopper_device();
   if (device.ok) {
 #ifdef MXMOE_HAVE_CUDA
     const std::vector<std::uint16_t> gpu = forward_gpu(w, hidden, topk, act, T);
@@ -173,15 +145,18 @@ int run_verify(const VerifyOptions& o) {
 #endif
   } else {
     const int checked = std::min(T, 8);
-    std::vector<double> ref;
-    for (int t = 0; t < checked; ++t) {
-      const auto r = forward_f64(w, hidden, topk, act, t);
-      ref.insert(ref.end(), r.begin(), r.end());
-    }
+    std::vector<int> first_tokens(static_cast<std::size_t>(checked));
+    for (int t = 0; t < checked; ++t) first_tokens[static_cast<std::size_t>(t)] = t;
+    const std::vector<double> ref = reference::moe_forward_f64(w, hidden.data(), T, topk, act, first_tokens);
     const std::vector<std::uint16_t> got(oracle.begin(), oracle.begin() + static_cast<std::ptrdiff_t>(checked) * H);
     std::cout << "backend: CPU oracle (no GPU layer: " << device.message << "), checked against a float64 recomputation of " << checked
               << " tokens\n";
     m = verify::compare(got, ref);
+  }
+  if (!o.source.empty()) {
+    const verify::Comparison q = source_error(o.source, l, hidden, topk, act, oracle);
+    std::cout << "quantisation error (MXFP4 oracle vs unquantized source): rel_l2_err " << q.relative_error << "  max_abs_err "
+              << q.max_abs_error << "  max_abs_ref " << q.max_abs_want << (q.finite ? "" : "  NON-FINITE VALUES") << "\n";
   }
   const bool pass = m.relative_error <= o.tolerance;  // +inf (never passes) on NaN or Inf
   std::cout << "max_abs_err " << m.max_abs_error << "  rel_l2_err " << m.relative_error << "  max_abs_ref " << m.max_abs_want
@@ -200,7 +175,10 @@ const RegisterCommand kVerify{
       sub.add_option("--tokens", o->tokens, "random tokens to run (default 64)");
       CLI::Option* top_k = sub.add_option("--top-k", o->top_k, "experts per token (default min(E, 4))");
       sub.add_option("--activation", o->activation, "silu | clamped | gpt-oss (default from the layout)");
-      sub.add_option("--backend", o->backend, "auto (GPU when a Hopper GPU is present) | cpu");
+      sub.add_option("--backend", o->backend, "auto (GPU when a Hopper GPU is present) | gpu (an error without one) | cpu");
+      sub.add_option("--source", o->source,
+                     "the unquantized (bf16) checkpoint the layer was quantised from: also report the quantisation error, the "
+                     "MXFP4 layer's oracle output against the source layer's float64 forward on the same tokens");
       sub.add_option("--tolerance", o->tolerance, "largest relative L2 error that passes (default 1e-2)");
       sub.add_option("--seed", o->seed, "seed of the random tokens and router logits");
       return [o, top_k] {

@@ -16,6 +16,10 @@
 
 namespace mxmoe {
 
+namespace reference {
+struct DenseExpertWeights;  // mxmoe/reference.hpp
+}
+
 // ---------------------------------------------------------------- reading safetensors
 
 // One tensor as its file's header describes it.
@@ -173,8 +177,10 @@ struct LoadedMoeLayer {
 LoadedMoeLayer load_moe_layer(const Checkpoint& ckpt, const MoeLayerRef& ref);
 LoadedMoeLayer load_moe_layer(const Checkpoint& ckpt, int layer);
 
-// Quantizes an unquantized layer (bf16/f16/f32 experts) to canonical MXFP4 by the OCP rule.
-LoadedMoeLayer quantize_moe_layer(const Checkpoint& ckpt, const MoeLayerRef& ref);
+// Quantizes an unquantized layer (bf16/f16/f32 experts) to canonical MXFP4 by the OCP rule. With
+// `dense`, it also receives the unquantized expert weights in canonical order (float32), the layer
+// `mxmoe verify --source` measures the quantisation error against.
+LoadedMoeLayer quantize_moe_layer(const Checkpoint& ckpt, const MoeLayerRef& ref, reference::DenseExpertWeights* dense = nullptr);
 
 // The tensors that store `layer` in an MXFP4 layout under `module_prefix` (e.g. "model.layers.3.mlp."):
 // weights U8 (F4 for dsv4), scales F8_E8M0 (U8 for gpt-oss), biases and router F32.

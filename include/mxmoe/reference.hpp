@@ -51,5 +51,17 @@ std::vector<double> moe_forward_f64(const CanonicalMoeWeights& w, const std::uin
                                     const TopK& topk, const ActivationConfig& act, const std::vector<int>& token_indices,
                                     int threads = 0);
 
+// Unquantized expert weights in canonical order, F32: w13 [E, 2I, H] (gate rows, then up rows) and
+// w2 [E, H, I] (quantize_moe_layer in mxmoe/checkpoint.hpp gives them for a bf16/f16/f32 layer).
+struct DenseExpertWeights {
+  HostTensor w13, w2;
+};
+
+// moe_forward_f64 with the experts' weights taken from `dense` instead of w's MXFP4 tensors (w still
+// gives E, H, I and the biases): the unquantized layer, to measure the quantisation error of w.
+std::vector<double> moe_forward_f64(const CanonicalMoeWeights& w, const DenseExpertWeights& dense, const std::uint16_t* hidden,
+                                    int num_tokens, const TopK& topk, const ActivationConfig& act,
+                                    const std::vector<int>& token_indices, int threads = 0);
+
 }  // namespace reference
 }  // namespace mxmoe

@@ -1,5 +1,6 @@
 // Quantizing an unquantized MoE layer (bf16/f16/f32 experts) to canonical MXFP4 by the OCP rule,
 // one row at a time straight from the mapped file.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -7,6 +8,7 @@
 #include "layout/alias_table.hpp"
 #include "layout/layer_dtypes.hpp"
 #include "layout/tensor_convert.hpp"
+#include "mxmoe/reference.hpp"
 #include "mxmoe/error.hpp"
 
 namespace mxmoe {
@@ -19,7 +21,8 @@ using layout::Role;
 // first + r * row_step + k * k_step of `src` (k_step 1 for row-major rows; the transposed, interleaved
 // gpt-oss tensors step otherwise). NaN/Inf inputs are refused by name and index.
 void quantize_rows(const HostTensor& src, const std::string& name, std::int64_t first, std::int64_t rows, std::int64_t K,
-                   std::uint8_t* packed, std::uint8_t* scales, std::int64_t row_step = -1, std::int64_t k_step = 1) {
+                   std::uint8_t* packed, std::uint8_t* scales, std::int64_t row_step = -1, std::int64_t k_step = 1,
+                   float* dense_rows = nullptr) {
   if (row_step < 0) row_step = K;
   std::vector<float> row(static_cast<std::size_t>(K));
   std::vector<std::uint8_t> codes(static_cast<std::size_t>(K));
@@ -30,6 +33,7 @@ void quantize_rows(const HostTensor& src, const std::string& name, std::int64_t 
       if (!std::isfinite(row[k]))
         fail(ErrorCode::Format, "tensor '" + name + "': value at index " + layout::index_str(src.shape(), i) + " is not finite");
     }
+    if (dense_rows) std::copy(row.begin(), row.end(), dense_rows + r * K);  // the unquantized row, for verify --source
     formats::mxfp4_quantize(row.data(), static_cast<int>(K), codes.data(), scales + r * K / 32);
     formats::pack_codes(codes.data(), K, packed + r * K / 2);
   }
@@ -37,7 +41,8 @@ void quantize_rows(const HostTensor& src, const std::string& name, std::int64_t 
 
 class DenseQuantizer {
  public:
-  DenseQuantizer(const Checkpoint& ckpt, const MoeLayerRef& ref) : ckpt_(ckpt), ref_(ref), rule_(layout::layout_rule(ref.layout)) {
+  DenseQuantizer(const Checkpoint& ckpt, const MoeLayerRef& ref, reference::DenseExpertWeights* dense)
+      : ckpt_(ckpt), ref_(ref), rule_(layout::layout_rule(ref.layout)), dense_(dense) {
     out_.ref = ref;
   }
 
@@ -53,6 +58,20 @@ class DenseQuantizer {
   }
 
  private:
+  // quantize_rows, also keeping the float rows in dense_ when asked: canonical element j of w13 (w2) is
+  // packed byte j / 2, so a packed destination gives the float destination.
+  void quantize(const HostTensor& src, const std::string& name, std::int64_t first, std::int64_t rows, std::int64_t K,
+                std::uint8_t* packed, std::uint8_t* scales, std::int64_t row_step = -1, std::int64_t k_step = 1) {
+    float* rows_out = nullptr;
+    if (dense_) {
+      const auto* b13 = out_.weights.w13.as<std::uint8_t>();
+      rows_out = packed >= b13 && packed < b13 + out_.weights.w13.nbytes()
+                     ? dense_->w13.mutable_as<float>() + (packed - b13) * 2
+                     : dense_->w2.mutable_as<float>() + (packed - out_.weights.w2.as<std::uint8_t>()) * 2;
+    }
+    quantize_rows(src, name, first, rows, K, packed, scales, row_step, k_step, rows_out);
+  }
+
   std::optional<Resolved> find(Role role, int expert = 0) {
     return layout::resolve_or_fail(ckpt_, ref_.module_prefix, layout::rule_for(rule_, role), expert);
   }
@@ -83,6 +102,10 @@ class DenseQuantizer {
     w.w13_scale = HostTensor::zeros(DType::U8, {E, 2 * I, H / 32});
     w.w2 = HostTensor::zeros(DType::U8, {E, H, I / 2});
     w.w2_scale = HostTensor::zeros(DType::U8, {E, H, I / 32});
+    if (dense_) {
+      dense_->w13 = HostTensor::zeros(DType::F32, {E, 2 * I, H});
+      dense_->w2 = HostTensor::zeros(DType::F32, {E, H, I});
+    }
   }
 
   void per_expert() {
@@ -101,11 +124,11 @@ class DenseQuantizer {
     auto& w = out_.weights;
     for (int e = 0; e < E; ++e) {
       const Resolved g = *find(Role::Gate, e), u = *find(Role::Up, e), d = *find(Role::Down, e);
-      quantize_rows(float_view(g, {I, H}, "gate"), g.name, 0, I, H, w.w13.mutable_as<std::uint8_t>() + e * 2 * I * H / 2,
+      quantize(float_view(g, {I, H}, "gate"), g.name, 0, I, H, w.w13.mutable_as<std::uint8_t>() + e * 2 * I * H / 2,
                     w.w13_scale.mutable_as<std::uint8_t>() + e * 2 * I * H / 32);
-      quantize_rows(float_view(u, {I, H}, "up"), u.name, 0, I, H, w.w13.mutable_as<std::uint8_t>() + (e * 2 * I + I) * H / 2,
+      quantize(float_view(u, {I, H}, "up"), u.name, 0, I, H, w.w13.mutable_as<std::uint8_t>() + (e * 2 * I + I) * H / 2,
                     w.w13_scale.mutable_as<std::uint8_t>() + (e * 2 * I + I) * H / 32);
-      quantize_rows(float_view(d, {H, I}, "down"), d.name, 0, H, I, w.w2.mutable_as<std::uint8_t>() + e * H * I / 2,
+      quantize(float_view(d, {H, I}, "down"), d.name, 0, H, I, w.w2.mutable_as<std::uint8_t>() + e * H * I / 2,
                     w.w2_scale.mutable_as<std::uint8_t>() + e * H * I / 32);
       if (e == 0) {
         record(Role::Gate, g, true);
@@ -125,8 +148,8 @@ class DenseQuantizer {
     const HostTensor w2 = float_view(r2, {E, H, I}, "w2");
     allocate(r13.name, E, H, I);
     auto& w = out_.weights;
-    quantize_rows(w13, r13.name, 0, E * 2 * I, H, w.w13.mutable_as<std::uint8_t>(), w.w13_scale.mutable_as<std::uint8_t>());
-    quantize_rows(w2, r2.name, 0, E * H, I, w.w2.mutable_as<std::uint8_t>(), w.w2_scale.mutable_as<std::uint8_t>());
+    quantize(w13, r13.name, 0, E * 2 * I, H, w.w13.mutable_as<std::uint8_t>(), w.w13_scale.mutable_as<std::uint8_t>());
+    quantize(w2, r2.name, 0, E * H, I, w.w2.mutable_as<std::uint8_t>(), w.w2_scale.mutable_as<std::uint8_t>());
     record(Role::W13, r13, false);
     record(Role::W2, r2, false);
     if (auto b = find(Role::W13Bias)) {
@@ -158,9 +181,9 @@ class DenseQuantizer {
     for (std::int64_t e = 0; e < E; ++e) {
       const std::int64_t base13 = e * H * 2 * I;
       for (int half = 0; half < 2; ++half)  // 0: gate (even columns), 1: up (odd columns)
-        quantize_rows(w13, r13.name, base13 + half, I, H, w.w13.mutable_as<std::uint8_t>() + (e * 2 * I + half * I) * H / 2,
+        quantize(w13, r13.name, base13 + half, I, H, w.w13.mutable_as<std::uint8_t>() + (e * 2 * I + half * I) * H / 2,
                       w.w13_scale.mutable_as<std::uint8_t>() + (e * 2 * I + half * I) * H / 32, 2, 2 * I);
-      quantize_rows(w2, r2.name, e * I * H, H, I, w.w2.mutable_as<std::uint8_t>() + e * H * I / 2,
+      quantize(w2, r2.name, e * I * H, H, I, w.w2.mutable_as<std::uint8_t>() + e * H * I / 2,
                     w.w2_scale.mutable_as<std::uint8_t>() + e * H * I / 32, 1, H);
     }
     record(Role::W13, r13, false);
@@ -207,13 +230,14 @@ class DenseQuantizer {
   const MoeLayerRef& ref_;
   const layout::LayoutRule& rule_;
   LoadedMoeLayer out_;
+  reference::DenseExpertWeights* dense_;
 };
 
 }  // namespace
 
-LoadedMoeLayer quantize_moe_layer(const Checkpoint& ckpt, const MoeLayerRef& ref) {
+LoadedMoeLayer quantize_moe_layer(const Checkpoint& ckpt, const MoeLayerRef& ref, reference::DenseExpertWeights* dense) {
   layout::check_layer_dtypes(ckpt, ref);
-  return DenseQuantizer(ckpt, ref).run();
+  return DenseQuantizer(ckpt, ref, dense).run();
 }
 
 }  // namespace mxmoe
