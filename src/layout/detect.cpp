@@ -6,6 +6,7 @@
 #include <set>
 
 #include "layout/alias_table.hpp"
+#include "layout/completeness.hpp"
 #include "layout/layer_dtypes.hpp"
 #include "mxmoe/error.hpp"
 
@@ -114,6 +115,7 @@ std::vector<MoeLayerRef> find_moe_layers(const Checkpoint& ckpt) {
   for (auto& [key, f] : found) {
     f.ref.num_experts = f.experts.empty() ? static_cast<int>(std::min<std::int64_t>(f.first_dim, 1 << 30))
                                           : *f.experts.rbegin() + 1;
+    layout::check_layer_complete(ckpt, f.ref, f.experts);  // no gap; agrees with the router and config.json
     layers.push_back(f.ref);
   }
   std::stable_sort(layers.begin(), layers.end(), [](const MoeLayerRef& a, const MoeLayerRef& b) { return a.layer < b.layer; });
