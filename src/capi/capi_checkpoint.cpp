@@ -1,9 +1,11 @@
 // The C ABI's checkpoint entry: one MoE layer through the C++ loader (every naming, fp32 or E8M0
 // scales), handed out tensor by tensor so the caller copies straight into its own memory.
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "capi/internal.hpp"
+#include "layout/alias_table.hpp"
 #include "mxmoe/checkpoint.hpp"
 
 using namespace mxmoe;
@@ -93,7 +95,6 @@ void mxmoe_layer_close(mxmoe_layer* l) { delete l; }
 
 // The fused layout's names for a canonical role, from the one alias table (src/layout/alias_table),
 // so engines' modules accept exactly what the C++ loader accepts.
-#include "layout/alias_table.hpp"
 
 extern "C" int mxmoe_fused_aliases(const char* role, char* out, int64_t capacity) {
   return guarded("mxmoe_fused_aliases", [&] {
