@@ -77,10 +77,10 @@ TEST(ActivationConfig, LimitsAndAlpha) {
   EXPECT_EQ(activation_error(ActivationConfig::silu_mul()), "no error");  // no limit needed
   EXPECT_EQ(activation_error(ActivationConfig::clamped_silu_mul(10.0f)), "no error");
   EXPECT_EQ(activation_error(ActivationConfig::gpt_oss()), "no error");
-  EXPECT_THAT(activation_error(ActivationConfig::clamped_silu_mul(0.0f)), HasSubstr("clamped silu-and-mul: limit must be a positive finite number"));
+  EXPECT_THAT(activation_error(ActivationConfig::clamped_silu_mul(0.0f)), HasSubstr("clamped-silu: limit must be a positive finite number"));
   EXPECT_THAT(activation_error(ActivationConfig::clamped_silu_mul(-3.0f)), HasSubstr("limit must be a positive finite number"));
   EXPECT_THAT(activation_error(ActivationConfig::clamped_silu_mul(NAN)), HasSubstr("limit must be a positive finite number"));
-  EXPECT_THAT(activation_error(ActivationConfig::gpt_oss(1.702f, 0.0f)), HasSubstr("gpt-oss swiglu: limit must be a positive finite number"));
+  EXPECT_THAT(activation_error(ActivationConfig::gpt_oss(1.702f, 0.0f)), HasSubstr("gpt-oss: limit must be a positive finite number"));
   EXPECT_THAT(activation_error(ActivationConfig::gpt_oss(0.0f, 7.0f)), HasSubstr("alpha must be positive and finite"));
   const ActivationConfig g = ActivationConfig::gpt_oss();
   EXPECT_FLOAT_EQ(g.alpha, 1.702f);
@@ -115,5 +115,26 @@ TEST(Presets, UnknownNameListsTheKnownOnes) {
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), HasSubstr("unknown model preset 'dsv5'"));
     for (const ModelPreset& p : model_presets()) EXPECT_THAT(e.what(), HasSubstr(p.name));
+  }
+}
+
+// Each choice has one name, and the parse of that name gives the choice back.
+TEST(Names, ActivationAndGemmTileNamesRoundTrip) {
+  for (ActivationKind k : {ActivationKind::SiluMul, ActivationKind::ClampedSiluMul, ActivationKind::GptOssSwiglu})
+    EXPECT_EQ(parse_activation_kind(activation_kind_name(k)), k) << activation_kind_name(k);
+  for (GemmTile t : {GemmTile::Auto, GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill})
+    EXPECT_EQ(parse_gemm_tile(gemm_tile_name(t)), t) << gemm_tile_name(t);
+  EXPECT_STREQ(activation_kind_name(ActivationKind::ClampedSiluMul), "clamped-silu");
+  try {
+    parse_activation_kind("clamped");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("unknown activation 'clamped' (known: silu, clamped-silu, gpt-oss)"));
+  }
+  try {
+    parse_gemm_tile("16");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("unknown GEMM tile '16' (known: auto, tiny, decode, small, medium, prefill)"));
   }
 }

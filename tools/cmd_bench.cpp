@@ -60,7 +60,7 @@ struct BenchOptions {
   double skew = 0.0;
   std::uint64_t seed = 1;
   bool no_bf16 = false, no_torch = false, quiet = false;
-  GemmTile gemm_tile = GemmTile::Auto;
+  std::string gemm_tile = "auto";
   std::string torch_script = "bench/torch_grouped_mm.py", python = "python3", out_dir = "bench-out", commit = "unknown";
 };
 
@@ -69,6 +69,7 @@ struct Resolved {
   ActivationConfig activation;
   bool biases = false;
   std::vector<int> tokens;
+  GemmTile gemm_tile = GemmTile::Auto;
 };
 
 Resolved resolve(const BenchOptions& o, bool preset_given) {
@@ -88,6 +89,7 @@ Resolved resolve(const BenchOptions& o, bool preset_given) {
     r.biases = p.biases;
   }
   r.shape.validate();
+  r.gemm_tile = parse_gemm_tile(o.gemm_tile);
   r.tokens = o.tokens.empty() ? bench::default_token_sweep() : bench::parse_token_list(o.tokens, 65536);
   if (o.reps < 1 || o.warmup < 0) fail(ErrorCode::InvalidArgument, "bench: need --reps >= 1 and --warmup >= 0");
   if (o.flush_mb < 0) fail(ErrorCode::InvalidArgument, "bench: --flush-mb must be >= 0");
@@ -102,15 +104,6 @@ void write_file(const std::filesystem::path& path, const std::string& text) {
   if (!f) fail(ErrorCode::Io, "bench: cannot write " + path.string());
 }
 
-const char* torch_activation_name(ActivationKind kind) {
-  switch (kind) {
-    case ActivationKind::SiluMul: return "silu";
-    case ActivationKind::ClampedSiluMul: return "clamped-silu";
-    case ActivationKind::GptOssSwiglu: return "gpt-oss";
-  }
-  return "silu";
-}
-
 // Runs the torch baseline on the routing the sweep used and merges its times into the report.
 void run_torch(const BenchOptions& o, const std::filesystem::path& routing, const std::filesystem::path& result,
                const Resolved& r, bench::Report& report) {
@@ -122,7 +115,7 @@ void run_torch(const BenchOptions& o, const std::filesystem::path& routing, cons
   const std::string cmd = o.python + " '" + o.torch_script + "' --routing '" + routing.string() + "' --out '" +
                           result.string() + "' --reps " + std::to_string(o.reps) + " --warmup " +
                           std::to_string(o.warmup) + " --flush-mb " + std::to_string(o.flush_mb) + " --activation " +
-                          torch_activation_name(r.activation.kind) + " --limit " + std::to_string(r.activation.limit) + (r.biases ? " --biases" : "") + " 1>&2";
+                          activation_kind_name(r.activation.kind) + " --limit " + std::to_string(r.activation.limit) + (r.biases ? " --biases" : "") + " 1>&2";
   const int status = std::system(cmd.c_str());
   if (status != 0) return note_all("torch script failed (status " + std::to_string(status) + "), see its messages");
   std::ifstream f(result);
@@ -150,7 +143,7 @@ int run(const BenchOptions& o, const Resolved& r) {
   config.run_bf16 = !o.no_bf16;
   config.gemm_n = o.gemm_n;
   config.device = o.device;
-  config.gemm_tile = o.gemm_tile;
+  config.gemm_tile = r.gemm_tile;
   const auto start = std::chrono::steady_clock::now();
   auto progress = [&](const std::string& what) {
     if (o.quiet) return;
@@ -211,12 +204,9 @@ const RegisterCommand kBench{
       sub.add_option("--device", o->device, "CUDA device index")->capture_default_str();
       sub.add_flag("--quiet", o->quiet, "no progress lines on stderr");
       sub.add_option("--gemm-tile", o->gemm_tile,
-                     "routed pairs per GEMM block: auto (by pairs per expert) or 8, 16, 32, 64 (for tuning)")
-          ->transform(CLI::CheckedTransformer(std::map<std::string, GemmTile>{{"auto", GemmTile::Auto},
-                                                                              {"8", GemmTile::Tokens8},
-                                                                              {"16", GemmTile::Tokens16},
-                                                                              {"32", GemmTile::Tokens32},
-                                                                              {"64", GemmTile::Tokens64}}));
+                     "GEMM configuration: auto (by pairs per expert), or for tuning tiny or decode (8 routed pairs per "
+                     "block), small (16), medium (32), prefill (64)")
+          ->capture_default_str();
       sub.footer(kFigures);
       return [o, preset]() -> int {
         const Resolved r = resolve(*o, preset->count() > 0);

@@ -39,14 +39,16 @@ struct VerifyOptions {
 };
 
 ActivationConfig activation_for(const std::string& name, MoeLayout layout) {
-  const std::string n = !name.empty() ? name
-                        : layout == MoeLayout::GptOss    ? "gpt-oss"
-                        : layout == MoeLayout::DeepSeekV4 ? "clamped"
-                                                          : "silu";
-  if (n == "silu") return ActivationConfig::silu_mul();
-  if (n == "clamped") return ActivationConfig::clamped_silu_mul(10.0f);
-  if (n == "gpt-oss") return ActivationConfig::gpt_oss();
-  fail(ErrorCode::InvalidArgument, "unknown activation '" + n + "' (known: silu, clamped, gpt-oss)");
+  const ActivationKind kind = !name.empty()                     ? parse_activation_kind(name)
+                              : layout == MoeLayout::GptOss     ? ActivationKind::GptOssSwiglu
+                              : layout == MoeLayout::DeepSeekV4 ? ActivationKind::ClampedSiluMul
+                                                                : ActivationKind::SiluMul;
+  switch (kind) {
+    case ActivationKind::SiluMul: return ActivationConfig::silu_mul();
+    case ActivationKind::ClampedSiluMul: return ActivationConfig::clamped_silu_mul(10.0f);
+    case ActivationKind::GptOssSwiglu: return ActivationConfig::gpt_oss();
+  }
+  return ActivationConfig::silu_mul();
 }
 
 // ---- --source: the quantisation error against the unquantized layer
@@ -174,7 +176,7 @@ const RegisterCommand kVerify{
       sub.add_option("--layer", o->layer, "the MoE layer to run")->required();
       sub.add_option("--tokens", o->tokens, "random tokens to run (default 64)");
       CLI::Option* top_k = sub.add_option("--top-k", o->top_k, "experts per token (default min(E, 4))");
-      sub.add_option("--activation", o->activation, "silu | clamped | gpt-oss (default from the layout)");
+      sub.add_option("--activation", o->activation, "silu | clamped-silu | gpt-oss (default from the layout)");
       sub.add_option("--backend", o->backend, "auto (GPU when a Hopper GPU is present) | gpu (an error without one) | cpu");
       sub.add_option("--source", o->source,
                      "the unquantized (bf16) checkpoint the layer was quantised from: also report the quantisation error, the "

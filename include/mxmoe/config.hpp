@@ -47,7 +47,21 @@ struct ActivationConfig {
   void validate() const;
 };
 
+// Which GEMM configuration (src/kernels/moe_gemm.hpp) runs the forward, by its routed (token, slot)
+// pairs per block: Tiny and Decode 8 (Tiny with narrow CTAs, for one or two tokens in all), Small 16,
+// Medium 32, Prefill 64. Auto picks per call from the average pairs per expert; a fixed choice is
+// for tuning and benchmarks.
+enum class GemmTile { Auto, Tiny, Decode, Small, Medium, Prefill };
+
 const char* routing_mode_name(RoutingMode mode);
+
+// The one name of each choice, as the CLI takes it, the bench records it and messages print it, and
+// its inverse (mxmoe::Error InvalidArgument listing the names for any other string).
+//   activations: "silu", "clamped-silu", "gpt-oss"
+//   GEMM tiles:  "auto", "tiny", "decode", "small", "medium", "prefill"
 const char* activation_kind_name(ActivationKind kind);
+ActivationKind parse_activation_kind(const std::string& name);
+const char* gemm_tile_name(GemmTile tile);
+GemmTile parse_gemm_tile(const std::string& name);
 
 }  // namespace mxmoe

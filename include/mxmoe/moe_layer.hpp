@@ -14,10 +14,6 @@ typedef struct CUstream_st* cudaStream_t;
 
 namespace mxmoe {
 
-// Routed (token, slot) pairs per GEMM block. Auto picks by the average pairs per expert; a fixed
-// choice is for tuning and benchmarks.
-enum class GemmTile { Auto, Tokens8, Tokens16, Tokens32, Tokens64 };
-
 struct MoeLayerOptions {
   int max_tokens = 1;  // the largest T any forward will be given
   int top_k = 1;

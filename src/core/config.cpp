@@ -1,6 +1,8 @@
 #include "mxmoe/config.hpp"
 
 #include <cmath>
+#include <cstddef>
+#include <string>
 
 #include "mxmoe/error.hpp"
 
@@ -60,7 +62,7 @@ void ActivationConfig::validate() const {
   if (kind != ActivationKind::SiluMul && !(limit > 0.0f && std::isfinite(limit)))
     fail(ErrorCode::InvalidArgument, std::string("activation ") + activation_kind_name(kind) + ": limit must be a positive finite number, got " + std::to_string(limit));
   if (kind == ActivationKind::GptOssSwiglu && !(alpha > 0.0f && std::isfinite(alpha)))
-    fail(ErrorCode::InvalidArgument, "activation gpt-oss SwiGLU: alpha must be positive and finite, got " + std::to_string(alpha));
+    fail(ErrorCode::InvalidArgument, "activation gpt-oss: alpha must be positive and finite, got " + std::to_string(alpha));
 }
 
 const char* routing_mode_name(RoutingMode mode) {
@@ -73,13 +75,49 @@ const char* routing_mode_name(RoutingMode mode) {
   return "?";
 }
 
+namespace {
+
+// Name <-> value over every value of an enum, so that a name and its parse cannot disagree.
+template <class E, std::size_t N>
+E parse_name(const std::string& name, const E (&all)[N], const char* (*name_of)(E), const char* what) {
+  std::string known;
+  for (E e : all) {
+    if (name == name_of(e)) return e;
+    known += (known.empty() ? "" : ", ") + std::string(name_of(e));
+  }
+  fail(ErrorCode::InvalidArgument, std::string("unknown ") + what + " '" + name + "' (known: " + known + ")");
+}
+
+constexpr ActivationKind kActivationKinds[] = {ActivationKind::SiluMul, ActivationKind::ClampedSiluMul, ActivationKind::GptOssSwiglu};
+constexpr GemmTile kGemmTiles[] = {GemmTile::Auto, GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill};
+
+}  // namespace
+
 const char* activation_kind_name(ActivationKind kind) {
   switch (kind) {
-    case ActivationKind::SiluMul: return "silu-and-mul";
-    case ActivationKind::ClampedSiluMul: return "clamped silu-and-mul";
-    case ActivationKind::GptOssSwiglu: return "gpt-oss swiglu";
+    case ActivationKind::SiluMul: return "silu";
+    case ActivationKind::ClampedSiluMul: return "clamped-silu";
+    case ActivationKind::GptOssSwiglu: return "gpt-oss";
   }
   return "?";
 }
+
+ActivationKind parse_activation_kind(const std::string& name) {
+  return parse_name(name, kActivationKinds, activation_kind_name, "activation");
+}
+
+const char* gemm_tile_name(GemmTile tile) {
+  switch (tile) {
+    case GemmTile::Auto: return "auto";
+    case GemmTile::Tiny: return "tiny";
+    case GemmTile::Decode: return "decode";
+    case GemmTile::Small: return "small";
+    case GemmTile::Medium: return "medium";
+    case GemmTile::Prefill: return "prefill";
+  }
+  return "?";
+}
+
+GemmTile parse_gemm_tile(const std::string& name) { return parse_name(name, kGemmTiles, gemm_tile_name, "GEMM tile"); }
 
 }  // namespace mxmoe

@@ -30,15 +30,16 @@ struct GemmPrefill {  // many tokens per expert: reuse each dequantised fragment
   static constexpr int kTokens = 64, kWarps = 4, kTilesPerWarp = 2, kChunksPerStage = 1, kStages = 3;
 };
 
-enum class GemmKind { Tiny, Decode, Small, Medium, Prefill };
-int gemm_tokens_per_block(GemmKind kind);
+// The configurations by their public names (GemmTile in mxmoe/config.hpp: Tiny = GemmTiny, ...).
+// Auto is not a configuration: the functions below refuse it; choose_gemm resolves it.
+int gemm_tokens_per_block(GemmTile tile);
 // CTAs along N for a matrix of `rows` rows.
-int gemm_ctas_per_block(GemmKind kind, int rows);
+int gemm_ctas_per_block(GemmTile tile, int rows);
 // K splits of GEMM2 for the tiniest batches, where too few CTAs would leave SMs idle.
 constexpr int kTinyGemm2Splits = 2;
 // Picks the configuration from the average routed pairs per expert: a block should hold most
 // experts' pairs, since a second block re-reads its weights, but wider blocks cost more per byte.
-GemmKind choose_gemm(int num_tokens, int top_k, int num_experts);
+GemmTile choose_gemm(int num_tokens, int top_k, int num_experts);
 
 struct MoeGemmParams {
   // Prepared weights of all experts (tile layout), expert e at e * expert_*_stride bytes.
@@ -72,8 +73,8 @@ struct MoeGemmParams {
 };
 
 // Grid: one CTA per (row tile group, token block); blocks past *num_blocks exit at once.
-void launch_moe_gemm1(GemmKind kind, const MoeGemmParams& p, int max_blocks, cudaStream_t stream);
-void launch_moe_gemm2(GemmKind kind, const MoeGemmParams& p, int max_blocks, cudaStream_t stream);
+void launch_moe_gemm1(GemmTile tile, const MoeGemmParams& p, int max_blocks, cudaStream_t stream);
+void launch_moe_gemm2(GemmTile tile, const MoeGemmParams& p, int max_blocks, cudaStream_t stream);
 // Raises the dynamic shared-memory limit of every instantiation (once, at layer creation).
 void configure_moe_gemm_kernels();
 

@@ -3,6 +3,10 @@
 #include "kernels/launch.hpp"
 #include "kernels/moe_gemm.cuh"
 
+#include <string>
+
+#include "mxmoe/error.hpp"
+
 namespace mxmoe::kernels {
 namespace {
 
@@ -26,57 +30,49 @@ void configure() {
              "cudaFuncSetAttribute(moe_gemm w2)");
 }
 
-template <bool kGateUp>
-void dispatch(GemmKind kind, const MoeGemmParams& p, int max_blocks, cudaStream_t stream) {
-  switch (kind) {
-    case GemmKind::Tiny: return launch<GemmTiny, kGateUp>(p, max_blocks, stream);
-    case GemmKind::Decode: return launch<GemmDecode, kGateUp>(p, max_blocks, stream);
-    case GemmKind::Small: return launch<GemmSmall, kGateUp>(p, max_blocks, stream);
-    case GemmKind::Medium: return launch<GemmMedium, kGateUp>(p, max_blocks, stream);
-    case GemmKind::Prefill: return launch<GemmPrefill, kGateUp>(p, max_blocks, stream);
+// Calls f(Cfg{}) with the configuration struct of `tile`: the one map from the public names to the
+// instantiations. Auto names none (choose_gemm resolves it first).
+template <class F>
+auto with_config(GemmTile tile, F&& f) {
+  switch (tile) {
+    case GemmTile::Tiny: return f(GemmTiny{});
+    case GemmTile::Decode: return f(GemmDecode{});
+    case GemmTile::Small: return f(GemmSmall{});
+    case GemmTile::Medium: return f(GemmMedium{});
+    case GemmTile::Prefill: return f(GemmPrefill{});
+    case GemmTile::Auto: break;
   }
+  fail(ErrorCode::InvalidArgument, std::string("GEMM tile '") + gemm_tile_name(tile) + "' names no configuration");
 }
 
 }  // namespace
 
-int gemm_ctas_per_block(GemmKind kind, int rows) {
-  auto ctas = [rows](int tiles_per_cta) { return (rows / layout::kTileRows + tiles_per_cta - 1) / tiles_per_cta; };
-  switch (kind) {
-    case GemmKind::Tiny: return ctas(GemmGeometry<GemmTiny>::kTilesPerCta);
-    case GemmKind::Decode: return ctas(GemmGeometry<GemmDecode>::kTilesPerCta);
-    case GemmKind::Small: return ctas(GemmGeometry<GemmSmall>::kTilesPerCta);
-    case GemmKind::Medium: return ctas(GemmGeometry<GemmMedium>::kTilesPerCta);
-    case GemmKind::Prefill: return ctas(GemmGeometry<GemmPrefill>::kTilesPerCta);
-  }
-  return 1;
+int gemm_ctas_per_block(GemmTile tile, int rows) {
+  return with_config(tile, [rows](auto cfg) {
+    constexpr int kTilesPerCta = GemmGeometry<decltype(cfg)>::kTilesPerCta;
+    return (rows / layout::kTileRows + kTilesPerCta - 1) / kTilesPerCta;
+  });
 }
 
-int gemm_tokens_per_block(GemmKind kind) {
-  switch (kind) {
-    case GemmKind::Tiny: return GemmTiny::kTokens;
-    case GemmKind::Decode: return GemmDecode::kTokens;
-    case GemmKind::Small: return GemmSmall::kTokens;
-    case GemmKind::Medium: return GemmMedium::kTokens;
-    case GemmKind::Prefill: return GemmPrefill::kTokens;
-  }
-  return GemmDecode::kTokens;
+int gemm_tokens_per_block(GemmTile tile) {
+  return with_config(tile, [](auto cfg) { return decltype(cfg)::kTokens; });
 }
 
-GemmKind choose_gemm(int num_tokens, int top_k, int num_experts) {
+GemmTile choose_gemm(int num_tokens, int top_k, int num_experts) {
   const double pairs_per_expert = static_cast<double>(num_tokens) * top_k / num_experts;
   // Thresholds from scripts/tune-gemm on an H100 (dsv4-flash and gpt-oss-120b, every tile forced).
-  if (num_tokens <= 2) return GemmKind::Tiny;
-  if (pairs_per_expert <= 6.5) return GemmKind::Decode;
-  if (pairs_per_expert <= 12.0) return GemmKind::Small;
-  if (pairs_per_expert <= 28.0) return GemmKind::Medium;
-  return GemmKind::Prefill;
+  if (num_tokens <= 2) return GemmTile::Tiny;
+  if (pairs_per_expert <= 6.5) return GemmTile::Decode;
+  if (pairs_per_expert <= 12.0) return GemmTile::Small;
+  if (pairs_per_expert <= 28.0) return GemmTile::Medium;
+  return GemmTile::Prefill;
 }
 
-void launch_moe_gemm1(GemmKind kind, const MoeGemmParams& p, int max_blocks, cudaStream_t stream) {
-  dispatch<true>(kind, p, max_blocks, stream);
+void launch_moe_gemm1(GemmTile tile, const MoeGemmParams& p, int max_blocks, cudaStream_t stream) {
+  with_config(tile, [&](auto cfg) { launch<decltype(cfg), true>(p, max_blocks, stream); });
 }
-void launch_moe_gemm2(GemmKind kind, const MoeGemmParams& p, int max_blocks, cudaStream_t stream) {
-  dispatch<false>(kind, p, max_blocks, stream);
+void launch_moe_gemm2(GemmTile tile, const MoeGemmParams& p, int max_blocks, cudaStream_t stream) {
+  with_config(tile, [&](auto cfg) { launch<decltype(cfg), false>(p, max_blocks, stream); });
 }
 
 void configure_moe_gemm_kernels() {

@@ -16,9 +16,8 @@ std::size_t round_up(std::size_t n) { return (n + 255) / 256 * 256; }
 WorkspaceLayout workspace_layout(int E, int H, int I, int max_tokens, int top_k) {
   const std::size_t pairs = static_cast<std::size_t>(max_tokens) * top_k;
   std::size_t max_blocks = 0, max_slots = 0;
-  for (auto kind : {kernels::GemmKind::Tiny, kernels::GemmKind::Decode, kernels::GemmKind::Small,
-                    kernels::GemmKind::Medium, kernels::GemmKind::Prefill}) {
-    const int bt = kernels::gemm_tokens_per_block(kind);
+  for (GemmTile tile : {GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill}) {
+    const int bt = kernels::gemm_tokens_per_block(tile);
     const std::size_t blocks = kernels::max_align_blocks(static_cast<int>(pairs), E, bt);
     max_blocks = std::max(max_blocks, blocks);
     max_slots = std::max(max_slots, blocks * bt);
@@ -43,19 +42,6 @@ WorkspaceLayout workspace_layout(int E, int H, int I, int max_tokens, int top_k)
   return l;
 }
 
-namespace {
-kernels::GemmKind pick_kind(GemmTile tile, int T, int top_k, int E) {
-  switch (tile) {
-    case GemmTile::Tokens8: return kernels::GemmKind::Decode;
-    case GemmTile::Tokens16: return kernels::GemmKind::Small;
-    case GemmTile::Tokens32: return kernels::GemmKind::Medium;
-    case GemmTile::Tokens64: return kernels::GemmKind::Prefill;
-    case GemmTile::Auto: break;
-  }
-  return kernels::choose_gemm(T, top_k, E);
-}
-}  // namespace
-
 void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, GemmTile tile, int sm_count,
                     void* workspace, const WorkspaceLayout& ws, const ForwardArgs& a, cudaStream_t stream) {
   auto* base = static_cast<std::uint8_t*>(workspace);
@@ -66,7 +52,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   auto* partial = reinterpret_cast<float*>(base + ws.partial);
   const int E = w.num_experts, H = w.hidden, T = a.num_tokens, k = a.top_k;
 
-  const kernels::GemmKind kind = pick_kind(tile, T, k, E);
+  const GemmTile kind = tile == GemmTile::Auto ? kernels::choose_gemm(T, k, E) : tile;
   const int bt = kernels::gemm_tokens_per_block(kind);
   const int pairs = T * k;
   const int max_blocks = kernels::max_align_blocks(pairs, E, bt);
@@ -105,7 +91,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   p.partial_out = partial;
   // Fewer GEMM2 CTAs than three per SM leave SMs idle at the end: split K in two (the combine adds
   // the halves in a fixed order, so results stay deterministic).
-  p.k_splits = kind == kernels::GemmKind::Tiny && kernels::gemm_ctas_per_block(kind, H) * max_blocks < 3 * sm_count
+  p.k_splits = kind == GemmTile::Tiny && kernels::gemm_ctas_per_block(kind, H) * max_blocks < 3 * sm_count
                    ? kernels::kTinyGemm2Splits
                    : 1;
   p.partial_split_stride = static_cast<std::int64_t>(pairs) * H;

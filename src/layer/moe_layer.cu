@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "kernels/align.hpp"
 #include "kernels/cuda_check.hpp"
 #include "kernels/dequant.hpp"
 #include "kernels/moe_gemm.hpp"
@@ -58,7 +59,7 @@ void check_scale_range(const HostTensor& scales, const char* name, int rows, int
 
 DeviceBuffer upload(const HostTensor& t, const char* what) {
   DeviceBuffer b(t.nbytes(), what);
-  check_cuda(cudaMemcpy(b.as(), t.data(), t.nbytes(), cudaMemcpyHostToDevice), what);
+  b.upload(t.data(), t.nbytes());
   return b;
 }
 
@@ -68,10 +69,10 @@ float prepare_matrix(const HostTensor& weights, const HostTensor& scales, const 
                      DeviceBuffer& tiled_w, DeviceBuffer& tiled_s, cudaStream_t stream) {
   const std::size_t w_bytes = static_cast<std::size_t>(shape.rows) * (shape.k / 2);
   const std::size_t s_bytes = static_cast<std::size_t>(shape.rows) * (shape.k / 32);
-  tiled_w = DeviceBuffer(static_cast<std::size_t>(shape.weight_bytes()) * E, "cudaMalloc(prepared weights)");
-  tiled_s = DeviceBuffer(static_cast<std::size_t>(shape.scale_bytes()) * E, "cudaMalloc(prepared scales)");
+  tiled_w = DeviceBuffer(static_cast<std::size_t>(shape.weight_bytes()) * E, "the prepared weights");
+  tiled_s = DeviceBuffer(static_cast<std::size_t>(shape.scale_bytes()) * E, "the prepared scales");
   const int group = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(E, (256u << 20) / (w_bytes + s_bytes))));
-  DeviceBuffer stage_w(w_bytes * group, "cudaMalloc(prepare staging)"), stage_s(s_bytes * group, "cudaMalloc(prepare staging)");
+  DeviceBuffer stage_w(w_bytes * group, "the weights' staging buffer"), stage_s(s_bytes * group, "the scales' staging buffer");
   cudaEvent_t start, stop;
   check_cuda(cudaEventCreate(&start), "cudaEventCreate");
   check_cuda(cudaEventCreate(&stop), "cudaEventCreate");
@@ -149,12 +150,12 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
     throw;
   }
   check_cuda(cudaStreamDestroy(stream), "cudaStreamDestroy");
-  if (w.w13_bias) m.w13_bias = upload(*w.w13_bias, "upload w13_bias");
-  if (w.w2_bias) m.w2_bias = upload(*w.w2_bias, "upload w2_bias");
-  if (w.correction_bias) m.correction_bias = upload(*w.correction_bias, "upload correction_bias");
+  if (w.w13_bias) m.w13_bias = upload(*w.w13_bias, "w13_bias");
+  if (w.w2_bias) m.w2_bias = upload(*w.w2_bias, "w2_bias");
+  if (w.correction_bias) m.correction_bias = upload(*w.correction_bias, "correction_bias");
 
   m.ws = layer::workspace_layout(m.E, m.H, m.I, m.max_tokens, m.top_k);
-  m.workspace = DeviceBuffer(m.ws.total, "cudaMalloc(forward workspace)");
+  m.workspace = DeviceBuffer(m.ws.total, "the forward workspace");
   for (const DeviceBuffer* b : {&m.w13, &m.w13_scale, &m.w2, &m.w2_scale, &m.w13_bias, &m.w2_bias, &m.correction_bias,
                                 &m.workspace})
     m.bytes += b->bytes();

@@ -1,5 +1,6 @@
 #include <string>
 
+#include "mxmoe/device_buffer.hpp"
 #include "mxmoe/error.hpp"
 #include "prepare/prepare_gpu.hpp"
 
@@ -82,8 +83,7 @@ void launch_tile_matrices(const std::uint8_t* weights, const std::uint8_t* scale
       weights, shape, num_experts, tiled_weights);
   tile_scales_kernel<<<static_cast<unsigned>((scale_threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
       scales, shape, num_experts, tiled_scales);
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) fail(ErrorCode::Cuda, std::string("prepare (tile layout) launch: ") + cudaGetErrorString(err));
+  check_launch("prepare (tile layout) launch");
 }
 
 }  // namespace mxmoe::layout
