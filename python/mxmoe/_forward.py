@@ -115,9 +115,33 @@ def route(router_logits: torch.Tensor, top_k: int, *, routing: str = "softmax", 
 def fused_moe_from_logits(hidden_states: torch.Tensor, prepared: PreparedWeights, router_logits: torch.Tensor,
                           top_k: int, *, routing: str = "softmax", renormalize: bool = True,
                           num_expert_group: int = 1, topk_group: int = 1, routed_scaling_factor: float = 1.0,
-                          correction_bias: Optional[torch.Tensor] = None, **kwargs) -> torch.Tensor:
-    """route() then fused_moe(); kwargs go to fused_moe (activation, out, ...)."""
-    weights, ids = route(router_logits, top_k, routing=routing, renormalize=renormalize,
-                         num_expert_group=num_expert_group, topk_group=topk_group,
-                         routed_scaling_factor=routed_scaling_factor, correction_bias=correction_bias)
-    return fused_moe(hidden_states, prepared, weights, ids, **kwargs)
+                          correction_bias: Optional[torch.Tensor] = None, activation: str = "silu",
+                          out: Optional[torch.Tensor] = None, clamp_limit: Optional[float] = None,
+                          swiglu_alpha: float = 1.702, swiglu_limit: float = 7.0) -> torch.Tensor:
+    """Routing from router logits [T, E] and the fused MoE in one op (torch.ops.mxmoe.fused_moe_from_logits);
+    routing as in route(), activation arguments as in fused_moe(). With expert parallelism, route
+    with route() and pass expert_map to fused_moe()."""
+    if not isinstance(prepared, PreparedWeights):
+        raise InvalidArgumentError(f"prepared: expected mxmoe.torch.PreparedWeights, got {type(prepared).__name__}")
+    hidden = _checks.activations(hidden_states).contiguous()
+    T, H = hidden.shape
+    if H != prepared.hidden_size:
+        raise _checks.ShapeError(f"hidden_states: hidden size {H}, the prepared weights have {prepared.hidden_size}")
+    _checks.tensor(router_logits, "router_logits", (torch.float32, torch.bfloat16, torch.float16),
+                   shape=(T, prepared.num_experts))
+    _checks.same_device(prepared.device, hidden_states=hidden, router_logits=router_logits,
+                        correction_bias=correction_bias, out=out)
+    if correction_bias is not None:
+        _checks.tensor(correction_bias, "correction_bias", _checks.FLOAT_DTYPES, shape=(prepared.num_experts,))
+        correction_bias = correction_bias.to(torch.float32).contiguous()
+    act = _config.activation(activation, clamp_limit, swiglu_alpha, swiglu_limit)
+    if out is None:
+        out = torch.empty_like(hidden)
+    else:
+        _checks.tensor(out, "out", (torch.bfloat16,), shape=(T, H))
+    torch.ops.mxmoe.fused_moe_from_logits(
+        hidden, prepared.w13, prepared.w13_scale, prepared.w2, prepared.w2_scale, prepared.w13_bias, prepared.w2_bias,
+        router_logits.to(torch.float32).contiguous(), correction_bias, _config.routing_mode(routing), int(top_k),
+        bool(renormalize), int(num_expert_group), int(topk_group), float(routed_scaling_factor),
+        prepared.intermediate_size, act.kind, act.limit, act.alpha, out)
+    return out

@@ -102,6 +102,7 @@ def _tile(w: torch.Tensor, s: torch.Tensor, rows: int, k: int, gate_up: bool, in
     return tw, ts
 
 
+
 def prepare(w13, w13_scale, w2, w2_scale, w13_bias=None, w2_bias=None, *, inplace: bool = False) -> PreparedWeights:
     """Prepares canonical MXFP4 expert weights for fused_moe on their device (CPU or a Hopper GPU).
 
@@ -133,6 +134,9 @@ def prepare(w13, w13_scale, w2, w2_scale, w13_bias=None, w2_bias=None, *, inplac
     check(lib.mxmoe_check_device(index))
     _check_kernel_scale_range(s13, "w13_scale")
     _check_kernel_scale_range(s2, "w2_scale")
-    tw13, ts13 = _tile(w13u, s13, 2 * I, H, True, inplace)
-    tw2, ts2 = _tile(w2u, s2, H, I, False, inplace)
+    if inplace:
+        tw13, ts13 = _tile(w13u, s13, 2 * I, H, True, True)
+        tw2, ts2 = _tile(w2u, s2, H, I, False, True)
+    else:
+        tw13, ts13, tw2, ts2 = torch.ops.mxmoe.prepare(w13u, s13, w2u, s2)
     return PreparedWeights(tw13, ts13, tw2, ts2, b13, b2, E, H, I, "tiled")

@@ -21,11 +21,18 @@ _lib.define(
     "Tensor? w2_bias, Tensor topk_ids, Tensor topk_weights, int inter, int act_kind, float act_limit, "
     "float act_alpha, Tensor(a!) out) -> ()")
 _lib.define(
-    "route(Tensor router_logits, Tensor? correction_bias, int mode, int top_k, bool renormalize, int n_groups, "
+    "route(Tensor router_logits, Tensor? correction_bias, int routing_mode, int top_k, bool renormalize, int n_groups, "
     "int topk_groups, float routed_scaling) -> (Tensor, Tensor)")
 _lib.define(
     "tile_experts(Tensor weights, Tensor scales, int rows, int k, bool gate_up, Tensor(a!) tiled_weights, "
     "Tensor(b!) tiled_scales) -> ()")
+_lib.define(
+    "prepare(Tensor w13, Tensor w13_scale, Tensor w2, Tensor w2_scale) -> (Tensor, Tensor, Tensor, Tensor)")
+_lib.define(
+    "fused_moe_from_logits(Tensor hidden, Tensor w13, Tensor w13_scale, Tensor w2, Tensor w2_scale, "
+    "Tensor? w13_bias, Tensor? w2_bias, Tensor router_logits, Tensor? correction_bias, int routing_mode, int top_k, "
+    "bool renormalize, int n_groups, int topk_groups, float routed_scaling, int inter, int act_kind, "
+    "float act_limit, float act_alpha, Tensor(a!) out) -> ()")
 
 
 def _ptr(t):
@@ -141,4 +148,64 @@ _lib.impl("tile_experts", _tile_experts_cpu, "CPU")
 
 @torch.library.register_fake("mxmoe::tile_experts")
 def _tile_experts_fake(weights, scales, rows, k, gate_up, tiled_weights, tiled_scales):
+    return None
+
+
+# ------------------------------------------------------------------------------------------ prepare
+# Canonical uint8 tensors (E8M0 scale bytes) -> what the device's backend runs: new tensors, the
+# arguments untouched. CPU: the canonical bytes (the oracle's input); CUDA: the tile layout.
+def _prepare_cpu(w13, w13_scale, w2, w2_scale):
+    return w13.clone(), w13_scale.clone(), w2.clone(), w2_scale.clone()
+
+
+def _prepared_bytes(rows, k):
+    wb, sb = ctypes.c_int64(), ctypes.c_int64()
+    check(lib.mxmoe_prepared_bytes(rows, k, ctypes.byref(wb), ctypes.byref(sb)))
+    return wb.value, sb.value
+
+
+def _prepare_shapes(w13, w2):
+    E, two_i, half_h = w13.shape
+    I, H = two_i // 2, half_h * 2
+    return E, _prepared_bytes(2 * I, H), _prepared_bytes(H, I)
+
+
+def _prepare_cuda(w13, w13_scale, w2, w2_scale):
+    E, (wb13, sb13), (wb2, sb2) = _prepare_shapes(w13, w2)
+    I, H = w13.shape[1] // 2, w13.shape[2] * 2
+    out = [torch.empty(E, n, dtype=torch.uint8, device=w13.device) for n in (wb13, sb13, wb2, sb2)]
+    _tile_experts_cuda(w13, w13_scale, 2 * I, H, True, out[0], out[1])
+    _tile_experts_cuda(w2, w2_scale, H, I, False, out[2], out[3])
+    return tuple(out)
+
+
+_lib.impl("prepare", _prepare_cpu, "CPU")
+_lib.impl("prepare", _prepare_cuda, "CUDA")
+
+
+@torch.library.register_fake("mxmoe::prepare")
+def _prepare_fake(w13, w13_scale, w2, w2_scale):
+    if w13.device.type == "cpu":
+        return tuple(torch.empty_like(t) for t in (w13, w13_scale, w2, w2_scale))
+    E, (wb13, sb13), (wb2, sb2) = _prepare_shapes(w13, w2)
+    return tuple(w13.new_empty((E, n)) for n in (wb13, sb13, wb2, sb2))
+
+
+# ---------------------------------------------------------------------------- fused_moe_from_logits
+def _from_logits(route_impl, forward_impl):
+    def impl(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, router_logits, correction_bias, mode, top_k,
+             renormalize, n_groups, topk_groups, routed_scaling, inter, act_kind, act_limit, act_alpha, out):
+        ids, weights = route_impl(router_logits, correction_bias, mode, top_k, renormalize, n_groups, topk_groups,
+                                  routed_scaling)
+        forward_impl(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, ids, weights, inter, act_kind,
+                     act_limit, act_alpha, out)
+    return impl
+
+
+_lib.impl("fused_moe_from_logits", _from_logits(_route_cpu, _fused_moe_cpu), "CPU")
+_lib.impl("fused_moe_from_logits", _from_logits(_route_cuda, _fused_moe_cuda), "CUDA")
+
+
+@torch.library.register_fake("mxmoe::fused_moe_from_logits")
+def _fused_moe_from_logits_fake(*args):
     return None

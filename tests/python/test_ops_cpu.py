@@ -133,8 +133,11 @@ def test_torch_compile_fullgraph_cpu():
 
     def moe(x, logits):
         w, i = mt.route(logits, 2, routing="softmax")
-        return mt.fused_moe(x, prepared, w, i) * 2
+        return mt.fused_moe(x, prepared, w, i) * 2 + mt.fused_moe_from_logits(x, prepared, logits, 2)
 
     compiled = torch.compile(moe, fullgraph=True, backend="aot_eager")
     assert torch.equal(compiled(hidden, logits), moe(hidden, logits))
+    prep = torch.compile(lambda *t: torch.ops.mxmoe.prepare(*t), fullgraph=True, backend="aot_eager")
+    assert all(torch.equal(a, b) for a, b in zip(prep(layer["w13"], layer["w13_scale"], layer["w2"], layer["w2_scale"]),
+                                                (layer["w13"], layer["w13_scale"], layer["w2"], layer["w2_scale"])))
     torch._dynamo.reset()

@@ -122,3 +122,14 @@ def test_cuda_errors_name_the_fault():
         bad = ids.clone()
         bad[0, 0] = 9
         mt.fused_moe(hidden.cuda(), prepared, weights.cuda(), bad.cuda(), check_ids=True)
+
+
+def test_fused_moe_from_logits_cuda_matches_cpu():
+    E, H, I, T = 16, 256, 128, 33
+    layer = random_layer(E, H, I, bias=True, seed=15)
+    hidden, _, _ = random_tokens(T, H, E, 4, seed=16)
+    logits = torch.randn(T, E, generator=torch.Generator().manual_seed(17))
+    cpu = mt.fused_moe_from_logits(hidden, mt.prepare(**layer), logits, 4, routing="gpt_oss", activation="swigluoai")
+    gpu = mt.fused_moe_from_logits(hidden.cuda(), mt.prepare(**on(layer, "cuda")), logits.cuda(), 4,
+                                   routing="gpt_oss", activation="swigluoai")
+    assert rel_err(gpu.cpu(), cpu) < TOL
