@@ -52,6 +52,20 @@ def time_op(fn, reps, warmup, flush_bytes=256 << 20):
     return statistics.median(1000.0 * a.elapsed_time(b) for a, b in zip(starts, stops))
 
 
+def eager_us_per_call(fn, calls=200):
+    """Wall time per call of back-to-back eager calls (no flush): the host cost of the Python layer
+    and the launches, when it exceeds the GPU time."""
+    import time
+    for _ in range(10):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) * 1e6 / calls
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--preset", choices=sorted(PRESETS), action="append")
@@ -82,9 +96,11 @@ def main():
                 ids = torch.tensor(given_ids, dtype=torch.int32, device="cuda").reshape(T, k)
             weights = torch.softmax(torch.randn(T, k, device="cuda", generator=g), dim=1)
             out = torch.empty_like(hidden)
-            us = time_op(lambda: mt.fused_moe(hidden, prepared, weights, ids, out=out), args.reps, args.warmup)
+            op = lambda: mt.fused_moe(hidden, prepared, weights, ids, out=out)  # noqa: E731
+            us = time_op(op, args.reps, args.warmup)
             print(json.dumps({"preset": preset, "tokens": T, "routing": "bench" if given_ids is not None else "uniform",
-                              "torch_op_us": round(us, 2)}), flush=True)
+                              "torch_op_us": round(us, 2), "eager_us_per_call": round(eager_us_per_call(op), 2)}),
+                  flush=True)
 
 
 if __name__ == "__main__":
