@@ -43,6 +43,18 @@ CanonicalMoeWeights weights_for(const Case& c, std::uint64_t seed) {
   return make_synthetic_weights(spec);
 }
 
+// One forward of `layer` on fresh device copies of the inputs, its output poisoned first (0xFF bytes
+// are NaN, so an element the kernels forget to write fails the check), read back.
+std::vector<std::uint16_t> forward_on_device(const MoeLayer& layer, const std::vector<std::uint16_t>& hidden, const TopK& topk) {
+  const DeviceBuffer d_hidden = DeviceBuffer::from_host(hidden, "hidden"), d_ids = DeviceBuffer::from_host(topk.ids, "ids"),
+                     d_w = DeviceBuffer::from_host(topk.weights, "weights");
+  DeviceBuffer d_out(hidden.size() * 2, "out");
+  d_out.fill(0xFF);
+  layer.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_w.as<float>(), d_out.as(), topk.num_tokens, nullptr);
+  check_cuda(cudaDeviceSynchronize(), "forward");
+  return d_out.to_host<std::uint16_t>();
+}
+
 // Experts E/2.. on another expert-parallel rank: their ids are -1.
 TopKMask upper_half_masked(int num_experts) {
   TopKMask m;
@@ -55,13 +67,7 @@ void check_forward(const MoeLayer& layer, const CanonicalMoeWeights& w, const Ca
                    std::uint32_t seed) {
   const auto hidden = random_hidden(T, c.H, seed, c.hidden_std);
   const TopK topk = random_topk(T, c.E, c.k, seed + 1, mask_half ? upper_half_masked(c.E) : TopKMask{});
-  DeviceBuffer d_hidden = DeviceBuffer::from_host(hidden, "hidden"), d_out(static_cast<std::size_t>(T) * c.H * 2, "out");
-  DeviceBuffer d_ids = DeviceBuffer::from_host(topk.ids, "ids");
-  DeviceBuffer d_w = DeviceBuffer::from_host(topk.weights, "weights");
-  d_out.fill(0xFF);
-  layer.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_w.as<float>(), d_out.as(), T, nullptr);
-  check_cuda(cudaDeviceSynchronize(), "forward");
-  const auto out = d_out.to_host<std::uint16_t>();
+  const std::vector<std::uint16_t> out = forward_on_device(layer, hidden, topk);
   const auto rows = spread_rows(T, 48);
   const auto sub_hidden = take_rows(hidden, c.H, rows);
   const auto ref = reference::moe_forward(w, sub_hidden.data(), static_cast<int>(rows.size()), take_rows(topk, rows), c.act);
@@ -126,15 +132,9 @@ TEST(Layer, RepeatedRunsAreBitwiseIdentical) {
   for (int T : {1, 64, 512}) {
     const auto hidden = random_hidden(T, c.H, 9 + T, 2.0f);
     const TopK topk = random_topk(T, c.E, c.k, 10 + T, TopKMask{});
-    DeviceBuffer d_hidden = DeviceBuffer::from_host(hidden, "hidden"), d_out(static_cast<std::size_t>(T) * c.H * 2, "out");
-    DeviceBuffer d_ids = DeviceBuffer::from_host(topk.ids, "ids");
-    DeviceBuffer d_w = DeviceBuffer::from_host(topk.weights, "weights");
     std::vector<std::uint16_t> first;
     for (int run = 0; run < 5; ++run) {
-      d_out.fill(0xFF);
-      layer.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_w.as<float>(), d_out.as(), T, nullptr);
-      check_cuda(cudaDeviceSynchronize(), "forward");
-      auto out = d_out.to_host<std::uint16_t>();
+      const std::vector<std::uint16_t> out = forward_on_device(layer, hidden, topk);
       if (run == 0) first = out;
       else ASSERT_EQ(0, std::memcmp(first.data(), out.data(), out.size() * 2)) << "T=" << T << " run " << run;
     }
@@ -238,14 +238,9 @@ TEST(Layer, IdsOutOfRangeAreSkippedWithoutFault) {
     topk.ids[i] = i % 2 ? -1 : c.E + static_cast<int>(i);  // another rank's expert, or garbage
     oracle_topk.ids[i] = -1;
   }
-  DeviceBuffer d_hidden = DeviceBuffer::from_host(hidden, "hidden"), d_out(static_cast<std::size_t>(T) * c.H * 2, "out");
-  DeviceBuffer d_ids = DeviceBuffer::from_host(topk.ids, "ids");
-  DeviceBuffer d_w = DeviceBuffer::from_host(topk.weights, "weights");
-  d_out.fill(0xFF);
-  layer.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_w.as<float>(), d_out.as(), T, nullptr);
-  check_cuda(cudaDeviceSynchronize(), "forward");
+  const std::vector<std::uint16_t> out = forward_on_device(layer, hidden, topk);
   const auto ref = reference::moe_forward(w, hidden.data(), T, oracle_topk, c.act);
-  EXPECT_LT(relative_error(d_out.to_host<std::uint16_t>(), ref), kTolerance);
+  EXPECT_LT(relative_error(out, ref), kTolerance);
 }
 
 TEST(Layer, PreparesAWholeDsv4FlashLayerQuickly) {
@@ -262,14 +257,9 @@ TEST(Layer, PreparesAWholeDsv4FlashLayerQuickly) {
   RecordProperty("prepare_ms", std::to_string(layer.prepare_ms()));
   const auto hidden = random_hidden(16, p.hidden, 90, 4.0f);
   const TopK topk = random_topk(16, p.num_experts, p.top_k, 91, TopKMask{});
-  DeviceBuffer d_hidden = DeviceBuffer::from_host(hidden, "hidden"), d_out(16 * static_cast<std::size_t>(p.hidden) * 2, "out");
-  DeviceBuffer d_ids = DeviceBuffer::from_host(topk.ids, "ids");
-  DeviceBuffer d_w = DeviceBuffer::from_host(topk.weights, "weights");
-  d_out.fill(0xFF);
-  layer.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_w.as<float>(), d_out.as(), 16, nullptr);
-  check_cuda(cudaDeviceSynchronize(), "forward");
+  const std::vector<std::uint16_t> out = forward_on_device(layer, hidden, topk);
   const auto ref = reference::moe_forward(w, hidden.data(), 16, topk, p.activation);
-  EXPECT_LT(relative_error(d_out.to_host<std::uint16_t>(), ref), kTolerance);
+  EXPECT_LT(relative_error(out, ref), kTolerance);
 }
 
 }  // namespace
@@ -308,13 +298,7 @@ TEST(Layer, AlignmentCornersMatchTheOracle) {
     TopK oracle_topk = topk;
     for (auto& id : oracle_topk.ids)
       if (id >= c.E) id = -1;
-    DeviceBuffer d_hidden = DeviceBuffer::from_host(hidden, "hidden"), d_out(static_cast<std::size_t>(v.T) * c.H * 2, "out");
-    DeviceBuffer d_ids = DeviceBuffer::from_host(topk.ids, "ids");
-    DeviceBuffer d_w = DeviceBuffer::from_host(topk.weights, "weights");
-    d_out.fill(0xFF);
-    layer.forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_w.as<float>(), d_out.as(), v.T, nullptr);
-    check_cuda(cudaDeviceSynchronize(), "forward");
-    const auto out = d_out.to_host<std::uint16_t>();
+    const std::vector<std::uint16_t> out = forward_on_device(layer, hidden, topk);
     const auto ref = reference::moe_forward(w, hidden.data(), v.T, oracle_topk, c.act);
     bool all_masked = true;
     for (auto id : oracle_topk.ids) all_masked &= id < 0;
