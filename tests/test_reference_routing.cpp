@@ -11,6 +11,7 @@
 #include "formats/bf16.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/reference.hpp"
+#include "mxmoe/verify.hpp"
 #include "mxmoe/weights.hpp"
 
 using namespace mxmoe;
@@ -254,10 +255,7 @@ TEST(ReferenceRoute, RejectsBadInput) {
 
 void expect_logits_match_float64(const CanonicalMoeWeights& w, int T, std::uint32_t seed) {
   const int E = w.num_experts, H = w.hidden;
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<std::uint16_t> x(T * H);
-  for (auto& v : x) v = formats::float_to_bf16(nd(rng));
+  const std::vector<std::uint16_t> x = verify::random_hidden(T, H, seed);
   const std::vector<float> got = reference::router_logits(w, x.data(), T);
   ASSERT_EQ(got.size(), static_cast<std::size_t>(T * E));
   const float* r = w.router_weight->as<float>();
@@ -334,13 +332,9 @@ TEST(RouterLogits, LogitBiasIsAddedToEveryToken) {
   spec.hidden = 64;
   spec.inter = 32;
   const CanonicalMoeWeights w = make_synthetic_weights(spec);
-  std::mt19937 rng(5);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
   const int T = 3;
-  std::vector<std::uint16_t> x(T * spec.hidden);
-  for (auto& v : x) v = formats::float_to_bf16(nd(rng));
-  std::vector<float> bias(spec.num_experts);
-  for (auto& b : bias) b = nd(rng);
+  const std::vector<std::uint16_t> x = verify::random_hidden(T, spec.hidden, 5);
+  const std::vector<float> bias = verify::random_logits(1, spec.num_experts, 6);
   const std::vector<float> plain = reference::router_logits(w, x.data(), T);
   const std::vector<float> biased = reference::router_logits(w, x.data(), T, bias.data());
   for (int t = 0; t < T; ++t)
