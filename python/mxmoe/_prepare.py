@@ -78,16 +78,10 @@ def _check_kernel_scale_range(s: torch.Tensor, name: str):
                                f"Hopper kernels accept E8M0 bytes up to {limit} (scale 2^{limit - 127})")
 
 
-def _prepared_bytes(rows: int, k: int):
-    wb, sb = ctypes.c_int64(), ctypes.c_int64()
-    check(lib.mxmoe_prepared_bytes(rows, k, ctypes.byref(wb), ctypes.byref(sb)))
-    return wb.value, sb.value
-
-
 def _tile(w: torch.Tensor, s: torch.Tensor, rows: int, k: int, gate_up: bool, inplace: bool):
     """Canonical [E, rows, k/2] + [E, rows, k/32] -> tiled [E, wb] + [E, sb] on w's device."""
     E = w.shape[0]
-    wb, sb = _prepared_bytes(rows, k)
+    wb, sb = ops.prepared_bytes(rows, k)
     if inplace and wb == rows * k // 2 and sb == rows * k // 32:
         # Same bytes per expert (K a multiple of 64): tile each staging group back into its own storage.
         per_expert = wb + sb

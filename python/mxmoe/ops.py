@@ -158,7 +158,8 @@ def _prepare_cpu(w13, w13_scale, w2, w2_scale):
     return w13.clone(), w13_scale.clone(), w2.clone(), w2_scale.clone()
 
 
-def _prepared_bytes(rows, k):
+def prepared_bytes(rows: int, k: int):
+    """Bytes of one expert's prepared weight matrix (rows x k) and of its scales."""
     wb, sb = ctypes.c_int64(), ctypes.c_int64()
     check(lib.mxmoe_prepared_bytes(rows, k, ctypes.byref(wb), ctypes.byref(sb)))
     return wb.value, sb.value
@@ -167,7 +168,7 @@ def _prepared_bytes(rows, k):
 def _prepare_shapes(w13, w2):
     E, two_i, half_h = w13.shape
     I, H = two_i // 2, half_h * 2
-    return E, _prepared_bytes(2 * I, H), _prepared_bytes(H, I)
+    return E, prepared_bytes(2 * I, H), prepared_bytes(H, I)
 
 
 def _prepare_cuda(w13, w13_scale, w2, w2_scale):
