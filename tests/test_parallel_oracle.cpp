@@ -20,14 +20,6 @@ namespace {
 constexpr double kBf16Tolerance = 1e-2;  // relative Frobenius; measured 2.6e-3 to 2.9e-3 (two bf16 roundings)
 
 
-// The tests' routing mask: slot 1 of every third token is -1.
-verify::TopKMask rank_mask() {
-  verify::TopKMask m;
-  m.slot = 1;
-  m.every = 3;
-  m.phase = 0;
-  return m;
-}
 
 std::vector<std::uint16_t> sharded_oracle(const CanonicalMoeWeights& full, ShardKind kind, int world, const std::vector<std::uint16_t>& hidden,
                                           const TopK& topk, const ActivationConfig& act) {
@@ -51,7 +43,7 @@ TEST(ParallelOracle, CombinedShardsMatchTheUnshardedOracleGptOssShape) {
   spec.seed = 77;
   const CanonicalMoeWeights full = make_synthetic_weights(spec);
   const std::vector<std::uint16_t> hidden = verify::random_hidden(6, 2880, 78, 6.0);
-  const TopK topk = verify::random_topk(6, 8, 3, 79, rank_mask());
+  const TopK topk = verify::random_topk(6, 8, 3, 79, verify::TopKMask::slot_of_every(1, 3));
   for (const ActivationConfig& act : {ActivationConfig::silu_mul(), ActivationConfig::clamped_silu_mul(10.0f), ActivationConfig::gpt_oss()}) {
     const std::vector<std::uint16_t> want = reference::moe_forward(full, hidden.data(), 6, topk, act);
     for (ShardKind kind : {ShardKind::Tensor, ShardKind::Expert})
@@ -70,7 +62,7 @@ TEST(ParallelOracle, UnevenSplitsMatchTheUnshardedOracle) {
   spec.seed = 90;
   const CanonicalMoeWeights full = make_synthetic_weights(spec);
   const std::vector<std::uint16_t> hidden = verify::random_hidden(9, 128, 91, 20.0);
-  const TopK topk = verify::random_topk(9, 7, 2, 92, rank_mask());
+  const TopK topk = verify::random_topk(9, 7, 2, 92, verify::TopKMask::slot_of_every(1, 3));
   const ActivationConfig act = ActivationConfig::gpt_oss();
   const std::vector<std::uint16_t> want = reference::moe_forward(full, hidden.data(), 9, topk, act);
   for (int world : {3, 5, 7}) {
@@ -88,7 +80,7 @@ TEST(ParallelOracle, WorldOneIsBitIdentical) {
   spec.with_biases = true;
   const CanonicalMoeWeights full = make_synthetic_weights(spec);
   const std::vector<std::uint16_t> hidden = verify::random_hidden(5, 64, 3, 2.0);
-  const TopK topk = verify::random_topk(5, 4, 2, 4, rank_mask());
+  const TopK topk = verify::random_topk(5, 4, 2, 4, verify::TopKMask::slot_of_every(1, 3));
   const ActivationConfig act = ActivationConfig::clamped_silu_mul(10.0f);
   const std::vector<std::uint16_t> want = reference::moe_forward(full, hidden.data(), 5, topk, act);
   for (ShardKind kind : {ShardKind::Tensor, ShardKind::Expert})

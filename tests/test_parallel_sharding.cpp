@@ -105,14 +105,6 @@ std::vector<double> moe_forward64(const CanonicalMoeWeights& w, const std::vecto
 
 // ---- fresh random inputs ----
 
-// The tests' routing mask: slot 0 of every odd token is -1.
-verify::TopKMask rank_mask() {
-  verify::TopKMask m;
-  m.slot = 0;
-  m.every = 2;
-  m.phase = 1;
-  return m;
-}
 
 std::vector<ActivationConfig> all_activations() {
   return {ActivationConfig::silu_mul(), ActivationConfig::clamped_silu_mul(10.0f), ActivationConfig::gpt_oss()};
@@ -387,7 +379,7 @@ TEST(ParallelCombine, SumsInFloatAndRoundsOnce) {
 TEST(ParallelRecombine, RankOutputsSumToTheUnshardedLayerForTpAndEp248AllActivations) {
   const CanonicalMoeWeights& full = gpt_oss_shaped_weights();
   const std::vector<std::uint16_t> hidden = verify::random_hidden(3, 2880, 31, 6.0);  // large enough that the clamps bite
-  const TopK topk = verify::random_topk(3, 8, 2, 32, rank_mask());
+  const TopK topk = verify::random_topk(3, 8, 2, 32, verify::TopKMask::slot_of_every(0, 2, 1));
   for (const ActivationConfig& act : all_activations()) {
     const std::vector<double> want = moe_forward64(full, hidden, topk, act);
     for (ShardKind kind : {ShardKind::Tensor, ShardKind::Expert})
@@ -407,7 +399,7 @@ TEST(ParallelRecombine, UnevenSplitsSumToTheUnshardedLayer) {
   spec.seed = 5;
   const CanonicalMoeWeights full = make_synthetic_weights(spec);
   const std::vector<std::uint16_t> hidden = verify::random_hidden(5, 96, 41, 20.0);
-  const TopK topk = verify::random_topk(5, 7, 3, 42, rank_mask());
+  const TopK topk = verify::random_topk(5, 7, 3, 42, verify::TopKMask::slot_of_every(0, 2, 1));
   for (const ActivationConfig& act : all_activations()) {
     const std::vector<double> want = moe_forward64(full, hidden, topk, act);
     for (int world : {3, 5, 7}) {

@@ -105,12 +105,6 @@ double max_error_over_rms(const std::vector<std::uint16_t>& got, const std::vect
   return worst / rms;
 }
 
-// Routing masks that skip (-1) a fraction `p` of the pairs.
-verify::TopKMask dropping(double p) {
-  verify::TopKMask mask;
-  mask.drop = p;
-  return mask;
-}
 using verify::random_topk;
 using verify::random_hidden;
 using verify::relative_error;
@@ -162,7 +156,7 @@ TEST(ReferenceForward, EveryActivationWithAndWithoutBiasesMatchesFloat64) {
         const int T = 20, k = 1 + static_cast<int>(seed % 3) * 3;  // k = 1, 4, 7
         const CanonicalMoeWeights w = weights(E, H, I, biases, seed, 0.25f);
         const auto x = random_hidden(T, H, seed + 100);
-        const TopK tk = random_topk(T, E, k, seed + 200, dropping(0.15));
+        const TopK tk = random_topk(T, E, k, seed + 200, verify::TopKMask::dropping(0.15));
         int clamp_hits = 0;
         const std::vector<double> want = model_f64(w, x, T, tk, act, &clamp_hits);
         expect_close(reference::moe_forward(w, x.data(), T, tk, act, 2), want, label(act, biases, I, k));
@@ -232,7 +226,7 @@ TEST(ReferenceFloat64, MatchesTheTestModel) {
   const int E = 8, H = 96, I = 64, T = 9;
   const CanonicalMoeWeights w = weights(E, H, I, true, 41, 0.25f);
   const auto x = random_hidden(T, H, 42);
-  const TopK tk = random_topk(T, E, 3, 43, dropping(0.2));
+  const TopK tk = random_topk(T, E, 3, 43, verify::TopKMask::dropping(0.2));
   for (const ActivationConfig& act : {ActivationConfig::silu_mul(), ActivationConfig::clamped_silu_mul(3.0f), ActivationConfig::gpt_oss(1.702f, 2.0f)}) {
     const std::vector<double> all = model_f64(w, x, T, tk, act);
     const std::vector<int> rows = {7, 0, 4};
@@ -271,7 +265,7 @@ TEST(ReferenceForward, ResultDoesNotDependOnThreadsOrBatch) {
   const int E = 8, H = 128, I = 64, T = 20, k = 4;
   const CanonicalMoeWeights w = weights(E, H, I, true, 61);
   const auto x = random_hidden(T, H, 62);
-  const TopK tk = random_topk(T, E, k, 63, dropping(0.1));
+  const TopK tk = random_topk(T, E, k, 63, verify::TopKMask::dropping(0.1));
   const auto act = ActivationConfig::clamped_silu_mul(10.0f);
   const auto one = reference::moe_forward(w, x.data(), T, tk, act, 1);
   EXPECT_EQ(one, reference::moe_forward(w, x.data(), T, tk, act, 2));

@@ -69,19 +69,12 @@ TEST(Verify, RandomTopKHasDistinctExpertsAndHonoursItsMasks) {
       EXPECT_GE(plain.weights[t * k + s], 0.1f);
     }
   }
-  TopKMask slot;
-  slot.slot = 1;
-  slot.every = 3;
-  const TopK masked = random_topk(T, E, k, 3, slot);
+  const TopK masked = random_topk(T, E, k, 3, TopKMask::slot_of_every(1, 3));
   for (int t = 0; t < T; ++t)
     for (int s = 0; s < k; ++s)
       EXPECT_EQ(masked.ids[t * k + s], s == 1 && t % 3 == 0 ? -1 : plain.ids[t * k + s]) << t << " " << s;
-  TopKMask upper;
-  upper.experts_from = E / 2;
-  for (int id : random_topk(T, E, k, 3, upper).ids) EXPECT_LT(id, E / 2);
-  TopKMask all;
-  all.drop = 1.0;
-  for (int id : random_topk(T, E, k, 3, all).ids) EXPECT_EQ(id, -1);
+  for (int id : random_topk(T, E, k, 3, TopKMask::experts_from_id(E / 2)).ids) EXPECT_LT(id, E / 2);
+  for (int id : random_topk(T, E, k, 3, TopKMask::dropping(1.0)).ids) EXPECT_EQ(id, -1);
   test::expect_error([] { random_topk(1, 4, 5, 1); }, ErrorCode::InvalidArgument, "top_k in 1..4, got 5");
 }
 

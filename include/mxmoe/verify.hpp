@@ -74,6 +74,24 @@ struct TopKMask {
   int every = 1, phase = 0;
   int experts_from = -1;  // every id >= experts_from (the experts of another expert-parallel rank)
   double drop = 0.0;      // any pair, with this probability
+
+  static TopKMask slot_of_every(int slot, int every, int phase = 0) {
+    TopKMask m;
+    m.slot = slot;
+    m.every = every;
+    m.phase = phase;
+    return m;
+  }
+  static TopKMask experts_from_id(int first) {
+    TopKMask m;
+    m.experts_from = first;
+    return m;
+  }
+  static TopKMask dropping(double probability) {
+    TopKMask m;
+    m.drop = probability;
+    return m;
+  }
 };
 
 // k distinct experts per token (uniform), weights uniform in [0.1, 1.1) (not normalised), then the

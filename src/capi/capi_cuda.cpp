@@ -8,7 +8,7 @@
 
 #include "capi/internal.hpp"
 #include "kernels/align.hpp"
-#include "kernels/cuda_check.hpp"
+#include "mxmoe/device_buffer.hpp"
 #include "kernels/dequant.hpp"
 #include "kernels/moe_gemm.hpp"
 #include "kernels/routing.hpp"
@@ -28,13 +28,13 @@ int device_sm_count() {
   static std::set<int> configured;
   static int sm_counts[64] = {};
   int device = 0;
-  kernels::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
   if (device < 0 || device >= 64) fail(ErrorCode::Unsupported, "CUDA device index " + std::to_string(device) + " is above 63");
   std::lock_guard<std::mutex> lock(mutex);
   if (!configured.count(device)) {
     const DeviceCheck check = check_hopper_device(device);
     if (!check.ok) fail(ErrorCode::Unsupported, check.message);
-    kernels::check_cuda(cudaDeviceGetAttribute(&sm_counts[device], cudaDevAttrMultiProcessorCount, device),
+    check_cuda(cudaDeviceGetAttribute(&sm_counts[device], cudaDevAttrMultiProcessorCount, device),
                         "cudaDeviceGetAttribute");
     kernels::configure_moe_gemm_kernels();
     configured.insert(device);
@@ -76,7 +76,7 @@ int mxmoe_tile_experts_cuda(const uint8_t* weights, const uint8_t* scales, int r
     device_sm_count();
     layout::launch_tile_matrices(weights, scales, {rows, k, gate_up != 0}, num_experts, tiled_weights, tiled_scales,
                                  static_cast<cudaStream_t>(stream));
-    kernels::check_cuda(cudaGetLastError(), "tile_matrices launch");
+    check_cuda(cudaGetLastError(), "tile_matrices launch");
   });
 }
 
@@ -120,7 +120,7 @@ int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, cons
                                           w->w13_bias, w->w2_bias, w->num_experts, w->hidden, w->inter};
     layer::launch_forward(view, capi::activation_of(*act), GemmTile::Auto, sm_count, workspace, ws,
                           {hidden, ids, topk_weights, out, num_tokens, top_k}, static_cast<cudaStream_t>(stream));
-    kernels::check_cuda(cudaGetLastError(), "forward launch");
+    check_cuda(cudaGetLastError(), "forward launch");
   });
 }
 
@@ -138,7 +138,7 @@ int mxmoe_route_cuda(const float* logits, const float* correction_bias, int num_
     device_sm_count();
     kernels::launch_routing(logits, correction_bias, num_tokens, num_experts, config, ids, weights,
                             static_cast<cudaStream_t>(stream));
-    kernels::check_cuda(cudaGetLastError(), "routing launch");
+    check_cuda(cudaGetLastError(), "routing launch");
   });
 }
 

@@ -1,7 +1,7 @@
 #include <cub/block/block_scan.cuh>
 
 #include "kernels/align.hpp"
-#include "kernels/cuda_check.hpp"
+#include "mxmoe/device_buffer.hpp"
 #include "kernels/launch.hpp"
 #include "kernels/ptx.cuh"
 

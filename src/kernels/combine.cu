@@ -1,6 +1,6 @@
 #include "formats/bf16.hpp"
 #include "kernels/combine.hpp"
-#include "kernels/cuda_check.hpp"
+#include "mxmoe/device_buffer.hpp"
 #include "kernels/launch.hpp"
 #include "kernels/ptx.cuh"
 

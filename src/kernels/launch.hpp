@@ -4,7 +4,7 @@
 
 #include <cuda_runtime.h>
 
-#include "kernels/cuda_check.hpp"
+#include "mxmoe/device_buffer.hpp"
 
 namespace mxmoe::kernels {
 

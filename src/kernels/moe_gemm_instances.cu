@@ -1,5 +1,5 @@
 // Every instantiation of the GEMM kernel, in one place: 5 configurations x {w13, w2}.
-#include "kernels/cuda_check.hpp"
+#include "mxmoe/device_buffer.hpp"
 #include "kernels/launch.hpp"
 #include "kernels/moe_gemm.cuh"
 

@@ -1,6 +1,6 @@
 #include <cfloat>
 
-#include "kernels/cuda_check.hpp"
+#include "mxmoe/device_buffer.hpp"
 #include "kernels/routing.hpp"
 
 namespace mxmoe::kernels {

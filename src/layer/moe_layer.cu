@@ -4,7 +4,7 @@
 #include <string>
 
 #include "kernels/align.hpp"
-#include "kernels/cuda_check.hpp"
+#include "mxmoe/device_buffer.hpp"
 #include "kernels/dequant.hpp"
 #include "kernels/moe_gemm.hpp"
 #include "kernels/routing.hpp"
@@ -16,7 +16,6 @@
 
 namespace mxmoe {
 
-using kernels::check_cuda;
 
 struct MoeLayer::Impl {
   int E = 0, H = 0, I = 0, max_tokens = 0, top_k = 0, device = 0, sm_count = 1;

@@ -55,18 +55,11 @@ std::vector<std::uint16_t> forward_on_device(const MoeLayer& layer, const std::v
   return d_out.to_host<std::uint16_t>();
 }
 
-// Experts E/2.. on another expert-parallel rank: their ids are -1.
-TopKMask upper_half_masked(int num_experts) {
-  TopKMask m;
-  m.experts_from = num_experts / 2;
-  return m;
-}
-
 // Runs forward for T tokens and checks up to 48 sampled tokens against the oracle.
 void check_forward(const MoeLayer& layer, const CanonicalMoeWeights& w, const Case& c, int T, bool mask_half,
                    std::uint32_t seed) {
   const auto hidden = random_hidden(T, c.H, seed, c.hidden_std);
-  const TopK topk = random_topk(T, c.E, c.k, seed + 1, mask_half ? upper_half_masked(c.E) : TopKMask{});
+  const TopK topk = random_topk(T, c.E, c.k, seed + 1, mask_half ? TopKMask::experts_from_id(c.E / 2) : TopKMask{});
   const std::vector<std::uint16_t> out = forward_on_device(layer, hidden, topk);
   const auto rows = spread_rows(T, 48);
   const auto sub_hidden = take_rows(hidden, c.H, rows);
@@ -131,7 +124,7 @@ TEST(Layer, RepeatedRunsAreBitwiseIdentical) {
   MoeLayer layer(w, {512, c.k, c.act, 0});
   for (int T : {1, 64, 512}) {
     const auto hidden = random_hidden(T, c.H, 9 + T, 2.0f);
-    const TopK topk = random_topk(T, c.E, c.k, 10 + T, TopKMask{});
+    const TopK topk = random_topk(T, c.E, c.k, 10 + T);
     std::vector<std::uint16_t> first;
     for (int run = 0; run < 5; ++run) {
       const std::vector<std::uint16_t> out = forward_on_device(layer, hidden, topk);
@@ -160,7 +153,7 @@ TEST(Layer, CudaGraphCaptureAndReplayWithNewInputs) {
   check_cuda(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
   for (int replay = 0; replay < 3; ++replay) {
     const auto hidden = random_hidden(T, c.H, 50 + replay, 2.0f);
-    const TopK topk = random_topk(T, c.E, c.k, 60 + replay, replay == 1 ? upper_half_masked(c.E) : TopKMask{});
+    const TopK topk = random_topk(T, c.E, c.k, 60 + replay, replay == 1 ? TopKMask::experts_from_id(c.E / 2) : TopKMask{});
     d_hidden.upload(hidden.data(), hidden.size() * 2);
     d_ids.upload(topk.ids.data(), topk.ids.size() * 4);
     d_w.upload(topk.weights.data(), topk.weights.size() * 4);
@@ -232,7 +225,7 @@ TEST(Layer, IdsOutOfRangeAreSkippedWithoutFault) {
   const int T = 32;
   MoeLayer layer(w, {T, c.k, c.act, 0});
   const auto hidden = random_hidden(T, c.H, 80, 2.0f);
-  TopK topk = random_topk(T, c.E, c.k, 81, TopKMask{});
+  TopK topk = random_topk(T, c.E, c.k, 81);
   TopK oracle_topk = topk;
   for (std::size_t i = 0; i < topk.ids.size(); i += 3) {
     topk.ids[i] = i % 2 ? -1 : c.E + static_cast<int>(i);  // another rank's expert, or garbage
@@ -256,7 +249,7 @@ TEST(Layer, PreparesAWholeDsv4FlashLayerQuickly) {
               static_cast<double>(w.expert_weight_bytes()) * p.num_experts / 1e9);
   RecordProperty("prepare_ms", std::to_string(layer.prepare_ms()));
   const auto hidden = random_hidden(16, p.hidden, 90, 4.0f);
-  const TopK topk = random_topk(16, p.num_experts, p.top_k, 91, TopKMask{});
+  const TopK topk = random_topk(16, p.num_experts, p.top_k, 91);
   const std::vector<std::uint16_t> out = forward_on_device(layer, hidden, topk);
   const auto ref = reference::moe_forward(w, hidden.data(), 16, topk, p.activation);
   EXPECT_LT(relative_error(out, ref), kTolerance);
@@ -293,7 +286,7 @@ TEST(Layer, AlignmentCornersMatchTheOracle) {
   std::uint32_t seed = 300;
   for (const auto& v : variants) {
     const auto hidden = random_hidden(v.T, c.H, ++seed, c.hidden_std);
-    TopK topk = random_topk(v.T, c.E, c.k, ++seed, TopKMask{});
+    TopK topk = random_topk(v.T, c.E, c.k, ++seed);
     v.edit(topk);
     TopK oracle_topk = topk;
     for (auto& id : oracle_topk.ids)

@@ -76,10 +76,7 @@ Problem make_problem(int E, int T, int k, std::uint64_t seed) {
   p.H = preset.hidden;
   p.act = preset.activation;
   p.hidden = random_hidden(T, p.H, seed + 1, 4.0);
-  TopKMask mask;
-  mask.slot = 0;
-  mask.every = 5;
-  p.topk = random_topk(T, E, k, seed + 2, mask);
+  p.topk = random_topk(T, E, k, seed + 2, TopKMask::slot_of_every(0, 5));
   return p;
 }
 

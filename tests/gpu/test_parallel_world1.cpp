@@ -38,14 +38,6 @@ namespace {
 
 constexpr double kTolerance = 1e-2;  // relative Frobenius vs the oracle, as the MoeLayer tests
 
-// Slot 0 of every fourth token is -1, as a skipped pair.
-TopKMask every_fourth_slot0() {
-  TopKMask m;
-  m.slot = 0;
-  m.every = 4;
-  return m;
-}
-
 CanonicalMoeWeights gpt_oss_shaped_weights() {
   const ModelPreset& gpt_oss = find_preset("gpt-oss-120b");
   SyntheticSpec spec;  // gpt-oss's H and I, fewer experts
@@ -64,7 +56,7 @@ TEST(ParallelWorld1, MatchesOracleAndPlainLayerForEveryKindAndLayout) {
   const CanonicalMoeWeights full = gpt_oss_shaped_weights();
   const int T = 37, k = 4, H = full.hidden;
   const std::vector<std::uint16_t> hidden = random_hidden(T, H, 1, 6.0);
-  const TopK topk = random_topk(T, full.num_experts, k, 2, every_fourth_slot0());
+  const TopK topk = random_topk(T, full.num_experts, k, 2, TopKMask::slot_of_every(0, 4));
   const std::size_t out_bytes = static_cast<std::size_t>(T) * H * 2;
   DeviceBuffer d_hidden = DeviceBuffer::from_host(hidden, "d_hidden"), d_out(out_bytes, "d_out"), d_plain(out_bytes, "d_plain");
   DeviceBuffer d_ids = DeviceBuffer::from_host(topk.ids, "d_ids");
@@ -114,7 +106,7 @@ TEST(ParallelWorld1, ExpertParallelDropsOutOfRangeIds) {
   const CanonicalMoeWeights full = make_synthetic_weights(spec);
   const int T = 8, k = 2;
   const std::vector<std::uint16_t> hidden = random_hidden(T, 256, 5, 1.0);
-  TopK topk = random_topk(T, 4, k, 6, every_fourth_slot0());
+  TopK topk = random_topk(T, 4, k, 6, TopKMask::slot_of_every(0, 4));
   std::vector<std::int32_t> ids = topk.ids;
   for (int t = 0; t < T; t += 2) ids[static_cast<std::size_t>(t) * k + 1] = 4 + t;  // out of range
   TopK dropped = topk;
