@@ -12,7 +12,7 @@
 #include "prepare/prepare_cpu.hpp"
 
 using namespace mxmoe;
-using namespace mxmoe::layout;
+using namespace mxmoe::tiling;
 
 namespace {
 

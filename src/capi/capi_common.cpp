@@ -90,10 +90,10 @@ int mxmoe_prepared_bytes(int rows, int k, int64_t* weight_bytes, int64_t* scale_
   return guarded("mxmoe_prepared_bytes", [&] {
     require(weight_bytes, "mxmoe_prepared_bytes", "weight_bytes");
     require(scale_bytes, "mxmoe_prepared_bytes", "scale_bytes");
-    if (rows <= 0 || rows % layout::kTileRows || k <= 0 || k % 32)
+    if (rows <= 0 || rows % tiling::kTileRows || k <= 0 || k % 32)
       fail(ErrorCode::Shape, "prepared matrix: rows must be a positive multiple of 16 and K of 32, got rows=" +
                                  std::to_string(rows) + " K=" + std::to_string(k));
-    const layout::TiledShape s{rows, k, false};
+    const tiling::TiledShape s{rows, k, false};
     *weight_bytes = s.weight_bytes();
     *scale_bytes = s.scale_bytes();
   });

@@ -70,11 +70,11 @@ int mxmoe_tile_experts_cuda(const uint8_t* weights, const uint8_t* scales, int r
     for (auto [p, name] : {std::pair<const void*, const char*>{weights, "weights"}, {scales, "scales"},
                            {tiled_weights, "tiled_weights"}, {tiled_scales, "tiled_scales"}})
       require(p, entry, name);
-    if (rows <= 0 || rows % layout::kTileRows || k <= 0 || k % 32 || num_experts <= 0 || (gate_up && rows % 32))
+    if (rows <= 0 || rows % tiling::kTileRows || k <= 0 || k % 32 || num_experts <= 0 || (gate_up && rows % 32))
       fail(ErrorCode::Shape, std::string(entry) + ": rows must be a positive multiple of 16 (32 for w13), K of 32, got rows=" +
                                  std::to_string(rows) + " K=" + std::to_string(k) + " experts=" + std::to_string(num_experts));
     device_sm_count();
-    layout::launch_tile_matrices(weights, scales, {rows, k, gate_up != 0}, num_experts, tiled_weights, tiled_scales,
+    tiling::launch_tile_matrices(weights, scales, {rows, k, gate_up != 0}, num_experts, tiled_weights, tiled_scales,
                                  static_cast<cudaStream_t>(stream));
     check_cuda(cudaGetLastError(), "tile_matrices launch");
   });

@@ -26,9 +26,9 @@ template <class Cfg>
 struct GemmGeometry {
   static constexpr int kThreads = Cfg::kWarps * 32;
   static constexpr int kTilesPerCta = Cfg::kWarps * Cfg::kTilesPerWarp;
-  static constexpr int kStageK = Cfg::kChunksPerStage * layout::kChunkK;
-  static constexpr int kWeightBytes = kTilesPerCta * Cfg::kChunksPerStage * layout::kChunkBytes;
-  static constexpr int kScaleBytes = kTilesPerCta * Cfg::kChunksPerStage * layout::kChunkScaleBytes;
+  static constexpr int kStageK = Cfg::kChunksPerStage * tiling::kChunkK;
+  static constexpr int kWeightBytes = kTilesPerCta * Cfg::kChunksPerStage * tiling::kChunkBytes;
+  static constexpr int kScaleBytes = kTilesPerCta * Cfg::kChunksPerStage * tiling::kChunkScaleBytes;
   // Activation rows padded by 16 bytes so the eight rows of an ldmatrix hit distinct banks.
   static constexpr int kActRowBytes = kStageK * 2 + 16;
   static constexpr int kActBytes = Cfg::kTokens * kActRowBytes;
@@ -65,7 +65,7 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
   const int split = blockIdx.z, chunks_per_split = (n_chunks + gridDim.z - 1) / gridDim.z;
   const int c_begin = min(n_chunks, split * chunks_per_split);
   const int n_local = min(n_chunks, c_begin + chunks_per_split) - c_begin;
-  const int K = max(0, min(p.shape.k - c_begin * layout::kChunkK, n_local * layout::kChunkK));
+  const int K = max(0, min(p.shape.k - c_begin * tiling::kChunkK, n_local * tiling::kChunkK));
   const int tile0 = blockIdx.x * G::kTilesPerCta;
   const std::uint8_t* w_expert = p.weights + expert * p.expert_weight_stride;
   const std::uint8_t* s_expert = p.scales + expert * p.expert_scale_stride;
@@ -101,7 +101,7 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
     const int tl = i / (Cfg::kChunksPerStage * 32), c = (i / 32) % Cfg::kChunksPerStage, piece = i % 32;
     const int tile = tile0 + tl;
     w_chunk[j] = tile < n_tiles ? c : (1 << 30);
-    w_src[j] = w_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c_begin + c) * layout::kChunkBytes + piece * 16;
+    w_src[j] = w_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c_begin + c) * tiling::kChunkBytes + piece * 16;
   }
   const std::uint8_t* s_src[kScalePerThread];
   int s_chunk[kScalePerThread];
@@ -112,7 +112,7 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
     const int tile = tile0 + tl;
     const bool ok = i < kScalePieces && tile < n_tiles;
     s_chunk[j] = ok ? c : (1 << 30);
-    s_src[j] = s_expert + (static_cast<std::int64_t>(ok ? tile : 0) * n_chunks + c_begin + c) * layout::kChunkScaleBytes + piece * 16;
+    s_src[j] = s_expert + (static_cast<std::int64_t>(ok ? tile : 0) * n_chunks + c_begin + c) * tiling::kChunkScaleBytes + piece * 16;
   }
   // Activations of the block's tokens; padding slots and K past the end read as zeros (the
   // padded weights are zero codes, but 0 x garbage could be NaN).
@@ -125,7 +125,7 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
     const int src_row = s_act_row[row];
     // -1: a row of a dead token tile, whose product columns are discarded, so never copied.
     a_k[j] = row >= live_tiles * 8 ? -1 : src_row >= 0 ? piece * 8 : (1 << 30);
-    a_src[j] = p.act + static_cast<std::int64_t>(src_row >= 0 ? src_row : 0) * p.shape.k + c_begin * layout::kChunkK + piece * 8;
+    a_src[j] = p.act + static_cast<std::int64_t>(src_row >= 0 ? src_row : 0) * p.shape.k + c_begin * tiling::kChunkK + piece * 8;
   }
 
   auto load_weights = [&](int stage, int k_iter) {
@@ -134,12 +134,12 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
 #pragma unroll
     for (int j = 0; j < kWeightPerThread; ++j)
       if (chunk0 + w_chunk[j] < n_local)
-        ptx::cp_async16(sw + (tid + j * G::kThreads) * 16, w_src[j] + static_cast<std::int64_t>(chunk0) * layout::kChunkBytes, 16);
+        ptx::cp_async16(sw + (tid + j * G::kThreads) * 16, w_src[j] + static_cast<std::int64_t>(chunk0) * tiling::kChunkBytes, 16);
 #pragma unroll
     for (int j = 0; j < kScalePerThread; ++j)
       if (chunk0 + s_chunk[j] < n_local)
         ptx::cp_async16(sw + G::kWeightBytes + (tid + j * G::kThreads) * 16,
-                        s_src[j] + static_cast<std::int64_t>(chunk0) * layout::kChunkScaleBytes, 16);
+                        s_src[j] + static_cast<std::int64_t>(chunk0) * tiling::kChunkScaleBytes, 16);
   };
   auto load_acts = [&](int stage, int k_iter) {
     std::uint8_t* sx = smem + stage * G::kStageBytes + G::kWeightBytes + G::kScaleBytes;
@@ -197,8 +197,8 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
 #pragma unroll
       for (int mt = 0; mt < Cfg::kTilesPerWarp; ++mt) {
         const int tl = warp * Cfg::kTilesPerWarp + mt;
-        const uint4 wv = *reinterpret_cast<const uint4*>(sw + (tl * Cfg::kChunksPerStage + c) * layout::kChunkBytes + lane * 16);
-        const std::uint32_t sc = *reinterpret_cast<const std::uint32_t*>(ss + (tl * Cfg::kChunksPerStage + c) * layout::kChunkScaleBytes + (lane / 4) * 4);
+        const uint4 wv = *reinterpret_cast<const uint4*>(sw + (tl * Cfg::kChunksPerStage + c) * tiling::kChunkBytes + lane * 16);
+        const std::uint32_t sc = *reinterpret_cast<const std::uint32_t*>(ss + (tl * Cfg::kChunksPerStage + c) * tiling::kChunkScaleBytes + (lane / 4) * 4);
         // Scale bytes: (row g, group 0), (row g+8, group 0), (row g, group 1), (row g+8, group 1).
         const std::uint32_t s_lo0 = e8m0_scale_pair_bits(sc & 0xffu), s_hi0 = e8m0_scale_pair_bits((sc >> 8) & 0xffu);
         const std::uint32_t s_lo1 = e8m0_scale_pair_bits((sc >> 16) & 0xffu), s_hi1 = e8m0_scale_pair_bits(sc >> 24);
@@ -219,7 +219,7 @@ __global__ void __launch_bounds__(GemmGeometry<Cfg>::kThreads) moe_gemm_kernel(c
           // Matrices: tokens nt*8..+7 x k (c*64 + s2*32) + {0, 8, 16, 24}..+7 -> b0b1, b2b3 of two k16 steps.
           std::uint32_t b[4];
           const int row = nt * 8 + (lane % 8);
-          const int kcol = c * layout::kChunkK + s2 * 32 + 8 * (lane / 8);
+          const int kcol = c * tiling::kChunkK + s2 * 32 + 8 * (lane / 8);
           ptx::ldmatrix_x4(b, sx + row * G::kActRowBytes + kcol * 2);
 #pragma unroll
           for (int mt = 0; mt < Cfg::kTilesPerWarp; ++mt) {

@@ -46,7 +46,7 @@ struct MoeGemmParams {
   const std::uint8_t* weights;
   const std::uint8_t* scales;
   std::int64_t expert_weight_stride, expert_scale_stride;
-  layout::TiledShape shape;       // prepared rows (N) and K of one expert
+  tiling::TiledShape shape;       // prepared rows (N) and K of one expert
   int num_experts;
 
   // Activations: row r = pair / act_row_divisor of a [*, K] bf16 matrix.

@@ -50,7 +50,7 @@ auto with_config(GemmTile tile, F&& f) {
 int gemm_ctas_per_block(GemmTile tile, int rows) {
   return with_config(tile, [rows](auto cfg) {
     constexpr int kTilesPerCta = GemmGeometry<decltype(cfg)>::kTilesPerCta;
-    return (rows / layout::kTileRows + kTilesPerCta - 1) / kTilesPerCta;
+    return (rows / tiling::kTileRows + kTilesPerCta - 1) / kTilesPerCta;
   });
 }
 

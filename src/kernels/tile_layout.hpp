@@ -36,7 +36,7 @@
 
 #include "formats/host_device.hpp"
 
-namespace mxmoe::layout {
+namespace mxmoe::tiling {
 
 constexpr int kTileRows = 16;
 constexpr int kChunkK = 64;
@@ -112,4 +112,4 @@ MXMOE_HD std::int64_t tiled_scale_offset(const TiledShape& s, int tile, int chun
   return (static_cast<std::int64_t>(tile) * s.chunks() + chunk) * kChunkScaleBytes + i;
 }
 
-}  // namespace mxmoe::layout
+}  // namespace mxmoe::tiling

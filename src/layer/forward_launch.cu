@@ -58,7 +58,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   const int max_blocks = kernels::max_align_blocks(pairs, E, bt);
   kernels::launch_align(a.topk_ids, pairs, E, bt, sorted_pairs, block_expert, num_blocks, stream);
 
-  const layout::TiledShape s13 = w.w13_shape(), s2 = w.w2_shape();
+  const tiling::TiledShape s13 = w.w13_shape(), s2 = w.w2_shape();
   kernels::MoeGemmParams p{};
   p.num_experts = E;
   p.sorted_pairs = sorted_pairs;

@@ -20,8 +20,8 @@ struct PreparedWeightsView {
   const float *w13_bias = nullptr, *w2_bias = nullptr;
   int num_experts = 0, hidden = 0, inter = 0;
 
-  layout::TiledShape w13_shape() const { return {2 * inter, hidden, true}; }
-  layout::TiledShape w2_shape() const { return {hidden, inter, false}; }
+  tiling::TiledShape w13_shape() const { return {2 * inter, hidden, true}; }
+  tiling::TiledShape w2_shape() const { return {hidden, inter, false}; }
 };
 
 // Byte offsets of the workspace's parts for forwards of up to `max_tokens` tokens; each part starts

@@ -21,7 +21,7 @@ struct MoeLayer::Impl {
   int E = 0, H = 0, I = 0, max_tokens = 0, top_k = 0, device = 0, sm_count = 1;
   ActivationConfig activation;
   GemmTile gemm_tile = GemmTile::Auto;
-  layout::TiledShape w13_shape{}, w2_shape{};
+  tiling::TiledShape w13_shape{}, w2_shape{};
   DeviceBuffer w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, correction_bias;
   DeviceBuffer workspace;
   layer::WorkspaceLayout ws;
@@ -64,7 +64,7 @@ DeviceBuffer upload(const HostTensor& t, const char* what) {
 
 // Uploads canonical weights a group of experts at a time through one staging buffer and tiles
 // them, so the device never holds two copies of the layer. Returns the tiling kernels' time.
-float prepare_matrix(const HostTensor& weights, const HostTensor& scales, const layout::TiledShape& shape, int E,
+float prepare_matrix(const HostTensor& weights, const HostTensor& scales, const tiling::TiledShape& shape, int E,
                      DeviceBuffer& tiled_w, DeviceBuffer& tiled_s, cudaStream_t stream) {
   const std::size_t w_bytes = static_cast<std::size_t>(shape.rows) * (shape.k / 2);
   const std::size_t s_bytes = static_cast<std::size_t>(shape.rows) * (shape.k / 32);
@@ -81,7 +81,7 @@ float prepare_matrix(const HostTensor& weights, const HostTensor& scales, const 
     check_cuda(cudaMemcpyAsync(stage_w.as(), weights.as<std::uint8_t>() + w_bytes * e0, w_bytes * n, cudaMemcpyHostToDevice, stream), "upload weights");
     check_cuda(cudaMemcpyAsync(stage_s.as(), scales.as<std::uint8_t>() + s_bytes * e0, s_bytes * n, cudaMemcpyHostToDevice, stream), "upload scales");
     check_cuda(cudaEventRecord(start, stream), "cudaEventRecord");
-    layout::launch_tile_matrices(stage_w.as<std::uint8_t>(), stage_s.as<std::uint8_t>(), shape, n,
+    tiling::launch_tile_matrices(stage_w.as<std::uint8_t>(), stage_s.as<std::uint8_t>(), shape, n,
                                  tiled_w.as<std::uint8_t>() + shape.weight_bytes() * e0,
                                  tiled_s.as<std::uint8_t>() + shape.scale_bytes() * e0, stream);
     check_cuda(cudaEventRecord(stop, stream), "cudaEventRecord");

@@ -54,7 +54,7 @@ HostTensor from_f32(const HostTensor& src, DType dtype) {
 
 }  // namespace
 
-bool LayerShape::operator==(const LayerShape& o) const {
+bool LayerOutputSpec::operator==(const LayerOutputSpec& o) const {
   return E == o.E && H == o.H && I == o.I && w13_bias == o.w13_bias && w2_bias == o.w2_bias && router_weight == o.router_weight &&
          correction_bias == o.correction_bias && router_logit_bias == o.router_logit_bias && router_dtype == o.router_dtype;
 }
@@ -64,20 +64,20 @@ DType stored_float_dtype(const std::string& name) {
   return name == "BF16" ? DType::BF16 : name == "F16" ? DType::F16 : DType::F32;
 }
 
-LayerShape layer_shape(const LoadedMoeLayer& l) {
+LayerOutputSpec output_spec(const LoadedMoeLayer& l) {
   const auto& w = l.weights;
-  LayerShape s{w.num_experts, w.hidden, w.inter, w.w13_bias.has_value(), w.w2_bias.has_value(), w.router_weight.has_value(),
+  LayerOutputSpec s{w.num_experts, w.hidden, w.inter, w.w13_bias.has_value(), w.w2_bias.has_value(), w.router_weight.has_value(),
                w.correction_bias.has_value(), l.router_logit_bias.has_value()};
   for (const auto& m : l.matches)
     if (m.role == role_name(Role::RouterWeight)) s.router_dtype = stored_float_dtype(m.dtype);
   return s;
 }
 
-LayerShape probe_layer_shape(const Checkpoint& ckpt, const MoeLayerRef& ref) {
-  if (layout_is_mxfp4(ref.layout)) return layer_shape(load_moe_layer(ckpt, ref));
+LayerOutputSpec probe_output_spec(const Checkpoint& ckpt, const MoeLayerRef& ref) {
+  if (layout_is_mxfp4(ref.layout)) return output_spec(load_moe_layer(ckpt, ref));
   check_layer_dtypes(ckpt, ref);  // before the output is planned from its shapes
   const LayoutRule& rule = layout_rule(ref.layout);
-  LayerShape s;
+  LayerOutputSpec s;
   s.E = ref.num_experts;
   if (ref.layout == MoeLayout::DensePerExpert) {
     const Shape g = ckpt.info(resolve_or_fail(ckpt, ref.module_prefix, rule_for(rule, Role::Gate), 0)->name).shape;
@@ -99,7 +99,7 @@ LayerShape probe_layer_shape(const Checkpoint& ckpt, const MoeLayerRef& ref) {
   return s;
 }
 
-std::vector<PlannedTensor> plan_layer(const LayerShape& s, MoeLayout layout, const std::string& prefix) {
+std::vector<PlannedTensor> plan_layer(const LayerOutputSpec& s, MoeLayout layout, const std::string& prefix) {
   const std::int64_t E = s.E, H = s.H, I = s.I;
   std::vector<PlannedTensor> out;
   auto add = [&](Role role, int expert, DType dtype, Shape shape) {
@@ -202,7 +202,7 @@ namespace mxmoe {
 std::vector<std::pair<std::string, HostTensor>> moe_layer_tensors(const LoadedMoeLayer& layer, MoeLayout layout,
                                                                  const std::string& module_prefix) {
   std::vector<std::pair<std::string, HostTensor>> out;
-  for (const auto& p : layout::plan_layer(layout::layer_shape(layer), layout, module_prefix))
+  for (const auto& p : layout::plan_layer(layout::output_spec(layer), layout, module_prefix))
     out.emplace_back(p.entry.name, layout::layer_tensor(layer, layout, p));
   return out;
 }

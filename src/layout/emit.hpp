@@ -11,15 +11,15 @@
 namespace mxmoe::layout {
 
 // What a layer's output tensors depend on, known before the layer is quantized.
-struct LayerShape {
+struct LayerOutputSpec {
   std::int64_t E = 0, H = 0, I = 0;
   bool w13_bias = false, w2_bias = false, router_weight = false, correction_bias = false, router_logit_bias = false;
   DType router_dtype = DType::F32;  // the router weight's stored dtype (BF16, F16, F32), kept in the output
-  bool operator==(const LayerShape& o) const;
+  bool operator==(const LayerOutputSpec& o) const;
 };
-LayerShape layer_shape(const LoadedMoeLayer& layer);
+LayerOutputSpec output_spec(const LoadedMoeLayer& layer);
 // From the names and shapes alone (no quantization, no copies) for dense layers; by loading for MXFP4 ones.
-LayerShape probe_layer_shape(const Checkpoint& ckpt, const MoeLayerRef& ref);
+LayerOutputSpec probe_output_spec(const Checkpoint& ckpt, const MoeLayerRef& ref);
 
 struct PlannedTensor {
   SafetensorsWriter::Entry entry;
@@ -28,8 +28,8 @@ struct PlannedTensor {
 };
 // Unsupported when the layout has no place for a tensor the layer holds (a router logit bias outside
 // gpt-oss, a correction bias in gpt-oss).
-std::vector<PlannedTensor> plan_layer(const LayerShape& shape, MoeLayout layout, const std::string& module_prefix);
-// The bytes of `planned` for `layer` (whose layer_shape must be the planned one).
+std::vector<PlannedTensor> plan_layer(const LayerOutputSpec& shape, MoeLayout layout, const std::string& module_prefix);
+// The bytes of `planned` for `layer` (whose output_spec must be the planned one).
 HostTensor layer_tensor(const LoadedMoeLayer& layer, MoeLayout layout, const PlannedTensor& planned);
 
 // Every tensor name of the layer as it is stored in `ckpt` (all experts, all aliases present).

@@ -18,10 +18,10 @@ QuantizeSummary quantize_checkpoint(const Checkpoint& in, const std::string& out
   // Plan: the output header is fixed before any layer is quantized, so layers stream one at a time.
   std::set<std::string> consumed;
   std::vector<std::vector<layout::PlannedTensor>> plans;
-  std::vector<layout::LayerShape> shapes;
+  std::vector<layout::LayerOutputSpec> shapes;
   for (const auto& ref : layers) {
     for (auto& name : layout::layer_tensor_names(in, ref)) consumed.insert(std::move(name));
-    shapes.push_back(layout::probe_layer_shape(in, ref));
+    shapes.push_back(layout::probe_output_spec(in, ref));
     plans.push_back(layout::plan_layer(shapes.back(), layout, ref.module_prefix));
   }
   std::vector<SafetensorsWriter::Entry> entries;
@@ -51,7 +51,7 @@ QuantizeSummary quantize_checkpoint(const Checkpoint& in, const std::string& out
   for (std::size_t i = 0; i < layers.size(); ++i) {
     const bool dense = !layout_is_mxfp4(layers[i].layout);
     const LoadedMoeLayer layer = dense ? quantize_moe_layer(in, layers[i]) : load_moe_layer(in, layers[i]);
-    if (!(layout::layer_shape(layer) == shapes[i]))
+    if (!(layout::output_spec(layer) == shapes[i]))
       fail(ErrorCode::Shape, "layer " + std::to_string(layers[i].layer) + " ('" + layers[i].module_prefix + "experts.'): its tensors disagree on E, H or I");
     for (const auto& p : plans[i]) {
       const HostTensor t = layout::layer_tensor(layer, layout, p);

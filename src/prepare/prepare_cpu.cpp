@@ -4,7 +4,7 @@
 
 #include "mxmoe/error.hpp"
 
-namespace mxmoe::layout {
+namespace mxmoe::tiling {
 namespace {
 
 void check_shape(const TiledShape& s) {
@@ -75,4 +75,4 @@ void untile_matrix_cpu(const TiledMatrix& tiled, const TiledShape& s, std::uint8
       }
 }
 
-}  // namespace mxmoe::layout
+}  // namespace mxmoe::tiling

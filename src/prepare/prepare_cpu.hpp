@@ -6,7 +6,7 @@
 
 #include "kernels/tile_layout.hpp"
 
-namespace mxmoe::layout {
+namespace mxmoe::tiling {
 
 struct TiledMatrix {
   std::vector<std::uint8_t> weights;  // TiledShape::weight_bytes()
@@ -20,4 +20,4 @@ TiledMatrix tile_matrix_cpu(const std::uint8_t* weights, const std::uint8_t* sca
 // wrong mapping cannot cancel itself out: tile layout -> canonical [N, K/2] and [N, K/32].
 void untile_matrix_cpu(const TiledMatrix& tiled, const TiledShape& shape, std::uint8_t* weights, std::uint8_t* scales);
 
-}  // namespace mxmoe::layout
+}  // namespace mxmoe::tiling

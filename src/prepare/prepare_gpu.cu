@@ -4,7 +4,7 @@
 #include "mxmoe/error.hpp"
 #include "prepare/prepare_gpu.hpp"
 
-namespace mxmoe::layout {
+namespace mxmoe::tiling {
 namespace {
 
 // One thread per (expert, tile, chunk, g): it reads the two canonical rows g and g+8 of the chunk
@@ -86,4 +86,4 @@ void launch_tile_matrices(const std::uint8_t* weights, const std::uint8_t* scale
   check_launch("prepare (tile layout) launch");
 }
 
-}  // namespace mxmoe::layout
+}  // namespace mxmoe::tiling
