@@ -9,7 +9,7 @@
 #include "checkpoint/byte_source.hpp"
 #include "checkpoint/header.hpp"
 #include "checkpoint/index.hpp"
-#include "mxmoe/checkpoint.hpp"
+#include "mxmoe/safetensors.hpp"
 #include "mxmoe/error.hpp"
 
 namespace mxmoe {

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "mxmoe/checkpoint.hpp"
+#include "mxmoe/safetensors.hpp"
 
 namespace mxmoe::checkpoint {
 

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "mxmoe/checkpoint.hpp"
+#include "mxmoe/safetensors.hpp"
 
 namespace mxmoe::checkpoint {
 namespace {

@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "mxmoe/checkpoint.hpp"
+#include "mxmoe/safetensors.hpp"
 
 namespace mxmoe::checkpoint {
 

@@ -13,7 +13,7 @@
 
 #include "checkpoint/dtypes.hpp"
 #include "checkpoint/mapping_guard.hpp"
-#include "mxmoe/checkpoint.hpp"
+#include "mxmoe/safetensors.hpp"
 #include "mxmoe/error.hpp"
 
 namespace mxmoe {
