@@ -12,7 +12,7 @@ if(SKBUILD)
   return()
 endif()
 
-install(TARGETS mxmoe_cpu mxmoe_gpu mxmoe EXPORT mxmoeTargets
+install(TARGETS mxmoe_core mxmoe_backend mxmoe EXPORT mxmoeTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(DIRECTORY include/mxmoe DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 if(TARGET mxmoe_c)
