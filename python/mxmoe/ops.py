@@ -39,8 +39,30 @@ def _ptr(t):
     return None if t is None else t.data_ptr()
 
 
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+
 def _stream(device: torch.device) -> int:
+    """The handle of torch's current stream on `device` (the raw getter avoids a Stream object)."""
+    if _raw_stream is not None:
+        return _raw_stream(device.index if device.index is not None else torch.cuda.current_device())
     return torch.cuda.current_stream(device).cuda_stream
+
+
+class _on_device:
+    """Makes `device` current only when it is not already (switching costs a few microseconds)."""
+
+    def __init__(self, device: torch.device):
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        self.guard = torch.cuda.device(index) if index != torch.cuda.current_device() else None
+
+    def __enter__(self):
+        if self.guard is not None:
+            self.guard.__enter__()
+
+    def __exit__(self, *exc):
+        if self.guard is not None:
+            self.guard.__exit__(*exc)
 
 
 def _weights(w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, hidden, inter) -> Weights:
@@ -73,7 +95,7 @@ def _fused_moe_cuda(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, top
     nbytes = ctypes.c_int64()
     check(lib.mxmoe_workspace_bytes(w.num_experts, H, inter, T, k, ctypes.byref(nbytes)))
     workspace = torch.empty(nbytes.value, dtype=torch.uint8, device=hidden.device)
-    with torch.cuda.device(hidden.device):
+    with _on_device(hidden.device):
         check(lib.mxmoe_forward_cuda(ctypes.byref(w), ctypes.byref(act), hidden.data_ptr(), topk_ids.data_ptr(),
                                      topk_weights.data_ptr(), out.data_ptr(), T, k, workspace.data_ptr(),
                                      nbytes.value, _stream(hidden.device)))
@@ -112,7 +134,7 @@ def _route_cuda(router_logits, correction_bias, mode, top_k, renormalize, n_grou
     weights = torch.empty(T, top_k, dtype=torch.float32, device=dev)
     r = _routing(mode, top_k, renormalize, n_groups, topk_groups, routed_scaling)
     if T:
-        with torch.cuda.device(dev):
+        with _on_device(dev):
             check(lib.mxmoe_route_cuda(router_logits.data_ptr(), _ptr(correction_bias), T, E, ctypes.byref(r),
                                        ids.data_ptr(), weights.data_ptr(), _stream(dev)))
     return ids, weights
@@ -131,7 +153,7 @@ def _route_fake(router_logits, correction_bias, mode, top_k, renormalize, n_grou
 
 # ------------------------------------------------------------------------------------- tile_experts
 def _tile_experts_cuda(weights, scales, rows, k, gate_up, tiled_weights, tiled_scales):
-    with torch.cuda.device(weights.device):
+    with _on_device(weights.device):
         check(lib.mxmoe_tile_experts_cuda(weights.data_ptr(), scales.data_ptr(), rows, k, int(gate_up),
                                           weights.shape[0], tiled_weights.data_ptr(), tiled_scales.data_ptr(),
                                           _stream(weights.device)))
