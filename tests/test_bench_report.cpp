@@ -67,7 +67,9 @@ TEST(BenchRouting, TopKIsValidDeterministicAndSpread) {
       EXPECT_TRUE(seen.insert(e).second) << "token " << t << " picks expert " << e << " twice";
       const float w = r.weights[t * 6 + s];
       EXPECT_TRUE(w > 0.0f && w <= 1.0f);
-      if (s > 0) EXPECT_LE(w, r.weights[t * 6 + s - 1]);  // chosen by descending logit
+      if (s > 0) {
+        EXPECT_LE(w, r.weights[t * 6 + s - 1]);  // chosen by descending logit
+      }
       sum += w;
     }
     EXPECT_NEAR(sum, 1.0, 1e-5);

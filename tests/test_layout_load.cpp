@@ -43,7 +43,9 @@ void expect_same(const LoadedMoeLayer& got, const LoadedMoeLayer& want) {
   EXPECT_TRUE(same_bytes(g.w2_scale, w.w2_scale));
   auto same_opt = [](const std::optional<HostTensor>& a, const std::optional<HostTensor>& b, const char* what) {
     ASSERT_EQ(a.has_value(), b.has_value()) << what;
-    if (a) EXPECT_TRUE(same_bytes(*a, *b)) << what;
+    if (a) {
+      EXPECT_TRUE(same_bytes(*a, *b)) << what;
+    }
   };
   same_opt(g.w13_bias, w.w13_bias, "w13_bias");
   same_opt(g.w2_bias, w.w2_bias, "w2_bias");
@@ -127,7 +129,9 @@ TEST(LayoutLoad, FusedBytesAreViewsOfTheMappedFile) {
   EXPECT_EQ(got.weights.w13.data(), ckpt.view("model.layers.7.mlp.experts.w13_weight").data());
   EXPECT_EQ(got.weights.w2_scale.data(), ckpt.view("model.layers.7.mlp.experts.w2_weight_scale").data());
   for (const auto& m : got.matches)
-    if (m.role == "w13" || m.role == "w2" || m.role == "w13_scale" || m.role == "w2_scale") EXPECT_TRUE(m.zero_copy) << m.role;
+    if (m.role == "w13" || m.role == "w2" || m.role == "w13_scale" || m.role == "w2_scale") {
+      EXPECT_TRUE(m.zero_copy) << m.role;
+    }
 }
 
 TEST(LayoutLoad, SecondAliasesLoadAndTheFirstWinsWhenBothArePresent) {
@@ -143,7 +147,9 @@ TEST(LayoutLoad, SecondAliasesLoadAndTheFirstWinsWhenBothArePresent) {
     const LoadedMoeLayer got = load_moe_layer(save_and_open(dir, t, "a.safetensors"), 7);
     expect_same(got, want);
     for (const auto& m : got.matches)
-      if (m.role == "w13_scale") EXPECT_EQ(m.alias, "w13_weight_scale_inv");
+      if (m.role == "w13_scale") {
+        EXPECT_EQ(m.alias, "w13_weight_scale_inv");
+      }
   }
   // Both names present, with different contents: the first alias of the table is taken.
   const LoadedMoeLayer other = random_layer(MoeLayout::Fused, 3);

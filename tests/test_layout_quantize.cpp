@@ -101,7 +101,9 @@ TEST(Quantize, DenseExpertsToEveryLayoutMatchFloat64OcpExactly) {
       std::vector<std::uint64_t> seen;
       const QuantizeSummary s = quantize_checkpoint(Checkpoint::open(dir / "dense.safetensors"), dir / "q.safetensors", layout,
                                                     [&](std::uint64_t done, std::uint64_t total) {
-                                                      if (!seen.empty()) EXPECT_GE(done, seen.back());
+                                                      if (!seen.empty()) {
+                                                        EXPECT_GE(done, seen.back());
+                                                      }
                                                       EXPECT_LE(done, total);
                                                       seen.push_back(done);
                                                     });

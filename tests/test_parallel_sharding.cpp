@@ -221,9 +221,10 @@ TEST(ParallelShardWeights, TensorSliceIsTheGlobalWindowWithForeignIndicesZeroed)
           for (std::int64_t h = 0; h < H; ++h) {
             ASSERT_EQ(dequant(w.w2, w.w2_scale, e * H + h, j), owned ? dequant(full.w2, full.w2_scale, e * H + h, gj) : 0.0)
                 << "w2 world " << world << " rank " << r << " e " << e << " h " << h << " j " << j;
-            if (j % 32 == 0)  // every local scale group is the global one
+            if (j % 32 == 0) {  // every local scale group is the global one
               ASSERT_EQ(w.w2_scale.as<std::uint8_t>()[(e * H + h) * (W / 32) + j / 32],
                         full.w2_scale.as<std::uint8_t>()[(e * H + h) * (I / 32) + gj / 32]);
+            }
           }
         }
       for (std::int64_t i = 0; i < E * H; ++i)

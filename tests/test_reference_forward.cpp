@@ -160,7 +160,9 @@ TEST(ReferenceForward, EveryActivationWithAndWithoutBiasesMatchesFloat64) {
         int clamp_hits = 0;
         const std::vector<double> want = model_f64(w, x, T, tk, act, &clamp_hits);
         expect_close(reference::moe_forward(w, x.data(), T, tk, act, 2), want, label(act, biases, I, k));
-        if (act.kind != ActivationKind::SiluMul) EXPECT_GT(clamp_hits, 0) << "the clamp never acted: " << label(act, biases, I, k);
+        if (act.kind != ActivationKind::SiluMul) {
+          EXPECT_GT(clamp_hits, 0) << "the clamp never acted: " << label(act, biases, I, k);
+        }
         ++seed;
       }
 }
