@@ -97,7 +97,7 @@ TEST(Presets, EveryPresetIsConsistent) {
     EXPECT_NO_THROW(p.activation.validate()) << p.name;
     EXPECT_EQ(&find_preset(p.name), &p);
   }
-  const ModelPreset& flash = find_preset("dsv4-flash");
+  const ModelPreset flash = find_preset("dsv4-flash");
   EXPECT_EQ(flash.hidden, 4096);
   EXPECT_EQ(flash.inter, 2048);
   EXPECT_EQ(flash.num_experts, 256);

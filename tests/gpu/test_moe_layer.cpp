@@ -238,7 +238,7 @@ TEST(Layer, IdsOutOfRangeAreSkippedWithoutFault) {
 
 TEST(Layer, PreparesAWholeDsv4FlashLayerQuickly) {
   MXMOE_REQUIRE_HOPPER();
-  const auto& p = find_preset("dsv4-flash");
+  const ModelPreset p = find_preset("dsv4-flash");
   SyntheticSpec spec;
   spec.num_experts = p.num_experts;
   spec.hidden = p.hidden;

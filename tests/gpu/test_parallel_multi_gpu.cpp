@@ -62,7 +62,7 @@ struct Problem {
 // gpt-oss-20b's shape and activation (include/mxmoe/presets.hpp) with E experts; slot 0 of every
 // fifth token is -1.
 Problem make_problem(int E, int T, int k, std::uint64_t seed) {
-  const ModelPreset& preset = find_preset("gpt-oss-20b");
+  const ModelPreset preset = find_preset("gpt-oss-20b");
   Problem p;
   SyntheticSpec spec;
   spec.num_experts = E;

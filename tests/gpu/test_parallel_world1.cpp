@@ -39,7 +39,7 @@ namespace {
 constexpr double kTolerance = 1e-2;  // relative Frobenius vs the oracle, as the MoeLayer tests
 
 CanonicalMoeWeights gpt_oss_shaped_weights() {
-  const ModelPreset& gpt_oss = find_preset("gpt-oss-120b");
+  const ModelPreset gpt_oss = find_preset("gpt-oss-120b");
   SyntheticSpec spec;  // gpt-oss's H and I, fewer experts
   spec.num_experts = 8;
   spec.hidden = gpt_oss.hidden;
