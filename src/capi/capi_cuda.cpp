@@ -42,10 +42,17 @@ int device_sm_count() {
   return sm_counts[device];
 }
 
-void check_aligned(const void* p, std::size_t alignment, const char* entry, const char* name) {
-  require(p, entry, name);
-  if (reinterpret_cast<std::uintptr_t>(p) % alignment)
-    fail(ErrorCode::InvalidArgument, std::string(entry) + ": " + name + " must be " + std::to_string(alignment) + "-byte aligned");
+// What the kernels take: 1..4096 experts, top_k 1..16, at most 2^24 routed pairs. Both the
+// workspace size and the forward check it (the forward used to rely on the caller having asked).
+void check_forward_shape(int E, int num_tokens, int top_k) {
+  if (E < 1 || E > kernels::kMaxAlignExperts)
+    fail(ErrorCode::Unsupported, "the Hopper kernels take 1.." + std::to_string(kernels::kMaxAlignExperts) + " experts, got " +
+                                     std::to_string(E));
+  if (num_tokens < 1 || top_k < 1 || top_k > kernels::kMaxRoutingTopK ||
+      static_cast<std::int64_t>(num_tokens) * top_k > (std::int64_t{1} << 24))
+    fail(ErrorCode::InvalidArgument, "forward: num_tokens must be >= 1 and top_k in 1.." + std::to_string(kernels::kMaxRoutingTopK) +
+                                         ", with at most 2^24 routed pairs; got " + std::to_string(num_tokens) + " tokens, top_k " +
+                                         std::to_string(top_k));
 }
 
 }  // namespace
@@ -83,14 +90,7 @@ int mxmoe_tile_experts_cuda(const uint8_t* weights, const uint8_t* scales, int r
 int mxmoe_workspace_bytes(int E, int H, int I, int num_tokens, int top_k, int64_t* bytes) {
   return guarded("mxmoe_workspace_bytes", [&] {
     require(bytes, "mxmoe_workspace_bytes", "bytes");
-    if (E < 1 || E > kernels::kMaxAlignExperts)
-      fail(ErrorCode::Unsupported, "the Hopper kernels take 1.." + std::to_string(kernels::kMaxAlignExperts) + " experts, got " +
-                                       std::to_string(E));
-    if (num_tokens < 1 || top_k < 1 || top_k > kernels::kMaxRoutingTopK ||
-        static_cast<std::int64_t>(num_tokens) * top_k > (std::int64_t{1} << 24))
-      fail(ErrorCode::InvalidArgument, "forward: num_tokens must be >= 1 and top_k in 1.." + std::to_string(kernels::kMaxRoutingTopK) +
-                                           ", with at most 2^24 routed pairs; got " + std::to_string(num_tokens) + " tokens, top_k " +
-                                           std::to_string(top_k));
+    check_forward_shape(E, num_tokens, top_k);
     *bytes = static_cast<int64_t>(layer::workspace_layout(E, H, I, num_tokens, top_k).total);
   });
 }
@@ -104,12 +104,13 @@ int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, cons
     require(act, entry, "activation");
     for (auto [p, name] : {std::pair<const void*, const char*>{w->w13, "w13"}, {w->w13_scale, "w13_scale"}, {w->w2, "w2"},
                            {w->w2_scale, "w2_scale"}})
-      check_aligned(p, 16, entry, name);
-    check_aligned(hidden, 16, entry, "hidden");
-    check_aligned(out, 16, entry, "out");
-    check_aligned(ids, 4, entry, "topk_ids");
-    check_aligned(topk_weights, 4, entry, "topk_weights");
-    check_aligned(workspace, 256, entry, "workspace");
+      layer::check_device_pointer(p, 16, entry, name);
+    layer::check_device_pointer(hidden, 16, entry, "hidden");
+    layer::check_device_pointer(out, 16, entry, "out");
+    layer::check_device_pointer(ids, 4, entry, "topk_ids");
+    layer::check_device_pointer(topk_weights, 4, entry, "topk_weights");
+    layer::check_device_pointer(workspace, 256, entry, "workspace");
+    check_forward_shape(w->num_experts, num_tokens, top_k);
     const layer::WorkspaceLayout ws = layer::workspace_layout(w->num_experts, w->hidden, w->inter, num_tokens, top_k);
     if (workspace_bytes < static_cast<int64_t>(ws.total))
       fail(ErrorCode::InvalidArgument, std::string(entry) + ": workspace holds " + std::to_string(workspace_bytes) + " bytes, " +
@@ -129,9 +130,9 @@ int mxmoe_route_cuda(const float* logits, const float* correction_bias, int num_
   return guarded("mxmoe_route_cuda", [&] {
     const char* entry = "mxmoe_route_cuda";
     require(routing, entry, "routing");
-    check_aligned(logits, 4, entry, "router_logits");
-    check_aligned(ids, 4, entry, "topk_ids");
-    check_aligned(weights, 4, entry, "topk_weights");
+    layer::check_device_pointer(logits, 4, entry, "router_logits");
+    layer::check_device_pointer(ids, 4, entry, "topk_ids");
+    layer::check_device_pointer(weights, 4, entry, "topk_weights");
     const RoutingConfig config = capi::routing_of(*routing, num_experts);
     if (config.top_k > kernels::kMaxRoutingTopK)
       fail(ErrorCode::Unsupported, std::string(entry) + ": top_k above " + std::to_string(kernels::kMaxRoutingTopK));

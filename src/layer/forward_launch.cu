@@ -2,10 +2,12 @@
 #include "layer/forward_launch.hpp"
 
 #include <algorithm>
+#include <string>
 
 #include "kernels/align.hpp"
 #include "kernels/combine.hpp"
 #include "kernels/moe_gemm.hpp"
+#include "mxmoe/error.hpp"
 
 namespace mxmoe::layer {
 
@@ -40,6 +42,12 @@ WorkspaceLayout workspace_layout(int E, int H, int I, int max_tokens, int top_k)
   l.routed_weights = take(pairs * 4);
   l.total = at;
   return l;
+}
+
+void check_device_pointer(const void* p, std::size_t alignment, const char* entry, const char* name) {
+  if (!p) fail(ErrorCode::InvalidArgument, std::string(entry) + ": " + name + " is null");
+  if (reinterpret_cast<std::uintptr_t>(p) % alignment)
+    fail(ErrorCode::InvalidArgument, std::string(entry) + ": " + name + " must be " + std::to_string(alignment) + "-byte aligned");
 }
 
 void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, GemmTile tile, int sm_count,

@@ -40,6 +40,10 @@ struct ForwardArgs {
   int num_tokens, top_k;
 };
 
+// InvalidArgument naming `entry` and `name` when `p` is null or not `alignment`-byte aligned: the
+// pointer checks of every forward entry point (MoeLayer, the C ABI).
+void check_device_pointer(const void* p, std::size_t alignment, const char* entry, const char* name);
+
 // Launches the forward. `workspace` holds workspace_layout(..., max_tokens >= num_tokens, top_k).total
 // bytes; `sm_count` is the device's SM count (the split-K choice of the tiniest batches).
 void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, GemmTile tile, int sm_count,

@@ -101,11 +101,6 @@ void check_num_tokens(const char* entry, int num_tokens, int max_tokens) {
                                          " (the layer's max_tokens), got " + std::to_string(num_tokens));
 }
 
-void check_pointer(const void* p, std::size_t alignment, const char* name) {
-  if (!p) fail(ErrorCode::InvalidArgument, std::string("MoeLayer::forward: ") + name + " is null");
-  if (reinterpret_cast<std::uintptr_t>(p) % alignment)
-    fail(ErrorCode::InvalidArgument, std::string("MoeLayer::forward: ") + name + " must be " + std::to_string(alignment) + "-byte aligned");
-}
 
 }  // namespace
 
@@ -165,10 +160,10 @@ MoeLayer::~MoeLayer() = default;
 void MoeLayer::forward(const void* hidden, const std::int32_t* topk_ids, const float* topk_weights, void* out,
                        int num_tokens, cudaStream_t stream) const {
   check_num_tokens("MoeLayer::forward", num_tokens, impl_->max_tokens);
-  check_pointer(hidden, 16, "hidden");
-  check_pointer(out, 16, "out");
-  check_pointer(topk_ids, 4, "topk_ids");
-  check_pointer(topk_weights, 4, "topk_weights");
+  layer::check_device_pointer(hidden, 16, "MoeLayer::forward", "hidden");
+  layer::check_device_pointer(out, 16, "MoeLayer::forward", "out");
+  layer::check_device_pointer(topk_ids, 4, "MoeLayer::forward", "topk_ids");
+  layer::check_device_pointer(topk_weights, 4, "MoeLayer::forward", "topk_weights");
   impl_->run(hidden, topk_ids, topk_weights, out, num_tokens, stream);
 }
 
@@ -178,9 +173,9 @@ void MoeLayer::forward_from_logits(const void* hidden, const float* router_logit
     fail(ErrorCode::InvalidArgument, "MoeLayer::forward_from_logits: routing top_k " + std::to_string(routing.top_k) +
                                          " differs from the layer's top_k " + std::to_string(impl_->top_k));
   check_num_tokens("MoeLayer::forward_from_logits", num_tokens, impl_->max_tokens);
-  check_pointer(router_logits, 4, "router_logits");
-  check_pointer(hidden, 16, "hidden");
-  check_pointer(out, 16, "out");
+  layer::check_device_pointer(router_logits, 4, "MoeLayer::forward_from_logits", "router_logits");
+  layer::check_device_pointer(hidden, 16, "MoeLayer::forward_from_logits", "hidden");
+  layer::check_device_pointer(out, 16, "MoeLayer::forward_from_logits", "out");
   kernels::launch_routing(router_logits, impl_->correction_bias.as<float>(), num_tokens, impl_->E, routing,
                           impl_->routed_ids(), impl_->routed_weights(), stream);
   impl_->run(hidden, impl_->routed_ids(), impl_->routed_weights(), out, num_tokens, stream);
