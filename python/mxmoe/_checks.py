@@ -38,3 +38,13 @@ def activations(hidden: torch.Tensor, name: str = "hidden_states"):
         raise DTypeError(f"{name}: dtype {str(hidden.dtype).replace('torch.', '')}; MXFP4 weights with 16-bit "
                          f"activations (W4A16) need bfloat16 activations: pass hidden_states.to(torch.bfloat16)")
     return tensor(hidden, name, (torch.bfloat16,), ndim=2)
+
+
+def first_index(mask: torch.Tensor) -> list:
+    """The index (a list, one entry per dimension) of the first True of `mask`, row-major."""
+    flat = int(mask.reshape(-1).nonzero()[0, 0])
+    index = []
+    for size in reversed(mask.shape):
+        index.append(flat % size)
+        flat //= size
+    return list(reversed(index))

@@ -30,10 +30,32 @@ def _localise(topk_ids, expert_map, prepared, global_num_experts):
 def _check_ids(ids, num_experts, name):
     bad = (ids < -1) | (ids >= num_experts)
     if bool(bad.any()):
-        at = bad.nonzero()[0].tolist()
+        at = _checks.first_index(bad)
         raise InvalidArgumentError(f"{name}: id {int(ids[tuple(at)])} at [token, slot] {at} is outside -1.."
                                    f"{num_experts - 1} (the prepared experts); pass expert_map to map global ids "
                                    f"to local ones")
+
+
+def _hidden_for(hidden_states, prepared):
+    """hidden_states checked against the prepared weights: bf16 [T, H] with their H."""
+    if not isinstance(prepared, PreparedWeights):
+        raise InvalidArgumentError(f"prepared: expected mxmoe.torch.PreparedWeights (from mxmoe.torch.prepare), "
+                                   f"got {type(prepared).__name__}")
+    hidden = _checks.activations(hidden_states)
+    if hidden.shape[1] != prepared.hidden_size:
+        raise _checks.ShapeError(f"hidden_states: hidden size {hidden.shape[1]}, the prepared weights have "
+                                 f"{prepared.hidden_size}")
+    return hidden
+
+
+def _out_for(out, hidden):
+    """The caller's out (bf16 [T, H], contiguous, checked) or a new tensor."""
+    if out is None:
+        return torch.empty_like(hidden, memory_format=torch.contiguous_format)
+    _checks.tensor(out, "out", (torch.bfloat16,), shape=tuple(hidden.shape))
+    if not out.is_contiguous():
+        raise InvalidArgumentError("out: must be contiguous")
+    return out
 
 
 def fused_moe(hidden_states: torch.Tensor, prepared: PreparedWeights, topk_weights: torch.Tensor,
@@ -48,13 +70,8 @@ def fused_moe(hidden_states: torch.Tensor, prepared: PreparedWeights, topk_weigh
     swiglu_limit). expert_map [global E]: global -> local id, -1 = not on this rank (skipped).
     inplace writes the result into hidden_states. check_ids (default: eager CPU only, as on CUDA it
     would synchronise the host) refuses ids outside -1..E-1; unchecked, such ids contribute nothing."""
-    if not isinstance(prepared, PreparedWeights):
-        raise InvalidArgumentError(f"prepared: expected mxmoe.torch.PreparedWeights (from mxmoe.torch.prepare), "
-                                   f"got {type(prepared).__name__}")
-    hidden = _checks.activations(hidden_states)
-    T, H = hidden.shape
-    if H != prepared.hidden_size:
-        raise _checks.ShapeError(f"hidden_states: hidden size {H}, the prepared weights have {prepared.hidden_size}")
+    hidden = _hidden_for(hidden_states, prepared)
+    T = hidden.shape[0]
     _checks.tensor(topk_ids, "topk_ids", _ID_DTYPES, ndim=2)
     _checks.tensor(topk_weights, "topk_weights", _WEIGHT_DTYPES, shape=tuple(topk_ids.shape))
     if topk_ids.shape[0] != T:
@@ -65,12 +82,7 @@ def fused_moe(hidden_states: torch.Tensor, prepared: PreparedWeights, topk_weigh
         if out is not None:
             raise InvalidArgumentError("pass either out or inplace=True, not both")
         out = hidden_states
-    if out is None:
-        out = torch.empty_like(hidden, memory_format=torch.contiguous_format)
-    else:
-        _checks.tensor(out, "out", (torch.bfloat16,), shape=(T, H))
-        if not out.is_contiguous():
-            raise InvalidArgumentError("out: must be contiguous")
+    out = _out_for(out, hidden)
 
     ids = topk_ids if expert_map is None else _localise(topk_ids, expert_map, prepared, global_num_experts)
     # A data-dependent check: eager CPU only by default (on CUDA it would synchronise the host; under
@@ -121,12 +133,8 @@ def fused_moe_from_logits(hidden_states: torch.Tensor, prepared: PreparedWeights
     """Routing from router logits [T, E] and the fused MoE in one op (torch.ops.mxmoe.fused_moe_from_logits);
     routing as in route(), activation arguments as in fused_moe(). With expert parallelism, route
     with route() and pass expert_map to fused_moe()."""
-    if not isinstance(prepared, PreparedWeights):
-        raise InvalidArgumentError(f"prepared: expected mxmoe.torch.PreparedWeights, got {type(prepared).__name__}")
-    hidden = _checks.activations(hidden_states).contiguous()
-    T, H = hidden.shape
-    if H != prepared.hidden_size:
-        raise _checks.ShapeError(f"hidden_states: hidden size {H}, the prepared weights have {prepared.hidden_size}")
+    hidden = _hidden_for(hidden_states, prepared).contiguous()
+    T = hidden.shape[0]
     _checks.tensor(router_logits, "router_logits", (torch.float32, torch.bfloat16, torch.float16),
                    shape=(T, prepared.num_experts))
     _checks.same_device(prepared.device, hidden_states=hidden, router_logits=router_logits,
@@ -135,10 +143,7 @@ def fused_moe_from_logits(hidden_states: torch.Tensor, prepared: PreparedWeights
         _checks.tensor(correction_bias, "correction_bias", _checks.FLOAT_DTYPES, shape=(prepared.num_experts,))
         correction_bias = correction_bias.to(torch.float32).contiguous()
     act = _config.activation(activation, clamp_limit, swiglu_alpha, swiglu_limit)
-    if out is None:
-        out = torch.empty_like(hidden)
-    else:
-        _checks.tensor(out, "out", (torch.bfloat16,), shape=(T, H))
+    out = _out_for(out, hidden)
     torch.ops.mxmoe.fused_moe_from_logits(
         hidden, prepared.w13, prepared.w13_scale, prepared.w2, prepared.w2_scale, prepared.w13_bias, prepared.w2_bias,
         router_logits.to(torch.float32).contiguous(), correction_bias, _config.routing_mode(routing), int(top_k),

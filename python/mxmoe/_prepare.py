@@ -44,22 +44,13 @@ class PreparedWeights:
                                                            self.w13_bias, self.w2_bias) if t is not None)
 
 
-def _first_index(mask: torch.Tensor) -> list:
-    flat = int(mask.reshape(-1).nonzero()[0, 0])
-    index = []
-    for size in reversed(mask.shape):
-        index.append(flat % size)
-        flat //= size
-    return list(reversed(index))
-
-
 def scales_to_e8m0(scales: torch.Tensor, name: str) -> torch.Tensor:
     """E8M0 bytes (uint8, same device) of scales given as bytes or as exact float powers of two."""
     if scales.dtype == torch.uint8 or str(scales.dtype) == "torch.float8_e8m0fnu":
         b = scales.view(torch.uint8) if scales.dtype != torch.uint8 else scales
         nan = b == 0xFF
         if bool(nan.any()):
-            raise FormatError(f"{name}: the E8M0 NaN byte 0xFF at index {_first_index(nan)}")
+            raise FormatError(f"{name}: the E8M0 NaN byte 0xFF at index {_checks.first_index(nan)}")
         return b.contiguous()
     src = scales.detach().to("cpu", torch.float32).contiguous()
     out = torch.empty(src.shape, dtype=torch.uint8)
@@ -72,7 +63,7 @@ def _check_kernel_scale_range(s: torch.Tensor, name: str):
     limit = lib.mxmoe_max_kernel_scale_byte()
     high = s > limit
     if bool(high.any()):
-        index = _first_index(high)
+        index = _checks.first_index(high)
         byte = int(s[tuple(index)])
         raise UnsupportedError(f"{name}: scale byte {byte} (2^{byte - 127}) at [expert, row, group] {index}; the "
                                f"Hopper kernels accept E8M0 bytes up to {limit} (scale 2^{limit - 127})")

@@ -83,3 +83,12 @@ def test_device_check_names_why():
     with pytest.raises(mt.Error, match="CUDA|Hopper|device"):
         _capi.check(status)
     assert mxmoe.cuda_compiled() in (True, False)
+
+
+def test_non_contiguous_out_is_refused_by_both_entry_points(prepared):
+    hidden, ids, weights = random_tokens(4, H, E, 2)
+    out = torch.empty(H, 4, dtype=torch.bfloat16).t()
+    with pytest.raises(mt.Error, match="out: must be contiguous"):
+        mt.fused_moe(hidden, prepared, weights, ids, out=out)
+    with pytest.raises(mt.Error, match="out: must be contiguous"):
+        mt.fused_moe_from_logits(hidden, prepared, torch.randn(4, E), 2, out=out)
