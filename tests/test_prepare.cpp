@@ -156,3 +156,165 @@ TEST(Dequant, BitTrickCoversEveryCodeInEveryRegister) {
     EXPECT_EQ(static_cast<double>(formats::bf16_to_float(static_cast<std::uint16_t>(pair))), std::ldexp(1.0, b - 1)) << b;
   }
 }
+
+// ---- NVFP4 (group 16) and every E8M0 byte ----
+
+namespace {
+
+// fp16 bits -> double (exact), for checking the fp16 operand bits.
+double f16_value(std::uint16_t h) {
+  const int sign = h >> 15, exp = (h >> 10) & 31, man = h & 1023;
+  const double mag = exp == 0 ? std::ldexp(man, -24) : std::ldexp(1024 + man, exp - 25);
+  return sign ? -mag : mag;
+}
+
+// fp16 represents x exactly: |x| < 65520, a multiple of 2^-24, and at most 11 significant bits.
+bool f16_holds(double x) {
+  const double a = std::fabs(x);
+  if (a >= 65520.0) return false;
+  if (std::ldexp(a, 24) != std::floor(std::ldexp(a, 24))) return false;
+  if (a < std::ldexp(1.0, -14) || a == 0.0) return true;
+  int e;
+  const double m = std::frexp(a, &e);
+  return std::ldexp(m, 11) == std::floor(std::ldexp(m, 11));
+}
+
+// The exact product of two bf16 values, and whether bf16 holds it (the GPU's mul.rn then returns it).
+double bf16_product(std::uint16_t a, std::uint16_t b, bool* exact) {
+  const double p = static_cast<double>(formats::bf16_to_float(a)) * formats::bf16_to_float(b);
+  *exact = static_cast<double>(formats::round_to_bf16(static_cast<float>(p))) == p && std::isfinite(p);
+  return p;
+}
+
+}  // namespace
+
+TEST(TileLayoutNvfp4, RoundTripsWithSixteenWideGroups) {
+  for (const auto& [rows, k, gate_up] : {std::make_tuple(32, 48, false), std::make_tuple(64, 208, true), std::make_tuple(16, 2880, false)}) {
+    const TiledShape shape{rows, k, gate_up, 16};
+    std::mt19937 rng(static_cast<std::uint32_t>(rows + k));
+    std::vector<std::uint8_t> w(static_cast<std::size_t>(rows) * k / 2), s(static_cast<std::size_t>(rows) * k / 16);
+    for (auto& b : w) b = static_cast<std::uint8_t>(rng());
+    for (auto& b : s) b = static_cast<std::uint8_t>(rng() % 0x7F);
+    const TiledMatrix t = tile_matrix_cpu(w.data(), s.data(), shape);
+    EXPECT_EQ(static_cast<std::int64_t>(t.scales.size()), shape.scale_bytes());
+    EXPECT_EQ(shape.scale_bytes(), static_cast<std::int64_t>(shape.tiles()) * shape.chunks() * 64);
+    std::vector<std::uint8_t> w2(w.size(), 0xAA), s2(s.size(), 0xAA);
+    untile_matrix_cpu(t, shape, w2.data(), s2.data());
+    EXPECT_EQ(w2, w) << rows << "x" << k;
+    EXPECT_EQ(s2, s) << rows << "x" << k;
+    int pads = 0;
+    for (auto b : t.scales) pads += b == kPadScaleUe4m3;
+    if (k % 64) {
+      EXPECT_GE(pads, 16 * (4 - (k % 64) / 16)) << "padding groups get UE4M3 1.0";
+    }
+  }
+}
+
+// One lane of the NVFP4 GEMM: its 8 scale bytes (one 64-bit load at g*8) are those of rows g, g+8
+// for the chunk's four k16 steps, and each lifted scale times each nibble is v x s x 2^-8 exactly.
+TEST(TileLayoutNvfp4, LaneScalesAreTheRowsAndStepsTheFragmentsHold) {
+  const int rows = 32, k = 128;
+  for (bool gate_up : {false, true}) {
+    const TiledShape shape{rows, k, gate_up, 16};
+    std::mt19937 rng(gate_up ? 3 : 4);
+    std::vector<std::uint8_t> w(rows * k / 2), s(rows * k / 16);
+    for (auto& b : w) b = static_cast<std::uint8_t>(rng());
+    for (auto& b : s) b = static_cast<std::uint8_t>(rng() % 0x7F);
+    const TiledMatrix t = tile_matrix_cpu(w.data(), s.data(), shape);
+    for (int tile = 0; tile < shape.tiles(); ++tile)
+      for (int chunk = 0; chunk < shape.chunks(); ++chunk)
+        for (int lane = 0; lane < 32; ++lane) {
+          const int g = lane / 4;
+          const std::size_t base = static_cast<std::size_t>(tile) * shape.chunks() + chunk;
+          for (int step = 0; step < 4; ++step)
+            for (int half = 0; half < 2; ++half) {
+              const std::uint8_t lane_byte = t.scales[base * 64 + g * 8 + step * 2 + half];
+              const int prow = tile * 16 + g + 8 * half;
+              const int crow = canonical_row(shape, prow);
+              ASSERT_EQ(lane_byte, s[static_cast<std::size_t>(crow) * (k / 16) + chunk * 4 + step]) << "lane " << lane;
+            }
+        }
+  }
+}
+
+TEST(DequantNvfp4, EveryCodeTimesEveryScaleIsExactInBf16AndFp16) {
+  for (int byte = 0; byte < 0x7F; ++byte) {  // every UE4M3 byte but NaN
+    const double s = formats::e4m3_decode(static_cast<std::uint8_t>(byte));
+    // bf16: the shifted byte reads s x 2^-120; two multiplies by 2^119 (each exact) give s x 2^118.
+    const std::uint32_t raw = kernels::ue4m3_bf16_pair_bits(static_cast<std::uint32_t>(byte));
+    ASSERT_EQ(raw >> 16, raw & 0xffffu);
+    ASSERT_EQ(static_cast<double>(formats::bf16_to_float(static_cast<std::uint16_t>(raw))), std::ldexp(s, -120)) << byte;
+    const std::uint16_t lift = static_cast<std::uint16_t>(kernels::kBf16Pair2Pow119);
+    bool exact = false;
+    const double once = bf16_product(static_cast<std::uint16_t>(raw), lift, &exact);
+    ASSERT_TRUE(exact) << byte;
+    const std::uint16_t once_bits = formats::float_to_bf16(static_cast<float>(once));
+    const double lifted = bf16_product(once_bits, lift, &exact);
+    ASSERT_TRUE(exact) << byte;
+    ASSERT_EQ(lifted, std::ldexp(s, 118)) << byte;
+    // fp16: the shifted byte reads s x 2^-8; one multiply by 2^14 gives s x 2^6 (below 65504).
+    const std::uint32_t raw16 = kernels::ue4m3_f16_pair_bits(static_cast<std::uint32_t>(byte));
+    ASSERT_EQ(f16_value(static_cast<std::uint16_t>(raw16)), std::ldexp(s, -8)) << byte;
+    ASSERT_EQ(f16_value(static_cast<std::uint16_t>(kernels::kF16Pair2Pow14)), std::ldexp(1.0, 14));
+    const double lifted16 = std::ldexp(s, 6);
+    ASSERT_LT(lifted16, 65504.0);
+    for (int code = 0; code < 16; ++code) {
+      const double v = formats::e2m1_decode(static_cast<std::uint8_t>(code));
+      const double want = v * s * std::ldexp(1.0, -kernels::kNvfp4Fold);
+      // bf16: nibble v x 2^-126 times s x 2^118.
+      const std::uint32_t word = fragment_word(code * 0x11u, code * 0x11u, code * 0x11u, code * 0x11u);
+      const std::uint16_t nib = static_cast<std::uint16_t>(kernels::e2m1_pair_bits<0>(word));
+      const double got = static_cast<double>(formats::bf16_to_float(nib)) * lifted;
+      ASSERT_EQ(got, want);
+      ASSERT_EQ(static_cast<double>(formats::round_to_bf16(static_cast<float>(got))), got) << "bf16 holds v s 2^-8";
+      // fp16: nibble v x 2^-14 times s x 2^6; fp16 holds the product (at most 6 significant bits, >= 2^-18).
+      const double got16 = f16_value(static_cast<std::uint16_t>(kernels::e2m1_pair_bits_f16<0>(word))) * lifted16;
+      ASSERT_EQ(got16, want);
+      ASSERT_TRUE(f16_holds(got16)) << "byte " << byte << " code " << code;
+    }
+  }
+}
+
+TEST(DequantNvfp4, Fp16BitTrickCoversEveryCodeInEveryRegister) {
+  for (int trial = 0; trial < 256; ++trial) {
+    std::uint32_t bytes[4];
+    for (int r = 0; r < 4; ++r) bytes[r] = static_cast<std::uint32_t>((trial * 37 + r * 91 + 13) & 0xff);
+    const std::uint32_t word = fragment_word(bytes[0], bytes[1], bytes[2], bytes[3]);
+    const std::uint32_t regs[4] = {kernels::e2m1_pair_bits_f16<0>(word), kernels::e2m1_pair_bits_f16<1>(word),
+                                   kernels::e2m1_pair_bits_f16<2>(word), kernels::e2m1_pair_bits_f16<3>(word)};
+    for (int r = 0; r < 4; ++r)
+      for (int half = 0; half < 2; ++half) {
+        const std::uint8_t code = static_cast<std::uint8_t>((bytes[r] >> (4 * half)) & 15u);
+        ASSERT_EQ(f16_value(static_cast<std::uint16_t>(regs[r] >> (16 * half))) * std::ldexp(1.0, 14), formats::e2m1_decode(code))
+            << "register " << r << " half " << half;
+      }
+  }
+}
+
+// Mxfp4Wide: v 2^-126 x first x second is v 2^(b-127) for every byte 0..254 and every code, each
+// multiply exact (or, for the overflowing products of bytes 253/254, infinite as the float value is).
+TEST(DequantWide, EveryE8m0ByteAndCodeIsExact) {
+  for (int b = 0; b <= 254; ++b) {
+    const kernels::ScalePairBits f = kernels::e8m0_wide_scale_pair_bits(static_cast<std::uint32_t>(b));
+    if (b <= kernels::kMaxFastScaleByte) {
+      EXPECT_EQ(f.first, kernels::e8m0_scale_pair_bits(static_cast<std::uint32_t>(b)));
+    }
+    for (int code = 0; code < 16; ++code) {
+      const std::uint32_t word = fragment_word(code * 0x11u, code * 0x11u, code * 0x11u, code * 0x11u);
+      const std::uint16_t nib = static_cast<std::uint16_t>(kernels::e2m1_pair_bits<1>(word));
+      bool exact = false;
+      const double once = bf16_product(nib, static_cast<std::uint16_t>(f.first), &exact);
+      ASSERT_TRUE(exact) << "byte " << b << " code " << code;
+      const double want = formats::e2m1_decode(static_cast<std::uint8_t>(code)) * std::ldexp(1.0, b - 127);
+      const double twice = static_cast<double>(formats::bf16_to_float(formats::float_to_bf16(static_cast<float>(once)))) *
+                           formats::bf16_to_float(static_cast<std::uint16_t>(f.second));
+      const float as_float = static_cast<float>(want);
+      if (std::isinf(as_float)) {
+        EXPECT_TRUE(std::isinf(formats::round_to_bf16(static_cast<float>(twice)))) << "byte " << b << " code " << code;
+      } else {
+        ASSERT_EQ(twice, want) << "byte " << b << " code " << code;
+        ASSERT_EQ(static_cast<double>(formats::round_to_bf16(static_cast<float>(twice))), want) << "bf16 holds it";
+      }
+    }
+  }
+}

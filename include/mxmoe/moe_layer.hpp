@@ -1,4 +1,4 @@
-// The fused MoE layer on a Hopper GPU (sm_90a): prepared MXFP4 expert weights, all workspace
+// The fused MoE layer on a Hopper GPU (sm_90a): prepared MXFP4 or NVFP4 expert weights, all workspace
 // allocated at creation, a forward that never synchronises the host (CUDA-graph capturable).
 #pragma once
 
@@ -41,8 +41,9 @@ class MoeLayer {
   MoeLayer(const MoeLayer&) = delete;
   MoeLayer& operator=(const MoeLayer&) = delete;
 
-  // Device pointers: hidden bf16 [T, H]; topk_ids int32 [T, k]; topk_weights fp32 [T, k];
-  // out bf16 [T, H]. Ids of -1 or >= E contribute nothing. 1 <= T <= max_tokens.
+  // Device pointers: hidden [T, H] in the weights' activation dtype (bf16; NVFP4 also fp16);
+  // topk_ids int32 [T, k]; topk_weights fp32 [T, k]; out [T, H] as hidden. Ids of -1 or >= E
+  // contribute nothing. 1 <= T <= max_tokens.
   void forward(const void* hidden, const std::int32_t* topk_ids, const float* topk_weights, void* out,
                int num_tokens, cudaStream_t stream) const;
 

@@ -1,3 +1,5 @@
+#include <cuda_fp16.h>
+
 #include "formats/bf16.hpp"
 #include "kernels/combine.hpp"
 #include "mxmoe/device_buffer.hpp"
@@ -10,7 +12,15 @@ namespace {
 constexpr int kCombineThreads = 256;
 constexpr int kMaxCombineTopK = 16;
 
+struct Bf16Out {
+  __device__ static std::uint32_t bits(float v) { return formats::float_to_bf16(v); }
+};
+struct F16Out {
+  __device__ static std::uint32_t bits(float v) { return __half_as_ushort(__float2half_rn(v)); }
+};
+
 // One CTA per (token, slice of H); four hidden features per thread (H is a multiple of 32).
+template <class Out>
 __global__ void combine_kernel(const float* __restrict__ partial, int splits, std::int64_t split_stride,
                                const std::int32_t* __restrict__ topk_ids, int top_k, int hidden, int num_experts,
                                std::uint16_t* __restrict__ out) {
@@ -47,20 +57,20 @@ __global__ void combine_kernel(const float* __restrict__ partial, int splits, st
     sum.z += v[s].z;
     sum.w += v[s].w;
   }
-  const uint2 packed = make_uint2(formats::float_to_bf16(sum.x) | static_cast<std::uint32_t>(formats::float_to_bf16(sum.y)) << 16,
-                                  formats::float_to_bf16(sum.z) | static_cast<std::uint32_t>(formats::float_to_bf16(sum.w)) << 16);
+  const uint2 packed = make_uint2(Out::bits(sum.x) | Out::bits(sum.y) << 16, Out::bits(sum.z) | Out::bits(sum.w) << 16);
   *reinterpret_cast<uint2*>(out + static_cast<std::int64_t>(token) * hidden + h) = packed;
 }
 
 }  // namespace
 
 void launch_combine(const float* partial, int splits, std::int64_t split_stride, const std::int32_t* topk_ids,
-                    int num_tokens, int top_k, int hidden, int num_experts, std::uint16_t* out, cudaStream_t stream) {
+                    int num_tokens, int top_k, int hidden, int num_experts, bool f16_out, std::uint16_t* out,
+                    cudaStream_t stream) {
   if (num_tokens <= 0) return;
   if (top_k > kMaxCombineTopK)
     fail(ErrorCode::Unsupported, "combine supports top_k up to " + std::to_string(kMaxCombineTopK) + ", got " + std::to_string(top_k));
   const dim3 grid(static_cast<unsigned>(num_tokens), (hidden / 4 + kCombineThreads - 1) / kCombineThreads);
-  launch_dependent(combine_kernel, grid, dim3(kCombineThreads), 0, stream, "combine", partial, splits, split_stride,
+  launch_dependent(f16_out ? combine_kernel<F16Out> : combine_kernel<Bf16Out>, grid, dim3(kCombineThreads), 0, stream, "combine", partial, splits, split_stride,
                    topk_ids, top_k, hidden, num_experts, out);
 }
 

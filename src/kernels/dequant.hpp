@@ -1,5 +1,6 @@
-// Turning E2M1 nibbles and E8M0 scale bytes into bf16 with integer operations (plain functions, so
-// the CPU tests check the very bit patterns the GEMM uses).
+// Turning E2M1 nibbles and E8M0 / UE4M3 scale bytes into bf16 or fp16 with integer operations
+// (plain functions, so the CPU tests check the very bit patterns the GEMM uses; the GEMM's weight
+// formats, kernels/gemm/weight_formats.cuh, multiply them with the exact bf16x2/f16x2 multiply).
 //
 // An E2M1 code s|e1 e0|m becomes the bf16 of the same value x 2^-126 when the sign goes to bit 15
 // and e1 e0 m to bits 8..6: the exponent lands in the low bits of bf16's exponent field and m in the
@@ -32,7 +33,44 @@ MXMOE_HD std::uint32_t e2m1_pair_bits(std::uint32_t word) {
 // left out. bf16's exponent field is b + 126, so this is exact for every b in 0..128.
 MXMOE_HD std::uint32_t e8m0_scale_pair_bits(std::uint32_t b) { return ((b + 126u) << 7) * 0x00010001u; }
 
-// The largest E8M0 byte the fast path accepts (2^(b-1) must stay a finite bf16).
+// The largest E8M0 byte the one-multiply path takes (2^(b-1) must stay a finite bf16).
 constexpr int kMaxFastScaleByte = 128;
+
+// Every E8M0 byte 0..254 in two exact multiplies: v 2^-126 x 2^(min(b,128)-1) is v 2^(min(b,128)-127),
+// finite for every code; x 2^(max(b,128)-128) then gives v 2^(b-127), which is what the oracle
+// computes (an infinity exactly where the float value overflows). The second factor is 1 for b <= 128.
+struct ScalePairBits {
+  std::uint32_t first, second;
+};
+MXMOE_HD ScalePairBits e8m0_wide_scale_pair_bits(std::uint32_t b) {
+  const std::uint32_t low = b < 128u ? b : 128u, high = b > 128u ? b : 128u;
+  return {e8m0_scale_pair_bits(low), ((high - 1u) << 7) * 0x00010001u};
+}
+
+// fp16 twin of e2m1_pair_bits: the same tile layout, bits moved to fp16's sign 15, exponent 11..10
+// and top mantissa bit 9, which makes each value x 2^-14 (code 0b001, 0.5, lands as a subnormal).
+template <int P>
+MXMOE_HD std::uint32_t e2m1_pair_bits_f16(std::uint32_t word) {
+  static_assert(P >= 0 && P < 4, "a word holds four registers");
+  constexpr std::uint32_t kField = 0x0E000E00u, kSign = 0x80008000u;  // bits 11..9 and 15 of both halves
+  if constexpr (P == 0) return ((word << 3) & kField) | (word & kSign);         // m 6, e 7..8, s 15
+  if constexpr (P == 1) return ((word << 6) & kField) | ((word << 3) & kSign);  // m 3, e 4..5, s 12
+  if constexpr (P == 2) return ((word << 9) & kField) | ((word << 6) & kSign);  // m 0, e 1..2, s 9
+  // m 11 -> 9; e0 e1 at 13, 14 -> 10, 11; sign 10 -> 15.
+  return ((word >> 2) & 0x02000200u) | ((word >> 3) & 0x0C000C00u) | ((word << 5) & kSign);
+}
+
+// NVFP4's UE4M3 scale byte (sign bit clear) s as a pair in both halves:
+//  bf16: the byte shifted under bf16's exponent (bias 127 against 7) reads s x 2^-120, subnormal
+//        bytes included; two exact multiplies by 2^119 lift it to s x 2^118.
+//  fp16: shifted under fp16's exponent (bias 15) it reads s x 2^-8; one multiply by 2^14 gives s x 2^6.
+// Either way a weight becomes v x s x 2^-8 (v the E2M1 value): every such product has at most six
+// significant bits, all at or above 2^-18, so it is exact in bf16 and fp16; the epilogue multiplies
+// the fp32 dot product by 2^kNvfp4Fold and the global scale.
+MXMOE_HD std::uint32_t ue4m3_bf16_pair_bits(std::uint32_t byte) { return (byte << 4) * 0x00010001u; }
+MXMOE_HD std::uint32_t ue4m3_f16_pair_bits(std::uint32_t byte) { return (byte << 7) * 0x00010001u; }
+constexpr std::uint32_t kBf16Pair2Pow119 = ((119u + 127u) << 7) * 0x00010001u;
+constexpr std::uint32_t kF16Pair2Pow14 = ((14u + 15u) << 10) * 0x00010001u;
+constexpr int kNvfp4Fold = 8;
 
 }  // namespace mxmoe::kernels

@@ -1,12 +1,16 @@
-// The grouped MXFP4 x bf16 GEMMs of the MoE forward: the tile configurations and their launch API.
+// The grouped E2M1 x 16-bit GEMMs of the MoE forward: the tile configurations, the weight formats,
+// the plan that picks them (gemm/plan.cpp, CPU-tested) and the launch API. The kernel is composed in
+// kernels/gemm/ (kernel.cuh: configuration x weight format x stage); every instantiation is listed
+// in gemm/instances.cuh.
 #pragma once
-
-#include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "mxmoe/config.hpp"
 #include "kernels/tile_layout.hpp"
+
+struct CUstream_st;
+typedef struct CUstream_st* cudaStream_t;
 
 namespace mxmoe::kernels {
 
@@ -29,6 +33,17 @@ struct GemmMedium {
 struct GemmPrefill {  // many tokens per expert: reuse each dequantised fragment across 64 tokens
   static constexpr int kTokens = 64, kWarps = 4, kTilesPerWarp = 2, kChunksPerStage = 1, kStages = 3;
 };
+
+// The weight formats the kernels run (kernels/gemm/weight_formats.cuh):
+//   Mxfp4      E8M0 scale bytes 0..128, bf16 (every real MXFP4 checkpoint seen: scales <= 2)
+//   Mxfp4Wide  every E8M0 byte 0..254, bf16: one more exact multiply per register
+//   Nvfp4Bf16  UE4M3 per 16 + global scales, bf16 activations
+//   Nvfp4F16   the same with fp16 activations
+enum class GemmFormat { Mxfp4, Mxfp4Wide, Nvfp4Bf16, Nvfp4F16 };
+const char* gemm_format_name(GemmFormat format);
+// The format for a layer: `group` 32 or 16, fp16 activations (NVFP4 only), and the largest E8M0
+// byte of its scales (MXFP4 only). Throws InvalidArgument for a combination no kernel runs.
+GemmFormat choose_gemm_format(int group, bool f16_activations, int max_scale_byte);
 
 // The configurations by their public names (GemmTile in mxmoe/config.hpp: Tiny = GemmTiny, ...).
 // Auto is not a configuration: the functions below refuse it; choose_gemm resolves it.
@@ -59,8 +74,10 @@ struct MoeGemmParams {
   const std::int32_t* num_blocks;
 
   const float* bias;  // canonical order: [E, 2I] for w13, [E, H] for w2; may be null
+  // NVFP4 only: the global scales, [E, 2] (gate, up) for w13 and [E] for w2.
+  const float* global_scale;
 
-  // GEMM1 (w13): activation of gate/up, written bf16 to inter_out[pair, I].
+  // GEMM1 (w13): activation of gate/up, written in the operand type (bf16/fp16) to inter_out[pair, I].
   std::uint16_t* inter_out;
   ActivationKind act_kind;
   float act_limit, act_alpha;
@@ -73,9 +90,10 @@ struct MoeGemmParams {
 };
 
 // Grid: one CTA per (row tile group, token block); blocks past *num_blocks exit at once.
-void launch_moe_gemm1(GemmTile tile, const MoeGemmParams& p, int max_blocks, cudaStream_t stream);
-void launch_moe_gemm2(GemmTile tile, const MoeGemmParams& p, int max_blocks, cudaStream_t stream);
-// Raises the dynamic shared-memory limit of every instantiation (once, at layer creation).
+void launch_moe_gemm1(GemmTile tile, GemmFormat format, const MoeGemmParams& p, int max_blocks, cudaStream_t stream);
+void launch_moe_gemm2(GemmTile tile, GemmFormat format, const MoeGemmParams& p, int max_blocks, cudaStream_t stream);
+// Raises the dynamic shared-memory limit of every instantiation (once per process and device; cheap
+// to call again).
 void configure_moe_gemm_kernels();
 
 }  // namespace mxmoe::kernels

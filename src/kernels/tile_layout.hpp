@@ -23,9 +23,12 @@
 // Chunks are ordered [tile][chunk], so one tile's K range is contiguous. K is padded to a multiple
 // of 64 with zero codes.
 //
-// Scales: per (tile, chunk) 32 bytes, byte g*4 + grp*2 + half is the E8M0 scale of row
-// g + 8*half for the 32-wide group grp of the chunk, so lane (g, t) fetches its four with one
+// Scales, MXFP4 (group 32): per (tile, chunk) 32 bytes, byte g*4 + grp*2 + half is the E8M0 scale
+// of row g + 8*half for the 32-wide group grp of the chunk, so lane (g, t) fetches its four with one
 // 32-bit load. Padding groups get 127 (scale 1; their weights are zero).
+// Scales, NVFP4 (group 16): per (tile, chunk) 64 bytes, byte g*8 + step*2 + half is the UE4M3 scale
+// of row g + 8*half for the 16-wide group of k16 step `step` (a group is exactly one MMA step), so
+// lane (g, t) fetches its eight with one 64-bit load. Padding groups get 0x38 (1.0).
 //
 // Row order: for w2 the identity. For w13 the rows are interleaved in eights, tile j holding gate
 // rows 8j..8j+7 then up rows I+8j..I+8j+7, so each lane's accumulators hold the gate and the up
@@ -41,18 +44,23 @@ namespace mxmoe::tiling {
 constexpr int kTileRows = 16;
 constexpr int kChunkK = 64;
 constexpr int kChunkBytes = kTileRows * kChunkK / 2;  // 512
-constexpr int kChunkScaleBytes = 32;
-constexpr std::uint8_t kPadScale = 127;
+// Scale bytes per (tile, chunk) for a quantisation group of `group` (32: E8M0, 16: UE4M3).
+MXMOE_HD constexpr int chunk_scale_bytes(int group) { return kTileRows * (kChunkK / group); }
+constexpr std::uint8_t kPadScale = 127;        // E8M0 1.0
+constexpr std::uint8_t kPadScaleUe4m3 = 0x38;  // UE4M3 1.0
 
 struct TiledShape {
   int rows;        // N, a multiple of 16
-  int k;           // K, a multiple of 32
+  int k;           // K, a multiple of the group (MXFP4 32, NVFP4 16)
   bool gate_up;    // w13: interleave gate/up rows in eights
+  int group = 32;  // 32: MXFP4 (E8M0 scales), 16: NVFP4 (UE4M3 scales)
 
   MXMOE_HD int tiles() const { return rows / kTileRows; }
   MXMOE_HD int chunks() const { return (k + kChunkK - 1) / kChunkK; }
+  MXMOE_HD int groups() const { return k / group; }  // scale columns of a canonical row
+  MXMOE_HD int chunk_scale_bytes() const { return tiling::chunk_scale_bytes(group); }
   MXMOE_HD std::int64_t weight_bytes() const { return static_cast<std::int64_t>(tiles()) * chunks() * kChunkBytes; }
-  MXMOE_HD std::int64_t scale_bytes() const { return static_cast<std::int64_t>(tiles()) * chunks() * kChunkScaleBytes; }
+  MXMOE_HD std::int64_t scale_bytes() const { return static_cast<std::int64_t>(tiles()) * chunks() * chunk_scale_bytes(); }
 };
 
 // Canonical row of the prepared row `row` (tile*16 + r).
@@ -100,16 +108,19 @@ MXMOE_HD std::int64_t tiled_word_offset(const TiledShape& s, int tile, int chunk
   return (static_cast<std::int64_t>(tile) * s.chunks() + chunk) * kChunkBytes + lane * 16 + step * 4;
 }
 
-// Scale byte at position `i` (0..31) of tile/chunk, from canonical scales [N, K/32].
+// Scale byte at position `i` (0..chunk_scale_bytes()-1) of tile/chunk, from canonical scales
+// [N, K/group].
 MXMOE_HD std::uint8_t tiled_scale(const std::uint8_t* scales, const TiledShape& s, int tile, int chunk, int i) {
-  const int g = i / 4, grp = (i / 2) % 2, half = i % 2;
+  const int per_row = s.chunk_scale_bytes() / 8;  // groups per chunk x 2 rows: 4 (MXFP4) or 8 (NVFP4)
+  const int g = i / per_row, grp = (i % per_row) / 2, half = i % 2;
   const int crow = canonical_row(s, tile * kTileRows + g + 8 * half);
-  const int group = chunk * 2 + grp;
-  return group < s.k / 32 ? scales[static_cast<std::int64_t>(crow) * (s.k / 32) + group] : kPadScale;
+  const int group = chunk * (per_row / 2) + grp;
+  if (group >= s.groups()) return s.group == 16 ? kPadScaleUe4m3 : kPadScale;
+  return scales[static_cast<std::int64_t>(crow) * s.groups() + group];
 }
 
 MXMOE_HD std::int64_t tiled_scale_offset(const TiledShape& s, int tile, int chunk, int i) {
-  return (static_cast<std::int64_t>(tile) * s.chunks() + chunk) * kChunkScaleBytes + i;
+  return (static_cast<std::int64_t>(tile) * s.chunks() + chunk) * s.chunk_scale_bytes() + i;
 }
 
 }  // namespace mxmoe::tiling

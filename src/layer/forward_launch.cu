@@ -60,6 +60,8 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   auto* partial = reinterpret_cast<float*>(base + ws.partial);
   const int E = w.num_experts, H = w.hidden, T = a.num_tokens, k = a.top_k;
 
+  if (w.group() == 16 && (!w.w13_global_scale || !w.w2_global_scale))
+    fail(ErrorCode::InvalidArgument, "forward: NVFP4 weights need their global scales (w13_global_scale, w2_global_scale)");
   const GemmTile kind = tile == GemmTile::Auto ? kernels::choose_gemm(T, k, E) : tile;
   const int bt = kernels::gemm_tokens_per_block(kind);
   const int pairs = T * k;
@@ -81,11 +83,12 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   p.act = static_cast<const std::uint16_t*>(a.hidden);
   p.act_row_divisor = k;
   p.bias = w.w13_bias;
+  p.global_scale = w.w13_global_scale;
   p.inter_out = inter;
   p.act_kind = act.kind;
   p.act_limit = act.limit;
   p.act_alpha = act.alpha;
-  kernels::launch_moe_gemm1(kind, p, max_blocks, stream);
+  kernels::launch_moe_gemm1(kind, w.format, p, max_blocks, stream);
 
   p.weights = w.w2;
   p.scales = w.w2_scale;
@@ -95,6 +98,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   p.act = inter;
   p.act_row_divisor = 1;
   p.bias = w.w2_bias;
+  p.global_scale = w.w2_global_scale;
   p.pair_weights = a.topk_weights;
   p.partial_out = partial;
   // Fewer GEMM2 CTAs than three per SM leave SMs idle at the end: split K in two (the combine adds
@@ -103,9 +107,9 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
                    ? kernels::kTinyGemm2Splits
                    : 1;
   p.partial_split_stride = static_cast<std::int64_t>(pairs) * H;
-  kernels::launch_moe_gemm2(kind, p, max_blocks, stream);
+  kernels::launch_moe_gemm2(kind, w.format, p, max_blocks, stream);
 
-  kernels::launch_combine(partial, p.k_splits, p.partial_split_stride, a.topk_ids, T, k, H, E,
+  kernels::launch_combine(partial, p.k_splits, p.partial_split_stride, a.topk_ids, T, k, H, E, w.f16_activations(),
                           static_cast<std::uint16_t*>(a.out), stream);
 }
 

@@ -8,20 +8,27 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/moe_gemm.hpp"
 #include "kernels/tile_layout.hpp"
 #include "mxmoe/config.hpp"
 #include "mxmoe/moe_layer.hpp"
 
 namespace mxmoe::layer {
 
-// Prepared (tiled) weights of every expert, all on one device; biases canonical fp32 or null.
+// Prepared (tiled) weights of every expert, all on one device; biases canonical fp32 or null;
+// NVFP4's global scales fp32 [E, 2] and [E] (null for MXFP4). `format` (kernels::choose_gemm_format)
+// says how the kernels read the scales, and whether activations are bf16 or fp16.
 struct PreparedWeightsView {
   const std::uint8_t *w13 = nullptr, *w13_scale = nullptr, *w2 = nullptr, *w2_scale = nullptr;
   const float *w13_bias = nullptr, *w2_bias = nullptr;
+  const float *w13_global_scale = nullptr, *w2_global_scale = nullptr;
   int num_experts = 0, hidden = 0, inter = 0;
+  kernels::GemmFormat format = kernels::GemmFormat::Mxfp4;
 
-  tiling::TiledShape w13_shape() const { return {2 * inter, hidden, true}; }
-  tiling::TiledShape w2_shape() const { return {hidden, inter, false}; }
+  int group() const { return format == kernels::GemmFormat::Nvfp4Bf16 || format == kernels::GemmFormat::Nvfp4F16 ? 16 : 32; }
+  bool f16_activations() const { return format == kernels::GemmFormat::Nvfp4F16; }
+  tiling::TiledShape w13_shape() const { return {2 * inter, hidden, true, group()}; }
+  tiling::TiledShape w2_shape() const { return {hidden, inter, false, group()}; }
 };
 
 // Byte offsets of the workspace's parts for forwards of up to `max_tokens` tokens; each part starts
@@ -33,10 +40,10 @@ struct WorkspaceLayout {
 WorkspaceLayout workspace_layout(int num_experts, int hidden, int inter, int max_tokens, int top_k);
 
 struct ForwardArgs {
-  const void* hidden;            // bf16 [T, H]
+  const void* hidden;            // bf16 or fp16 (PreparedWeightsView::f16_activations) [T, H]
   const std::int32_t* topk_ids;  // [T, k]; -1 or >= E: skipped
   const float* topk_weights;     // [T, k]
-  void* out;                     // bf16 [T, H]
+  void* out;                     // as hidden [T, H]
   int num_tokens, top_k;
 };
 

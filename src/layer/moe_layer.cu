@@ -4,8 +4,6 @@
 #include <string>
 
 #include "kernels/align.hpp"
-#include "mxmoe/device_buffer.hpp"
-#include "kernels/dequant.hpp"
 #include "kernels/moe_gemm.hpp"
 #include "kernels/routing.hpp"
 #include "mxmoe/device_buffer.hpp"
@@ -21,8 +19,9 @@ struct MoeLayer::Impl {
   int E = 0, H = 0, I = 0, max_tokens = 0, top_k = 0, device = 0, sm_count = 1;
   ActivationConfig activation;
   GemmTile gemm_tile = GemmTile::Auto;
+  kernels::GemmFormat format = kernels::GemmFormat::Mxfp4;
   tiling::TiledShape w13_shape{}, w2_shape{};
-  DeviceBuffer w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, correction_bias;
+  DeviceBuffer w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale, correction_bias;
   DeviceBuffer workspace;
   layer::WorkspaceLayout ws;
   float prepare_ms = 0.0f;
@@ -30,7 +29,8 @@ struct MoeLayer::Impl {
 
   layer::PreparedWeightsView view() const {
     return {w13.as<std::uint8_t>(), w13_scale.as<std::uint8_t>(), w2.as<std::uint8_t>(), w2_scale.as<std::uint8_t>(),
-            w13_bias.as<float>(), w2_bias.as<float>(), E, H, I};
+            w13_bias.as<float>(), w2_bias.as<float>(), w13_global_scale.as<float>(), w2_global_scale.as<float>(), E, H, I,
+            format};
   }
   void run(const void* hidden, const std::int32_t* ids, const float* weights, void* out, int T, cudaStream_t stream) const {
     layer::launch_forward(view(), activation, gemm_tile, sm_count, workspace.as(), ws, {hidden, ids, weights, out, T, top_k},
@@ -42,18 +42,13 @@ struct MoeLayer::Impl {
 
 namespace {
 
-// The fast dequantisation folds 2^126 into the scale, which bf16 holds only for bytes <= 128.
-void check_scale_range(const HostTensor& scales, const char* name, int rows, int groups) {
+// The largest scale byte of a layer's E8M0 scales: bytes above 128 (scales above 2) take the
+// kernels' two-multiply format (kernels::choose_gemm_format).
+int max_scale_byte(const HostTensor& scales) {
   const auto* p = scales.as<std::uint8_t>();
-  const std::int64_t n = scales.numel();
-  for (std::int64_t i = 0; i < n; ++i)
-    if (p[i] > kernels::kMaxFastScaleByte) {
-      const std::int64_t per_expert = static_cast<std::int64_t>(rows) * groups;
-      fail(ErrorCode::Unsupported, std::string("weights: ") + name + " expert " + std::to_string(i / per_expert) + " row " +
-                                       std::to_string((i % per_expert) / groups) + " group " + std::to_string(i % groups) +
-                                       " has E8M0 byte " + std::to_string(p[i]) + " (scale 2^" + std::to_string(p[i] - 127) +
-                                       "); the Hopper kernels accept bytes up to 128 (scale 2)");
-    }
+  int m = 0;
+  for (std::int64_t i = 0, n = scales.numel(); i < n; ++i) m = std::max<int>(m, p[i]);
+  return m;
 }
 
 DeviceBuffer upload(const HostTensor& t, const char* what) {
@@ -67,7 +62,7 @@ DeviceBuffer upload(const HostTensor& t, const char* what) {
 float prepare_matrix(const HostTensor& weights, const HostTensor& scales, const tiling::TiledShape& shape, int E,
                      DeviceBuffer& tiled_w, DeviceBuffer& tiled_s, cudaStream_t stream) {
   const std::size_t w_bytes = static_cast<std::size_t>(shape.rows) * (shape.k / 2);
-  const std::size_t s_bytes = static_cast<std::size_t>(shape.rows) * (shape.k / 32);
+  const std::size_t s_bytes = static_cast<std::size_t>(shape.rows) * shape.groups();
   tiled_w = DeviceBuffer(static_cast<std::size_t>(shape.weight_bytes()) * E, "the prepared weights");
   tiled_s = DeviceBuffer(static_cast<std::size_t>(shape.scale_bytes()) * E, "the prepared scales");
   const int group = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(E, (256u << 20) / (w_bytes + s_bytes))));
@@ -126,14 +121,15 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
 
   const DeviceCheck dev = check_hopper_device(o.device);
   if (!dev.ok) fail(ErrorCode::Unsupported, dev.message);
-  check_scale_range(w.w13_scale, "w13_scale", 2 * m.I, m.H / 32);
-  check_scale_range(w.w2_scale, "w2_scale", m.H, m.I / 32);
+  const int group = w.format.group_size;
+  m.format = kernels::choose_gemm_format(group, w.format.activation_dtype == DType::F16,
+                                         group == 32 ? std::max(max_scale_byte(w.w13_scale), max_scale_byte(w.w2_scale)) : 0);
   check_cuda(cudaSetDevice(o.device), "cudaSetDevice");
   check_cuda(cudaDeviceGetAttribute(&m.sm_count, cudaDevAttrMultiProcessorCount, o.device), "cudaDeviceGetAttribute");
   kernels::configure_moe_gemm_kernels();
 
-  m.w13_shape = {2 * m.I, m.H, true};
-  m.w2_shape = {m.H, m.I, false};
+  m.w13_shape = {2 * m.I, m.H, true, group};
+  m.w2_shape = {m.H, m.I, false, group};
   cudaStream_t stream;
   check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
   try {
@@ -146,12 +142,14 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
   check_cuda(cudaStreamDestroy(stream), "cudaStreamDestroy");
   if (w.w13_bias) m.w13_bias = upload(*w.w13_bias, "w13_bias");
   if (w.w2_bias) m.w2_bias = upload(*w.w2_bias, "w2_bias");
+  if (w.w13_global_scale) m.w13_global_scale = upload(*w.w13_global_scale, "w13_global_scale");
+  if (w.w2_global_scale) m.w2_global_scale = upload(*w.w2_global_scale, "w2_global_scale");
   if (w.correction_bias) m.correction_bias = upload(*w.correction_bias, "correction_bias");
 
   m.ws = layer::workspace_layout(m.E, m.H, m.I, m.max_tokens, m.top_k);
   m.workspace = DeviceBuffer(m.ws.total, "the forward workspace");
-  for (const DeviceBuffer* b : {&m.w13, &m.w13_scale, &m.w2, &m.w2_scale, &m.w13_bias, &m.w2_bias, &m.correction_bias,
-                                &m.workspace})
+  for (const DeviceBuffer* b : {&m.w13, &m.w13_scale, &m.w2, &m.w2_scale, &m.w13_bias, &m.w2_bias, &m.w13_global_scale,
+                                &m.w2_global_scale, &m.correction_bias, &m.workspace})
     m.bytes += b->bytes();
 }
 

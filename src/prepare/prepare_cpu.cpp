@@ -8,9 +8,11 @@ namespace mxmoe::tiling {
 namespace {
 
 void check_shape(const TiledShape& s) {
-  if (s.rows <= 0 || s.rows % kTileRows || s.k <= 0 || s.k % 32)
-    fail(ErrorCode::Shape, "tile layout: rows must be a positive multiple of 16 and K of 32, got rows=" +
-                               std::to_string(s.rows) + " K=" + std::to_string(s.k));
+  if (s.group != 32 && s.group != 16)
+    fail(ErrorCode::Shape, "tile layout: the group must be 32 (MXFP4) or 16 (NVFP4), got " + std::to_string(s.group));
+  if (s.rows <= 0 || s.rows % kTileRows || s.k <= 0 || s.k % s.group)
+    fail(ErrorCode::Shape, "tile layout: rows must be a positive multiple of 16 and K of the group (" + std::to_string(s.group) +
+                               "), got rows=" + std::to_string(s.rows) + " K=" + std::to_string(s.k));
   if (s.gate_up && (s.rows / 2) % 8)
     fail(ErrorCode::Shape, "tile layout: gate/up interleave needs I (rows/2) to be a multiple of 8, got " + std::to_string(s.rows / 2));
 }
@@ -29,7 +31,7 @@ TiledMatrix tile_matrix_cpu(const std::uint8_t* weights, const std::uint8_t* sca
           const std::uint32_t w = tiled_word(weights, s, tile, chunk, lane, step);
           std::memcpy(&out.weights[static_cast<std::size_t>(tiled_word_offset(s, tile, chunk, lane, step))], &w, 4);
         }
-      for (int i = 0; i < kChunkScaleBytes; ++i)
+      for (int i = 0; i < s.chunk_scale_bytes(); ++i)
         out.scales[static_cast<std::size_t>(tiled_scale_offset(s, tile, chunk, i))] = tiled_scale(scales, s, tile, chunk, i);
     }
   return out;
@@ -65,13 +67,17 @@ void untile_matrix_cpu(const TiledMatrix& tiled, const TiledShape& s, std::uint8
               byte = static_cast<std::uint8_t>(byte | (k % 2 ? nib << 4 : nib));
             }
         }
+  // Scale byte i of a chunk: row g + 8*half with g = i / (2 * groups per chunk), group (i / 2) %
+  // (groups per chunk), half = i % 2 (written out again rather than through tiled_scale).
+  const int groups_per_chunk = kChunkK / s.group, bytes_per_chunk = 16 * groups_per_chunk;
   for (int tile = 0; tile < s.tiles(); ++tile)
     for (int chunk = 0; chunk < s.chunks(); ++chunk)
-      for (int i = 0; i < 32; ++i) {
-        const int row = tile * 16 + i / 4 + 8 * (i % 2), group = chunk * 2 + (i / 2) % 2;
-        if (group >= s.k / 32) continue;
-        scales[static_cast<std::size_t>(canonical(row)) * (s.k / 32) + group] =
-            tiled.scales[(static_cast<std::size_t>(tile) * s.chunks() + chunk) * 32 + i];
+      for (int i = 0; i < bytes_per_chunk; ++i) {
+        const int row = tile * 16 + i / (2 * groups_per_chunk) + 8 * (i % 2);
+        const int group = chunk * groups_per_chunk + (i / 2) % groups_per_chunk;
+        if (group >= s.k / s.group) continue;
+        scales[static_cast<std::size_t>(canonical(row)) * (s.k / s.group) + group] =
+            tiled.scales[(static_cast<std::size_t>(tile) * s.chunks() + chunk) * bytes_per_chunk + i];
       }
 }
 

@@ -13,11 +13,11 @@ struct TiledMatrix {
   std::vector<std::uint8_t> scales;   // TiledShape::scale_bytes()
 };
 
-// Canonical packed weights [N, K/2] and E8M0 scales [N, K/32] of one expert -> tile layout.
+// Canonical packed weights [N, K/2] and scales (E8M0 or UE4M3) [N, K/group] of one expert -> tile layout.
 TiledMatrix tile_matrix_cpu(const std::uint8_t* weights, const std::uint8_t* scales, const TiledShape& shape);
 
 // The inverse, written from the bit positions rather than by calling tiled_word, so that a
-// wrong mapping cannot cancel itself out: tile layout -> canonical [N, K/2] and [N, K/32].
+// wrong mapping cannot cancel itself out: tile layout -> canonical [N, K/2] and [N, K/group].
 void untile_matrix_cpu(const TiledMatrix& tiled, const TiledShape& shape, std::uint8_t* weights, std::uint8_t* scales);
 
 }  // namespace mxmoe::tiling

@@ -22,9 +22,9 @@ __global__ void tile_weights_kernel(const std::uint8_t* __restrict__ weights, Ti
   const int tile = static_cast<int>(rem / 8 / s.chunks());
   const std::uint8_t* mat = weights + static_cast<std::int64_t>(expert) * s.rows * (s.k / 2);
   std::uint8_t* dst = out + expert * s.weight_bytes();
-  const bool full_chunk = (chunk + 1) * (kChunkK / 2) <= s.k / 2;
-  // The chunk's 32 bytes of rows g and g+8, read with 16-byte loads (rows are 16-byte aligned since
-  // K/2 is a multiple of 16).
+  // The chunk's 32 bytes of rows g and g+8, read with 16-byte loads when rows are 16-byte aligned
+  // (K a multiple of 32; NVFP4 allows K = 16 mod 32, whose chunks all take the byte-wise path).
+  const bool full_chunk = (chunk + 1) * (kChunkK / 2) <= s.k / 2 && (s.k / 2) % 16 == 0;
   alignas(16) std::uint8_t lo[32];
   alignas(16) std::uint8_t hi[32];
   if (full_chunk) {
@@ -54,7 +54,8 @@ __global__ void tile_weights_kernel(const std::uint8_t* __restrict__ weights, Ti
   }
 }
 
-// One thread per (expert, tile, chunk): the chunk's 32 scale bytes, written as two 16-byte stores.
+// One thread per (expert, tile, chunk): the chunk's 32 (MXFP4) or 64 (NVFP4) scale bytes, written
+// as 16-byte stores.
 __global__ void tile_scales_kernel(const std::uint8_t* __restrict__ scales, TiledShape s, int num_experts,
                                    std::uint8_t* __restrict__ out) {
   const std::int64_t per_expert = static_cast<std::int64_t>(s.tiles()) * s.chunks();
@@ -63,13 +64,17 @@ __global__ void tile_scales_kernel(const std::uint8_t* __restrict__ scales, Tile
   const int expert = static_cast<int>(id / per_expert);
   const std::int64_t rem = id % per_expert;
   const int chunk = static_cast<int>(rem % s.chunks()), tile = static_cast<int>(rem / s.chunks());
-  const std::uint8_t* mat = scales + static_cast<std::int64_t>(expert) * s.rows * (s.k / 32);
-  alignas(16) std::uint8_t bytes[kChunkScaleBytes];
+  const std::uint8_t* mat = scales + static_cast<std::int64_t>(expert) * s.rows * s.groups();
+  constexpr int kMaxBytes = chunk_scale_bytes(16);
+  alignas(16) std::uint8_t bytes[kMaxBytes];
+  const int n = s.chunk_scale_bytes();
 #pragma unroll
-  for (int i = 0; i < kChunkScaleBytes; ++i) bytes[i] = tiled_scale(mat, s, tile, chunk, i);
+  for (int i = 0; i < kMaxBytes; ++i)
+    if (i < n) bytes[i] = tiled_scale(mat, s, tile, chunk, i);
   uint4* dst = reinterpret_cast<uint4*>(out + expert * s.scale_bytes() + tiled_scale_offset(s, tile, chunk, 0));
-  dst[0] = *reinterpret_cast<const uint4*>(bytes);
-  dst[1] = *reinterpret_cast<const uint4*>(bytes + 16);
+#pragma unroll
+  for (int i = 0; i < kMaxBytes / 16; ++i)
+    if (i * 16 < n) dst[i] = *reinterpret_cast<const uint4*>(bytes + 16 * i);
 }
 
 }  // namespace

@@ -1,0 +1,35 @@
+// The one map from the public names (GemmTile, GemmFormat) to the configuration and format structs.
+#pragma once
+
+#include <string>
+
+#include "kernels/moe_gemm.hpp"
+#include "mxmoe/error.hpp"
+
+namespace mxmoe::kernels::gemm {
+
+// Calls f(Cfg{}) with the configuration struct of `tile`. Auto names none (choose_gemm resolves it).
+template <class F>
+auto with_config(GemmTile tile, F&& f) {
+  switch (tile) {
+    case GemmTile::Tiny: return f(GemmTiny{});
+    case GemmTile::Decode: return f(GemmDecode{});
+    case GemmTile::Small: return f(GemmSmall{});
+    case GemmTile::Medium: return f(GemmMedium{});
+    case GemmTile::Prefill: return f(GemmPrefill{});
+    case GemmTile::Auto: break;
+  }
+  fail(ErrorCode::InvalidArgument, std::string("GEMM tile '") + gemm_tile_name(tile) + "' names no configuration");
+}
+
+// Calls f(Cfg{}) for every configuration.
+template <class F>
+void for_each_config(F&& f) {
+  f(GemmTiny{});
+  f(GemmDecode{});
+  f(GemmSmall{});
+  f(GemmMedium{});
+  f(GemmPrefill{});
+}
+
+}  // namespace mxmoe::kernels::gemm

@@ -1,0 +1,159 @@
+// The grouped W4A16 GEMM kernel: E2M1 expert weights x 16-bit activations on mma.sync tensor cores,
+// composed from a configuration (tile sizes, kernels/moe_gemm.hpp), a weight format (how a lane's
+// bytes become A fragments, gemm/weight_formats.cuh) and a stage (where the input comes from and
+// what the epilogue does, gemm/epilogues.cuh).
+//
+// Weights sit in the M slot of m16n8k16 (16 weight rows per tile) and routed tokens in the N slot,
+// so a decode step with one token per expert wastes no weight bytes. Weights, scales and the gathered
+// activation rows stream through a cp.async pipeline of kStages shared-memory buffers
+// (gemm/stage_loader.cuh); each lane reads back its own 16 bytes of a 512-byte tile chunk (the tile
+// layout makes them exactly its A fragments for four k16 steps), dequantises them with integer
+// operations and exact 16-bit multiplies, and feeds the tensor cores. Activations reach the B
+// fragments through ldmatrix.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/gemm/geometry.hpp"
+#include "kernels/gemm/stage_loader.cuh"
+#include "kernels/moe_gemm.hpp"
+#include "kernels/ptx.cuh"
+
+namespace mxmoe::kernels::gemm {
+
+template <class Cfg, class Format, class Stage>
+__global__ void __launch_bounds__(Geometry<Cfg, Format::kGroup>::kThreads) moe_gemm_kernel(const MoeGemmParams p) {
+  using G = Geometry<Cfg, Format::kGroup>;
+  using Ops = typename Format::Ops;
+  const int block = blockIdx.y;
+  // Dependencies: GEMM1 reads the block list the align kernel (its predecessor) writes. GEMM2's
+  // predecessor is GEMM1, which lets it launch only after passing its own wait, so the block list
+  // is complete and GEMM2 may read it, and stream its first weight stages, before waiting for the
+  // intermediate activations.
+  if constexpr (Stage::kWaitAtStart) {
+    ptx::grid_dependency_wait();
+    ptx::allow_dependents_launch();
+  }
+  if (block >= *p.num_blocks) return;
+
+  extern __shared__ __align__(16) std::uint8_t smem[];
+  __shared__ std::int32_t s_pair[Cfg::kTokens];
+  __shared__ std::int32_t s_act_row[Cfg::kTokens];
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int expert = p.block_expert[block];
+  const int n_tiles = p.shape.tiles(), n_chunks = p.shape.chunks();
+  // Split K (blockIdx.z, GEMM2 of tiny batches only): this CTA takes chunks [c_begin, c_begin +
+  // n_local) and works on them as a problem of its own with K = k_local.
+  const int split = Stage::kSplitK ? static_cast<int>(blockIdx.z) : 0;
+  const int n_splits = Stage::kSplitK ? static_cast<int>(gridDim.z) : 1;
+  const int chunks_per_split = (n_chunks + n_splits - 1) / n_splits;
+  const int c_begin = min(n_chunks, split * chunks_per_split);
+  const int n_local = min(n_chunks, c_begin + chunks_per_split) - c_begin;
+  const int K = max(0, min(p.shape.k - c_begin * tiling::kChunkK, n_local * tiling::kChunkK));
+  const int tile0 = blockIdx.x * G::kTilesPerCta;
+
+  static_assert(Cfg::kTokens <= G::kThreads, "one thread per token slot");
+  int pair = -1;
+  if (tid < Cfg::kTokens) {
+    pair = p.sorted_pairs[block * Cfg::kTokens + tid];
+    s_pair[tid] = pair;
+    s_act_row[tid] = pair >= 0 ? pair / p.act_row_divisor : -1;
+  }
+  // A block holds its expert's pairs first and padding after, so only the first token tiles are
+  // live: the rows of the others are not loaded. Their columns of the product are garbage and never
+  // stored; an MMA column depends only on its own B column. (Skipping their MMAs too, with a
+  // run-time break in the unrolled loop, measured slower: it serialises the ldmatrix/mma stream.)
+  const int live_pairs = __syncthreads_count(pair >= 0);
+  const int live_tiles = (live_pairs + 7) / 8;
+
+  const StageLoader<Cfg, G> loader(p, p.weights + expert * p.expert_weight_stride, p.scales + expert * p.expert_scale_stride,
+                                   tile0, c_begin, n_local, K, s_act_row, live_tiles, tid);
+
+  float acc[Cfg::kTilesPerWarp][G::kTokenTiles][4] = {};
+  const int k_iters = (n_local + Cfg::kChunksPerStage - 1) / Cfg::kChunksPerStage;
+
+  // Prologue: weight stages first (independent of the previous kernel), then the wait, then the
+  // activations of those stages as one more group; hence the full wait before the first stage.
+#pragma unroll
+  for (int s = 0; s < Cfg::kStages - 1; ++s) {
+    if (s < k_iters) loader.load_weights(smem, s, s);
+    ptx::cp_async_commit();
+  }
+  if constexpr (!Stage::kWaitAtStart) {
+    ptx::grid_dependency_wait();
+    ptx::allow_dependents_launch();
+  }
+#pragma unroll
+  for (int s = 0; s < Cfg::kStages - 1; ++s)
+    if (s < k_iters) loader.load_acts(smem, s, s);
+  ptx::cp_async_commit();
+
+  for (int kt = 0; kt < k_iters; ++kt) {
+    if (kt == 0) ptx::cp_async_wait<0>();
+    else ptx::cp_async_wait<Cfg::kStages - 2>();
+    __syncthreads();  // stage kt landed for everyone; stage kt-1 is no longer read by anyone
+    {
+      const int next = kt + Cfg::kStages - 1;
+      if (next < k_iters) {
+        loader.load_weights(smem, next % Cfg::kStages, next);
+        loader.load_acts(smem, next % Cfg::kStages, next);
+      }
+      ptx::cp_async_commit();
+    }
+    const std::uint8_t* sw = smem + (kt % Cfg::kStages) * G::kStageBytes;
+    const std::uint8_t* ss = sw + G::kWeightBytes;
+    const std::uint8_t* sx = ss + G::kScaleBytes;
+    const int chunk0 = kt * Cfg::kChunksPerStage;
+
+#pragma unroll
+    for (int c = 0; c < Cfg::kChunksPerStage; ++c) {
+      if (chunk0 + c >= n_local) break;
+      std::uint32_t a[Cfg::kTilesPerWarp][4][4];
+#pragma unroll
+      for (int mt = 0; mt < Cfg::kTilesPerWarp; ++mt) {
+        const int tl = warp * Cfg::kTilesPerWarp + mt;
+        const uint4 wv = *reinterpret_cast<const uint4*>(sw + (tl * Cfg::kChunksPerStage + c) * tiling::kChunkBytes + lane * 16);
+        Format::dequant(wv, ss + (tl * Cfg::kChunksPerStage + c) * G::kChunkScaleBytes, lane, a[mt]);
+      }
+#pragma unroll
+      for (int s2 = 0; s2 < 2; ++s2) {
+#pragma unroll
+        for (int nt = 0; nt < G::kTokenTiles; ++nt) {
+          // Matrices: tokens nt*8..+7 x k (c*64 + s2*32) + {0, 8, 16, 24}..+7 -> b0b1, b2b3 of two k16 steps.
+          std::uint32_t b[4];
+          const int row = nt * 8 + (lane % 8);
+          const int kcol = c * tiling::kChunkK + s2 * 32 + 8 * (lane / 8);
+          ptx::ldmatrix_x4(b, sx + row * G::kActRowBytes + kcol * 2);
+#pragma unroll
+          for (int mt = 0; mt < Cfg::kTilesPerWarp; ++mt) {
+            Ops::mma(acc[mt][nt], a[mt][2 * s2], b[0], b[1]);
+            Ops::mma(acc[mt][nt], a[mt][2 * s2 + 1], b[2], b[3]);
+          }
+        }
+      }
+    }
+  }
+  ptx::cp_async_wait<0>();
+
+  const Stage epilogue(p, expert);
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int mt = 0; mt < Cfg::kTilesPerWarp; ++mt) {
+    const int tile = tile0 + warp * Cfg::kTilesPerWarp + mt;
+    if (tile >= n_tiles) continue;
+#pragma unroll
+    for (int nt = 0; nt < G::kTokenTiles; ++nt)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int slot_pair = s_pair[nt * 8 + 2 * t + j];
+        if (slot_pair < 0) continue;
+        // acc[..][j] and acc[..][2 + j]: rows g and g+8 of the tile.
+        epilogue.store(p, expert, tile, g, slot_pair, acc[mt][nt][j], acc[mt][nt][2 + j], split);
+      }
+  }
+}
+
+}  // namespace mxmoe::kernels::gemm

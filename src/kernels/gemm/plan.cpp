@@ -1,0 +1,55 @@
+// The GEMM plan: which configuration, format and split a problem runs with. Plain C++ (no CUDA),
+// so the CPU tests check every choice.
+#include <string>
+
+#include "kernels/gemm/configs.hpp"
+#include "kernels/dequant.hpp"
+#include "kernels/moe_gemm.hpp"
+
+namespace mxmoe::kernels {
+
+int gemm_ctas_per_block(GemmTile tile, int rows) {
+  return gemm::with_config(tile, [rows](auto cfg) {
+    constexpr int kTilesPerCta = decltype(cfg)::kWarps * decltype(cfg)::kTilesPerWarp;
+    return (rows / tiling::kTileRows + kTilesPerCta - 1) / kTilesPerCta;
+  });
+}
+
+int gemm_tokens_per_block(GemmTile tile) {
+  return gemm::with_config(tile, [](auto cfg) { return decltype(cfg)::kTokens; });
+}
+
+GemmTile choose_gemm(int num_tokens, int top_k, int num_experts) {
+  const double pairs_per_expert = static_cast<double>(num_tokens) * top_k / num_experts;
+  // Thresholds from scripts/tune-gemm on an H100 (dsv4-flash and gpt-oss-120b, every tile forced).
+  if (num_tokens <= 2) return GemmTile::Tiny;
+  if (pairs_per_expert <= 6.5) return GemmTile::Decode;
+  if (pairs_per_expert <= 12.0) return GemmTile::Small;
+  if (pairs_per_expert <= 28.0) return GemmTile::Medium;
+  return GemmTile::Prefill;
+}
+
+const char* gemm_format_name(GemmFormat format) {
+  switch (format) {
+    case GemmFormat::Mxfp4: return "mxfp4";
+    case GemmFormat::Mxfp4Wide: return "mxfp4-wide";
+    case GemmFormat::Nvfp4Bf16: return "nvfp4-bf16";
+    case GemmFormat::Nvfp4F16: return "nvfp4-f16";
+  }
+  return "?";
+}
+
+GemmFormat choose_gemm_format(int group, bool f16_activations, int max_scale_byte) {
+  if (group == 16) return f16_activations ? GemmFormat::Nvfp4F16 : GemmFormat::Nvfp4Bf16;
+  if (group != 32)
+    fail(ErrorCode::InvalidArgument, "GEMM format: the group must be 32 (MXFP4) or 16 (NVFP4), got " + std::to_string(group));
+  if (f16_activations)
+    fail(ErrorCode::DType, "GEMM format: MXFP4 weights (group 32, E8M0 scales) need bf16 activations, got fp16");
+  if (max_scale_byte < 0 || max_scale_byte > 254)
+    fail(ErrorCode::InvalidArgument, "GEMM format: the largest E8M0 scale byte must be in 0..254, got " + std::to_string(max_scale_byte));
+  // Scales above 2 are rare (none in the checkpoints we know); only a layer that holds one pays the
+  // second multiply.
+  return max_scale_byte <= kMaxFastScaleByte ? GemmFormat::Mxfp4 : GemmFormat::Mxfp4Wide;
+}
+
+}  // namespace mxmoe::kernels

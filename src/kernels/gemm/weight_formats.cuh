@@ -1,0 +1,92 @@
+// The weight formats of the GEMM, as policies: each turns one lane's 16 tile-layout bytes of a
+// 64-K chunk (kernels/tile_layout.hpp) and the chunk's scales in shared memory into the lane's
+// sixteen A-fragment registers (four k16 steps x four registers), exactly.
+//   Mxfp4      E8M0 bytes 0..128: one multiply per register (the fast path of real checkpoints)
+//   Mxfp4Wide  every E8M0 byte 0..254: two multiplies (dequant.hpp: e8m0_wide_scale_pair_bits)
+//   Nvfp4<Ops> UE4M3 per 16 and a global scale, bf16 or fp16 operands; the weights carry
+//              v x s x 2^-8 and the epilogue multiplies by 2^8 x global (kGlobalScale)
+// Register r of step s holds (row g + 8*(r&1), k 16s + 2t + 8*(r>>1) + {0, 1}).
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/dequant.hpp"
+#include "kernels/gemm/operands.cuh"
+#include "kernels/tile_layout.hpp"
+
+namespace mxmoe::kernels::gemm {
+
+// The four registers of one step from the step's word, with row scales lo (row g) and hi (row g+8),
+// `Mul` applying a scale pair to a register (one or two multiplies).
+template <class Ops, class Mul>
+__device__ __forceinline__ void dequant_step(std::uint32_t word, std::uint32_t (&a)[4], const Mul& mul) {
+  a[0] = mul(Ops::template nibbles<0>(word), 0);
+  a[1] = mul(Ops::template nibbles<1>(word), 1);
+  a[2] = mul(Ops::template nibbles<2>(word), 0);
+  a[3] = mul(Ops::template nibbles<3>(word), 1);
+}
+
+struct Mxfp4 {
+  using Ops = Bf16Operands;
+  static constexpr int kGroup = 32;
+  static constexpr bool kGlobalScale = false;
+
+  __device__ static void dequant(const uint4& wv, const std::uint8_t* chunk_scales, int lane, std::uint32_t (&a)[4][4]) {
+    // Scale bytes: (row g, group 0), (row g+8, group 0), (row g, group 1), (row g+8, group 1).
+    const std::uint32_t sc = *reinterpret_cast<const std::uint32_t*>(chunk_scales + (lane / 4) * 4);
+    const std::uint32_t s[4] = {e8m0_scale_pair_bits(sc & 0xffu), e8m0_scale_pair_bits((sc >> 8) & 0xffu),
+                                e8m0_scale_pair_bits((sc >> 16) & 0xffu), e8m0_scale_pair_bits(sc >> 24)};
+    const std::uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+    for (int step = 0; step < 4; ++step)
+      dequant_step<Ops>(words[step], a[step], [&](std::uint32_t v, int half) { return Ops::mul(v, s[(step / 2) * 2 + half]); });
+  }
+};
+
+struct Mxfp4Wide {
+  using Ops = Bf16Operands;
+  static constexpr int kGroup = 32;
+  static constexpr bool kGlobalScale = false;
+
+  __device__ static void dequant(const uint4& wv, const std::uint8_t* chunk_scales, int lane, std::uint32_t (&a)[4][4]) {
+    const std::uint32_t sc = *reinterpret_cast<const std::uint32_t*>(chunk_scales + (lane / 4) * 4);
+    ScalePairBits s[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) s[i] = e8m0_wide_scale_pair_bits((sc >> (8 * i)) & 0xffu);
+    const std::uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+    for (int step = 0; step < 4; ++step)
+      dequant_step<Ops>(words[step], a[step], [&](std::uint32_t v, int half) {
+        const ScalePairBits& f = s[(step / 2) * 2 + half];
+        return Ops::mul(Ops::mul(v, f.first), f.second);
+      });
+  }
+};
+
+template <class Operands>
+struct Nvfp4 {
+  using Ops = Operands;
+  static constexpr int kGroup = 16;
+  static constexpr bool kGlobalScale = true;
+
+  // UE4M3 byte -> s x 2^6 (fp16) or s x 2^118 (bf16) in both halves (dequant.hpp).
+  __device__ static std::uint32_t lifted_scale(std::uint32_t byte) {
+    if constexpr (std::is_same_v<Ops, F16Operands>) return Ops::mul(ue4m3_f16_pair_bits(byte), kF16Pair2Pow14);
+    else return Ops::mul(Ops::mul(ue4m3_bf16_pair_bits(byte), kBf16Pair2Pow119), kBf16Pair2Pow119);
+  }
+
+  __device__ static void dequant(const uint4& wv, const std::uint8_t* chunk_scales, int lane, std::uint32_t (&a)[4][4]) {
+    // Bytes step*2 + half: (row g, step 0), (row g+8, step 0), (row g, step 1), ...
+    const uint2 sc = *reinterpret_cast<const uint2*>(chunk_scales + (lane / 4) * 8);
+    const std::uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+    for (int step = 0; step < 4; ++step) {
+      const std::uint32_t w = step < 2 ? sc.x : sc.y, shift = 16 * (step % 2);
+      const std::uint32_t s_lo = lifted_scale((w >> shift) & 0xffu), s_hi = lifted_scale((w >> (shift + 8)) & 0xffu);
+      dequant_step<Ops>(words[step], a[step], [&](std::uint32_t v, int half) { return Ops::mul(v, half ? s_hi : s_lo); });
+    }
+  }
+};
+
+}  // namespace mxmoe::kernels::gemm

@@ -1,0 +1,37 @@
+// The GEMM plan (src/kernels/gemm/plan.cpp): which kernel format and configuration a problem gets.
+#include <gtest/gtest.h>
+
+#include "kernels/moe_gemm.hpp"
+#include "test_util.hpp"
+
+using namespace mxmoe;
+using namespace mxmoe::kernels;
+using mxmoe::test::expect_error;
+
+TEST(GemmPlan, FormatFollowsGroupActivationsAndLargestScale) {
+  EXPECT_EQ(choose_gemm_format(32, false, 0), GemmFormat::Mxfp4);
+  EXPECT_EQ(choose_gemm_format(32, false, 128), GemmFormat::Mxfp4);
+  EXPECT_EQ(choose_gemm_format(32, false, 129), GemmFormat::Mxfp4Wide);
+  EXPECT_EQ(choose_gemm_format(32, false, 254), GemmFormat::Mxfp4Wide);
+  EXPECT_EQ(choose_gemm_format(16, false, 0), GemmFormat::Nvfp4Bf16);
+  EXPECT_EQ(choose_gemm_format(16, true, 200), GemmFormat::Nvfp4F16) << "the E8M0 byte means nothing for NVFP4";
+  EXPECT_STREQ(gemm_format_name(GemmFormat::Mxfp4Wide), "mxfp4-wide");
+  EXPECT_STREQ(gemm_format_name(GemmFormat::Nvfp4F16), "nvfp4-f16");
+}
+
+TEST(GemmPlan, RefusesWhatNoKernelRuns) {
+  expect_error([] { choose_gemm_format(32, true, 127); }, ErrorCode::DType, "need bf16 activations");
+  expect_error([] { choose_gemm_format(8, false, 127); }, ErrorCode::InvalidArgument, "got 8");
+  expect_error([] { choose_gemm_format(32, false, 255); }, ErrorCode::InvalidArgument, "0..254");
+}
+
+TEST(GemmPlan, ConfigurationsByPairsPerExpert) {
+  EXPECT_EQ(choose_gemm(1, 8, 256), GemmTile::Tiny);
+  EXPECT_EQ(choose_gemm(64, 8, 256), GemmTile::Decode);
+  EXPECT_EQ(choose_gemm(256, 8, 256), GemmTile::Small);
+  EXPECT_EQ(choose_gemm(512, 8, 256), GemmTile::Medium);
+  EXPECT_EQ(choose_gemm(4096, 8, 256), GemmTile::Prefill);
+  EXPECT_EQ(gemm_tokens_per_block(GemmTile::Prefill), 64);
+  EXPECT_EQ(gemm_ctas_per_block(GemmTile::Decode, 4096), 64) << "4 tiles of 16 rows per CTA";
+  expect_error([] { gemm_tokens_per_block(GemmTile::Auto); }, ErrorCode::InvalidArgument, "names no configuration");
+}
