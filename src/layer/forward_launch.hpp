@@ -21,8 +21,8 @@ namespace mxmoe::layer {
 struct PreparedWeightsView {
   const std::uint8_t *w13 = nullptr, *w13_scale = nullptr, *w2 = nullptr, *w2_scale = nullptr;
   const float *w13_bias = nullptr, *w2_bias = nullptr;
-  const float *w13_global_scale = nullptr, *w2_global_scale = nullptr;
   int num_experts = 0, hidden = 0, inter = 0;
+  const float *w13_global_scale = nullptr, *w2_global_scale = nullptr;
   kernels::GemmFormat format = kernels::GemmFormat::Mxfp4;
 
   int group() const { return format == kernels::GemmFormat::Nvfp4Bf16 || format == kernels::GemmFormat::Nvfp4F16 ? 16 : 32; }

@@ -29,7 +29,7 @@ struct MoeLayer::Impl {
 
   layer::PreparedWeightsView view() const {
     return {w13.as<std::uint8_t>(), w13_scale.as<std::uint8_t>(), w2.as<std::uint8_t>(), w2_scale.as<std::uint8_t>(),
-            w13_bias.as<float>(), w2_bias.as<float>(), w13_global_scale.as<float>(), w2_global_scale.as<float>(), E, H, I,
+            w13_bias.as<float>(), w2_bias.as<float>(), E, H, I, w13_global_scale.as<float>(), w2_global_scale.as<float>(),
             format};
   }
   void run(const void* hidden, const std::int32_t* ids, const float* weights, void* out, int T, cudaStream_t stream) const {
