@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-#define MXMOE_C_ABI_VERSION 1
+#define MXMOE_C_ABI_VERSION 2
 
 enum {
   MXMOE_OK = 0,
@@ -39,9 +39,14 @@ int mxmoe_cuda_compiled(void);
 int mxmoe_check_device(int device);
 
 /* Weights of every expert of one layer, all in one place (host for the CPU functions, one device
- * for the CUDA ones). Canonical: w13 [E, 2I, H/2], w13_scale [E, 2I, H/32] E8M0, w2 [E, H, I/2],
- * w2_scale [E, H, I/32]. Prepared: the tiled bytes of mxmoe_prepared_bytes per expert. Biases fp32
- * [E, 2I] and [E, H], canonical order, or NULL. */
+ * for the CUDA ones), in one of two formats (include/mxmoe/weights.hpp):
+ *   MXFP4 (group 32): scales E8M0 bytes (every byte 0x00..0xFE; 0xFF is NaN), bf16 activations.
+ *   NVFP4 (group 16): scales UE4M3 bytes (E4M3 with the sign bit clear; 0x7F is NaN), plus the
+ *     global scales fp32 w13_global_scale [E, 2] (column 0 the gate rows, 1 the up rows) and
+ *     w2_global_scale [E]; bf16 or fp16 activations (f16_activations).
+ * Canonical: w13 [E, 2I, H/2], w13_scale [E, 2I, H/group], w2 [E, H, I/2], w2_scale [E, H, I/group].
+ * Prepared: the tiled bytes of mxmoe_prepared_bytes per expert. Biases fp32 [E, 2I] and [E, H],
+ * canonical order, or NULL. A row's output is global x fp32 dot(e2m1 x scale, x), then the bias. */
 typedef struct {
   const void* w13;
   const void* w13_scale;
@@ -49,7 +54,14 @@ typedef struct {
   const void* w2_scale;
   const float* w13_bias;
   const float* w2_bias;
+  const float* w13_global_scale; /* NVFP4: fp32 [E, 2]; MXFP4: NULL */
+  const float* w2_global_scale;  /* NVFP4: fp32 [E]; MXFP4: NULL */
   int num_experts, hidden, inter;
+  int group;           /* 32 (MXFP4) or 16 (NVFP4) */
+  int f16_activations; /* 1: hidden, intermediate and out are fp16 (NVFP4 only); 0: bf16 */
+  int max_scale_byte;  /* MXFP4: the largest E8M0 byte of both scale tensors (0..254), which picks the
+                        * kernels' scale arithmetic (bytes above 128 take one more multiply); a value
+                        * below the true largest byte gives wrong results on the GPU. NVFP4: ignored. */
 } mxmoe_weights;
 
 /* kind: 0 silu(g)*u, 1 DeepSeek V4 clamped silu (limit), 2 gpt-oss SwiGLU (alpha, limit). */
@@ -70,28 +82,29 @@ typedef struct {
   float routed_scaling;
 } mxmoe_routing;
 
-/* Checks shapes, the activation and what the kernels need (H, I multiples of 32 and of 16 rows). */
-int mxmoe_check_problem(int num_experts, int hidden, int inter, int top_k, const mxmoe_activation* act);
+/* Checks shapes, the group, the activation (may be NULL) and what the kernels need: group 32 or 16,
+ * H and I multiples of the group (hence of 16 rows). */
+int mxmoe_check_problem(int num_experts, int hidden, int inter, int group, int top_k, const mxmoe_activation* act);
 
-/* Bytes of one expert's prepared weight matrix (rows x k) and its scales. rows % 16 == 0, k % 32 == 0. */
-int mxmoe_prepared_bytes(int rows, int k, int64_t* weight_bytes, int64_t* scale_bytes);
+/* Bytes of one expert's prepared weight matrix (rows x k, quantisation group 32 or 16) and its
+ * scales. rows % 16 == 0, k % group == 0. */
+int mxmoe_prepared_bytes(int rows, int k, int group, int64_t* weight_bytes, int64_t* scale_bytes);
 
 /* fp32 scales of shape [shape[0], ..., shape[rank-1]] (exact powers of two) -> E8M0 bytes; the error
  * names `name`, the index and the value. */
 int mxmoe_scales_to_e8m0(const float* scales, uint8_t* out, const int64_t* shape, int rank, const char* name);
 
-/* Largest E8M0 byte the Hopper kernels accept (their fast dequantisation folds 2^126 into the scale). */
-int mxmoe_max_kernel_scale_byte(void);
-
-/* Device: tiles `num_experts` consecutive canonical matrices into prepared bytes (out of place). */
-int mxmoe_tile_experts_cuda(const uint8_t* weights, const uint8_t* scales, int rows, int k, int gate_up,
+/* Device: tiles `num_experts` consecutive canonical matrices (scales [rows, k/group]) into prepared
+ * bytes (out of place). group 32 (E8M0 scales) or 16 (UE4M3 scales). */
+int mxmoe_tile_experts_cuda(const uint8_t* weights, const uint8_t* scales, int rows, int k, int gate_up, int group,
                             int num_experts, uint8_t* tiled_weights, uint8_t* tiled_scales, void* stream);
 
 /* Device workspace bytes of one forward of `num_tokens` tokens. */
 int mxmoe_workspace_bytes(int num_experts, int hidden, int inter, int num_tokens, int top_k, int64_t* bytes);
 
-/* The fused forward on the device, prepared weights: hidden bf16 [T, H], ids int32 [T, k] (-1 or
- * >= E: skipped), weights fp32 [T, k], out bf16 [T, H]; no host synchronisation, graph-capturable. */
+/* The fused forward on the device, prepared weights: hidden [T, H] bf16 (fp16 when
+ * w->f16_activations), ids int32 [T, k] (-1 or >= E: skipped), weights fp32 [T, k], out [T, H] as
+ * hidden; no host synchronisation, graph-capturable. The global scales are device pointers. */
 int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, const void* hidden, const int32_t* ids,
                        const float* topk_weights, void* out, int num_tokens, int top_k, void* workspace,
                        int64_t workspace_bytes, void* stream);
@@ -100,25 +113,32 @@ int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, cons
 int mxmoe_route_cuda(const float* logits, const float* correction_bias, int num_tokens, int num_experts,
                      const mxmoe_routing* routing, int32_t* ids, float* weights, void* stream);
 
-/* The CPU oracle (include/mxmoe/reference.hpp), canonical weights in host memory. ids outside
- * -1..E-1 are an error. threads = 0: all cores. */
+/* The CPU oracle (include/mxmoe/reference.hpp), canonical weights in host memory (validated: every
+ * scale byte, the global scales). hidden and out are bf16 bits, or fp16 bits when
+ * w->f16_activations. ids outside -1..E-1 are an error. threads = 0: all cores. */
 int mxmoe_forward_cpu(const mxmoe_weights* w, const mxmoe_activation* act, const uint16_t* hidden, const int32_t* ids,
                       const float* topk_weights, uint16_t* out, int num_tokens, int top_k, int threads);
 int mxmoe_route_cpu(const float* logits, const float* correction_bias, int num_tokens, int num_experts,
                     const mxmoe_routing* routing, int32_t* ids, float* weights);
 
-/* A checkpoint's MoE layer through the C++ loader (every naming, fp32 or E8M0 scales). */
+/* A checkpoint's MoE layer through the C++ loader (every naming; MXFP4 with fp32 or E8M0 scales,
+ * NVFP4 with UE4M3 scales and global scales). */
 typedef struct mxmoe_layer mxmoe_layer;
 int mxmoe_layer_open(const char* path, int layer, mxmoe_layer** out);
 /* E, H, I, and which optional tensors exist (w13_bias, w2_bias, router_weight, correction_bias,
  * router_logit_bias), each 0 or 1. */
 int mxmoe_layer_shape(const mxmoe_layer* l, int* num_experts, int* hidden, int* inter, int* has_optional);
-/* Copies one canonical tensor ("w13", "w13_scale", "w2", "w2_scale", "w13_bias", "w2_bias",
- * "router_weight", "correction_bias", "router_logit_bias") into `dst`, which holds `bytes` bytes. */
+/* The layer's quantisation group: 32 (MXFP4: E8M0 scales) or 16 (NVFP4: UE4M3 scales, with the
+ * roles "w13_global_scale" fp32 [E, 2] and "w2_global_scale" fp32 [E]). */
+int mxmoe_layer_format(const mxmoe_layer* l, int* group);
+/* Copies one canonical tensor ("w13", "w13_scale", "w2", "w2_scale", "w13_global_scale",
+ * "w2_global_scale", "w13_bias", "w2_bias", "router_weight", "correction_bias", "router_logit_bias")
+ * into `dst`, which holds `bytes` bytes. */
 int mxmoe_layer_copy(const mxmoe_layer* l, const char* role, void* dst, int64_t bytes);
 /* Bytes of that tensor (0 when absent). */
 int64_t mxmoe_layer_bytes(const mxmoe_layer* l, const char* role);
-/* The layout's name ("dsv4", "fused", "gpt-oss") and the scale format, valid while `l` lives. */
+/* The layout's name ("dsv4", "fused", "gpt-oss", ...), the format (MXFP4 or NVFP4) and the scale
+ * format, valid while `l` lives. */
 const char* mxmoe_layer_description(const mxmoe_layer* l);
 void mxmoe_layer_close(mxmoe_layer* l);
 

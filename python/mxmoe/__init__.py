@@ -1,4 +1,4 @@
-"""mxmoe: fused Mixture-of-Experts with MXFP4 expert weights and bf16 activations (W4A16) on Hopper,
+"""mxmoe: fused Mixture-of-Experts with MXFP4 or NVFP4 expert weights and 16-bit activations (W4A16) on Hopper,
 with a CPU oracle everywhere. `import mxmoe` registers torch.ops.mxmoe; the API is mxmoe.torch."""
 from . import _capi
 from ._capi import Error

@@ -79,7 +79,9 @@ def library_path() -> pathlib.Path:
 class Weights(ctypes.Structure):
     _fields_ = [("w13", ctypes.c_void_p), ("w13_scale", ctypes.c_void_p), ("w2", ctypes.c_void_p),
                 ("w2_scale", ctypes.c_void_p), ("w13_bias", ctypes.c_void_p), ("w2_bias", ctypes.c_void_p),
-                ("num_experts", ctypes.c_int), ("hidden", ctypes.c_int), ("inter", ctypes.c_int)]
+                ("w13_global_scale", ctypes.c_void_p), ("w2_global_scale", ctypes.c_void_p),
+                ("num_experts", ctypes.c_int), ("hidden", ctypes.c_int), ("inter", ctypes.c_int),
+                ("group", ctypes.c_int), ("f16_activations", ctypes.c_int), ("max_scale_byte", ctypes.c_int)]
 
 
 class Activation(ctypes.Structure):
@@ -99,11 +101,10 @@ _SIGNATURES = {
     "mxmoe_last_error": ([], ctypes.c_char_p),
     "mxmoe_cuda_compiled": ([], _I),
     "mxmoe_check_device": ([_I], _I),
-    "mxmoe_check_problem": ([_I, _I, _I, _I, ctypes.POINTER(Activation)], _I),
-    "mxmoe_prepared_bytes": ([_I, _I, ctypes.POINTER(_L), ctypes.POINTER(_L)], _I),
+    "mxmoe_check_problem": ([_I, _I, _I, _I, _I, ctypes.POINTER(Activation)], _I),
+    "mxmoe_prepared_bytes": ([_I, _I, _I, ctypes.POINTER(_L), ctypes.POINTER(_L)], _I),
     "mxmoe_scales_to_e8m0": ([_P, _P, ctypes.POINTER(_L), _I, ctypes.c_char_p], _I),
-    "mxmoe_max_kernel_scale_byte": ([], _I),
-    "mxmoe_tile_experts_cuda": ([_P, _P, _I, _I, _I, _I, _P, _P, _P], _I),
+    "mxmoe_tile_experts_cuda": ([_P, _P, _I, _I, _I, _I, _I, _P, _P, _P], _I),
     "mxmoe_workspace_bytes": ([_I, _I, _I, _I, _I, ctypes.POINTER(_L)], _I),
     "mxmoe_forward_cuda": ([ctypes.POINTER(Weights), ctypes.POINTER(Activation), _P, _P, _P, _P, _I, _I, _P, _L, _P], _I),
     "mxmoe_route_cuda": ([_P, _P, _I, _I, ctypes.POINTER(Routing), _P, _P, _P], _I),
@@ -111,13 +112,14 @@ _SIGNATURES = {
     "mxmoe_route_cpu": ([_P, _P, _I, _I, ctypes.POINTER(Routing), _P, _P], _I),
     "mxmoe_layer_open": ([ctypes.c_char_p, _I, ctypes.POINTER(_P)], _I),
     "mxmoe_layer_shape": ([_P, ctypes.POINTER(_I), ctypes.POINTER(_I), ctypes.POINTER(_I), ctypes.POINTER(_I)], _I),
+    "mxmoe_layer_format": ([_P, ctypes.POINTER(_I)], _I),
     "mxmoe_layer_copy": ([_P, ctypes.c_char_p, _P, _L], _I),
     "mxmoe_layer_bytes": ([_P, ctypes.c_char_p], _L),
     "mxmoe_layer_description": ([_P], ctypes.c_char_p),
     "mxmoe_layer_close": ([_P], None),
     "mxmoe_fused_aliases": ([ctypes.c_char_p, ctypes.c_char_p, _L], _I),
 }
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 
 def _load():

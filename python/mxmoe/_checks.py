@@ -8,6 +8,13 @@ from ._capi import DTypeError, InvalidArgumentError, ShapeError
 SCALE_DTYPES = (torch.uint8, torch.float32, torch.bfloat16, torch.float16) + (
     (torch.float8_e8m0fnu,) if hasattr(torch, "float8_e8m0fnu") else ())
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# NVFP4 block scales: UE4M3 bytes, float8_e4m3fn (sign bit clear), or floats E4M3 holds exactly.
+UE4M3_DTYPES = (torch.uint8, torch.float32, torch.bfloat16, torch.float16) + (
+    (torch.float8_e4m3fn,) if hasattr(torch, "float8_e4m3fn") else ())
+ACTIVATION_DTYPES = (torch.bfloat16, torch.float16)
+
+_WHY_BF16 = ("an E8M0 scale 2^(b-127) spans bfloat16's 8-bit exponent range, which float16's 5-bit exponent "
+             "cannot hold (NVFP4 weights, with UE4M3 scales and a global scale, take float16)")
 
 
 def _names(dtypes) -> str:
@@ -33,11 +40,33 @@ def same_device(device: torch.device, **tensors):
                                        f"all tensors must be on one device")
 
 
-def activations(hidden: torch.Tensor, name: str = "hidden_states"):
-    if isinstance(hidden, torch.Tensor) and hidden.dtype in (torch.float16, torch.float32):
-        raise DTypeError(f"{name}: dtype {str(hidden.dtype).replace('torch.', '')}; MXFP4 weights with 16-bit "
-                         f"activations (W4A16) need bfloat16 activations: pass hidden_states.to(torch.bfloat16)")
-    return tensor(hidden, name, (torch.bfloat16,), ndim=2)
+def activation_dtype_for(group: int, dtype):
+    """The activation dtype prepared weights of `group` record: MXFP4 bfloat16 (float16 refused, saying
+    why); NVFP4 bfloat16, float16 or None (either, per call)."""
+    if dtype is None:
+        return torch.bfloat16 if group == 32 else None
+    if dtype not in ACTIVATION_DTYPES:
+        raise DTypeError(f"activation_dtype: {_names((dtype,))}, expected bfloat16 or float16")
+    if group == 32 and dtype != torch.bfloat16:
+        raise DTypeError(f"activation_dtype: float16 with MXFP4 weights; they need bfloat16: {_WHY_BF16}")
+    return dtype
+
+
+def activations(hidden: torch.Tensor, name: str, prepared):
+    """hidden [T, H] in a dtype the prepared weights run: bfloat16 (MXFP4), bfloat16 or float16 (NVFP4;
+    the one prepare was given, if any)."""
+    dtype = hidden.dtype if isinstance(hidden, torch.Tensor) else None
+    if prepared.group == 32 and dtype == torch.float16:
+        raise DTypeError(f"{name}: dtype float16; MXFP4 weights need bfloat16 activations: {_WHY_BF16}. Pass "
+                         f"{name}.to(torch.bfloat16)")
+    if prepared.activation_dtype is not None and dtype in ACTIVATION_DTYPES and dtype != prepared.activation_dtype:
+        raise DTypeError(f"{name}: dtype {_names((dtype,))}; the weights were prepared for "
+                         f"{_names((prepared.activation_dtype,))} activations (prepare's activation_dtype)")
+    if dtype == torch.float32:
+        allowed = "bfloat16" if prepared.group == 32 else "bfloat16 or float16"
+        raise DTypeError(f"{name}: dtype float32; the fused MoE runs 16-bit activations ({allowed}): pass "
+                         f"{name}.to(torch.bfloat16)")
+    return tensor(hidden, name, ACTIVATION_DTYPES, ndim=2)
 
 
 def first_index(mask: torch.Tensor) -> list:

@@ -37,11 +37,12 @@ def _check_ids(ids, num_experts, name):
 
 
 def _hidden_for(hidden_states, prepared):
-    """hidden_states checked against the prepared weights: bf16 [T, H] with their H."""
+    """hidden_states checked against the prepared weights: [T, H] with their H, in a dtype they run
+    (bf16; NVFP4 also fp16)."""
     if not isinstance(prepared, PreparedWeights):
         raise InvalidArgumentError(f"prepared: expected mxmoe.torch.PreparedWeights (from mxmoe.torch.prepare), "
                                    f"got {type(prepared).__name__}")
-    hidden = _checks.activations(hidden_states)
+    hidden = _checks.activations(hidden_states, "hidden_states", prepared)
     if hidden.shape[1] != prepared.hidden_size:
         raise _checks.ShapeError(f"hidden_states: hidden size {hidden.shape[1]}, the prepared weights have "
                                  f"{prepared.hidden_size}")
@@ -49,10 +50,10 @@ def _hidden_for(hidden_states, prepared):
 
 
 def _out_for(out, hidden):
-    """The caller's out (bf16 [T, H], contiguous, checked) or a new tensor."""
+    """The caller's out ([T, H] in hidden's dtype, contiguous, checked) or a new tensor."""
     if out is None:
         return torch.empty_like(hidden, memory_format=torch.contiguous_format)
-    _checks.tensor(out, "out", (torch.bfloat16,), shape=tuple(hidden.shape))
+    _checks.tensor(out, "out", (hidden.dtype,), shape=tuple(hidden.shape))
     if not out.is_contiguous():
         raise InvalidArgumentError("out: must be contiguous")
     return out
@@ -64,7 +65,8 @@ def fused_moe(hidden_states: torch.Tensor, prepared: PreparedWeights, topk_weigh
               apply_router_weight_on_input: bool = False, routed_scaling_factor: Optional[float] = None,
               clamp_limit: Optional[float] = None, swiglu_alpha: float = 1.702, swiglu_limit: float = 7.0,
               inplace: bool = False, check_ids: Optional[bool] = None) -> torch.Tensor:
-    """out[t] = sum_s topk_weights[t, s] * expert_{topk_ids[t, s]}(hidden_states[t]), bf16 [T, H].
+    """out[t] = sum_s topk_weights[t, s] * expert_{topk_ids[t, s]}(hidden_states[t]), [T, H] in
+    hidden_states' dtype: bf16 (MXFP4), bf16 or fp16 (NVFP4).
 
     activation: 'silu' (+ clamp_limit: DeepSeek V4's clamp), 'swigluoai'/'gpt_oss' (swiglu_alpha,
     swiglu_limit). expert_map [global E]: global -> local id, -1 = not on this rank (skipped).
@@ -97,13 +99,14 @@ def fused_moe(hidden_states: torch.Tensor, prepared: PreparedWeights, topk_weigh
     if apply_router_weight_on_input:
         if ids.shape[1] != 1:
             raise InvalidArgumentError(f"apply_router_weight_on_input needs top_k 1, got {ids.shape[1]}")
-        hidden = (hidden.float() * weights).to(torch.bfloat16)
+        hidden = (hidden.float() * weights).to(hidden.dtype)
         weights = torch.ones_like(weights)
     weights = weights.contiguous()
     hidden = hidden.contiguous()
     torch.ops.mxmoe.fused_moe(hidden, prepared.w13, prepared.w13_scale, prepared.w2, prepared.w2_scale,
-                              prepared.w13_bias, prepared.w2_bias, ids, weights, prepared.intermediate_size,
-                              act.kind, act.limit, act.alpha, out)
+                              prepared.w13_bias, prepared.w2_bias, prepared.w13_global_scale,
+                              prepared.w2_global_scale, ids, weights, prepared.intermediate_size, prepared.group,
+                              prepared.max_scale_byte, act.kind, act.limit, act.alpha, out)
     return out
 
 
@@ -146,7 +149,8 @@ def fused_moe_from_logits(hidden_states: torch.Tensor, prepared: PreparedWeights
     out = _out_for(out, hidden)
     torch.ops.mxmoe.fused_moe_from_logits(
         hidden, prepared.w13, prepared.w13_scale, prepared.w2, prepared.w2_scale, prepared.w13_bias, prepared.w2_bias,
-        router_logits.to(torch.float32).contiguous(), correction_bias, _config.routing_mode(routing), int(top_k),
-        bool(renormalize), int(num_expert_group), int(topk_group), float(routed_scaling_factor),
-        prepared.intermediate_size, act.kind, act.limit, act.alpha, out)
+        prepared.w13_global_scale, prepared.w2_global_scale, router_logits.to(torch.float32).contiguous(),
+        correction_bias, _config.routing_mode(routing), int(top_k), bool(renormalize), int(num_expert_group),
+        int(topk_group), float(routed_scaling_factor), prepared.intermediate_size, prepared.group,
+        prepared.max_scale_byte, act.kind, act.limit, act.alpha, out)
     return out

@@ -1,4 +1,4 @@
-"""The torch.ops.mxmoe operators: schemas, CPU (the oracle) and CUDA (the Hopper kernels)
+"""The torch.ops.mxmoe operators (MXFP4 and NVFP4 weights): schemas, CPU (the oracle) and CUDA (the Hopper kernels)
 implementations, and fake implementations so torch.compile(fullgraph=True) traces them.
 
 Registered with torch.library, the Python face of TORCH_LIBRARY: the kernels live in libmxmoe_c, a
@@ -18,21 +18,22 @@ from ._capi import Activation, Routing, Weights, check, lib
 _lib = torch.library.Library("mxmoe", "DEF")
 _lib.define(
     "fused_moe(Tensor hidden, Tensor w13, Tensor w13_scale, Tensor w2, Tensor w2_scale, Tensor? w13_bias, "
-    "Tensor? w2_bias, Tensor topk_ids, Tensor topk_weights, int inter, int act_kind, float act_limit, "
-    "float act_alpha, Tensor(a!) out) -> ()")
+    "Tensor? w2_bias, Tensor? w13_global_scale, Tensor? w2_global_scale, Tensor topk_ids, Tensor topk_weights, "
+    "int inter, int group, int max_scale_byte, int act_kind, float act_limit, float act_alpha, Tensor(a!) out) -> ()")
 _lib.define(
     "route(Tensor router_logits, Tensor? correction_bias, int routing_mode, int top_k, bool renormalize, int n_groups, "
     "int topk_groups, float routed_scaling) -> (Tensor, Tensor)")
 _lib.define(
-    "tile_experts(Tensor weights, Tensor scales, int rows, int k, bool gate_up, Tensor(a!) tiled_weights, "
+    "tile_experts(Tensor weights, Tensor scales, int rows, int k, bool gate_up, int group, Tensor(a!) tiled_weights, "
     "Tensor(b!) tiled_scales) -> ()")
 _lib.define(
-    "prepare(Tensor w13, Tensor w13_scale, Tensor w2, Tensor w2_scale) -> (Tensor, Tensor, Tensor, Tensor)")
+    "prepare(Tensor w13, Tensor w13_scale, Tensor w2, Tensor w2_scale, int group) -> (Tensor, Tensor, Tensor, Tensor)")
 _lib.define(
     "fused_moe_from_logits(Tensor hidden, Tensor w13, Tensor w13_scale, Tensor w2, Tensor w2_scale, "
-    "Tensor? w13_bias, Tensor? w2_bias, Tensor router_logits, Tensor? correction_bias, int routing_mode, int top_k, "
-    "bool renormalize, int n_groups, int topk_groups, float routed_scaling, int inter, int act_kind, "
-    "float act_limit, float act_alpha, Tensor(a!) out) -> ()")
+    "Tensor? w13_bias, Tensor? w2_bias, Tensor? w13_global_scale, Tensor? w2_global_scale, Tensor router_logits, "
+    "Tensor? correction_bias, int routing_mode, int top_k, bool renormalize, int n_groups, int topk_groups, "
+    "float routed_scaling, int inter, int group, int max_scale_byte, int act_kind, float act_limit, float act_alpha, "
+    "Tensor(a!) out) -> ()")
 
 
 def _ptr(t):
@@ -65,16 +66,21 @@ class _on_device:
             self.guard.__exit__(*exc)
 
 
-def _weights(w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, hidden, inter) -> Weights:
+def _weights(w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale, hidden, inter,
+             group, max_scale_byte) -> Weights:
     return Weights(_ptr(w13), _ptr(w13_scale), _ptr(w2), _ptr(w2_scale), _ptr(w13_bias), _ptr(w2_bias),
-                   w13.shape[0], hidden, inter)
+                   _ptr(w13_global_scale), _ptr(w2_global_scale), w13.shape[0], hidden.shape[1], inter, group,
+                   int(hidden.dtype == torch.float16), max_scale_byte)
 
 
 # ---------------------------------------------------------------------------------------- fused_moe
-def _fused_moe_cpu(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, topk_ids, topk_weights, inter,
-                   act_kind, act_limit, act_alpha, out):
-    T, H = hidden.shape
-    w = _weights(w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, H, inter)
+# hidden and out: bf16, or fp16 with NVFP4 (group 16); the scales uint8 (E8M0 or UE4M3 bytes); the
+# global scales fp32 [E, 2] and [E] (NVFP4) or None; max_scale_byte: MXFP4's largest E8M0 byte.
+def _fused_moe_cpu(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale,
+                   topk_ids, topk_weights, inter, group, max_scale_byte, act_kind, act_limit, act_alpha, out):
+    T = hidden.shape[0]
+    w = _weights(w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale, hidden, inter,
+                 group, max_scale_byte)
     act = Activation(act_kind, act_limit, act_alpha)
     result = out if out.is_contiguous() else torch.empty_like(out, memory_format=torch.contiguous_format)
     if T:
@@ -84,13 +90,14 @@ def _fused_moe_cpu(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, topk
         out.copy_(result)
 
 
-def _fused_moe_cuda(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, topk_ids, topk_weights, inter,
-                    act_kind, act_limit, act_alpha, out):
+def _fused_moe_cuda(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale,
+                    topk_ids, topk_weights, inter, group, max_scale_byte, act_kind, act_limit, act_alpha, out):
     T, H = hidden.shape
     if T == 0:
         return
     k = topk_ids.shape[1]
-    w = _weights(w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, H, inter)
+    w = _weights(w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale, hidden, inter,
+                 group, max_scale_byte)
     act = Activation(act_kind, act_limit, act_alpha)
     nbytes = ctypes.c_int64()
     check(lib.mxmoe_workspace_bytes(w.num_experts, H, inter, T, k, ctypes.byref(nbytes)))
@@ -106,8 +113,7 @@ _lib.impl("fused_moe", _fused_moe_cuda, "CUDA")
 
 
 @torch.library.register_fake("mxmoe::fused_moe")
-def _fused_moe_fake(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, topk_ids, topk_weights, inter,
-                    act_kind, act_limit, act_alpha, out):
+def _fused_moe_fake(*args):
     return None
 
 
@@ -152,14 +158,14 @@ def _route_fake(router_logits, correction_bias, mode, top_k, renormalize, n_grou
 
 
 # ------------------------------------------------------------------------------------- tile_experts
-def _tile_experts_cuda(weights, scales, rows, k, gate_up, tiled_weights, tiled_scales):
+def _tile_experts_cuda(weights, scales, rows, k, gate_up, group, tiled_weights, tiled_scales):
     with _on_device(weights.device):
-        check(lib.mxmoe_tile_experts_cuda(weights.data_ptr(), scales.data_ptr(), rows, k, int(gate_up),
+        check(lib.mxmoe_tile_experts_cuda(weights.data_ptr(), scales.data_ptr(), rows, k, int(gate_up), group,
                                           weights.shape[0], tiled_weights.data_ptr(), tiled_scales.data_ptr(),
                                           _stream(weights.device)))
 
 
-def _tile_experts_cpu(weights, scales, rows, k, gate_up, tiled_weights, tiled_scales):
+def _tile_experts_cpu(weights, scales, rows, k, gate_up, group, tiled_weights, tiled_scales):
     raise _capi.UnsupportedError("mxmoe::tile_experts: the tile layout is for the CUDA kernels; the CPU backend "
                                  "runs on canonical weights")
 
@@ -169,36 +175,37 @@ _lib.impl("tile_experts", _tile_experts_cpu, "CPU")
 
 
 @torch.library.register_fake("mxmoe::tile_experts")
-def _tile_experts_fake(weights, scales, rows, k, gate_up, tiled_weights, tiled_scales):
+def _tile_experts_fake(weights, scales, rows, k, gate_up, group, tiled_weights, tiled_scales):
     return None
 
 
 # ------------------------------------------------------------------------------------------ prepare
-# Canonical uint8 tensors (E8M0 scale bytes) -> what the device's backend runs: new tensors, the
-# arguments untouched. CPU: the canonical bytes (the oracle's input); CUDA: the tile layout.
-def _prepare_cpu(w13, w13_scale, w2, w2_scale):
+# Canonical uint8 tensors (E8M0 or UE4M3 scale bytes, group 32 or 16) -> what the device's backend
+# runs: new tensors, the arguments untouched. CPU: the canonical bytes (the oracle's input); CUDA:
+# the tile layout.
+def _prepare_cpu(w13, w13_scale, w2, w2_scale, group):
     return w13.clone(), w13_scale.clone(), w2.clone(), w2_scale.clone()
 
 
-def prepared_bytes(rows: int, k: int):
-    """Bytes of one expert's prepared weight matrix (rows x k) and of its scales."""
+def prepared_bytes(rows: int, k: int, group: int = 32):
+    """Bytes of one expert's prepared weight matrix (rows x k, quantisation group 32 or 16) and of its scales."""
     wb, sb = ctypes.c_int64(), ctypes.c_int64()
-    check(lib.mxmoe_prepared_bytes(rows, k, ctypes.byref(wb), ctypes.byref(sb)))
+    check(lib.mxmoe_prepared_bytes(rows, k, group, ctypes.byref(wb), ctypes.byref(sb)))
     return wb.value, sb.value
 
 
-def _prepare_shapes(w13, w2):
+def _prepare_shapes(w13, w2, group):
     E, two_i, half_h = w13.shape
     I, H = two_i // 2, half_h * 2
-    return E, prepared_bytes(2 * I, H), prepared_bytes(H, I)
+    return E, prepared_bytes(2 * I, H, group), prepared_bytes(H, I, group)
 
 
-def _prepare_cuda(w13, w13_scale, w2, w2_scale):
-    E, (wb13, sb13), (wb2, sb2) = _prepare_shapes(w13, w2)
+def _prepare_cuda(w13, w13_scale, w2, w2_scale, group):
+    E, (wb13, sb13), (wb2, sb2) = _prepare_shapes(w13, w2, group)
     I, H = w13.shape[1] // 2, w13.shape[2] * 2
     out = [torch.empty(E, n, dtype=torch.uint8, device=w13.device) for n in (wb13, sb13, wb2, sb2)]
-    _tile_experts_cuda(w13, w13_scale, 2 * I, H, True, out[0], out[1])
-    _tile_experts_cuda(w2, w2_scale, H, I, False, out[2], out[3])
+    _tile_experts_cuda(w13, w13_scale, 2 * I, H, True, group, out[0], out[1])
+    _tile_experts_cuda(w2, w2_scale, H, I, False, group, out[2], out[3])
     return tuple(out)
 
 
@@ -207,21 +214,22 @@ _lib.impl("prepare", _prepare_cuda, "CUDA")
 
 
 @torch.library.register_fake("mxmoe::prepare")
-def _prepare_fake(w13, w13_scale, w2, w2_scale):
+def _prepare_fake(w13, w13_scale, w2, w2_scale, group):
     if w13.device.type == "cpu":
         return tuple(torch.empty_like(t) for t in (w13, w13_scale, w2, w2_scale))
-    E, (wb13, sb13), (wb2, sb2) = _prepare_shapes(w13, w2)
+    E, (wb13, sb13), (wb2, sb2) = _prepare_shapes(w13, w2, group)
     return tuple(w13.new_empty((E, n)) for n in (wb13, sb13, wb2, sb2))
 
 
 # ---------------------------------------------------------------------------- fused_moe_from_logits
 def _from_logits(route_impl, forward_impl):
-    def impl(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, router_logits, correction_bias, mode, top_k,
-             renormalize, n_groups, topk_groups, routed_scaling, inter, act_kind, act_limit, act_alpha, out):
+    def impl(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale,
+             router_logits, correction_bias, mode, top_k, renormalize, n_groups, topk_groups, routed_scaling, inter,
+             group, max_scale_byte, act_kind, act_limit, act_alpha, out):
         ids, weights = route_impl(router_logits, correction_bias, mode, top_k, renormalize, n_groups, topk_groups,
                                   routed_scaling)
-        forward_impl(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, ids, weights, inter, act_kind,
-                     act_limit, act_alpha, out)
+        forward_impl(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale, ids,
+                     weights, inter, group, max_scale_byte, act_kind, act_limit, act_alpha, out)
     return impl
 
 

@@ -1,5 +1,6 @@
-// The C ABI's checkpoint entry: one MoE layer through the C++ loader (every naming, fp32 or E8M0
-// scales), handed out tensor by tensor so the caller copies straight into its own memory.
+// The C ABI's checkpoint entry: one MoE layer through the C++ loader (every naming; MXFP4 with fp32
+// or E8M0 scales, NVFP4 with UE4M3 and global scales), handed out tensor by tensor so the caller
+// copies straight into its own memory.
 #include <cstring>
 #include <memory>
 #include <string>
@@ -23,6 +24,8 @@ struct mxmoe_layer {
     if (role == "w2") return &w.w2;
     if (role == "w2_scale") return &w.w2_scale;
     auto opt = [](const std::optional<HostTensor>& t) { return t ? &*t : nullptr; };
+    if (role == "w13_global_scale") return opt(w.w13_global_scale);
+    if (role == "w2_global_scale") return opt(w.w2_global_scale);
     if (role == "w13_bias") return opt(w.w13_bias);
     if (role == "w2_bias") return opt(w.w2_bias);
     if (role == "router_weight") return opt(w.router_weight);
@@ -30,7 +33,8 @@ struct mxmoe_layer {
     if (role == "router_logit_bias") return opt(loaded.router_logit_bias);
     fail(ErrorCode::InvalidArgument,
          "unknown layer tensor role '" + role +
-             "' (expected w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, router_weight, correction_bias, router_logit_bias)");
+             "' (expected w13, w13_scale, w2, w2_scale, w13_global_scale, w2_global_scale, w13_bias, w2_bias, router_weight, "
+             "correction_bias, router_logit_bias)");
   }
 };
 
@@ -43,7 +47,8 @@ int mxmoe_layer_open(const char* path, int layer, mxmoe_layer** out) {
     *out = nullptr;
     auto l = std::make_unique<mxmoe_layer>();
     l->loaded = load_moe_layer(Checkpoint::open(path), layer);
-    l->description = std::string(moe_layout_name(l->loaded.ref.layout)) + ", scales " + l->loaded.scale_format;
+    l->description = std::string(moe_layout_name(l->loaded.ref.layout)) + (l->loaded.weights.format.nvfp4() ? ", NVFP4" : ", MXFP4") +
+                     ", scales " + l->loaded.scale_format;
     *out = l.release();
   });
 }
@@ -60,6 +65,14 @@ int mxmoe_layer_shape(const mxmoe_layer* l, int* E, int* H, int* I, int* has_opt
       for (const char* role : {"w13_bias", "w2_bias", "router_weight", "correction_bias", "router_logit_bias"})
         has_optional[i++] = l->tensor(role) != nullptr;
     }
+  });
+}
+
+int mxmoe_layer_format(const mxmoe_layer* l, int* group) {
+  return guarded("mxmoe_layer_format", [&] {
+    require(l, "mxmoe_layer_format", "layer");
+    require(group, "mxmoe_layer_format", "group");
+    *group = l->loaded.weights.format.group_size;
   });
 }
 

@@ -20,19 +20,36 @@ void require(const void* p, const char* entry, const char* name) {
   if (!p) fail(ErrorCode::InvalidArgument, std::string(entry) + ": " + name + " is null");
 }
 
+// The struct's format: group 32 (MXFP4, bf16) or 16 (NVFP4, bf16 or fp16); errors name the field.
+WeightFormat format_of(const mxmoe_weights& w) {
+  if (w.group != 32 && w.group != 16)
+    fail(ErrorCode::InvalidArgument, "mxmoe_weights.group must be 32 (MXFP4, E8M0 scales) or 16 (NVFP4, UE4M3 scales), got " +
+                                         std::to_string(w.group));
+  const WeightFormat f{w.group, w.f16_activations ? DType::F16 : DType::BF16};
+  validate_layer_formats(f);  // fp16 with MXFP4 is refused here, saying why
+  return f;
+}
+
 // Canonical weights viewing the caller's host memory (no copy).
 CanonicalMoeWeights host_weights(const mxmoe_weights& w) {
   const std::int64_t E = w.num_experts, H = w.hidden, I = w.inter;
   CanonicalMoeWeights c;
+  c.format = format_of(w);
+  const std::int64_t G = c.format.group_size;
   c.num_experts = w.num_experts;
   c.hidden = w.hidden;
   c.inter = w.inter;
+  if (E <= 0 || H <= 0 || I <= 0 || H % G || I % G)
+    fail(ErrorCode::Shape, "weights: E, H, I must be positive and H, I multiples of the group (" + std::to_string(G) +
+                               "), got E=" + std::to_string(E) + " H=" + std::to_string(H) + " I=" + std::to_string(I));
   c.w13 = HostTensor::view(DType::U8, {E, 2 * I, H / 2}, w.w13, nullptr);
-  c.w13_scale = HostTensor::view(DType::U8, {E, 2 * I, H / 32}, w.w13_scale, nullptr);
+  c.w13_scale = HostTensor::view(DType::U8, {E, 2 * I, H / G}, w.w13_scale, nullptr);
   c.w2 = HostTensor::view(DType::U8, {E, H, I / 2}, w.w2, nullptr);
-  c.w2_scale = HostTensor::view(DType::U8, {E, H, I / 32}, w.w2_scale, nullptr);
+  c.w2_scale = HostTensor::view(DType::U8, {E, H, I / G}, w.w2_scale, nullptr);
   if (w.w13_bias) c.w13_bias = HostTensor::view(DType::F32, {E, 2 * I}, w.w13_bias, nullptr);
   if (w.w2_bias) c.w2_bias = HostTensor::view(DType::F32, {E, H}, w.w2_bias, nullptr);
+  if (w.w13_global_scale) c.w13_global_scale = HostTensor::view(DType::F32, {E, 2}, w.w13_global_scale, nullptr);
+  if (w.w2_global_scale) c.w2_global_scale = HostTensor::view(DType::F32, {E}, w.w2_global_scale, nullptr);
   return c;
 }
 
@@ -72,28 +89,34 @@ int mxmoe_c_abi_version(void) { return MXMOE_C_ABI_VERSION; }
 
 const char* mxmoe_last_error(void) { return capi::last_error.c_str(); }
 
-int mxmoe_check_problem(int E, int H, int I, int top_k, const mxmoe_activation* act) {
+int mxmoe_check_problem(int E, int H, int I, int group, int top_k, const mxmoe_activation* act) {
   return guarded("mxmoe_check_problem", [&] {
+    if (group != 32 && group != 16)
+      fail(ErrorCode::InvalidArgument, "the quantisation group must be 32 (MXFP4, E8M0 scales) or 16 (NVFP4, UE4M3 scales), got " +
+                                           std::to_string(group));
     if (E <= 0 || H <= 0 || I <= 0)
       fail(ErrorCode::Shape, "num_experts, hidden_size and intermediate_size must be positive, got E=" + std::to_string(E) +
                                  " H=" + std::to_string(H) + " I=" + std::to_string(I));
-    if (H % 32 || I % 32)
-      fail(ErrorCode::Shape, "hidden_size and intermediate_size must be multiples of the MXFP4 group (32), got H=" +
-                                 std::to_string(H) + " I=" + std::to_string(I));
+    if (H % group || I % group)
+      fail(ErrorCode::Shape, std::string("hidden_size and intermediate_size must be multiples of the ") +
+                                 (group == 32 ? "MXFP4 group (32)" : "NVFP4 group (16)") + ", got H=" + std::to_string(H) +
+                                 " I=" + std::to_string(I));
     if (top_k < 1 || top_k > E)
       fail(ErrorCode::InvalidArgument, "top_k must be in 1.." + std::to_string(E) + " (the expert count), got " + std::to_string(top_k));
     if (act) capi::activation_of(*act);
   });
 }
 
-int mxmoe_prepared_bytes(int rows, int k, int64_t* weight_bytes, int64_t* scale_bytes) {
+int mxmoe_prepared_bytes(int rows, int k, int group, int64_t* weight_bytes, int64_t* scale_bytes) {
   return guarded("mxmoe_prepared_bytes", [&] {
     require(weight_bytes, "mxmoe_prepared_bytes", "weight_bytes");
     require(scale_bytes, "mxmoe_prepared_bytes", "scale_bytes");
-    if (rows <= 0 || rows % tiling::kTileRows || k <= 0 || k % 32)
-      fail(ErrorCode::Shape, "prepared matrix: rows must be a positive multiple of 16 and K of 32, got rows=" +
-                                 std::to_string(rows) + " K=" + std::to_string(k));
-    const tiling::TiledShape s{rows, k, false};
+    if (group != 32 && group != 16)
+      fail(ErrorCode::InvalidArgument, "prepared matrix: the group must be 32 or 16, got " + std::to_string(group));
+    if (rows <= 0 || rows % tiling::kTileRows || k <= 0 || k % group)
+      fail(ErrorCode::Shape, "prepared matrix: rows must be a positive multiple of 16 and K of the group (" + std::to_string(group) +
+                                 "), got rows=" + std::to_string(rows) + " K=" + std::to_string(k));
+    const tiling::TiledShape s{rows, k, false, group};
     *weight_bytes = s.weight_bytes();
     *scale_bytes = s.scale_bytes();
   });

@@ -9,7 +9,6 @@
 #include "capi/internal.hpp"
 #include "kernels/align.hpp"
 #include "mxmoe/device_buffer.hpp"
-#include "kernels/dequant.hpp"
 #include "kernels/moe_gemm.hpp"
 #include "kernels/routing.hpp"
 #include "layer/forward_launch.hpp"
@@ -61,8 +60,6 @@ extern "C" {
 
 int mxmoe_cuda_compiled(void) { return 1; }
 
-int mxmoe_max_kernel_scale_byte(void) { return kernels::kMaxFastScaleByte; }
-
 int mxmoe_check_device(int device) {
   return guarded("mxmoe_check_device", [&] {
     const DeviceCheck check = check_hopper_device(device);
@@ -70,18 +67,21 @@ int mxmoe_check_device(int device) {
   });
 }
 
-int mxmoe_tile_experts_cuda(const uint8_t* weights, const uint8_t* scales, int rows, int k, int gate_up, int num_experts,
-                            uint8_t* tiled_weights, uint8_t* tiled_scales, void* stream) {
+int mxmoe_tile_experts_cuda(const uint8_t* weights, const uint8_t* scales, int rows, int k, int gate_up, int group,
+                            int num_experts, uint8_t* tiled_weights, uint8_t* tiled_scales, void* stream) {
   return guarded("mxmoe_tile_experts_cuda", [&] {
     const char* entry = "mxmoe_tile_experts_cuda";
     for (auto [p, name] : {std::pair<const void*, const char*>{weights, "weights"}, {scales, "scales"},
                            {tiled_weights, "tiled_weights"}, {tiled_scales, "tiled_scales"}})
       require(p, entry, name);
-    if (rows <= 0 || rows % tiling::kTileRows || k <= 0 || k % 32 || num_experts <= 0 || (gate_up && rows % 32))
-      fail(ErrorCode::Shape, std::string(entry) + ": rows must be a positive multiple of 16 (32 for w13), K of 32, got rows=" +
-                                 std::to_string(rows) + " K=" + std::to_string(k) + " experts=" + std::to_string(num_experts));
+    if (group != 32 && group != 16)
+      fail(ErrorCode::InvalidArgument, std::string(entry) + ": the group must be 32 (MXFP4) or 16 (NVFP4), got " + std::to_string(group));
+    if (rows <= 0 || rows % tiling::kTileRows || k <= 0 || k % group || num_experts <= 0 || (gate_up && rows % 32))
+      fail(ErrorCode::Shape, std::string(entry) + ": rows must be a positive multiple of 16 (32 for w13), K of the group (" +
+                                 std::to_string(group) + "), got rows=" + std::to_string(rows) + " K=" + std::to_string(k) +
+                                 " experts=" + std::to_string(num_experts));
     device_sm_count();
-    tiling::launch_tile_matrices(weights, scales, {rows, k, gate_up != 0}, num_experts, tiled_weights, tiled_scales,
+    tiling::launch_tile_matrices(weights, scales, {rows, k, gate_up != 0, group}, num_experts, tiled_weights, tiled_scales,
                                  static_cast<cudaStream_t>(stream));
     check_cuda(cudaGetLastError(), "tile_matrices launch");
   });
@@ -105,6 +105,21 @@ int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, cons
     for (auto [p, name] : {std::pair<const void*, const char*>{w->w13, "w13"}, {w->w13_scale, "w13_scale"}, {w->w2, "w2"},
                            {w->w2_scale, "w2_scale"}})
       layer::check_device_pointer(p, 16, entry, name);
+    const WeightFormat format = capi::format_of(*w);
+    if (format.nvfp4()) {
+      for (auto [p, name] : {std::pair<const float*, const char*>{w->w13_global_scale, "w13_global_scale"},
+                             {w->w2_global_scale, "w2_global_scale"}}) {
+        if (!p)
+          fail(ErrorCode::InvalidArgument, std::string(entry) + ": " + name +
+                                               " is null; NVFP4 weights (group 16) need their fp32 global scales");
+        layer::check_device_pointer(p, 4, entry, name);
+      }
+    } else if (w->w13_global_scale || w->w2_global_scale) {
+      fail(ErrorCode::InvalidArgument, std::string(entry) + ": MXFP4 weights (group 32, E8M0 scales) carry no global scales, but " +
+                                           (w->w13_global_scale ? "w13_global_scale" : "w2_global_scale") + " is set");
+    }
+    const kernels::GemmFormat gemm_format =
+        kernels::choose_gemm_format(format.group_size, format.activation_dtype == DType::F16, format.nvfp4() ? 0 : w->max_scale_byte);
     layer::check_device_pointer(hidden, 16, entry, "hidden");
     layer::check_device_pointer(out, 16, entry, "out");
     layer::check_device_pointer(ids, 4, entry, "topk_ids");
@@ -118,7 +133,8 @@ int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, cons
     const int sm_count = device_sm_count();
     const layer::PreparedWeightsView view{static_cast<const std::uint8_t*>(w->w13), static_cast<const std::uint8_t*>(w->w13_scale),
                                           static_cast<const std::uint8_t*>(w->w2),  static_cast<const std::uint8_t*>(w->w2_scale),
-                                          w->w13_bias, w->w2_bias, w->num_experts, w->hidden, w->inter};
+                                          w->w13_bias, w->w2_bias, w->w13_global_scale, w->w2_global_scale,
+                                          w->num_experts, w->hidden, w->inter, gemm_format};
     layer::launch_forward(view, capi::activation_of(*act), GemmTile::Auto, sm_count, workspace, ws,
                           {hidden, ids, topk_weights, out, num_tokens, top_k}, static_cast<cudaStream_t>(stream));
     check_cuda(cudaGetLastError(), "forward launch");

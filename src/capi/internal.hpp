@@ -8,6 +8,7 @@
 #include "mxmoe/c_api.h"
 #include "mxmoe/config.hpp"
 #include "mxmoe/error.hpp"
+#include "mxmoe/weights.hpp"
 
 namespace mxmoe::capi {
 
@@ -36,6 +37,8 @@ void require(const void* p, const char* entry, const char* name);
 
 // The C structs as validated configs (InvalidArgument naming the field otherwise).
 ActivationConfig activation_of(const mxmoe_activation& a);
+// mxmoe_weights' group and f16_activations as a format (fp16 with MXFP4 refused, saying why).
+WeightFormat format_of(const mxmoe_weights& w);
 RoutingConfig routing_of(const mxmoe_routing& r, int num_experts);
 
 }  // namespace mxmoe::capi
