@@ -131,10 +131,12 @@ int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, cons
       fail(ErrorCode::InvalidArgument, std::string(entry) + ": workspace holds " + std::to_string(workspace_bytes) + " bytes, " +
                                            std::to_string(ws.total) + " needed");
     const int sm_count = device_sm_count();
-    const layer::PreparedWeightsView view{static_cast<const std::uint8_t*>(w->w13), static_cast<const std::uint8_t*>(w->w13_scale),
-                                          static_cast<const std::uint8_t*>(w->w2),  static_cast<const std::uint8_t*>(w->w2_scale),
-                                          w->w13_bias, w->w2_bias, w->w13_global_scale, w->w2_global_scale,
-                                          w->num_experts, w->hidden, w->inter, gemm_format};
+    layer::PreparedWeightsView view{static_cast<const std::uint8_t*>(w->w13), static_cast<const std::uint8_t*>(w->w13_scale),
+                                    static_cast<const std::uint8_t*>(w->w2),  static_cast<const std::uint8_t*>(w->w2_scale),
+                                    w->w13_bias, w->w2_bias, w->num_experts, w->hidden, w->inter};
+    view.w13_global_scale = w->w13_global_scale;
+    view.w2_global_scale = w->w2_global_scale;
+    view.format = gemm_format;
     layer::launch_forward(view, capi::activation_of(*act), GemmTile::Auto, sm_count, workspace, ws,
                           {hidden, ids, topk_weights, out, num_tokens, top_k}, static_cast<cudaStream_t>(stream));
     check_cuda(cudaGetLastError(), "forward launch");
