@@ -114,7 +114,7 @@ def scales_to_ue4m3(scales: torch.Tensor, name: str) -> torch.Tensor:
         inexact = ~(b.view(_E4M3).to(torch.float32) == f)
         if bool(inexact.any()):
             at = _checks.first_index(inexact)
-            raise FormatError(f"{name}: scale {float(f[tuple(at)])} at index {at} is not a UE4M3 value (E4M3 with "
+            raise FormatError(f"{name}: scale {float(f[tuple(at)]):g} at index {at} is not a UE4M3 value (E4M3 with "
                               f"the sign bit clear, at most 448); NVFP4 block scales must be exact")
     nan = (b & 0x7F) == 0x7F
     if bool(nan.any()):
@@ -155,7 +155,7 @@ def global_scales(scales, name: str, E: int, columns: int, device) -> torch.Tens
     bad = ~(torch.isfinite(g) & (g > 0))
     if bool(bad.any()):
         at = _checks.first_index(bad)
-        raise FormatError(f"{name}: {float(g[tuple(at)])} at index {at}; a global scale must be finite and positive")
+        raise FormatError(f"{name}: {float(g[tuple(at)]):g} at index {at}; a global scale must be finite and positive")
     return g.contiguous()
 
 
