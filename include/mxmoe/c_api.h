@@ -143,8 +143,9 @@ const char* mxmoe_layer_description(const mxmoe_layer* l);
 void mxmoe_layer_close(mxmoe_layer* l);
 
 /* The checkpoint names the fused layout accepts for a canonical role ("w13", "w13_scale", "w13_bias",
- * "w2", "w2_scale", "w2_bias"), comma-separated, relative to "<module>.experts.", from the one alias
- * table of the C++ loader. */
+ * "w2", "w2_scale", "w2_bias", and the NVFP4 global scales where the table has them),
+ * comma-separated, relative to "<module>.experts.", from the one alias table of the C++ loader;
+ * MXMOE_E_NOT_FOUND + 1 for a role the fused layout lacks. */
 int mxmoe_fused_aliases(const char* role, char* out, int64_t capacity);
 
 #ifdef __cplusplus
