@@ -61,6 +61,7 @@ struct BenchOptions {
   std::uint64_t seed = 1;
   bool no_bf16 = false, no_torch = false, quiet = false;
   std::string gemm_tile = "auto";
+  std::string format = "mxfp4";
   std::string torch_script = "bench/torch_grouped_mm.py", python = "python3", out_dir = "bench-out", commit = "unknown";
 };
 
@@ -70,6 +71,7 @@ struct Resolved {
   bool biases = false;
   std::vector<int> tokens;
   GemmTile gemm_tile = GemmTile::Auto;
+  WeightFormat format;
 };
 
 Resolved resolve(const BenchOptions& o, bool preset_given) {
@@ -88,6 +90,11 @@ Resolved resolve(const BenchOptions& o, bool preset_given) {
     r.activation = p.activation;
     r.biases = p.biases;
   }
+  if (o.format == "nvfp4") r.format = WeightFormat::nvfp4_with(DType::BF16);
+  else if (o.format == "nvfp4-f16") r.format = WeightFormat::nvfp4_with(DType::F16);
+  else if (o.format != "mxfp4")
+    fail(ErrorCode::InvalidArgument, "bench: --format must be mxfp4, nvfp4 or nvfp4-f16, got '" + o.format + "'");
+  r.shape.group = r.format.group_size;
   r.shape.validate();
   r.gemm_tile = parse_gemm_tile(o.gemm_tile);
   r.tokens = o.tokens.empty() ? bench::default_token_sweep() : bench::parse_token_list(o.tokens, 65536);
@@ -144,6 +151,7 @@ int run(const BenchOptions& o, const Resolved& r) {
   config.gemm_n = o.gemm_n;
   config.device = o.device;
   config.gemm_tile = r.gemm_tile;
+  config.format = r.format;
   const auto start = std::chrono::steady_clock::now();
   auto progress = [&](const std::string& what) {
     if (o.quiet) return;
@@ -203,6 +211,10 @@ const RegisterCommand kBench{
       sub.add_option("--commit", o->commit, "commit id recorded in the JSON")->capture_default_str();
       sub.add_option("--device", o->device, "CUDA device index")->capture_default_str();
       sub.add_flag("--quiet", o->quiet, "no progress lines on stderr");
+      sub.add_option("--format", o->format,
+                     "weights: mxfp4 (E8M0 per 32, bf16 activations), nvfp4 (UE4M3 per 16 + global scales, bf16) or "
+                     "nvfp4-f16 (the same with fp16 activations); the read floor counts the format's scale bytes")
+          ->capture_default_str();
       sub.add_option("--gemm-tile", o->gemm_tile,
                      "GEMM configuration: auto (by pairs per expert), or for tuning tiny or decode (8 routed pairs per "
                      "block), small (16), medium (32), prefill (64)")

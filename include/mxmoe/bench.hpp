@@ -17,12 +17,14 @@ namespace mxmoe::bench {
 struct LayerShape {
   std::string name;
   int hidden = 0, inter = 0, num_experts = 0, top_k = 0;
-  void validate() const;  // H, I positive multiples of 32; 1 <= top_k <= E
+  int group = 32;         // quantisation group: 32 MXFP4 (E8M0), 16 NVFP4 (UE4M3 + global scales)
+  void validate() const;  // H, I positive multiples of 32; 1 <= top_k <= E; group 32 or 16
 };
 
-// Bytes of one expert's MXFP4 weights (w1, w3, w2 with their E8M0 scales): 3*H*I*17/32, i.e.
-// 4.25 bits per weight (4-bit element + one 8-bit scale per 32).
-std::int64_t expert_weight_bytes(int hidden, int inter);
+// Bytes of one expert's weights (w1, w3, w2 with their scales): 3*H*I/2 + 3*H*I/group, i.e. 4.25
+// bits per weight for MXFP4 (4-bit element + one 8-bit scale per 32), 4.5 for NVFP4 (per 16; its
+// per-matrix fp32 global scales are not counted).
+std::int64_t expert_weight_bytes(int hidden, int inter, int group = 32);
 
 // Expected distinct experts hit when T tokens each pick k of E experts uniformly at random:
 // E * (1 - (1 - k/E)^T).

@@ -36,6 +36,7 @@ struct BenchConfig {
   std::int64_t copy_bytes = std::int64_t(1) << 30;
   int device = 0;
   GemmTile gemm_tile = GemmTile::Auto;
+  WeightFormat format;  // MXFP4 (bf16) or NVFP4 with bf16 / fp16 activations; shape.group follows it
 };
 
 struct BenchRun {

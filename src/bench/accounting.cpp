@@ -11,6 +11,8 @@ namespace mxmoe::bench {
 
 void LayerShape::validate() const {
   const std::string who = "bench shape '" + name + "': ";
+  if (group != 32 && group != 16)
+    fail(ErrorCode::InvalidArgument, who + "group must be 32 (MXFP4) or 16 (NVFP4), got " + std::to_string(group));
   if (hidden <= 0 || hidden % 32 != 0)
     fail(ErrorCode::InvalidArgument, who + "hidden must be a positive multiple of 32, got " + std::to_string(hidden));
   if (inter <= 0 || inter % 32 != 0)
@@ -21,12 +23,14 @@ void LayerShape::validate() const {
     fail(ErrorCode::InvalidArgument, who + "topk must be in 1.." + std::to_string(num_experts) + ", got " + std::to_string(top_k));
 }
 
-std::int64_t expert_weight_bytes(int hidden, int inter) {
+std::int64_t expert_weight_bytes(int hidden, int inter, int group) {
   if (hidden <= 0 || inter <= 0 || hidden % 32 != 0 || inter % 32 != 0)
     fail(ErrorCode::InvalidArgument, "expert_weight_bytes: H and I must be positive multiples of 32, got H=" +
                                          std::to_string(hidden) + " I=" + std::to_string(inter));
+  if (group != 32 && group != 16)
+    fail(ErrorCode::InvalidArgument, "expert_weight_bytes: the group must be 32 (MXFP4) or 16 (NVFP4), got " + std::to_string(group));
   const std::int64_t weights = 3ll * hidden * inter;
-  return weights / 2 + weights / 32;  // == weights * 17 / 32: a nibble per weight, a byte per 32
+  return weights / 2 + weights / group;  // a nibble per weight, a scale byte per group
 }
 
 double expected_experts_hit(int num_experts, int top_k, std::int64_t num_tokens) {
@@ -72,7 +76,7 @@ Work row_work(const LayerShape& shape, std::int64_t num_tokens, int experts_hit,
   w.tokens = T;
   w.experts_hit = experts_hit;
   w.routed_pairs = pairs;
-  w.weight_bytes = experts_hit * expert_weight_bytes(shape.hidden, shape.inter);
+  w.weight_bytes = experts_hit * expert_weight_bytes(shape.hidden, shape.inter, shape.group);
   const std::int64_t hidden_in = T * H * 2, out = T * H * 2, routing_in = T * k * 8;
   w.activation_bytes = hidden_in + out + routing_in;
   w.read_bytes = w.weight_bytes + hidden_in + routing_in;

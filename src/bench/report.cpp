@@ -49,7 +49,8 @@ nlohmann::json to_json(const Report& report) {
                 {"inter", report.shape.inter},
                 {"experts", report.shape.num_experts},
                 {"top_k", report.shape.top_k},
-                {"expert_weight_bytes", expert_weight_bytes(report.shape.hidden, report.shape.inter)}};
+                {"expert_weight_bytes", expert_weight_bytes(report.shape.hidden, report.shape.inter, report.shape.group)},
+                {"group", report.shape.group}};
   j["meta"] = report.meta;
   j["limits"] = {{"copy_gb_per_s", report.limits.copy_gb_per_s},
                  {"copy_bytes", report.limits.copy_bytes},
@@ -107,7 +108,8 @@ std::string format_table(const Report& report) {
   std::ostringstream os;
   const LayerShape& s = report.shape;
   os << s.name << ": H=" << s.hidden << " I=" << s.inter << " E=" << s.num_experts << " top-" << s.top_k
-     << ", expert weights " << fmt("%.2f", expert_weight_bytes(s.hidden, s.inter) / 1048576.0) << " MiB at 4.25 bits\n";
+     << ", expert weights " << fmt("%.2f", expert_weight_bytes(s.hidden, s.inter, s.group) / 1048576.0) << " MiB at "
+     << (s.group == 16 ? "4.5 bits (NVFP4)" : "4.25 bits") << "\n";
   if (report.limits.copy_gb_per_s > 0)
     os << "limits: device copy " << fmt("%.0f", report.limits.copy_gb_per_s) << " GB/s (read+write), cuBLAS bf16 GEMM "
        << report.limits.gemm_n << "^3 " << fmt("%.0f", report.limits.gemm_tflop_per_s) << " TFLOP/s\n";

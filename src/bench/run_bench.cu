@@ -12,6 +12,8 @@
 #include "bench/device_bench.hpp"
 #include "bench/cuda_status.hpp"
 #include "core/random.hpp"
+#include "formats/bf16.hpp"
+#include "formats/fp16.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/moe_layer.hpp"
 #include "mxmoe/verify.hpp"
@@ -48,6 +50,7 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
   report.meta["flush_bytes"] = std::to_string(config.timing.flush_bytes);
   report.meta["activation"] = activation_kind_name(config.activation.kind);
   report.meta["biases"] = config.biases ? "yes" : "no";
+  report.meta["format"] = config.format.nvfp4() ? (config.format.activation_dtype == DType::F16 ? "nvfp4-f16" : "nvfp4") : "mxfp4";
 
   ReplayTimer timer(config.timing);
   progress("measuring the device copy bandwidth and the cuBLAS bf16 GEMM rate");
@@ -65,8 +68,11 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
   spec.with_biases = config.biases;
   spec.with_router = false;
   spec.seed = config.seed;
+  spec.format = config.format;
   const CanonicalMoeWeights weights = make_synthetic_weights(spec);
-  const std::vector<std::uint16_t> hidden = verify::random_hidden(max_tokens, shape.hidden, stream_seed(config.seed, 0x41c7ull));
+  std::vector<std::uint16_t> hidden = verify::random_hidden(max_tokens, shape.hidden, stream_seed(config.seed, 0x41c7ull));
+  if (config.format.activation_dtype == DType::F16)  // the same values in fp16, which holds them
+    for (auto& h : hidden) h = formats::float_to_fp16(formats::bf16_to_float(h));
   for (int t : config.tokens) run.routings.push_back(bench_routing(t, shape.num_experts, shape.top_k, config.skew, config.seed));
 
   std::vector<Work> works;
@@ -108,7 +114,9 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
 
   std::unique_ptr<Bf16Baseline> baseline;
   std::string baseline_error = "not run (--no-bf16)";
-  if (config.run_bf16) {
+  if (config.run_bf16 && config.format.nvfp4()) {
+    baseline_error = "the bf16 baseline dequantises MXFP4 only";
+  } else if (config.run_bf16) {
     progress("dequantising the layer to bf16 for the cuBLAS baseline");
     std::size_t free_bytes = 0, total_bytes = 0;
     check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");

@@ -1,10 +1,12 @@
 // The fp32 oracle of the routed-experts forward. Work is grouped by expert: every weight row of
 // an expert that some token uses is dequantised once per call (per token batch) and dotted with
 // all the tokens routed to that expert. Three phases per batch of tokens:
-//   A  (expert, block of w13 rows): h13[pair] = W13 x + b13
-//   B  (pair): a[pair] = bf16(activation(gate, up))
-//   C  (expert, block of w2 rows):  y[pair] = W2 a + b2
-// and the combine: out[t] = bf16(sum over slots, in slot order, of weight * y[pair]).
+//   A  (expert, block of w13 rows): h13[pair] = global13 (W13 x) + b13
+//   B  (pair): a[pair] = act16(activation(gate, up))
+//   C  (expert, block of w2 rows):  y[pair] = global2 (W2 a) + b2
+// and the combine: out[t] = act16(sum over slots, in slot order, of weight * y[pair]).
+// act16 rounds to the activation dtype (bf16; NVFP4 also fp16); the global scales are NVFP4's (1 for
+// MXFP4, whose results stay bit-identical to the plain form).
 // Every sum has a fixed order, so the result does not depend on the thread count.
 #include <algorithm>
 #include <vector>
@@ -51,10 +53,13 @@ ExpertPairs group_by_expert(const Problem& p, int t0, int t1) {
   return g;
 }
 
-// out[pair][rows] = W[e] rows . in[pair] (+ bias[e][row]) for every (expert, row block) task.
-// W is [E, rows, K/2] packed with scales [E, rows, K/32]; `in` has stride K, `out` stride `rows`.
+// out[pair][rows] = global . (W[e] rows . in[pair]) (+ bias[e][row]) for every (expert, row block)
+// task. W is [E, rows, K/2] packed with scales [E, rows, K/group]; `in` has stride K, `out` stride
+// `rows`. global: null, or `global_cols` fp32 per expert, the first half of the rows taking column
+// 0 and the second half the last column (w13: gate, up; w2: one column).
 void grouped_gemv(const Problem& p, const ExpertPairs& g, const std::uint8_t* packed, const std::uint8_t* scales,
-                  const float* bias, int rows, int K, const float* in, float* out) {
+                  const float* global, int global_cols, const float* bias, int rows, int K, const float* in, float* out) {
+  const int group = p.w.format.group_size;
   std::vector<int> experts;
   for (int e = 0; e < p.E; ++e)
     if (g.begin[e + 1] > g.begin[e]) experts.push_back(e);
@@ -66,11 +71,13 @@ void grouped_gemv(const Problem& p, const ExpertPairs& g, const std::uint8_t* pa
     float* row = row_buf[static_cast<std::size_t>(worker)].data();
     for (int r = r0; r < r1; ++r) {
       const std::size_t row_index = static_cast<std::size_t>(e) * rows + r;
-      detail::dequantize_row(packed + row_index * (K / 2), scales + row_index * (K / 32), K, row);
+      detail::dequantize_row(packed + row_index * (K / 2), scales + row_index * (K / group), K, group, row);
       const float b = bias ? bias[row_index] : 0.0f;
+      const float gs = global ? global[static_cast<std::size_t>(e) * global_cols + (r < rows / 2 ? 0 : global_cols - 1)] : 1.0f;
       for (int i = g.begin[e]; i < g.begin[e + 1]; ++i) {
         const std::size_t pair = static_cast<std::size_t>(g.pairs[static_cast<std::size_t>(i)]);
-        out[pair * rows + r] = detail::dot(row, in + pair * K, K) + b;
+        const float d = detail::dot(row, in + pair * K, K);
+        out[pair * rows + r] = (global ? d * gs : d) + b;
       }
     }
   });
@@ -78,29 +85,32 @@ void grouped_gemv(const Problem& p, const ExpertPairs& g, const std::uint8_t* pa
 
 void forward_batch(const Problem& p, const std::uint16_t* hidden, int t0, int t1, std::uint16_t* out) {
   const int n_tok = t1 - t0, n_pairs = n_tok * p.k, H = p.H, I = p.I;
+  const DType dtype = p.w.format.activation_dtype;
+  const float* g13 = p.w.w13_global_scale ? p.w.w13_global_scale->as<float>() : nullptr;
+  const float* g2 = p.w.w2_global_scale ? p.w.w2_global_scale->as<float>() : nullptr;
   const ExpertPairs g = group_by_expert(p, t0, t1);
 
   // Each pair's input is its token's hidden row, widened to fp32 (copied per pair for a simple stride).
   std::vector<float> x(static_cast<std::size_t>(n_pairs) * H);
   for (int i = 0; i < n_pairs; ++i)
     for (int h = 0; h < H; ++h)
-      x[static_cast<std::size_t>(i) * H + h] = formats::bf16_to_float(hidden[static_cast<std::size_t>(t0 + i / p.k) * H + h]);
+      x[static_cast<std::size_t>(i) * H + h] = detail::act_to_float(hidden[static_cast<std::size_t>(t0 + i / p.k) * H + h], dtype);
 
   const float* b13 = p.w.w13_bias ? p.w.w13_bias->as<float>() : nullptr;
   const float* b2 = p.w.w2_bias ? p.w.w2_bias->as<float>() : nullptr;
   std::vector<float> h13(static_cast<std::size_t>(n_pairs) * 2 * I);
-  grouped_gemv(p, g, p.w.w13.as<std::uint8_t>(), p.w.w13_scale.as<std::uint8_t>(), b13, 2 * I, H, x.data(), h13.data());
+  grouped_gemv(p, g, p.w.w13.as<std::uint8_t>(), p.w.w13_scale.as<std::uint8_t>(), g13, 2, b13, 2 * I, H, x.data(), h13.data());
 
   std::vector<float> a(static_cast<std::size_t>(n_pairs) * I);
   detail::parallel_for(static_cast<std::int64_t>(g.pairs.size()), p.workers, [&](std::int64_t i, int) {
     const std::size_t pair = static_cast<std::size_t>(g.pairs[static_cast<std::size_t>(i)]);
     const float* gu = h13.data() + pair * 2 * I;
     float* ap = a.data() + pair * I;
-    for (int j = 0; j < I; ++j) ap[j] = formats::round_to_bf16(activate(p.act, gu[j], gu[I + j]));
+    for (int j = 0; j < I; ++j) ap[j] = detail::act_to_float(detail::float_to_act(activate(p.act, gu[j], gu[I + j]), dtype), dtype);
   });
 
   std::vector<float> y(static_cast<std::size_t>(n_pairs) * H);
-  grouped_gemv(p, g, p.w.w2.as<std::uint8_t>(), p.w.w2_scale.as<std::uint8_t>(), b2, H, I, a.data(), y.data());
+  grouped_gemv(p, g, p.w.w2.as<std::uint8_t>(), p.w.w2_scale.as<std::uint8_t>(), g2, 1, b2, H, I, a.data(), y.data());
 
   std::vector<float> acc(static_cast<std::size_t>(H));
   for (int t = 0; t < n_tok; ++t) {
@@ -112,7 +122,7 @@ void forward_batch(const Problem& p, const std::uint16_t* hidden, int t0, int t1
       const float* ys = y.data() + static_cast<std::size_t>(t * p.k + s) * H;
       for (int h = 0; h < H; ++h) acc[h] += wt * ys[h];
     }
-    for (int h = 0; h < H; ++h) out[static_cast<std::size_t>(t0 + t) * H + h] = formats::float_to_bf16(acc[h]);
+    for (int h = 0; h < H; ++h) out[static_cast<std::size_t>(t0 + t) * H + h] = detail::float_to_act(acc[h], dtype);
   }
 }
 

@@ -1,9 +1,13 @@
-// The two inner loops of the fp32 oracle: dequantising one MXFP4 row and a dot product.
+// The inner loops of the fp32 oracle: dequantising one MXFP4 or NVFP4 row, a dot product, and
+// the 16-bit activation types.
 #pragma once
 
 #include <cstdint>
 
+#include "formats/bf16.hpp"
+#include "formats/fp16.hpp"
 #include "formats/mxfp4.hpp"
+#include "mxmoe/tensor.hpp"
 
 namespace mxmoe::reference::detail {
 
@@ -21,6 +25,25 @@ inline void dequantize_row(const std::uint8_t* packed, const std::uint8_t* scale
       o[2 * i + 1] = lut[p[i] >> 4] * s;
     }
   }
+}
+
+// Row of `k` packed E2M1 values with one scale byte per `group`: 32 -> E8M0 (MXFP4, as above),
+// 16 -> UE4M3 (NVFP4: e2m1 x ue4m3 has at most six significant bits, exact in fp32; the global
+// scale is applied to the dot product by the caller).
+inline void dequantize_row(const std::uint8_t* packed, const std::uint8_t* scales, int k, int group, float* out) {
+  if (group == formats::kMxfp4Group) return dequantize_row(packed, scales, k, out);
+  for (int g = 0; g < k / group; ++g) {
+    const float s = formats::e4m3_decode(scales[g]);
+    for (int i = 0; i < group; ++i) out[g * group + i] = formats::e2m1_decode(formats::nibble_at(packed, static_cast<std::int64_t>(g) * group + i)) * s;
+  }
+}
+
+// 16-bit activations (bf16 or fp16 bits) to fp32 and back (round to nearest even).
+inline float act_to_float(std::uint16_t bits, DType dtype) {
+  return dtype == DType::F16 ? formats::fp16_to_float(bits) : formats::bf16_to_float(bits);
+}
+inline std::uint16_t float_to_act(float v, DType dtype) {
+  return dtype == DType::F16 ? formats::float_to_fp16(v) : formats::float_to_bf16(v);
 }
 
 // fp32 dot product with 16 independent partial sums, so the compiler can vectorise it; the
