@@ -3,6 +3,8 @@
 // an expert left in bf16, and float scales that are powers of two E8M0 cannot hold or that overflow.
 // Through the CLI each is exit 2 with the message, and the input file is left as it was.
 #include <cmath>
+#include <random>
+#include <tuple>
 
 #include "test_checkpoint_util.hpp"
 
@@ -108,26 +110,79 @@ TEST(LayoutDtypes, AnExpertLeftInBf16IsNamed) {
   expect_cli_refuses(dir, "verify " + (dir / "m.safetensors") + " --layer 7 --backend cpu", dir / "m.safetensors", message);
 }
 
-TEST(LayoutDtypes, FloatScalesOutsideTheUsableRangeSaySo) {
+TEST(LayoutDtypes, FloatScalesOutsideE8m0OrNotPowersOfTwoSaySo) {
   TempDir dir;
   const std::string s = "tensor 'model.layers.7.mlp.experts.w2_weight_scale': scale ";
   save_safetensors(dir / "tiny.safetensors", fused_with_f32_scale(std::ldexp(1.0f, -130)));
   EXPECT_THAT(error_of([&] { load_moe_layer(Checkpoint::open(dir / "tiny.safetensors"), 7); }),
               HasSubstr("is 2^-130, an exact power of two outside E8M0's range 2^-127..2^127"));
-  save_safetensors(dir / "huge.safetensors", fused_with_f32_scale(std::ldexp(1.0f, 127)));
-  const std::string range = "usable scales are 2^-127..2^125 (E8M0 bytes 0..252)";
-  EXPECT_THAT(error_of([&] { load_moe_layer(Checkpoint::open(dir / "huge.safetensors"), 7); }), HasSubstr("is 2^127: " + range));
-  expect_cli_refuses(dir, "verify " + (dir / "huge.safetensors") + " --layer 7 --backend cpu", dir / "huge.safetensors", range);
+  expect_cli_refuses(dir, "verify " + (dir / "tiny.safetensors") + " --layer 7 --backend cpu", dir / "tiny.safetensors", "outside E8M0's range");
+  save_safetensors(dir / "sub.safetensors", fused_with_f32_scale(std::ldexp(1.0f, -149)));
+  EXPECT_THAT(error_of([&] { load_moe_layer(Checkpoint::open(dir / "sub.safetensors"), 7); }),
+              HasSubstr("is 2^-149, an exact power of two outside E8M0's range 2^-127..2^127"));
+  save_safetensors(dir / "inf.safetensors", fused_with_f32_scale(INFINITY));
+  EXPECT_THAT(error_of([&] { load_moe_layer(Checkpoint::open(dir / "inf.safetensors"), 7); }),
+              HasSubstr(s + "inf at index [0, 1, 2] is not an exact power of two"));
+  save_safetensors(dir / "nan.safetensors", fused_with_f32_scale(NAN));
+  EXPECT_THAT(error_of([&] { load_moe_layer(Checkpoint::open(dir / "nan.safetensors"), 7); }), HasSubstr(s + "at index [0, 1, 2] is NaN"));
   save_safetensors(dir / "odd.safetensors", fused_with_f32_scale(3.0f));
   EXPECT_THAT(error_of([&] { load_moe_layer(Checkpoint::open(dir / "odd.safetensors"), 7); }),
               HasSubstr(s + "3 at index [0, 1, 2] is not an exact power of two"));
-  // The same bound for E8M0 bytes: 254 is 2^127, valid E8M0, but weights would overflow.
-  Tensors t = layer_tensors(MoeLayout::Fused, "model.layers.7.mlp.");
-  named(t, "model.layers.7.mlp.experts.w13_weight_scale").mutable_as<std::uint8_t>()[2] = 254;
-  save_safetensors(dir / "byte.safetensors", t);
-  EXPECT_THAT(error_of([&] { load_moe_layer(Checkpoint::open(dir / "byte.safetensors"), 7); }),
-              HasSubstr("scale at index [0, 1, 0] is 2^127 (E8M0 byte 254): " + range));
-  // 2^125, the largest usable scale, loads.
-  save_safetensors(dir / "max.safetensors", fused_with_f32_scale(std::ldexp(1.0f, 125)));
-  EXPECT_NO_THROW(load_moe_layer(Checkpoint::open(dir / "max.safetensors"), 7));
+}
+
+namespace {
+
+// A fused layer whose w13 block (expert 1, row 3, group 1) has E8M0 byte `scale` and random codes of
+// magnitude index (0..7) at most `others_max`, except element `at`, whose magnitude index is `at_code`.
+Tensors fused_with_block(std::uint8_t scale, int others_max, int at, int at_code, std::uint64_t seed) {
+  Tensors t = layer_tensors(MoeLayout::Fused, "model.layers.7.mlp.", seed);
+  const std::int64_t H = 64, I = 96, row = 1 * 2 * I + 3;
+  named(t, "model.layers.7.mlp.experts.w13_weight_scale").mutable_as<std::uint8_t>()[row * (H / 32) + 1] = scale;
+  auto* packed = named(t, "model.layers.7.mlp.experts.w13_weight").mutable_as<std::uint8_t>() + row * (H / 2) + 16;
+  std::mt19937_64 rng(seed);
+  for (int i = 0; i < 32; ++i) {
+    const int mag = i == at ? at_code : static_cast<int>(rng() % static_cast<unsigned>(others_max + 1));
+    const std::uint8_t code = static_cast<std::uint8_t>(mag | (rng() % 2 ? 8 : 0));
+    packed[i / 2] = static_cast<std::uint8_t>(i % 2 ? (packed[i / 2] & 0x0f) | (code << 4) : (packed[i / 2] & 0xf0) | code);
+  }
+  return t;
+}
+
+}  // namespace
+
+// Issue 16: every E8M0 byte 0x00..0xFE is a scale and is handled exactly; only a block where a
+// dequantised weight is infinite in float32 (|code| x 2^(b-127) >= 2^128) is refused, by name.
+TEST(LayoutDtypes, EveryE8m0ByteLoadsUnlessABlockOverflowsFloat32) {
+  TempDir dir;
+  const std::uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  // Byte 254 (2^127) with codes up to 1.5 and byte 253 (2^126) with codes up to 3: finite, loaded
+  // exactly, and the oracle's output is finite.
+  for (const auto& [byte, max_code] : {std::pair<std::uint8_t, int>{254, 3}, {253, 5}, {252, 7}, {0, 7}}) {
+    save_safetensors(dir / "ok.safetensors", fused_with_block(byte, max_code, 5, max_code, seed));
+    const LoadedMoeLayer l = load_moe_layer(Checkpoint::open(dir / "ok.safetensors"), 7);
+    EXPECT_EQ(l.weights.w13_scale.as<std::uint8_t>()[(2 * 96 + 3) * 2 + 1], byte);
+    EXPECT_NO_THROW(l.weights.validate());
+  }
+  // 2^127 as a float32 scale converts to byte 254 and loads when its block stays finite.
+  {
+    Tensors t = fused_with_block(254, 3, 0, 3, seed);
+    HostTensor& sc = named(t, "model.layers.7.mlp.experts.w13_weight_scale");
+    HostTensor f = HostTensor::zeros(DType::F32, sc.shape());
+    for (std::int64_t i = 0; i < sc.numel(); ++i) f.mutable_as<float>()[i] = std::ldexp(1.0f, sc.as<std::uint8_t>()[i] - 127);
+    sc = std::move(f);
+    save_safetensors(dir / "f32.safetensors", t);
+    const LoadedMoeLayer l = load_moe_layer(Checkpoint::open(dir / "f32.safetensors"), 7);
+    EXPECT_EQ(l.weights.w13_scale.as<std::uint8_t>()[(2 * 96 + 3) * 2 + 1], 254);
+  }
+  // Byte 254 with a code of magnitude 2, byte 253 with magnitude 4: refused, naming all of it.
+  const std::string where = "tensor 'model.layers.7.mlp.experts.w13_weight_scale': scale at index [1, 3, 1] (expert 1, gate row 3, group 1) is E8M0 byte ";
+  for (const auto& [byte, code, shown] : {std::tuple<std::uint8_t, int, std::string>{254, 4, "2"}, {253, 6, "4"}, {254, 7, "6"}}) {
+    // The other codes of the block stay below the overflow, so element 9 is the one named.
+    save_safetensors(dir / "bad.safetensors", fused_with_block(byte, byte == 254 ? 3 : 5, 9, code, seed));
+    const std::string e = error_of([&] { load_moe_layer(Checkpoint::open(dir / "bad.safetensors"), 7); });
+    EXPECT_THAT(e, HasSubstr(where + std::to_string(byte) + " (2^" + std::to_string(byte - 127) + "), and with E2M1 code "));
+    EXPECT_THAT(e, HasSubstr(shown + ") of its block the weight is infinite in float32"));
+    expect_cli_refuses(dir, "verify " + (dir / "bad.safetensors") + " --layer 7 --backend cpu", dir / "bad.safetensors", where);
+  }
 }

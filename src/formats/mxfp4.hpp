@@ -13,10 +13,6 @@ constexpr int kMxfp4Group = 32;   // elements per E8M0 scale
 constexpr int kNvfp4Group = 16;   // elements per E4M3 scale
 constexpr std::uint8_t kE8m0Nan = 0xFF;
 constexpr std::uint8_t kE8m0One = 127;  // 2^0
-// The largest scale byte whose dequantised weights stay finite in float32: E2M1 values reach 6 = 1.5 x 2^2,
-// so 6 x 2^125 = 1.5 x 2^127 is finite while 6 x 2^126 overflows. Bytes 253 and 254 are valid E8M0 but
-// would turn weights into infinities (and the forward into NaN), so the loader refuses them.
-constexpr std::uint8_t kE8m0MaxFinite = 252;  // 2^125
 constexpr float kE2m1Max = 6.0f;
 
 // Magnitudes of the eight E2M1 codes 0..7 (sign is bit 3).
@@ -56,6 +52,29 @@ MXMOE_HD std::uint8_t e2m1_encode(float x) {
   else if (a == 5.0f) code = 6;
   else code = 7;
   return static_cast<std::uint8_t>(sign | code);
+}
+
+// Whether code x 2^(b-127) is infinite in float32, i.e. |code| x 2^(b-127) >= 2^128. Every E8M0 byte
+// 0x00..0xFE is a valid scale and every product below that bound is exact in float32; only bytes 253
+// (2^126: magnitudes 4 and 6) and 254 (2^127: magnitudes 2 and up) can overflow. 0xFF (NaN) is
+// refused on its own, so it is not counted here.
+MXMOE_HD bool e8m0_product_overflows(std::uint8_t scale, std::uint8_t code) {
+  if (scale < 253 || scale == kE8m0Nan) return false;
+  return e2m1_magnitude(code & 7u) >= (scale == 253 ? 4.0f : 2.0f);
+}
+
+// The first element (flat index into rows x k) of packed E2M1 rows [rows, k/2] with E8M0 scales
+// [rows, k/32] whose dequantised value is infinite in float32, or -1.
+inline std::int64_t first_e8m0_overflow(const std::uint8_t* packed, const std::uint8_t* scales, std::int64_t rows, std::int64_t k) {
+  const std::int64_t groups = rows * (k / kMxfp4Group);
+  for (std::int64_t g = 0; g < groups; ++g) {
+    if (scales[g] < 253 || scales[g] == kE8m0Nan) continue;  // the common case: nothing to look at
+    for (std::int64_t i = g * kMxfp4Group; i < (g + 1) * kMxfp4Group; ++i) {
+      const std::uint8_t code = (i & 1) ? static_cast<std::uint8_t>(packed[i >> 1] >> 4) : static_cast<std::uint8_t>(packed[i >> 1] & 0xfu);
+      if (e8m0_product_overflows(scales[g], code)) return i;
+    }
+  }
+  return -1;
 }
 
 // E8M0 byte b is 2^(b-127); 0xFF is NaN.

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "formats/bf16.hpp"
+#include "formats/fp16.hpp"
 #include "layout/layer_dtypes.hpp"
 #include "layout/tensor_convert.hpp"
 #include "mxmoe/error.hpp"
@@ -48,7 +49,7 @@ HostTensor from_f32(const HostTensor& src, DType dtype) {
   HostTensor out = HostTensor::zeros(dtype, src.shape());
   auto* dst = out.mutable_as<std::uint16_t>();
   for (std::int64_t i = 0; i < src.numel(); ++i)
-    dst[i] = dtype == DType::BF16 ? formats::float_to_bf16(src.as<float>()[i]) : float_to_half(src.as<float>()[i]);
+    dst[i] = dtype == DType::BF16 ? formats::float_to_bf16(src.as<float>()[i]) : formats::float_to_fp16(src.as<float>()[i]);
   return out;
 }
 

@@ -2,6 +2,7 @@
 // mapped file where the bytes already match, copies where rows must be stacked or de-interleaved.
 #include <cstring>
 
+#include "formats/mxfp4.hpp"
 #include "layout/alias_table.hpp"
 #include "layout/layer_dtypes.hpp"
 #include "layout/tensor_convert.hpp"
@@ -29,6 +30,7 @@ class Mxfp4Loader {
                                          moe_layout_name(ref_.layout) + ", not MXFP4: run `mxmoe quantize` first");
     }
     load_router();
+    check_finite_blocks();
     out_.scale_format = converted_ ? "float (exact powers of two, converted to E8M0)" : "E8M0";
     out_.weights.validate();
     return std::move(out_);
@@ -189,6 +191,54 @@ class Mxfp4Loader {
       deinterleave(bias->as<std::uint8_t>(), w.w13_bias->mutable_as<std::uint8_t>(), E, I, sizeof(float));
     }
     w.w2_bias = f32(Role::W2Bias, {E, H});
+  }
+
+  // Every E8M0 byte but 0xFF is a scale (2^-127..2^127); only a block where scale x code is infinite
+  // in float32 (byte 253 with |code| >= 4, byte 254 with |code| >= 2) is refused, naming the stored
+  // scale tensor, its index there, the canonical expert, row and group, the byte and the code.
+  void check_finite_blocks() {
+    const auto& w = out_.weights;
+    const std::int64_t I = w.inter, H = w.hidden;
+    for (const bool first : {true, false}) {
+      const HostTensor& packed = first ? w.w13 : w.w2;
+      const HostTensor& scales = first ? w.w13_scale : w.w2_scale;
+      const std::int64_t rows = first ? 2 * I : H, K = first ? H : I;
+      const std::int64_t i = formats::first_e8m0_overflow(packed.as<std::uint8_t>(), scales.as<std::uint8_t>(), w.num_experts * rows, K);
+      if (i < 0) continue;
+      const std::int64_t e = i / K / rows, r = i / K % rows, g = i % K / 32;
+      const std::uint8_t b = scales.as<std::uint8_t>()[(e * rows + r) * (K / 32) + g];
+      const std::uint8_t code = formats::nibble_at(packed.as<std::uint8_t>(), i);
+      static const char* const magnitude[8] = {"0", "0.5", "1", "1.5", "2", "3", "4", "6"};
+      fail(ErrorCode::Format, "tensor '" + stored_scale(first, e, r, g) + " (expert " + std::to_string(e) + ", " +
+                                  (first ? (r < I ? "gate row " + std::to_string(r) : "up row " + std::to_string(r - I)) : "row " + std::to_string(r)) +
+                                  ", group " + std::to_string(g) + ") is E8M0 byte " + std::to_string(b) + " (2^" + std::to_string(b - 127) +
+                                  "), and with E2M1 code " + std::to_string(code) + " (" + (code & 8u ? "-" : "") + magnitude[code & 7u] +
+                                  ") of its block the weight is infinite in float32 (E8M0 bytes 0..254 are all accepted; only a block "
+                                  "whose scale times a code reaches 2^128 is refused)");
+    }
+  }
+
+  // "name': scale at index [..]" of the stored scale of canonical (expert e, row r, group g).
+  std::string stored_scale(bool w13, std::int64_t e, std::int64_t r, std::int64_t g) {
+    const std::int64_t I = out_.weights.inter;
+    Shape index;
+    std::string name;
+    switch (ref_.layout) {
+      case MoeLayout::DeepSeekV4: {
+        const Role role = !w13 ? Role::DownScale : r < I ? Role::GateScale : Role::UpScale;
+        name = find(role, static_cast<int>(e))->name;
+        index = {w13 && r >= I ? r - I : r, g};
+        break;
+      }
+      case MoeLayout::GptOss:  // stored rows alternate gate, up
+        name = find(w13 ? Role::W13Scale : Role::W2Scale)->name;
+        index = {e, w13 ? (r < I ? 2 * r : 2 * (r - I) + 1) : r, g};
+        break;
+      default:
+        name = find(w13 ? Role::W13Scale : Role::W2Scale)->name;
+        index = {e, r, g};
+    }
+    return name + "': scale at index " + shape_str(index);
   }
 
   void load_router() {

@@ -20,20 +20,17 @@ HostTensor packed_view(const Checkpoint& ckpt, const std::string& name, const Sh
 // Shape error naming the tensor unless its shape (logical for packed weights) is `expected`.
 void expect_shape(const std::string& name, const Shape& found, const Shape& expected, const char* what);
 
-// Format error naming the tensor and index of the first E8M0 NaN byte (0xFF) in U8/F8_E8M0 `t`, or of
-// the first byte above formats::kE8m0MaxFinite (2^126, 2^127: weights would overflow float32).
+// Format error naming the tensor and index of the first E8M0 NaN byte (0xFF) in U8/F8_E8M0 `t`. Every
+// other byte 0x00..0xFE (2^-127..2^127) is a scale; a block where one of them times a code overflows
+// float32 (bytes 253 and 254 only) is refused once the codes are known (the loader's check of blocks).
 void check_e8m0(const HostTensor& t, const std::string& name);
 // Writes `t`'s scales as E8M0 bytes to dst: U8/F8_E8M0 are checked as check_e8m0 does; BF16/F16/F32
-// must be exact powers of two in 2^-127..2^125, refused otherwise naming the tensor, index and value
-// (and saying whether the value is no power of two, a power of two outside E8M0, or one too large).
+// must be exact powers of two in 2^-127..2^127, refused otherwise naming the tensor, index and value
+// (and saying whether the value is no power of two or a power of two outside E8M0).
 // Returns true when a float conversion happened.
 bool scales_to_e8m0(const HostTensor& t, const std::string& name, std::uint8_t* dst);
 // U8/F8_E8M0 scales checked for 0xFF, as a view when possible; floats converted to an owned U8 tensor.
 HostTensor e8m0_scales(const Checkpoint& ckpt, const std::string& name, bool* converted, bool* zero_copy);
-
-// IEEE binary16 bits of f, rounded to nearest even (exact for any value a binary16 holds); overflow
-// gives infinity.
-std::uint16_t float_to_half(float f);
 
 // BF16/F16/F32 element i as float.
 float load_float(const HostTensor& t, std::int64_t i);
