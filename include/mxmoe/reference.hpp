@@ -20,7 +20,8 @@ struct TopK {
 
 namespace reference {
 
-// Router logits [T, E] = hidden [T, H] (bf16 bits) x router_weight^T, in fp32.
+// Router logits [T, E] = hidden [T, H] x router_weight^T, in fp32; hidden holds bf16 bits, or fp16
+// bits when w.format.activation_dtype is F16 (NVFP4 layers).
 // logit_bias [E] (may be null) is added to every token's logits: gpt-oss's router.bias, which, unlike
 // a correction bias, changes the routing weights too (checkpoint.hpp: LoadedMoeLayer::router_logit_bias).
 std::vector<float> router_logits(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
@@ -35,16 +36,21 @@ TopK route(const float* logits, int num_tokens, int num_experts, const RoutingCo
            const float* correction_bias);
 
 // The routed-experts forward: out[t] = sum_s weights[t,s] * expert_{ids[t,s]}(hidden[t]).
-// hidden and the result are [T, H] bf16 bits. Semantics the GPU path follows too:
-//   h1 = W13 x (fp32 accumulate of exactly dequantised weights and bf16 inputs) (+ w13_bias)
-//   a  = activation(gate, up), rounded to bf16 (the intermediate is stored in bf16)
-//   y  = W2 a (+ w2_bias), times the slot's weight, summed over slots in fp32, rounded to bf16.
+// hidden and the result are [T, H] 16-bit patterns of the activation dtype, w.format.activation_dtype:
+// bf16 (MXFP4, and NVFP4 by default) or fp16 (NVFP4 only). Semantics the GPU path follows too:
+//   h1 = W13 x (fp32 accumulate of exactly dequantised weights and the inputs) (+ w13_bias)
+//        NVFP4: each row's fp32 dot product times its matrix's global scale, then the bias:
+//        gate rows w13_global_scale[e, 0], up rows w13_global_scale[e, 1]; a weight is e2m1 x ue4m3
+//   a  = activation(gate, up), rounded to the activation dtype (the intermediate is stored in it)
+//   y  = W2 a (+ w2_bias) (NVFP4: global x (W2 a) + w2_bias, global = w2_global_scale[e]), times the
+//        slot's weight, summed over slots in fp32, rounded to the activation dtype.
 // Experts with id -1 are skipped; ids outside -1..E-1 are an error. threads = 0: all cores.
 std::vector<std::uint16_t> moe_forward(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
                                        const TopK& topk, const ActivationConfig& act, int threads = 0);
 
 // An independent float64 recomputation of moe_forward for the listed tokens (each in 0..T-1):
-// weights decoded to double, double accumulation, activation in double, no rounding anywhere
+// weights decoded to double (NVFP4: the global scale on each row's dot product, as above), inputs
+// read in the activation dtype, double accumulation, activation in double, no rounding anywhere
 // (not even of the intermediate). Result [token_indices.size(), H] in the listed order. Used to
 // check the fp32 path; same input checks as moe_forward.
 std::vector<double> moe_forward_f64(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
@@ -57,8 +63,8 @@ struct DenseExpertWeights {
   HostTensor w13, w2;
 };
 
-// moe_forward_f64 with the experts' weights taken from `dense` instead of w's MXFP4 tensors (w still
-// gives E, H, I and the biases): the unquantized layer, to measure the quantisation error of w.
+// moe_forward_f64 with the experts' weights taken from `dense` instead of w's MXFP4/NVFP4 tensors (w
+// still gives E, H, I, the biases and the activation dtype; no global scale applies to dense rows): the unquantized layer, to measure the quantisation error of w.
 std::vector<double> moe_forward_f64(const CanonicalMoeWeights& w, const DenseExpertWeights& dense, const std::uint16_t* hidden,
                                     int num_tokens, const TopK& topk, const ActivationConfig& act,
                                     const std::vector<int>& token_indices, int threads = 0);

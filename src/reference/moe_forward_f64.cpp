@@ -22,12 +22,20 @@ double decode_e2m1(unsigned nibble) {
   return (nibble & 8u) ? -m : m;
 }
 
-// Row `row` of an MXFP4 matrix with K columns, decoded to double.
-void decode_row(const std::uint8_t* packed, const std::uint8_t* scales, std::size_t row, int K, std::vector<double>& out) {
+// UE4M3 (E4M3, sign bit clear; validate refused the rest): bias 7, subnormals man/8 x 2^-6.
+double decode_ue4m3(unsigned b) {
+  const int exp = static_cast<int>((b >> 3) & 15u), man = static_cast<int>(b & 7u);
+  return exp == 0 ? std::ldexp(man / 8.0, -6) : std::ldexp(1.0 + man / 8.0, exp - 7);
+}
+
+// Row `row` of a matrix with K columns, decoded to double: groups of `group` (32: E8M0 scales 2^(b-127);
+// 16: UE4M3 scales, without NVFP4's global scale, which multiplies the row's dot product).
+void decode_row(const std::uint8_t* packed, const std::uint8_t* scales, std::size_t row, int K, int group, std::vector<double>& out) {
   out.resize(static_cast<std::size_t>(K));
-  for (int block = 0; block < K / 32; ++block) {
-    const double scale = std::ldexp(1.0, static_cast<int>(scales[row * (K / 32) + block]) - 127);
-    for (int col = block * 32; col < block * 32 + 32; ++col) {
+  for (int block = 0; block < K / group; ++block) {
+    const unsigned byte = scales[row * static_cast<std::size_t>(K / group) + static_cast<std::size_t>(block)];
+    const double scale = group == 16 ? decode_ue4m3(byte) : std::ldexp(1.0, static_cast<int>(byte) - 127);
+    for (int col = block * group; col < block * group + group; ++col) {
       const std::uint8_t byte = packed[row * (K / 2) + col / 2];
       const unsigned nibble = (col % 2 == 0) ? (byte & 0x0fu) : (byte >> 4);
       out[static_cast<std::size_t>(col)] = decode_e2m1(nibble) * scale;
@@ -42,8 +50,17 @@ double bf16_value(std::uint16_t bits) {
   return f;
 }
 
+// IEEE binary16 bits, decoded from the definition.
+double fp16_value(std::uint16_t bits) {
+  const int exp = (bits >> 10) & 31, man = bits & 1023;
+  const double mag = exp == 31 ? (man ? NAN : INFINITY) : exp == 0 ? std::ldexp(man, -24) : std::ldexp(1.0 + man / 1024.0, exp - 15);
+  return (bits & 0x8000u) ? -mag : mag;
+}
+
 // One expert applied to one token's input x [H]: returns y [H] (bias included, not weighted).
-// With `dense`, the rows are its float32 rows instead of decoded MXFP4 ones.
+// With `dense`, the rows are its float32 rows instead of decoded MXFP4/NVFP4 ones. NVFP4: each row's
+// dot product is multiplied by its matrix's global scale (gate, up: w13_global_scale [e, 0], [e, 1];
+// down: w2_global_scale [e]) before the bias.
 std::vector<double> expert_f64(const CanonicalMoeWeights& w, const DenseExpertWeights* dense, int e, const std::vector<double>& x,
                                const ActivationConfig& act) {
   const int H = w.hidden, I = w.inter;
@@ -51,13 +68,17 @@ std::vector<double> expert_f64(const CanonicalMoeWeights& w, const DenseExpertWe
   const auto* s13 = w.w13_scale.as<std::uint8_t>();
   const auto* w2 = w.w2.as<std::uint8_t>();
   const auto* s2 = w.w2_scale.as<std::uint8_t>();
+  const int group = w.format.group_size;
+  const bool global = !dense && w.format.nvfp4();
   std::vector<double> gate_up(static_cast<std::size_t>(2 * I)), wrow;
   for (int r = 0; r < 2 * I; ++r) {
     const std::size_t row = static_cast<std::size_t>(e) * 2 * I + r;
     if (dense) wrow.assign(dense->w13.as<float>() + row * H, dense->w13.as<float>() + (row + 1) * H);
-    else decode_row(w13, s13, row, H, wrow);
-    double sum = w.w13_bias ? w.w13_bias->as<float>()[row] : 0.0;
+    else decode_row(w13, s13, row, H, group, wrow);
+    const double bias = w.w13_bias ? w.w13_bias->as<float>()[row] : 0.0;
+    double sum = global ? 0.0 : bias;  // MXFP4 and dense: the bias starts the sum, as it always has
     for (int h = 0; h < H; ++h) sum += wrow[static_cast<std::size_t>(h)] * x[static_cast<std::size_t>(h)];
+    if (global) sum = sum * w.w13_global_scale->as<float>()[2 * e + (r < I ? 0 : 1)] + bias;
     gate_up[static_cast<std::size_t>(r)] = sum;
   }
   std::vector<double> a(static_cast<std::size_t>(I));
@@ -66,9 +87,11 @@ std::vector<double> expert_f64(const CanonicalMoeWeights& w, const DenseExpertWe
   for (int h = 0; h < H; ++h) {
     const std::size_t row = static_cast<std::size_t>(e) * H + h;
     if (dense) wrow.assign(dense->w2.as<float>() + row * I, dense->w2.as<float>() + (row + 1) * I);
-    else decode_row(w2, s2, row, I, wrow);
-    double sum = w.w2_bias ? w.w2_bias->as<float>()[row] : 0.0;
+    else decode_row(w2, s2, row, I, group, wrow);
+    const double bias = w.w2_bias ? w.w2_bias->as<float>()[row] : 0.0;
+    double sum = global ? 0.0 : bias;
     for (int i = 0; i < I; ++i) sum += wrow[static_cast<std::size_t>(i)] * a[static_cast<std::size_t>(i)];
+    if (global) sum = sum * w.w2_global_scale->as<float>()[e] + bias;
     y[static_cast<std::size_t>(h)] = sum;
   }
   return y;
@@ -91,7 +114,10 @@ std::vector<double> forward_f64(const CanonicalMoeWeights& w, const DenseExpertW
     const std::size_t slot = static_cast<std::size_t>(t) * k + static_cast<std::size_t>(task) % k;
     if (topk.ids[slot] < 0) return;
     std::vector<double> x(static_cast<std::size_t>(H));
-    for (int h = 0; h < H; ++h) x[static_cast<std::size_t>(h)] = bf16_value(hidden[static_cast<std::size_t>(t) * H + h]);
+    for (int h = 0; h < H; ++h) {
+      const std::uint16_t bits = hidden[static_cast<std::size_t>(t) * H + h];
+      x[static_cast<std::size_t>(h)] = w.format.activation_dtype == DType::F16 ? fp16_value(bits) : bf16_value(bits);
+    }
     y[static_cast<std::size_t>(task)] = expert_f64(w, dense, topk.ids[slot], x, act);
   });
   std::vector<double> out(n * static_cast<std::size_t>(H), 0.0);

@@ -1,4 +1,5 @@
-// Router logits [T, E] = hidden (bf16) x router_weight^T (+ logit bias), fp32 accumulation.
+// Router logits [T, E] = hidden (bf16, or fp16 when the weights' format says so) x router_weight^T
+// (+ logit bias), fp32 accumulation.
 #include <string>
 #include <vector>
 
@@ -30,7 +31,7 @@ std::vector<float> router_logits(const CanonicalMoeWeights& w, const std::uint16
   std::vector<std::vector<float>> x(static_cast<std::size_t>(workers), std::vector<float>(static_cast<std::size_t>(H)));
   detail::parallel_for(num_tokens, workers, [&](std::int64_t t, int worker) {
     float* xt = x[static_cast<std::size_t>(worker)].data();
-    for (int h = 0; h < H; ++h) xt[h] = formats::bf16_to_float(hidden[t * H + h]);
+    for (int h = 0; h < H; ++h) xt[h] = detail::act_to_float(hidden[t * H + h], w.format.activation_dtype);
     for (int e = 0; e < E; ++e) {
       const float dot = detail::dot(rw + static_cast<std::size_t>(e) * H, xt, H);
       logits[static_cast<std::size_t>(t) * E + e] = logit_bias ? dot + logit_bias[e] : dot;
