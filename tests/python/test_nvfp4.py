@@ -98,6 +98,10 @@ def test_every_e8m0_byte_is_accepted():
     ref = reference_moe_f64(layer, hidden, ids, weights)
     assert torch.isfinite(ref.double()).all() and ref.abs().max() > 0
     assert rel_err(out, ref) < TOL[torch.bfloat16]
+    # The same scales as float32 powers of two, 2^-127 (subnormal) .. 2^127, give the same bytes.
+    floats = {k: torch.exp2(layer[k].double() - 127).float() for k in ("w13_scale", "w2_scale")}
+    again = mt.prepare(**{**layer, **floats})
+    assert torch.equal(again.w13_scale, layer["w13_scale"]) and torch.equal(mt.fused_moe(hidden, again, weights, ids), out)
 
 
 def test_max_scale_byte_is_recorded_once():
