@@ -47,8 +47,11 @@ int mxmoe_layer_open(const char* path, int layer, mxmoe_layer** out) {
     *out = nullptr;
     auto l = std::make_unique<mxmoe_layer>();
     l->loaded = load_moe_layer(Checkpoint::open(path), layer);
-    l->description = std::string(moe_layout_name(l->loaded.ref.layout)) + (l->loaded.weights.format.nvfp4() ? ", NVFP4" : ", MXFP4") +
-                     ", scales " + l->loaded.scale_format;
+    // "fused, MXFP4, scales E8M0"; the format is named once (the loader's scale format may name it).
+    const std::string format = l->loaded.weights.format.nvfp4() ? "NVFP4" : "MXFP4";
+    const std::string& scales = l->loaded.scale_format;
+    l->description = std::string(moe_layout_name(l->loaded.ref.layout)) +
+                     (scales.find(format) == std::string::npos ? ", " + format : std::string()) + ", scales " + scales;
     *out = l.release();
   });
 }
