@@ -318,21 +318,3 @@ TEST(DequantWide, EveryE8m0ByteAndCodeIsExact) {
     }
   }
 }
-
-// The kernel lifts the two rows' scales of a step in one register and then broadcasts each half:
-// the same bits as lifting each byte on its own.
-TEST(DequantNvfp4, RowPairsMatchSingleBytes) {
-  std::mt19937 rng(5);
-  for (int trial = 0; trial < 1000; ++trial) {
-    std::uint32_t word = 0;
-    for (int b = 0; b < 4; ++b) word |= (rng() % 0x7F) << (8 * b);
-    for (int j = 0; j < 2; ++j) {
-      const std::uint32_t lo = (word >> (16 * j)) & 0xffu, hi = (word >> (16 * j + 8)) & 0xffu;
-      const std::uint32_t bf = kernels::ue4m3_rows_bf16_bits(word, j), f16 = kernels::ue4m3_rows_f16_bits(word, j);
-      ASSERT_EQ(kernels::broadcast_half<0>(bf), kernels::ue4m3_bf16_pair_bits(lo));
-      ASSERT_EQ(kernels::broadcast_half<1>(bf), kernels::ue4m3_bf16_pair_bits(hi));
-      ASSERT_EQ(kernels::broadcast_half<0>(f16), kernels::ue4m3_f16_pair_bits(lo));
-      ASSERT_EQ(kernels::broadcast_half<1>(f16), kernels::ue4m3_f16_pair_bits(hi));
-    }
-  }
-}

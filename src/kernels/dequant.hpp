@@ -69,19 +69,6 @@ MXMOE_HD std::uint32_t e2m1_pair_bits_f16(std::uint32_t word) {
 // the fp32 dot product by 2^kNvfp4Fold and the global scale.
 MXMOE_HD std::uint32_t ue4m3_bf16_pair_bits(std::uint32_t byte) { return (byte << 4) * 0x00010001u; }
 MXMOE_HD std::uint32_t ue4m3_f16_pair_bits(std::uint32_t byte) { return (byte << 7) * 0x00010001u; }
-// The two UE4M3 bytes of one k16 step (rows g and g+8: bytes 2j and 2j+1 of a lane's scale word)
-// shifted under the exponent of the low and the high half: one register lifts both with the same
-// multiplies, and broadcast_half then copies each half into both.
-MXMOE_HD std::uint32_t ue4m3_rows_bf16_bits(std::uint32_t word, int j) {
-  return ((word >> (16 * j)) & 0xffu) << 4 | ((word >> (16 * j + 8)) & 0xffu) << 20;
-}
-MXMOE_HD std::uint32_t ue4m3_rows_f16_bits(std::uint32_t word, int j) {
-  return ((word >> (16 * j)) & 0xffu) << 7 | ((word >> (16 * j + 8)) & 0xffu) << 23;
-}
-template <int Half>
-MXMOE_HD std::uint32_t broadcast_half(std::uint32_t pair) {
-  return Half == 0 ? (pair & 0xffffu) * 0x00010001u : (pair >> 16) * 0x00010001u;
-}
 constexpr std::uint32_t kBf16Pair2Pow119 = ((119u + 127u) << 7) * 0x00010001u;
 constexpr std::uint32_t kF16Pair2Pow14 = ((14u + 15u) << 10) * 0x00010001u;
 constexpr int kNvfp4Fold = 8;

@@ -70,11 +70,10 @@ struct Nvfp4 {
   static constexpr int kGroup = 16;
   static constexpr bool kGlobalScale = true;
 
-  // The scales of rows g (low half) and g+8 (high half) for step 2j or 2j+1 of `word`, lifted to
-  // s x 2^6 (fp16) or s x 2^118 (bf16) together (dequant.hpp); one register, two values.
-  __device__ static std::uint32_t lifted_rows(std::uint32_t word, int j) {
-    if constexpr (std::is_same_v<Ops, F16Operands>) return Ops::mul(ue4m3_rows_f16_bits(word, j), kF16Pair2Pow14);
-    else return Ops::mul(Ops::mul(ue4m3_rows_bf16_bits(word, j), kBf16Pair2Pow119), kBf16Pair2Pow119);
+  // UE4M3 byte -> s x 2^6 (fp16) or s x 2^118 (bf16) in both halves (dequant.hpp).
+  __device__ static std::uint32_t lifted_scale(std::uint32_t byte) {
+    if constexpr (std::is_same_v<Ops, F16Operands>) return Ops::mul(ue4m3_f16_pair_bits(byte), kF16Pair2Pow14);
+    else return Ops::mul(Ops::mul(ue4m3_bf16_pair_bits(byte), kBf16Pair2Pow119), kBf16Pair2Pow119);
   }
 
   __device__ static void dequant(const uint4& wv, const std::uint8_t* chunk_scales, int lane, std::uint32_t (&a)[4][4]) {
@@ -83,8 +82,8 @@ struct Nvfp4 {
     const std::uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
 #pragma unroll
     for (int step = 0; step < 4; ++step) {
-      const std::uint32_t rows = lifted_rows(step < 2 ? sc.x : sc.y, step % 2);
-      const std::uint32_t s_lo = broadcast_half<0>(rows), s_hi = broadcast_half<1>(rows);
+      const std::uint32_t w = step < 2 ? sc.x : sc.y, shift = 16 * (step % 2);
+      const std::uint32_t s_lo = lifted_scale((w >> shift) & 0xffu), s_hi = lifted_scale((w >> (shift + 8)) & 0xffu);
       dequant_step<Ops>(words[step], a[step], [&](std::uint32_t v, int half) { return Ops::mul(v, half ? s_hi : s_lo); });
     }
   }
