@@ -188,30 +188,37 @@ double bf16_product(std::uint16_t a, std::uint16_t b, bool* exact) {
 
 }  // namespace
 
+// Canonical weights with the codes of scale-0 blocks zeroed: what NVFP4's untile gives back.
+std::vector<std::uint8_t> zero_dead_blocks(std::vector<std::uint8_t> w, const std::vector<std::uint8_t>& s, int k) {
+  for (std::size_t i = 0; i < s.size(); ++i)
+    if (s[i] == 0) std::fill_n(w.begin() + static_cast<std::ptrdiff_t>((i / (k / 16)) * (k / 2) + (i % (k / 16)) * 8), 8, 0);
+  return w;
+}
+
 TEST(TileLayoutNvfp4, RoundTripsWithSixteenWideGroups) {
   for (const auto& [rows, k, gate_up] : {std::make_tuple(32, 48, false), std::make_tuple(64, 208, true), std::make_tuple(16, 2880, false)}) {
     const TiledShape shape{rows, k, gate_up, 16};
     std::mt19937 rng(static_cast<std::uint32_t>(rows + k));
     std::vector<std::uint8_t> w(static_cast<std::size_t>(rows) * k / 2), s(static_cast<std::size_t>(rows) * k / 16);
     for (auto& b : w) b = static_cast<std::uint8_t>(rng());
-    for (auto& b : s) b = static_cast<std::uint8_t>(rng() % 0x7F);
+    for (auto& b : s) b = static_cast<std::uint8_t>(rng() % 8 == 0 ? 0 : rng() % 0x7F);  // some blocks of scale 0
     const TiledMatrix t = tile_matrix_cpu(w.data(), s.data(), shape);
     EXPECT_EQ(static_cast<std::int64_t>(t.scales.size()), shape.scale_bytes());
     EXPECT_EQ(shape.scale_bytes(), static_cast<std::int64_t>(shape.tiles()) * shape.chunks() * 64);
     std::vector<std::uint8_t> w2(w.size(), 0xAA), s2(s.size(), 0xAA);
     untile_matrix_cpu(t, shape, w2.data(), s2.data());
-    EXPECT_EQ(w2, w) << rows << "x" << k;
+    EXPECT_EQ(w2, zero_dead_blocks(w, s, k)) << rows << "x" << k;
     EXPECT_EQ(s2, s) << rows << "x" << k;
     int pads = 0;
-    for (auto b : t.scales) pads += b == kPadScaleUe4m3;
+    for (auto b : t.scales) pads += b == kPadScaleNvfp4;
     if (k % 64) {
-      EXPECT_GE(pads, 16 * (4 - (k % 64) / 16)) << "padding groups get UE4M3 1.0";
+      EXPECT_GE(pads, 16 * (4 - (k % 64) / 16)) << "padding groups get the code of 1.0";
     }
   }
 }
 
-// One lane of the NVFP4 GEMM: its 8 scale bytes (one 64-bit load at g*8) are those of rows g, g+8
-// for the chunk's four k16 steps, and each lifted scale times each nibble is v x s x 2^-8 exactly.
+// One lane of the NVFP4 GEMM: its 8 scale bytes (one 64-bit load at g*8) are the codes of rows g,
+// g+8 for the chunk's four k16 steps.
 TEST(TileLayoutNvfp4, LaneScalesAreTheRowsAndStepsTheFragmentsHold) {
   const int rows = 32, k = 128;
   for (bool gate_up : {false, true}) {
@@ -229,50 +236,46 @@ TEST(TileLayoutNvfp4, LaneScalesAreTheRowsAndStepsTheFragmentsHold) {
           for (int step = 0; step < 4; ++step)
             for (int half = 0; half < 2; ++half) {
               const std::uint8_t lane_byte = t.scales[base * 64 + g * 8 + step * 2 + half];
-              const int prow = tile * 16 + g + 8 * half;
-              const int crow = canonical_row(shape, prow);
-              ASSERT_EQ(lane_byte, s[static_cast<std::size_t>(crow) * (k / 16) + chunk * 4 + step]) << "lane " << lane;
+              const int crow = canonical_row(shape, tile * 16 + g + 8 * half);
+              ASSERT_EQ(lane_byte, nvfp4_scale_code(s[static_cast<std::size_t>(crow) * (k / 16) + chunk * 4 + step])) << "lane " << lane;
             }
         }
   }
 }
 
+// Every UE4M3 byte: its code round-trips, the one multiply-add gives s x 2^118 (bf16) and s x 2^6
+// (fp16) exactly in both halves, and every code times it is v x s x 2^-8, exact in both types.
 TEST(DequantNvfp4, EveryCodeTimesEveryScaleIsExactInBf16AndFp16) {
-  for (int byte = 0; byte < 0x7F; ++byte) {  // every UE4M3 byte but NaN
+  EXPECT_EQ(nvfp4_scale_code(0), kNvfp4ZeroScaleCode);
+  EXPECT_EQ(nvfp4_scale_from_code(kNvfp4ZeroScaleCode), 0);
+  EXPECT_EQ(nvfp4_scale_code(0x38), kPadScaleNvfp4);
+  for (int byte = 1; byte < 0x7F; ++byte) {  // every positive UE4M3 byte (0x7F is NaN)
     const double s = formats::e4m3_decode(static_cast<std::uint8_t>(byte));
-    // bf16: the shifted byte reads s x 2^-120; two multiplies by 2^119 (each exact) give s x 2^118.
-    const std::uint32_t raw = kernels::ue4m3_bf16_pair_bits(static_cast<std::uint32_t>(byte));
-    ASSERT_EQ(raw >> 16, raw & 0xffffu);
-    ASSERT_EQ(static_cast<double>(formats::bf16_to_float(static_cast<std::uint16_t>(raw))), std::ldexp(s, -120)) << byte;
-    const std::uint16_t lift = static_cast<std::uint16_t>(kernels::kBf16Pair2Pow119);
-    bool exact = false;
-    const double once = bf16_product(static_cast<std::uint16_t>(raw), lift, &exact);
-    ASSERT_TRUE(exact) << byte;
-    const std::uint16_t once_bits = formats::float_to_bf16(static_cast<float>(once));
-    const double lifted = bf16_product(once_bits, lift, &exact);
-    ASSERT_TRUE(exact) << byte;
+    const std::uint8_t code = nvfp4_scale_code(static_cast<std::uint8_t>(byte));
+    ASSERT_LE(code, 143) << byte;
+    ASSERT_EQ(nvfp4_scale_from_code(code), byte);
+    const std::uint32_t bf = kernels::nvfp4_code_bf16_pair_bits(code), f16 = kernels::nvfp4_code_f16_pair_bits(code);
+    ASSERT_EQ(bf >> 16, bf & 0xffffu);
+    ASSERT_EQ(f16 >> 16, f16 & 0xffffu);
+    const double lifted = formats::bf16_to_float(static_cast<std::uint16_t>(bf));
+    const double lifted16 = f16_value(static_cast<std::uint16_t>(f16));
     ASSERT_EQ(lifted, std::ldexp(s, 118)) << byte;
-    // fp16: the shifted byte reads s x 2^-8; one multiply by 2^14 gives s x 2^6 (below 65504).
-    const std::uint32_t raw16 = kernels::ue4m3_f16_pair_bits(static_cast<std::uint32_t>(byte));
-    ASSERT_EQ(f16_value(static_cast<std::uint16_t>(raw16)), std::ldexp(s, -8)) << byte;
-    ASSERT_EQ(f16_value(static_cast<std::uint16_t>(kernels::kF16Pair2Pow14)), std::ldexp(1.0, 14));
-    const double lifted16 = std::ldexp(s, 6);
-    ASSERT_LT(lifted16, 65504.0);
-    for (int code = 0; code < 16; ++code) {
-      const double v = formats::e2m1_decode(static_cast<std::uint8_t>(code));
+    ASSERT_EQ(lifted16, std::ldexp(s, 6)) << byte;
+    for (int c = 0; c < 16; ++c) {
+      const double v = formats::e2m1_decode(static_cast<std::uint8_t>(c));
       const double want = v * s * std::ldexp(1.0, -kernels::kNvfp4Fold);
-      // bf16: nibble v x 2^-126 times s x 2^118.
-      const std::uint32_t word = fragment_word(code * 0x11u, code * 0x11u, code * 0x11u, code * 0x11u);
-      const std::uint16_t nib = static_cast<std::uint16_t>(kernels::e2m1_pair_bits<0>(word));
-      const double got = static_cast<double>(formats::bf16_to_float(nib)) * lifted;
+      const std::uint32_t word = fragment_word(c * 0x11u, c * 0x11u, c * 0x11u, c * 0x11u);
+      const double got = static_cast<double>(formats::bf16_to_float(static_cast<std::uint16_t>(kernels::e2m1_pair_bits<0>(word)))) * lifted;
       ASSERT_EQ(got, want);
       ASSERT_EQ(static_cast<double>(formats::round_to_bf16(static_cast<float>(got))), got) << "bf16 holds v s 2^-8";
-      // fp16: nibble v x 2^-14 times s x 2^6; fp16 holds the product (at most 6 significant bits, >= 2^-18).
       const double got16 = f16_value(static_cast<std::uint16_t>(kernels::e2m1_pair_bits_f16<0>(word))) * lifted16;
       ASSERT_EQ(got16, want);
-      ASSERT_TRUE(f16_holds(got16)) << "byte " << byte << " code " << code;
+      ASSERT_TRUE(f16_holds(got16)) << "byte " << byte << " code " << c;
     }
   }
+  // The zero-scale code decodes to a finite value (its block's codes are zero, so its weights are 0).
+  EXPECT_TRUE(std::isfinite(formats::bf16_to_float(static_cast<std::uint16_t>(kernels::nvfp4_code_bf16_pair_bits(kNvfp4ZeroScaleCode)))));
+  EXPECT_TRUE(std::isfinite(f16_value(static_cast<std::uint16_t>(kernels::nvfp4_code_f16_pair_bits(kNvfp4ZeroScaleCode)))));
 }
 
 TEST(DequantNvfp4, Fp16BitTrickCoversEveryCodeInEveryRegister) {

@@ -60,17 +60,16 @@ MXMOE_HD std::uint32_t e2m1_pair_bits_f16(std::uint32_t word) {
   return ((word >> 2) & 0x02000200u) | ((word >> 3) & 0x0C000C00u) | ((word << 5) & kSign);
 }
 
-// NVFP4's UE4M3 scale byte (sign bit clear) s as a pair in both halves:
-//  bf16: the byte shifted under bf16's exponent (bias 127 against 7) reads s x 2^-120, subnormal
-//        bytes included; two exact multiplies by 2^119 lift it to s x 2^118.
-//  fp16: shifted under fp16's exponent (bias 15) it reads s x 2^-8; one multiply by 2^14 gives s x 2^6.
-// Either way a weight becomes v x s x 2^-8 (v the E2M1 value): every such product has at most six
-// significant bits, all at or above 2^-18, so it is exact in bf16 and fp16; the epilogue multiplies
-// the fp32 dot product by 2^kNvfp4Fold and the global scale.
-MXMOE_HD std::uint32_t ue4m3_bf16_pair_bits(std::uint32_t byte) { return (byte << 4) * 0x00010001u; }
-MXMOE_HD std::uint32_t ue4m3_f16_pair_bits(std::uint32_t byte) { return (byte << 7) * 0x00010001u; }
-constexpr std::uint32_t kBf16Pair2Pow119 = ((119u + 127u) << 7) * 0x00010001u;
-constexpr std::uint32_t kF16Pair2Pow14 = ((14u + 15u) << 10) * 0x00010001u;
+// NVFP4's prepared scale code (tiling::nvfp4_scale_code: (E + 9) << 3 | m for s = 1.m x 2^E) as a
+// pair in both halves, with one integer multiply-add and no carry between the halves:
+//  bf16: s x 2^118, exponent field E + 245 = (code >> 3) + 236;
+//  fp16: s x 2^6,   exponent field E + 21  = (code >> 3) + 12.
+// A nibble reads v x 2^-126 (bf16) or v x 2^-14 (fp16), so a weight becomes v x s x 2^-8: at most six
+// significant bits, all at or above 2^-18, exact in both; the epilogue multiplies the fp32 dot
+// product by 2^kNvfp4Fold and the global scale. (The zero-scale code decodes to a finite value; its
+// block's codes are zero.)
+MXMOE_HD std::uint32_t nvfp4_code_bf16_pair_bits(std::uint32_t code) { return code * 0x00100010u + 0x76007600u; }
+MXMOE_HD std::uint32_t nvfp4_code_f16_pair_bits(std::uint32_t code) { return code * 0x00800080u + 0x30003000u; }
 constexpr int kNvfp4Fold = 8;
 
 }  // namespace mxmoe::kernels

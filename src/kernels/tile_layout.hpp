@@ -26,9 +26,12 @@
 // Scales, MXFP4 (group 32): per (tile, chunk) 32 bytes, byte g*4 + grp*2 + half is the E8M0 scale
 // of row g + 8*half for the 32-wide group grp of the chunk, so lane (g, t) fetches its four with one
 // 32-bit load. Padding groups get 127 (scale 1; their weights are zero).
-// Scales, NVFP4 (group 16): per (tile, chunk) 64 bytes, byte g*8 + step*2 + half is the UE4M3 scale
-// of row g + 8*half for the 16-wide group of k16 step `step` (a group is exactly one MMA step), so
-// lane (g, t) fetches its eight with one 64-bit load. Padding groups get 0x38 (1.0).
+// Scales, NVFP4 (group 16): per (tile, chunk) 64 bytes, byte g*8 + step*2 + half is the scale of
+// row g + 8*half for the 16-wide group of k16 step `step` (a group is exactly one MMA step), so
+// lane (g, t) fetches its eight with one 64-bit load. Not the UE4M3 byte itself but its prepared
+// code (nvfp4_scale_code below), from which one integer multiply-add makes the lifted bf16 or fp16
+// scale of both register halves. Padding groups get the code of 1.0. A block whose scale is 0 gets
+// kNvfp4ZeroScaleCode and its codes are zeroed (its weights are 0 whatever the codes).
 //
 // Row order: for w2 the identity. For w13 the rows are interleaved in eights, tile j holding gate
 // rows 8j..8j+7 then up rows I+8j..I+8j+7, so each lane's accumulators hold the gate and the up
@@ -46,8 +49,29 @@ constexpr int kChunkK = 64;
 constexpr int kChunkBytes = kTileRows * kChunkK / 2;  // 512
 // Scale bytes per (tile, chunk) for a quantisation group of `group` (32: E8M0, 16: UE4M3).
 MXMOE_HD constexpr int chunk_scale_bytes(int group) { return kTileRows * (kChunkK / group); }
-constexpr std::uint8_t kPadScale = 127;        // E8M0 1.0
-constexpr std::uint8_t kPadScaleUe4m3 = 0x38;  // UE4M3 1.0
+constexpr std::uint8_t kPadScale = 127;  // E8M0 1.0
+
+// NVFP4's prepared scale code. A UE4M3 value s > 0 is exactly 1.m x 2^E with E in -9..8 and m three
+// bits (its subnormals m' x 2^-9 normalised), stored as (E + 9) << 3 | m: 0..143. The kernel turns it
+// into s x 2^118 in bf16 (exponent field E + 245, i.e. code << 4 plus 236 << 7) or s x 2^6 in fp16
+// (field E + 21: code << 7 plus 12 << 10), each half at once (kernels/dequant.hpp). s = 0 has no
+// such form: kNvfp4ZeroScaleCode (which decodes to a finite value) and zeroed codes stand for it.
+constexpr std::uint8_t kNvfp4ZeroScaleCode = 0xFF;
+MXMOE_HD std::uint8_t nvfp4_scale_code(std::uint8_t ue4m3) {
+  const int e = (ue4m3 >> 3) & 15, m = ue4m3 & 7;
+  if (e > 0) return static_cast<std::uint8_t>((e - 7 + 9) << 3 | m);
+  if (m == 0) return kNvfp4ZeroScaleCode;
+  const int p = m >= 4 ? 2 : m >= 2 ? 1 : 0;  // m x 2^-9 = 1.f x 2^(p-9)
+  return static_cast<std::uint8_t>((p - 9 + 9) << 3 | ((m - (1 << p)) << (3 - p)));
+}
+// The inverse (the UE4M3 byte of a code), for the CPU twin's untile.
+MXMOE_HD std::uint8_t nvfp4_scale_from_code(std::uint8_t code) {
+  if (code == kNvfp4ZeroScaleCode) return 0;
+  const int E = (code >> 3) - 9, m = code & 7;
+  if (E >= -6) return static_cast<std::uint8_t>((E + 7) << 3 | m);
+  return static_cast<std::uint8_t>(((8 + m) << (E + 9)) >> 3);  // back to a subnormal m' x 2^-9
+}
+constexpr std::uint8_t kPadScaleNvfp4 = (0 + 9) << 3;  // 1.0
 
 struct TiledShape {
   int rows;        // N, a multiple of 16
@@ -71,9 +95,13 @@ MXMOE_HD int canonical_row(const TiledShape& s, int row) {
   return r < 8 ? tile * 8 + r : half_rows + tile * 8 + (r - 8);
 }
 
-// Canonical byte of (row, byte index along K) or 0 past K: the zero padding.
-MXMOE_HD std::uint8_t canonical_byte(const std::uint8_t* mat, const TiledShape& s, int crow, int kbyte) {
-  return kbyte < s.k / 2 ? mat[static_cast<std::int64_t>(crow) * (s.k / 2) + kbyte] : std::uint8_t{0};
+// Canonical byte of (row, byte index along K) or 0 past K: the zero padding. NVFP4 (`scales` given,
+// group 16): also 0 inside a block whose scale is 0.
+MXMOE_HD std::uint8_t canonical_byte(const std::uint8_t* mat, const TiledShape& s, int crow, int kbyte,
+                                     const std::uint8_t* scales = nullptr) {
+  if (kbyte >= s.k / 2) return 0;
+  if (scales && s.group == 16 && scales[static_cast<std::int64_t>(crow) * s.groups() + kbyte / 8] == 0) return 0;
+  return mat[static_cast<std::int64_t>(crow) * (s.k / 2) + kbyte];
 }
 
 // The 16-bit half holding E2M1 `code` (s e1 e0 m) as the element of A register `reg`.
@@ -94,13 +122,15 @@ MXMOE_HD std::uint32_t fragment_word(std::uint32_t b0, std::uint32_t b1, std::ui
   return w;
 }
 
-// Word s of lane (g, t) of tile `tile`, chunk `chunk`, from the canonical packed matrix [N, K/2].
-MXMOE_HD std::uint32_t tiled_word(const std::uint8_t* mat, const TiledShape& s, int tile, int chunk, int lane, int step) {
+// Word s of lane (g, t) of tile `tile`, chunk `chunk`, from the canonical packed matrix [N, K/2]
+// (and, for NVFP4, its canonical scales [N, K/16], for the blocks of scale 0).
+MXMOE_HD std::uint32_t tiled_word(const std::uint8_t* mat, const TiledShape& s, int tile, int chunk, int lane, int step,
+                                  const std::uint8_t* scales = nullptr) {
   const int g = lane / 4, t = lane % 4;
   const int row_lo = canonical_row(s, tile * kTileRows + g), row_hi = canonical_row(s, tile * kTileRows + g + 8);
   const int kb = chunk * (kChunkK / 2) + step * 8 + t;  // byte of k = 64 chunk + 16 step + 2t
-  return fragment_word(canonical_byte(mat, s, row_lo, kb), canonical_byte(mat, s, row_hi, kb),
-                       canonical_byte(mat, s, row_lo, kb + 4), canonical_byte(mat, s, row_hi, kb + 4));
+  return fragment_word(canonical_byte(mat, s, row_lo, kb, scales), canonical_byte(mat, s, row_hi, kb, scales),
+                       canonical_byte(mat, s, row_lo, kb + 4, scales), canonical_byte(mat, s, row_hi, kb + 4, scales));
 }
 
 // Byte offset of word `step` of `lane` in tile/chunk.
@@ -115,8 +145,9 @@ MXMOE_HD std::uint8_t tiled_scale(const std::uint8_t* scales, const TiledShape& 
   const int g = i / per_row, grp = (i % per_row) / 2, half = i % 2;
   const int crow = canonical_row(s, tile * kTileRows + g + 8 * half);
   const int group = chunk * (per_row / 2) + grp;
-  if (group >= s.groups()) return s.group == 16 ? kPadScaleUe4m3 : kPadScale;
-  return scales[static_cast<std::int64_t>(crow) * s.groups() + group];
+  if (group >= s.groups()) return s.group == 16 ? kPadScaleNvfp4 : kPadScale;
+  const std::uint8_t b = scales[static_cast<std::int64_t>(crow) * s.groups() + group];
+  return s.group == 16 ? nvfp4_scale_code(b) : b;
 }
 
 MXMOE_HD std::int64_t tiled_scale_offset(const TiledShape& s, int tile, int chunk, int i) {

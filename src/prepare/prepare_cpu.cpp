@@ -28,7 +28,7 @@ TiledMatrix tile_matrix_cpu(const std::uint8_t* weights, const std::uint8_t* sca
     for (int chunk = 0; chunk < s.chunks(); ++chunk) {
       for (int lane = 0; lane < 32; ++lane)
         for (int step = 0; step < 4; ++step) {
-          const std::uint32_t w = tiled_word(weights, s, tile, chunk, lane, step);
+          const std::uint32_t w = tiled_word(weights, s, tile, chunk, lane, step, scales);
           std::memcpy(&out.weights[static_cast<std::size_t>(tiled_word_offset(s, tile, chunk, lane, step))], &w, 4);
         }
       for (int i = 0; i < s.chunk_scale_bytes(); ++i)
@@ -76,8 +76,8 @@ void untile_matrix_cpu(const TiledMatrix& tiled, const TiledShape& s, std::uint8
         const int row = tile * 16 + i / (2 * groups_per_chunk) + 8 * (i % 2);
         const int group = chunk * groups_per_chunk + (i / 2) % groups_per_chunk;
         if (group >= s.k / s.group) continue;
-        scales[static_cast<std::size_t>(canonical(row)) * (s.k / s.group) + group] =
-            tiled.scales[(static_cast<std::size_t>(tile) * s.chunks() + chunk) * bytes_per_chunk + i];
+        const std::uint8_t b = tiled.scales[(static_cast<std::size_t>(tile) * s.chunks() + chunk) * bytes_per_chunk + i];
+        scales[static_cast<std::size_t>(canonical(row)) * (s.k / s.group) + group] = s.group == 16 ? nvfp4_scale_from_code(b) : b;
       }
 }
 

@@ -16,7 +16,8 @@ struct TiledMatrix {
 // Canonical packed weights [N, K/2] and scales (E8M0 or UE4M3) [N, K/group] of one expert -> tile layout.
 TiledMatrix tile_matrix_cpu(const std::uint8_t* weights, const std::uint8_t* scales, const TiledShape& shape);
 
-// The inverse, written from the bit positions rather than by calling tiled_word, so that a
+// The inverse (NVFP4: blocks of scale 0 come back with zero codes, the codes prepare dropped),
+// written from the bit positions rather than by calling tiled_word, so that a
 // wrong mapping cannot cancel itself out: tile layout -> canonical [N, K/2] and [N, K/group].
 void untile_matrix_cpu(const TiledMatrix& tiled, const TiledShape& shape, std::uint8_t* weights, std::uint8_t* scales);
 

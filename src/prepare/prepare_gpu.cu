@@ -10,8 +10,8 @@ namespace {
 // One thread per (expert, tile, chunk, g): it reads the two canonical rows g and g+8 of the chunk
 // (32 bytes each, 16-byte loads) and writes the 64 bytes of lanes 4g..4g+3, i.e. tiled_word for
 // those lanes, computed from registers. The K tail (a half chunk) goes through tiled_word itself.
-__global__ void tile_weights_kernel(const std::uint8_t* __restrict__ weights, TiledShape s, int num_experts,
-                                    std::uint8_t* __restrict__ out) {
+__global__ void tile_weights_kernel(const std::uint8_t* __restrict__ weights, const std::uint8_t* __restrict__ scales,
+                                    TiledShape s, int num_experts, std::uint8_t* __restrict__ out) {
   const std::int64_t per_expert = static_cast<std::int64_t>(s.tiles()) * s.chunks() * 8;
   const std::int64_t id = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (id >= per_expert * num_experts) return;
@@ -21,13 +21,16 @@ __global__ void tile_weights_kernel(const std::uint8_t* __restrict__ weights, Ti
   const int chunk = static_cast<int>((rem / 8) % s.chunks());
   const int tile = static_cast<int>(rem / 8 / s.chunks());
   const std::uint8_t* mat = weights + static_cast<std::int64_t>(expert) * s.rows * (s.k / 2);
+  // NVFP4: the expert's canonical scales, for zeroing the codes of blocks whose scale is 0.
+  const std::uint8_t* nv_scales = s.group == 16 ? scales + static_cast<std::int64_t>(expert) * s.rows * s.groups() : nullptr;
   std::uint8_t* dst = out + expert * s.weight_bytes();
   // The chunk's 32 bytes of rows g and g+8, read with 16-byte loads when rows are 16-byte aligned
   // (K a multiple of 32; NVFP4 allows K = 16 mod 32, whose chunks all take the byte-wise path).
   const bool full_chunk = (chunk + 1) * (kChunkK / 2) <= s.k / 2 && (s.k / 2) % 16 == 0;
   alignas(16) std::uint8_t lo[32];
   alignas(16) std::uint8_t hi[32];
-  if (full_chunk) {
+  const bool zero_blocks = nv_scales != nullptr;  // NVFP4 goes through tiled_word, which zeroes them
+  if (full_chunk && !zero_blocks) {
     const uint4* lo_src = reinterpret_cast<const uint4*>(mat + static_cast<std::int64_t>(canonical_row(s, tile * kTileRows + g)) * (s.k / 2) + chunk * 32);
     const uint4* hi_src = reinterpret_cast<const uint4*>(mat + static_cast<std::int64_t>(canonical_row(s, tile * kTileRows + g + 8)) * (s.k / 2) + chunk * 32);
     *reinterpret_cast<uint4*>(lo) = lo_src[0];
@@ -39,7 +42,7 @@ __global__ void tile_weights_kernel(const std::uint8_t* __restrict__ weights, Ti
   for (int t = 0; t < 4; ++t) {
     const int lane = g * 4 + t;
     uint4 v;
-    if (full_chunk) {
+    if (full_chunk && !zero_blocks) {
       // Row byte b of the chunk holds k = 2b, 2b+1; word s of lane t uses bytes 8s+t and 8s+t+4.
       std::uint32_t w[4];
 #pragma unroll
@@ -47,8 +50,8 @@ __global__ void tile_weights_kernel(const std::uint8_t* __restrict__ weights, Ti
         w[step] = fragment_word(lo[8 * step + t], hi[8 * step + t], lo[8 * step + t + 4], hi[8 * step + t + 4]);
       v = make_uint4(w[0], w[1], w[2], w[3]);
     } else {
-      v = make_uint4(tiled_word(mat, s, tile, chunk, lane, 0), tiled_word(mat, s, tile, chunk, lane, 1),
-                     tiled_word(mat, s, tile, chunk, lane, 2), tiled_word(mat, s, tile, chunk, lane, 3));
+      v = make_uint4(tiled_word(mat, s, tile, chunk, lane, 0, nv_scales), tiled_word(mat, s, tile, chunk, lane, 1, nv_scales),
+                     tiled_word(mat, s, tile, chunk, lane, 2, nv_scales), tiled_word(mat, s, tile, chunk, lane, 3, nv_scales));
     }
     *reinterpret_cast<uint4*>(dst + tiled_word_offset(s, tile, chunk, lane, 0)) = v;
   }
@@ -85,7 +88,7 @@ void launch_tile_matrices(const std::uint8_t* weights, const std::uint8_t* scale
   const std::int64_t weight_threads = static_cast<std::int64_t>(shape.tiles()) * shape.chunks() * 8 * num_experts;
   const std::int64_t scale_threads = static_cast<std::int64_t>(shape.tiles()) * shape.chunks() * num_experts;
   tile_weights_kernel<<<static_cast<unsigned>((weight_threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-      weights, shape, num_experts, tiled_weights);
+      weights, scales, shape, num_experts, tiled_weights);
   tile_scales_kernel<<<static_cast<unsigned>((scale_threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
       scales, shape, num_experts, tiled_scales);
   check_launch("prepare (tile layout) launch");

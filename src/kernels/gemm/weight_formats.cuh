@@ -3,8 +3,8 @@
 // sixteen A-fragment registers (four k16 steps x four registers), exactly.
 //   Mxfp4      E8M0 bytes 0..128: one multiply per register (the fast path of real checkpoints)
 //   Mxfp4Wide  every E8M0 byte 0..254: two multiplies (dequant.hpp: e8m0_wide_scale_pair_bits)
-//   Nvfp4<Ops> UE4M3 per 16 and a global scale, bf16 or fp16 operands; the weights carry
-//              v x s x 2^-8 and the epilogue multiplies by 2^8 x global (kGlobalScale)
+//   Nvfp4<Ops> UE4M3 per 16 (prepared as codes, tile_layout.hpp) and a global scale, bf16 or fp16
+//              operands; the weights carry v x s x 2^-8 and the epilogue multiplies by 2^8 x global
 // Register r of step s holds (row g + 8*(r&1), k 16s + 2t + 8*(r>>1) + {0, 1}).
 #pragma once
 
@@ -70,10 +70,10 @@ struct Nvfp4 {
   static constexpr int kGroup = 16;
   static constexpr bool kGlobalScale = true;
 
-  // UE4M3 byte -> s x 2^6 (fp16) or s x 2^118 (bf16) in both halves (dequant.hpp).
-  __device__ static std::uint32_t lifted_scale(std::uint32_t byte) {
-    if constexpr (std::is_same_v<Ops, F16Operands>) return Ops::mul(ue4m3_f16_pair_bits(byte), kF16Pair2Pow14);
-    else return Ops::mul(Ops::mul(ue4m3_bf16_pair_bits(byte), kBf16Pair2Pow119), kBf16Pair2Pow119);
+  // Prepared scale code -> s x 2^6 (fp16) or s x 2^118 (bf16) in both halves (dequant.hpp).
+  __device__ static std::uint32_t lifted_scale(std::uint32_t code) {
+    if constexpr (std::is_same_v<Ops, F16Operands>) return nvfp4_code_f16_pair_bits(code);
+    else return nvfp4_code_bf16_pair_bits(code);
   }
 
   __device__ static void dequant(const uint4& wv, const std::uint8_t* chunk_scales, int lane, std::uint32_t (&a)[4][4]) {
