@@ -183,8 +183,19 @@ TEST_P(Nvfp4Layer, MatchesOracleAtConcurrentBatchSizes) {
   spec.with_biases = c.biases;
   spec.seed = 91;
   spec.format = WeightFormat::nvfp4_with(c.activations);
-  const CanonicalMoeWeights w = make_synthetic_weights(spec);
+  CanonicalMoeWeights w = make_synthetic_weights(spec);
   ASSERT_EQ(w.format.group_size, 16);
+  // Scales a real NVFP4 checkpoint holds besides the common ones: 0 (a dead block, whose nonzero
+  // codes must count for nothing) and UE4M3 subnormals (1..7 x 2^-9), on about 2% of the blocks each.
+  std::mt19937 rng(17);
+  for (HostTensor* t : {&w.w13_scale, &w.w2_scale}) {
+    auto* p = t->mutable_as<std::uint8_t>();
+    for (std::int64_t i = 0; i < t->numel(); ++i) {
+      const unsigned r = rng() % 100;
+      if (r < 2) p[i] = 0;
+      else if (r < 4) p[i] = static_cast<std::uint8_t>(1 + rng() % 7);
+    }
+  }
   ASSERT_TRUE(w.w13_global_scale && w.w2_global_scale);
   MoeLayerOptions o;
   o.max_tokens = 1024;
