@@ -313,5 +313,5 @@ TEST(LayoutWrite, LayoutsWithoutAPlaceForATensorRefuseIt) {
               HasSubstr("layout gpt-oss has no correction bias"));
   EXPECT_THAT(error_of([&] { moe_layer_tensors(random_layer(MoeLayout::Fused, 19), MoeLayout::DeepSeekV4, "p.layers.0."); }),
               HasSubstr("layout dsv4 has no expert biases"));
-  EXPECT_THAT(error_of([&] { parse_mxfp4_layout("mixtral"); }), HasSubstr("unknown MXFP4 layout 'mixtral' (known: dsv4, fused, gpt-oss)"));
+  EXPECT_THAT(error_of([&] { parse_mxfp4_layout("mixtral"); }), HasSubstr("unknown MXFP4 layout 'mixtral' (known: dsv4, fused, modelopt, gpt-oss)"));
 }

@@ -12,7 +12,8 @@ namespace {
 void print_layer(const LoadedMoeLayer& l) {
   const auto& w = l.weights;
   std::cout << "layer " << l.ref.layer << " ('" << l.ref.module_prefix << "experts.'): layout " << moe_layout_name(l.ref.layout)
-            << "\n  E=" << w.num_experts << " H=" << w.hidden << " I=" << w.inter << ", scales " << l.scale_format << "\n";
+            << "\n  E=" << w.num_experts << " H=" << w.hidden << " I=" << w.inter << ", format "
+            << (w.format.nvfp4() ? "NVFP4 (group 16, UE4M3 + global scales)" : "MXFP4 (group 32, E8M0)") << ", scales " << l.scale_format << "\n";
   for (const auto& m : l.matches)
     std::cout << "  " << std::left << std::setw(18) << m.role << " <- " << m.name << "  [alias " << m.alias << "] " << m.dtype << " "
               << shape_str(m.shape) << (m.zero_copy ? " (zero-copy)" : "") << "\n";

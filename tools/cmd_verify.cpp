@@ -4,6 +4,7 @@
 // reports the quantisation error against the unquantized layer.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <iostream>
 #include <optional>
 #include <sstream>
@@ -63,7 +64,7 @@ verify::Comparison source_error(const std::string& source_path, const LoadedMoeL
     fail(ErrorCode::InvalidArgument, "--source '" + source_path + "': layer " + std::to_string(ref.layer) + " is " +
                                          moe_layout_name(ref.layout) + ", already MXFP4; --source takes the unquantized (bf16/f16/f32) model");
   reference::DenseExpertWeights dense;
-  const LoadedMoeLayer s = quantize_moe_layer(src, ref, &dense);
+  const LoadedMoeLayer s = quantize_moe_layer(src, ref, &dense, mx.weights.format);
   const auto &a = s.weights, &b = mx.weights;
   if (a.num_experts != b.num_experts || a.hidden != b.hidden || a.inter != b.inter)
     fail(ErrorCode::Shape, "--source '" + source_path + "': layer " + std::to_string(ref.layer) + " has E=" + std::to_string(a.num_experts) +
@@ -75,6 +76,39 @@ verify::Comparison source_error(const std::string& source_path, const LoadedMoeL
   std::cout << "source: layer " << ref.layer << " of '" << source_path << "' (" << moe_layout_name(ref.layout) << ") in float64 on the same "
             << topk.num_tokens << " tokens\n";
   return verify::compare(oracle, want);
+}
+
+// ---- fp16 activations (NVFP4 layers whose config says float16)
+
+// IEEE binary16 bits from the definition (tools/ sees public headers only).
+double half_value(std::uint16_t h) {
+  const int exp = (h >> 10) & 31, man = h & 1023;
+  const double mag = exp == 31 ? (man ? NAN : INFINITY) : exp == 0 ? std::ldexp(man, -24) : std::ldexp(1.0 + man / 1024.0, exp - 15);
+  return (h & 0x8000) ? -mag : mag;
+}
+std::vector<double> widen_half(const std::vector<std::uint16_t>& bits) {
+  std::vector<double> out(bits.size());
+  for (std::size_t i = 0; i < bits.size(); ++i) out[i] = half_value(bits[i]);
+  return out;
+}
+// bf16 bits to the nearest fp16 bits (round to nearest even; the random hidden states are well inside
+// fp16's range), so an fp16 layer runs on the same values.
+std::uint16_t bf16_to_half(std::uint16_t b) {
+  const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  const double v = f;
+  const double a = std::fabs(v);
+  std::uint16_t best = 0;
+  if (a >= 65520.0) best = 0x7c00;
+  else if (a > 0) {
+    int e;
+    std::frexp(a, &e);                                  // a = f 2^e, f in [0.5, 1)
+    const int exp = std::max(e - 1, -14);               // fp16 exponent (subnormals share -14)
+    const double q = std::nearbyint(std::ldexp(a, 10 - exp));  // in steps of 2^(exp-10)
+    best = static_cast<std::uint16_t>(exp == -14 && q < 1024 ? q : ((exp + 15) << 10) + (q - 1024));
+  }
+  return static_cast<std::uint16_t>(best | (std::signbit(v) ? 0x8000 : 0));
 }
 
 // ---- the GPU layer
@@ -126,14 +160,20 @@ int run_verify(const VerifyOptions& o) {
   check_host_bytes(per_token * T, sizes);
 
   // Random tokens and random router logits: every expert gets exercised, whatever the router.
-  const std::vector<std::uint16_t> hidden =
-      allocating("the random hidden states of " + sizes, 2.0 * T * H, [&] { return verify::random_hidden(T, H, o.seed); });
+  const bool fp16 = w.format.activation_dtype == DType::F16;
+  const std::vector<std::uint16_t> hidden = allocating("the random hidden states of " + sizes, 2.0 * T * H, [&] {
+    std::vector<std::uint16_t> h = verify::random_hidden(T, H, o.seed);
+    if (fp16)
+      for (auto& b : h) b = bf16_to_half(b);
+    return h;
+  });
   const std::vector<float> logits =
       allocating("the router logits of " + sizes, 4.0 * T * E, [&] { return verify::random_logits(T, E, o.seed + 1); });
   const TopK topk = reference::route(logits.data(), T, E, routing, nullptr);
 
   std::cout << "layer " << l.ref.layer << " (" << moe_layout_name(l.ref.layout) << ", '" << l.ref.module_prefix << "experts.'): E=" << E
-            << " H=" << H << " I=" << w.inter << ", " << T << " random tokens, softmax top-" << k << ", activation "
+            << " H=" << H << " I=" << w.inter << ", " << (w.format.nvfp4() ? "NVFP4" : "MXFP4") << " with "
+            << (w.format.activation_dtype == DType::F16 ? "fp16" : "bf16") << " activations, " << T << " random tokens, softmax top-" << k << ", activation "
             << activation_kind_name(act.kind) << "\n";
   const std::vector<std::uint16_t> oracle = reference::moe_forward(w, hidden.data(), T, topk, act);
   verify::Comparison m;
@@ -141,7 +181,7 @@ int run_verify(const VerifyOptions& o) {
 #ifdef MXMOE_HAVE_CUDA
     const std::vector<std::uint16_t> gpu = forward_gpu(w, hidden, topk, act, T);
     std::cout << "backend: GPU MoeLayer on " << device.message << ", checked against the CPU oracle on all " << T << " tokens\n";
-    m = verify::compare(gpu, oracle);
+    m = fp16 ? verify::compare(widen_half(gpu), widen_half(oracle)) : verify::compare(gpu, oracle);
 #else
     fail(ErrorCode::Unsupported, "verify: a GPU was reported, but this build has no CUDA backend");
 #endif
@@ -153,11 +193,12 @@ int run_verify(const VerifyOptions& o) {
     const std::vector<std::uint16_t> got(oracle.begin(), oracle.begin() + static_cast<std::ptrdiff_t>(checked) * H);
     std::cout << "backend: CPU oracle (no GPU layer: " << device.message << "), checked against a float64 recomputation of " << checked
               << " tokens\n";
-    m = verify::compare(got, ref);
+    m = fp16 ? verify::compare(widen_half(got), ref) : verify::compare(got, ref);
   }
   if (!o.source.empty()) {
+    if (fp16) fail(ErrorCode::Unsupported, "--source: the layer runs fp16 activations; the source comparison is bf16 only");
     const verify::Comparison q = source_error(o.source, l, hidden, topk, act, oracle);
-    std::cout << "quantisation error (MXFP4 oracle vs unquantized source): rel_l2_err " << q.relative_error << "  max_abs_err "
+    std::cout << "quantisation error (" << (w.format.nvfp4() ? "NVFP4" : "MXFP4") << " oracle vs unquantized source): rel_l2_err " << q.relative_error << "  max_abs_err "
               << q.max_abs_error << "  max_abs_ref " << q.max_abs_want << (q.finite ? "" : "  NON-FINITE VALUES") << "\n";
   }
   const bool pass = m.relative_error <= o.tolerance;  // +inf (never passes) on NaN or Inf

@@ -15,14 +15,22 @@ std::vector<LayoutRule> build_table() {
   const std::vector<std::string> fused_router = {"gate.weight", "router.weight"};
   const std::vector<std::string> fused_correction = {"gate.e_score_correction_bias"};
   return {
+      // DeepSeek V4's MXFP4 experts (w1/w3/w2 .weight + .scale); ModelOpt's NVFP4 under the same
+      // w1/w3/w2 names stores .weight_scale (F8_E4M3), .weight_scale_2 (F32 scalar) and .input_scale.
       {MoeLayout::DeepSeekV4, "dsv4", {"{e}.w1.weight"}, true,
        {
            {R::Gate, S::PerExpert, {"{e}.w1.weight"}, true},
-           {R::GateScale, S::PerExpert, {"{e}.w1.scale"}, true},
+           {R::GateScale, S::PerExpert, {"{e}.w1.scale", "{e}.w1.weight_scale"}, true},
+           {R::GateGlobal, S::PerExpert, {"{e}.w1.weight_scale_2"}, false},
+           {R::GateInputScale, S::PerExpert, {"{e}.w1.input_scale"}, false},
            {R::Up, S::PerExpert, {"{e}.w3.weight"}, true},
-           {R::UpScale, S::PerExpert, {"{e}.w3.scale"}, true},
+           {R::UpScale, S::PerExpert, {"{e}.w3.scale", "{e}.w3.weight_scale"}, true},
+           {R::UpGlobal, S::PerExpert, {"{e}.w3.weight_scale_2"}, false},
+           {R::UpInputScale, S::PerExpert, {"{e}.w3.input_scale"}, false},
            {R::Down, S::PerExpert, {"{e}.w2.weight"}, true},
-           {R::DownScale, S::PerExpert, {"{e}.w2.scale"}, true},
+           {R::DownScale, S::PerExpert, {"{e}.w2.scale", "{e}.w2.weight_scale"}, true},
+           {R::DownGlobal, S::PerExpert, {"{e}.w2.weight_scale_2"}, false},
+           {R::DownInputScale, S::PerExpert, {"{e}.w2.input_scale"}, false},
            router_weight({"gate.weight"}),
            {R::CorrectionBias, S::Module, {"gate.bias", "gate.e_score_correction_bias"}, false},
        }},
@@ -31,9 +39,36 @@ std::vector<LayoutRule> build_table() {
            {R::W13, S::Experts, {"w13_weight"}, true},
            {R::W13Scale, S::Experts, {"w13_weight_scale", "w13_weight_scale_inv"}, true},
            {R::W13Bias, S::Experts, {"w13_weight_bias", "w13_bias"}, false},
+           // NVFP4 (vLLM/SGLang's ModelOpt module): w13_weight_scale F8_E4M3 [E, 2I, H/16], the global
+           // scales [E, 2] (gate, up) or [E] (both), [E] for w2; input scales ignored.
+           {R::W13Global, S::Experts, {"w13_weight_scale_2"}, false},
+           {R::W13InputScale, S::Experts, {"w13_input_scale"}, false},
            {R::W2, S::Experts, {"w2_weight"}, true},
            {R::W2Scale, S::Experts, {"w2_weight_scale", "w2_weight_scale_inv"}, true},
            {R::W2Bias, S::Experts, {"w2_weight_bias", "w2_bias"}, false},
+           {R::W2Global, S::Experts, {"w2_weight_scale_2"}, false},
+           {R::W2InputScale, S::Experts, {"w2_input_scale"}, false},
+           router_weight(fused_router),
+           {R::CorrectionBias, S::Module, fused_correction, false},
+       }},
+      // NVIDIA ModelOpt's per-expert checkpoints (hf_quant_config.json quant_algo NVFP4): per expert
+      // gate_proj/up_proj/down_proj .weight U8 [N, K/2], .weight_scale F8_E4M3 [N, K/16],
+      // .weight_scale_2 F32 scalar ([] or [1]), .input_scale F32 (ignored). The same names with E8M0
+      // scales [N, K/32] and no weight_scale_2 load as MXFP4.
+      {MoeLayout::ModelOpt, "modelopt", {"{e}.gate_proj.weight"}, true,
+       {
+           {R::Gate, S::PerExpert, {"{e}.gate_proj.weight"}, true},
+           {R::GateScale, S::PerExpert, {"{e}.gate_proj.weight_scale"}, true},
+           {R::GateGlobal, S::PerExpert, {"{e}.gate_proj.weight_scale_2"}, false},
+           {R::GateInputScale, S::PerExpert, {"{e}.gate_proj.input_scale"}, false},
+           {R::Up, S::PerExpert, {"{e}.up_proj.weight"}, true},
+           {R::UpScale, S::PerExpert, {"{e}.up_proj.weight_scale"}, true},
+           {R::UpGlobal, S::PerExpert, {"{e}.up_proj.weight_scale_2"}, false},
+           {R::UpInputScale, S::PerExpert, {"{e}.up_proj.input_scale"}, false},
+           {R::Down, S::PerExpert, {"{e}.down_proj.weight"}, true},
+           {R::DownScale, S::PerExpert, {"{e}.down_proj.weight_scale"}, true},
+           {R::DownGlobal, S::PerExpert, {"{e}.down_proj.weight_scale_2"}, false},
+           {R::DownInputScale, S::PerExpert, {"{e}.down_proj.input_scale"}, false},
            router_weight(fused_router),
            {R::CorrectionBias, S::Module, fused_correction, false},
        }},
@@ -100,6 +135,16 @@ const char* role_name(Role role) {
     case Role::RouterWeight: return "router_weight";
     case Role::CorrectionBias: return "correction_bias";
     case Role::RouterLogitBias: return "router_logit_bias";
+    case Role::W13Global: return "w13_global_scale";
+    case Role::W2Global: return "w2_global_scale";
+    case Role::W13InputScale: return "w13_input_scale (ignored)";
+    case Role::W2InputScale: return "w2_input_scale (ignored)";
+    case Role::GateGlobal: return "gate global scale";
+    case Role::UpGlobal: return "up global scale";
+    case Role::DownGlobal: return "down global scale";
+    case Role::GateInputScale: return "gate input scale (ignored)";
+    case Role::UpInputScale: return "up input scale (ignored)";
+    case Role::DownInputScale: return "down input scale (ignored)";
   }
   return "?";
 }

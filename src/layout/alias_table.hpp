@@ -14,6 +14,10 @@ enum class Role {
   W13, W13Scale, W13Bias, W2, W2Scale, W2Bias,  // stacked over experts (fused, gpt-oss)
   Gate, GateScale, Up, UpScale, Down, DownScale,  // one tensor per expert (dsv4, dense per-expert)
   RouterWeight, CorrectionBias, RouterLogitBias,  // next to "experts.", under the same module path
+  // NVFP4 (ModelOpt): the fp32 global scales ("weight_scale_2"), stacked or per expert, and the
+  // activation scales ("input_scale"), accepted and ignored (the activations stay bf16/fp16: W4A16).
+  W13Global, W2Global, W13InputScale, W2InputScale,
+  GateGlobal, UpGlobal, DownGlobal, GateInputScale, UpInputScale, DownInputScale,
 };
 const char* role_name(Role role);
 

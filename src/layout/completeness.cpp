@@ -36,6 +36,15 @@ std::optional<ExpectedCount> config_experts(const Checkpoint& ckpt) {
   return std::nullopt;
 }
 
+std::optional<nlohmann::json> config_json(const Checkpoint& ckpt) {
+  const std::string path = (fs::path(ckpt.directory()) / "config.json").string();
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return std::nullopt;
+  nlohmann::json j = nlohmann::json::parse(checkpoint::read_regular_text(path, "config", 16u << 20), nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  return j;
+}
+
 std::optional<ExpectedCount> router_rows(const Checkpoint& ckpt, const MoeLayerRef& ref) {
   for (const auto& rule : layout_rule(ref.layout).tensors) {
     if (rule.role != Role::RouterWeight) continue;
@@ -93,6 +102,17 @@ void check_layer_complete(const Checkpoint& ckpt, const MoeLayerRef& ref, const 
     fail(ErrorCode::Shape, layer + ": its tensors hold " + std::to_string(ref.num_experts) + " experts, but " + expected->source + " gives " +
                                std::to_string(expected->experts) + "; " + looked_in(ckpt, ref));
   }
+}
+
+DType config_activation_dtype(const Checkpoint& ckpt) {
+  const auto j = config_json(ckpt);
+  if (!j) return DType::BF16;
+  for (const nlohmann::json* scope : {&*j, j->contains("text_config") ? &(*j)["text_config"] : nullptr}) {
+    if (!scope || !scope->is_object()) continue;
+    for (const char* key : {"torch_dtype", "dtype"})
+      if (scope->contains(key) && (*scope)[key].is_string()) return (*scope)[key].get<std::string>() == "float16" ? DType::F16 : DType::BF16;
+  }
+  return DType::BF16;
 }
 
 }  // namespace mxmoe::layout

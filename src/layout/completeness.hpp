@@ -17,4 +17,9 @@ namespace mxmoe::layout {
 // ids, the source of the expected count, and where they were looked for (name pattern and files).
 void check_layer_complete(const Checkpoint& ckpt, const MoeLayerRef& ref, const std::set<int>& expert_ids);
 
+// The activation dtype config.json next to the checkpoint declares ("torch_dtype", or "dtype", at the top
+// or under "text_config"): F16 for "float16", BF16 otherwise or when there is no clear answer. NVFP4
+// layers take it; MXFP4 layers are bf16 always.
+DType config_activation_dtype(const Checkpoint& ckpt);
+
 }  // namespace mxmoe::layout

@@ -57,7 +57,8 @@ HostTensor from_f32(const HostTensor& src, DType dtype) {
 
 bool LayerOutputSpec::operator==(const LayerOutputSpec& o) const {
   return E == o.E && H == o.H && I == o.I && w13_bias == o.w13_bias && w2_bias == o.w2_bias && router_weight == o.router_weight &&
-         correction_bias == o.correction_bias && router_logit_bias == o.router_logit_bias && router_dtype == o.router_dtype;
+         correction_bias == o.correction_bias && router_logit_bias == o.router_logit_bias && router_dtype == o.router_dtype &&
+         format.group_size == o.format.group_size && format.activation_dtype == o.format.activation_dtype;
 }
 
 // The dtype a float tensor is stored in, when it is one mxmoe writes back as it found it.
@@ -68,7 +69,7 @@ DType stored_float_dtype(const std::string& name) {
 LayerOutputSpec output_spec(const LoadedMoeLayer& l) {
   const auto& w = l.weights;
   LayerOutputSpec s{w.num_experts, w.hidden, w.inter, w.w13_bias.has_value(), w.w2_bias.has_value(), w.router_weight.has_value(),
-               w.correction_bias.has_value(), l.router_logit_bias.has_value()};
+               w.correction_bias.has_value(), l.router_logit_bias.has_value(), DType::F32, w.format};
   for (const auto& m : l.matches)
     if (m.role == role_name(Role::RouterWeight)) s.router_dtype = stored_float_dtype(m.dtype);
   return s;
@@ -80,6 +81,7 @@ LayerOutputSpec probe_output_spec(const Checkpoint& ckpt, const MoeLayerRef& ref
   const LayoutRule& rule = layout_rule(ref.layout);
   LayerOutputSpec s;
   s.E = ref.num_experts;
+  s.format = WeightFormat::mxfp4();  // quantize_checkpoint sets the format a dense layer is written in
   if (ref.layout == MoeLayout::DensePerExpert) {
     const Shape g = ckpt.info(resolve_or_fail(ckpt, ref.module_prefix, rule_for(rule, Role::Gate), 0)->name).shape;
     if (g.size() == 2) s.I = g[0], s.H = g[1];
@@ -101,7 +103,12 @@ LayerOutputSpec probe_output_spec(const Checkpoint& ckpt, const MoeLayerRef& ref
 }
 
 std::vector<PlannedTensor> plan_layer(const LayerOutputSpec& s, MoeLayout layout, const std::string& prefix) {
-  const std::int64_t E = s.E, H = s.H, I = s.I;
+  const std::int64_t E = s.E, H = s.H, I = s.I, G = s.format.group_size;
+  const bool nv = s.format.nvfp4();
+  const DType scale_dtype = nv ? DType::F8_E4M3 : DType::F8_E8M0;
+  if (nv && layout != MoeLayout::ModelOpt && layout != MoeLayout::Fused)
+    fail(ErrorCode::Unsupported, std::string("layout ") + moe_layout_name(layout) + " has no NVFP4 form; the layer '" + prefix +
+                                     "experts.' is NVFP4 (write modelopt or fused)");
   std::vector<PlannedTensor> out;
   auto add = [&](Role role, int expert, DType dtype, Shape shape) {
     out.push_back({{planned_name(layout, role, prefix, expert), dtype, std::move(shape)}, role, expert});
@@ -120,12 +127,30 @@ std::vector<PlannedTensor> plan_layer(const LayerOutputSpec& s, MoeLayout layout
         add(Role::DownScale, e, DType::F8_E8M0, {H, I / 32});
       }
       break;
+    case MoeLayout::ModelOpt:
+      // As ModelOpt exports NVFP4 experts: U8 [rows, K/2], F8_E4M3 block scales [rows, K/16] and an F32
+      // scalar weight_scale_2 per matrix (MXFP4 under these names: F8_E8M0 scales [rows, K/32], no scalar).
+      if (s.w13_bias || s.w2_bias) fail(ErrorCode::Unsupported, "layout modelopt has no expert biases; the layer '" + prefix + "experts.' has some");
+      for (int e = 0; e < E; ++e) {
+        add(Role::Gate, e, DType::U8, {I, H / 2});
+        add(Role::GateScale, e, scale_dtype, {I, H / G});
+        if (nv) add(Role::GateGlobal, e, DType::F32, {});
+        add(Role::Up, e, DType::U8, {I, H / 2});
+        add(Role::UpScale, e, scale_dtype, {I, H / G});
+        if (nv) add(Role::UpGlobal, e, DType::F32, {});
+        add(Role::Down, e, DType::U8, {H, I / 2});
+        add(Role::DownScale, e, scale_dtype, {H, I / G});
+        if (nv) add(Role::DownGlobal, e, DType::F32, {});
+      }
+      break;
     case MoeLayout::Fused:
       add(Role::W13, -1, DType::U8, {E, 2 * I, H / 2});
-      add(Role::W13Scale, -1, DType::F8_E8M0, {E, 2 * I, H / 32});
+      add(Role::W13Scale, -1, scale_dtype, {E, 2 * I, H / G});
+      if (nv) add(Role::W13Global, -1, DType::F32, {E, 2});
       if (s.w13_bias) add(Role::W13Bias, -1, DType::F32, {E, 2 * I});
       add(Role::W2, -1, DType::U8, {E, H, I / 2});
-      add(Role::W2Scale, -1, DType::F8_E8M0, {E, H, I / 32});
+      add(Role::W2Scale, -1, scale_dtype, {E, H, I / G});
+      if (nv) add(Role::W2Global, -1, DType::F32, {E});
       if (s.w2_bias) add(Role::W2Bias, -1, DType::F32, {E, H});
       break;
     case MoeLayout::GptOss:
@@ -155,7 +180,7 @@ std::vector<PlannedTensor> plan_layer(const LayerOutputSpec& s, MoeLayout layout
 
 HostTensor layer_tensor(const LoadedMoeLayer& layer, MoeLayout layout, const PlannedTensor& p) {
   const auto& w = layer.weights;
-  const std::int64_t E = w.num_experts, H = w.hidden, I = w.inter;
+  const std::int64_t E = w.num_experts, H = w.hidden, I = w.inter, G = w.format.group_size;
   const Shape& shape = p.entry.shape;
   HostTensor out = HostTensor::zeros(p.entry.dtype, shape);
   auto* dst = static_cast<std::uint8_t*>(out.mutable_data());
@@ -164,9 +189,19 @@ HostTensor layer_tensor(const LoadedMoeLayer& layer, MoeLayout layout, const Pla
     case Role::Gate: copy_rows(w.w13, e, 0, I, H / 2, dst); return out;
     case Role::Up: copy_rows(w.w13, e, I, I, H / 2, dst); return out;
     case Role::Down: copy_rows(w.w2, e, 0, H, I / 2, dst); return out;
-    case Role::GateScale: copy_rows(w.w13_scale, e, 0, I, H / 32, dst); return out;
-    case Role::UpScale: copy_rows(w.w13_scale, e, I, I, H / 32, dst); return out;
-    case Role::DownScale: copy_rows(w.w2_scale, e, 0, H, I / 32, dst); return out;
+    case Role::GateScale: copy_rows(w.w13_scale, e, 0, I, H / G, dst); return out;
+    case Role::UpScale: copy_rows(w.w13_scale, e, I, I, H / G, dst); return out;
+    case Role::DownScale: copy_rows(w.w2_scale, e, 0, H, I / G, dst); return out;
+    case Role::GateGlobal: out.mutable_as<float>()[0] = w.w13_global_scale->as<float>()[2 * e]; return out;
+    case Role::UpGlobal: out.mutable_as<float>()[0] = w.w13_global_scale->as<float>()[2 * e + 1]; return out;
+    case Role::DownGlobal: out.mutable_as<float>()[0] = w.w2_global_scale->as<float>()[e]; return out;
+    case Role::W13Global: return copy_as(*w.w13_global_scale, DType::F32, shape);
+    case Role::W2Global: return copy_as(*w.w2_global_scale, DType::F32, shape);
+    case Role::W13InputScale:
+    case Role::W2InputScale:
+    case Role::GateInputScale:
+    case Role::UpInputScale:
+    case Role::DownInputScale: fail(ErrorCode::InvalidArgument, "internal: input scales are never written");
     case Role::W13:
       return layout == MoeLayout::GptOss ? interleave(w.w13, shape, E, I, H / 2) : copy_as(w.w13, p.entry.dtype, shape);
     case Role::W13Scale:

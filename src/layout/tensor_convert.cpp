@@ -7,6 +7,7 @@
 #include "formats/bf16.hpp"
 #include "formats/fp16.hpp"
 #include "formats/mxfp4.hpp"
+#include "formats/nvfp4.hpp"
 #include "mxmoe/error.hpp"
 
 namespace mxmoe::layout {
@@ -97,6 +98,21 @@ HostTensor e8m0_scales(const Checkpoint& ckpt, const std::string& name, bool* co
   *converted = scales_to_e8m0(t, name, out.mutable_as<std::uint8_t>()) || *converted;
   *zero_copy = false;
   return out;
+}
+
+HostTensor ue4m3_scales(const Checkpoint& ckpt, const std::string& name) {
+  const HostTensor t = ckpt.view(name);
+  if (t.dtype() != DType::U8 && t.dtype() != DType::F8_E4M3)
+    fail(ErrorCode::DType, "tensor '" + name + "' holds NVFP4 block scales of dtype " + dtype_name(t.dtype()) + ", expected F8_E4M3 (or U8)");
+  const auto* p = t.as<std::uint8_t>();
+  for (std::int64_t i = 0; i < t.numel(); ++i) {
+    if (p[i] == formats::kUe4m3Nan)
+      fail(ErrorCode::Format, "tensor '" + name + "': scale at index " + index_str(t.shape(), i) + " is the E4M3 NaN byte 0x7F");
+    if (p[i] & 0x80u)
+      fail(ErrorCode::Format, "tensor '" + name + "': scale at index " + index_str(t.shape(), i) + " is byte " + std::to_string(p[i]) + " (" +
+                                  std::to_string(formats::e4m3_decode(p[i])) + "), whose sign bit is set: NVFP4 block scales are unsigned (UE4M3)");
+  }
+  return ckpt.view_as(name, DType::U8, t.shape());
 }
 
 float load_float(const HostTensor& t, std::int64_t i) {

@@ -32,6 +32,10 @@ bool scales_to_e8m0(const HostTensor& t, const std::string& name, std::uint8_t* 
 // U8/F8_E8M0 scales checked for 0xFF, as a view when possible; floats converted to an owned U8 tensor.
 HostTensor e8m0_scales(const Checkpoint& ckpt, const std::string& name, bool* converted, bool* zero_copy);
 
+// NVFP4 block scales: U8 or F8_E4M3 bytes, each a UE4M3 (not the NaN byte 0x7F, no sign bit); Format
+// error naming the tensor, the index and the byte otherwise, DType error for any other dtype. A view.
+HostTensor ue4m3_scales(const Checkpoint& ckpt, const std::string& name);
+
 // BF16/F16/F32 element i as float.
 float load_float(const HostTensor& t, std::int64_t i);
 // A BF16/F16/F32 tensor as an owned F32 copy; DType error naming the tensor otherwise.
