@@ -196,8 +196,10 @@ std::vector<std::uint8_t> zero_dead_blocks(std::vector<std::uint8_t> w, const st
 }
 
 TEST(TileLayoutNvfp4, RoundTripsWithSixteenWideGroups) {
-  for (const auto& [rows, k, gate_up] : {std::make_tuple(32, 48, false), std::make_tuple(64, 208, true), std::make_tuple(16, 2880, false)}) {
-    const TiledShape shape{rows, k, gate_up, 16};
+  for (const auto& [rows, k, gate_up, f16] : {std::make_tuple(32, 48, false, false), std::make_tuple(64, 208, true, false),
+                                              std::make_tuple(16, 2880, false, false), std::make_tuple(32, 48, false, true),
+                                              std::make_tuple(64, 208, true, true), std::make_tuple(16, 2880, false, true)}) {
+    const TiledShape shape{rows, k, gate_up, 16, f16};
     std::mt19937 rng(static_cast<std::uint32_t>(rows + k));
     std::vector<std::uint8_t> w(static_cast<std::size_t>(rows) * k / 2), s(static_cast<std::size_t>(rows) * k / 16);
     for (auto& b : w) b = static_cast<std::uint8_t>(rng());
@@ -265,10 +267,11 @@ TEST(DequantNvfp4, EveryCodeTimesEveryScaleIsExactInBf16AndFp16) {
       const double v = formats::e2m1_decode(static_cast<std::uint8_t>(c));
       const double want = v * s * std::ldexp(1.0, -kernels::kNvfp4Fold);
       const std::uint32_t word = fragment_word(c * 0x11u, c * 0x11u, c * 0x11u, c * 0x11u);
+      const std::uint32_t word16 = fragment_word(c * 0x11u, c * 0x11u, c * 0x11u, c * 0x11u, /*f16=*/true);
       const double got = static_cast<double>(formats::bf16_to_float(static_cast<std::uint16_t>(kernels::e2m1_pair_bits<0>(word)))) * lifted;
       ASSERT_EQ(got, want);
       ASSERT_EQ(static_cast<double>(formats::round_to_bf16(static_cast<float>(got))), got) << "bf16 holds v s 2^-8";
-      const double got16 = f16_value(static_cast<std::uint16_t>(kernels::e2m1_pair_bits_f16<0>(word))) * lifted16;
+      const double got16 = f16_value(static_cast<std::uint16_t>(kernels::e2m1_pair_bits_f16<3>(word16))) * lifted16;
       ASSERT_EQ(got16, want);
       ASSERT_TRUE(f16_holds(got16)) << "byte " << byte << " code " << c;
     }
@@ -282,7 +285,7 @@ TEST(DequantNvfp4, Fp16BitTrickCoversEveryCodeInEveryRegister) {
   for (int trial = 0; trial < 256; ++trial) {
     std::uint32_t bytes[4];
     for (int r = 0; r < 4; ++r) bytes[r] = static_cast<std::uint32_t>((trial * 37 + r * 91 + 13) & 0xff);
-    const std::uint32_t word = fragment_word(bytes[0], bytes[1], bytes[2], bytes[3]);
+    const std::uint32_t word = fragment_word(bytes[0], bytes[1], bytes[2], bytes[3], /*f16=*/true);
     const std::uint32_t regs[4] = {kernels::e2m1_pair_bits_f16<0>(word), kernels::e2m1_pair_bits_f16<1>(word),
                                    kernels::e2m1_pair_bits_f16<2>(word), kernels::e2m1_pair_bits_f16<3>(word)};
     for (int r = 0; r < 4; ++r)
@@ -319,5 +322,40 @@ TEST(DequantWide, EveryE8m0ByteAndCodeIsExact) {
         ASSERT_EQ(static_cast<double>(formats::round_to_bf16(static_cast<float>(twice))), want) << "bf16 holds it";
       }
     }
+  }
+}
+
+// The fp16 placement is a permutation too (each half's 16 bits used once), and the lane simulation
+// of the GEMM decodes every A element of a random NVFP4 matrix to its canonical value.
+TEST(TileLayoutNvfp4, Fp16LaneFragmentsDecodeToTheCanonicalValues) {
+  int used = 0;
+  for (int reg = 0; reg < 4; ++reg) used |= static_cast<int>(place_element(15u, reg, true));
+  EXPECT_EQ(used, 0xFFFF);
+  const int rows = 32, k = 128, I = rows / 2;
+  for (bool gate_up : {false, true}) {
+    const TiledShape shape{rows, k, gate_up, 16, true};
+    std::mt19937 rng(gate_up ? 21 : 22);
+    std::vector<std::uint8_t> w(rows * k / 2), s(rows * k / 16);
+    for (auto& b : w) b = static_cast<std::uint8_t>(rng());
+    for (auto& b : s) b = static_cast<std::uint8_t>(1 + rng() % 0x7E);
+    const TiledMatrix t = tile_matrix_cpu(w.data(), s.data(), shape);
+    for (int tile = 0; tile < shape.tiles(); ++tile)
+      for (int chunk = 0; chunk < shape.chunks(); ++chunk)
+        for (int lane = 0; lane < 32; ++lane)
+          for (int step = 0; step < 4; ++step) {
+            std::uint32_t word;
+            std::memcpy(&word, &t.weights[(static_cast<std::size_t>(tile) * shape.chunks() + chunk) * 512 + lane * 16 + step * 4], 4);
+            const std::uint32_t regs[4] = {kernels::e2m1_pair_bits_f16<0>(word), kernels::e2m1_pair_bits_f16<1>(word),
+                                           kernels::e2m1_pair_bits_f16<2>(word), kernels::e2m1_pair_bits_f16<3>(word)};
+            for (int r = 0; r < 4; ++r)
+              for (int half = 0; half < 2; ++half) {
+                const int prow = tile * 16 + lane / 4 + 8 * (r & 1);
+                const int kk = chunk * 64 + step * 16 + 2 * (lane % 4) + 8 * (r >> 1) + half;
+                const int crow = gate_up ? (prow % 16 < 8 ? 8 * tile + prow % 16 : I + 8 * tile + prow % 16 - 8) : prow;
+                const std::uint8_t code = formats::nibble_at(&w[static_cast<std::size_t>(crow) * (k / 2)], kk);
+                ASSERT_EQ(f16_value(static_cast<std::uint16_t>(regs[r] >> (16 * half))) * std::ldexp(1.0, 14), formats::e2m1_decode(code))
+                    << "tile " << tile << " lane " << lane << " step " << step << " register " << r;
+              }
+          }
   }
 }

@@ -95,9 +95,10 @@ int mxmoe_prepared_bytes(int rows, int k, int group, int64_t* weight_bytes, int6
 int mxmoe_scales_to_e8m0(const float* scales, uint8_t* out, const int64_t* shape, int rank, const char* name);
 
 /* Device: tiles `num_experts` consecutive canonical matrices (scales [rows, k/group]) into prepared
- * bytes (out of place). group 32 (E8M0 scales) or 16 (UE4M3 scales). */
+ * bytes (out of place). group 32 (E8M0 scales) or 16 (UE4M3 scales); f16 1: the fp16 bit placement
+ * (NVFP4 weights that will run fp16 activations, and then only those), 0: the bf16 one. */
 int mxmoe_tile_experts_cuda(const uint8_t* weights, const uint8_t* scales, int rows, int k, int gate_up, int group,
-                            int num_experts, uint8_t* tiled_weights, uint8_t* tiled_scales, void* stream);
+                            int f16, int num_experts, uint8_t* tiled_weights, uint8_t* tiled_scales, void* stream);
 
 /* Device workspace bytes of one forward of `num_tokens` tokens. */
 int mxmoe_workspace_bytes(int num_experts, int hidden, int inter, int num_tokens, int top_k, int64_t* bytes);

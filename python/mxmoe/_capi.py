@@ -104,7 +104,7 @@ _SIGNATURES = {
     "mxmoe_check_problem": ([_I, _I, _I, _I, _I, ctypes.POINTER(Activation)], _I),
     "mxmoe_prepared_bytes": ([_I, _I, _I, ctypes.POINTER(_L), ctypes.POINTER(_L)], _I),
     "mxmoe_scales_to_e8m0": ([_P, _P, ctypes.POINTER(_L), _I, ctypes.c_char_p], _I),
-    "mxmoe_tile_experts_cuda": ([_P, _P, _I, _I, _I, _I, _I, _P, _P, _P], _I),
+    "mxmoe_tile_experts_cuda": ([_P, _P, _I, _I, _I, _I, _I, _I, _P, _P, _P], _I),
     "mxmoe_workspace_bytes": ([_I, _I, _I, _I, _I, ctypes.POINTER(_L)], _I),
     "mxmoe_forward_cuda": ([ctypes.POINTER(Weights), ctypes.POINTER(Activation), _P, _P, _P, _P, _I, _I, _P, _L, _P], _I),
     "mxmoe_route_cuda": ([_P, _P, _I, _I, ctypes.POINTER(Routing), _P, _P, _P], _I),

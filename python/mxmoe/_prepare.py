@@ -31,7 +31,8 @@ class PreparedWeights:
 
     group: 32 (MXFP4, E8M0 scales) or 16 (NVFP4, UE4M3 scales and the fp32 global scales).
     activation_dtype: the dtype hidden_states must have: bfloat16 (MXFP4 always), float16, or None
-    (NVFP4 prepared without one: bfloat16 or float16, taken from each call's hidden_states).
+    (NVFP4 prepared on the CPU without one: bfloat16 or float16, taken from each call's hidden_states;
+    on the GPU the tile layout is made for one of them, bfloat16 unless float16 was asked).
     max_scale_byte: MXFP4's largest E8M0 byte (bytes above 128 run the kernels' two-multiply format);
     computed once by prepare, so no forward synchronises the host. 0 for NVFP4."""
 
@@ -159,7 +160,7 @@ def global_scales(scales, name: str, E: int, columns: int, device) -> torch.Tens
     return g.contiguous()
 
 
-def _tile(w: torch.Tensor, s: torch.Tensor, rows: int, k: int, gate_up: bool, group: int, inplace: bool):
+def _tile(w: torch.Tensor, s: torch.Tensor, rows: int, k: int, gate_up: bool, group: int, inplace: bool, f16: bool):
     """Canonical [E, rows, k/2] + [E, rows, k/group] -> tiled [E, wb] + [E, sb] on w's device."""
     E = w.shape[0]
     wb, sb = ops.prepared_bytes(rows, k, group)
@@ -170,11 +171,11 @@ def _tile(w: torch.Tensor, s: torch.Tensor, rows: int, k: int, gate_up: bool, gr
         for e0 in range(0, E, n):
             e1 = min(E, e0 + n)
             torch.ops.mxmoe.tile_experts(w[e0:e1].clone(), s[e0:e1].clone(), rows, k, gate_up, group, w[e0:e1],
-                                         s[e0:e1])
+                                         s[e0:e1], f16)
         return w.view(E, wb), s.view(E, sb)
     tw = torch.empty(E, wb, dtype=torch.uint8, device=w.device)
     ts = torch.empty(E, sb, dtype=torch.uint8, device=w.device)
-    torch.ops.mxmoe.tile_experts(w, s, rows, k, gate_up, group, tw, ts)
+    torch.ops.mxmoe.tile_experts(w, s, rows, k, gate_up, group, tw, ts, f16)
     return tw, ts
 
 
@@ -195,8 +196,9 @@ def prepare(w13, w13_scale, w2, w2_scale, w13_bias=None, w2_bias=None, *, w13_gl
 
     The format follows w13_scale's shape: [E, 2I, H/32] is MXFP4, [E, 2I, H/16] NVFP4, which also
     needs w13_global_scale ([E, 2], [E] or E per-expert scalars) and w2_global_scale ([E] or E
-    scalars). activation_dtype: MXFP4 runs bfloat16 only; NVFP4 bfloat16 or float16, or None: either,
-    as each call's hidden_states is.
+    scalars). activation_dtype: MXFP4 runs bfloat16 only; NVFP4 bfloat16 or float16, or None: on the
+    CPU either, as each call's hidden_states is; on a GPU bfloat16 (the tile layout places the bits for
+    one operand type; pass float16 for fp16 activations).
 
     inplace=False leaves the arguments untouched. inplace=True lets preparation reuse their storage
     (the tensors' contents are then the prepared bytes): what an engine does once after loading."""
@@ -251,9 +253,14 @@ def prepare(w13, w13_scale, w2, w2_scale, w13_bias=None, w2_bias=None, *, w13_gl
         return PreparedWeights(w13u, s13, w2u, s2, b13, b2, E, H, I, "canonical", **extra)
     index = device.index if device.index is not None else torch.cuda.current_device()
     check(lib.mxmoe_check_device(index))
+    if activation_dtype is None:
+        # The GPU tile layout places the bits for one operand type (fp16 has a layout of its own), so
+        # prepared NVFP4 weights run one activation dtype there: bfloat16 unless float16 is asked.
+        activation_dtype = extra["activation_dtype"] = torch.bfloat16
+    f16 = activation_dtype == torch.float16
     if inplace:
-        tw13, ts13 = _tile(w13u, s13, 2 * I, H, True, group, True)
-        tw2, ts2 = _tile(w2u, s2, H, I, False, group, True)
+        tw13, ts13 = _tile(w13u, s13, 2 * I, H, True, group, True, f16)
+        tw2, ts2 = _tile(w2u, s2, H, I, False, group, True, f16)
     else:
-        tw13, ts13, tw2, ts2 = torch.ops.mxmoe.prepare(w13u, s13, w2u, s2, group)
+        tw13, ts13, tw2, ts2 = torch.ops.mxmoe.prepare(w13u, s13, w2u, s2, group, f16)
     return PreparedWeights(tw13, ts13, tw2, ts2, b13, b2, E, H, I, "tiled", **extra)

@@ -25,9 +25,10 @@ _lib.define(
     "int topk_groups, float routed_scaling) -> (Tensor, Tensor)")
 _lib.define(
     "tile_experts(Tensor weights, Tensor scales, int rows, int k, bool gate_up, int group, Tensor(a!) tiled_weights, "
-    "Tensor(b!) tiled_scales) -> ()")
+    "Tensor(b!) tiled_scales, bool f16=False) -> ()")
 _lib.define(
-    "prepare(Tensor w13, Tensor w13_scale, Tensor w2, Tensor w2_scale, int group) -> (Tensor, Tensor, Tensor, Tensor)")
+    "prepare(Tensor w13, Tensor w13_scale, Tensor w2, Tensor w2_scale, int group, bool f16=False) -> "
+    "(Tensor, Tensor, Tensor, Tensor)")
 _lib.define(
     "fused_moe_from_logits(Tensor hidden, Tensor w13, Tensor w13_scale, Tensor w2, Tensor w2_scale, "
     "Tensor? w13_bias, Tensor? w2_bias, Tensor? w13_global_scale, Tensor? w2_global_scale, Tensor router_logits, "
@@ -158,14 +159,14 @@ def _route_fake(router_logits, correction_bias, mode, top_k, renormalize, n_grou
 
 
 # ------------------------------------------------------------------------------------- tile_experts
-def _tile_experts_cuda(weights, scales, rows, k, gate_up, group, tiled_weights, tiled_scales):
+def _tile_experts_cuda(weights, scales, rows, k, gate_up, group, tiled_weights, tiled_scales, f16=False):
     with _on_device(weights.device):
         check(lib.mxmoe_tile_experts_cuda(weights.data_ptr(), scales.data_ptr(), rows, k, int(gate_up), group,
-                                          weights.shape[0], tiled_weights.data_ptr(), tiled_scales.data_ptr(),
+                                          int(f16), weights.shape[0], tiled_weights.data_ptr(), tiled_scales.data_ptr(),
                                           _stream(weights.device)))
 
 
-def _tile_experts_cpu(weights, scales, rows, k, gate_up, group, tiled_weights, tiled_scales):
+def _tile_experts_cpu(weights, scales, rows, k, gate_up, group, tiled_weights, tiled_scales, f16=False):
     raise _capi.UnsupportedError("mxmoe::tile_experts: the tile layout is for the CUDA kernels; the CPU backend "
                                  "runs on canonical weights")
 
@@ -175,7 +176,7 @@ _lib.impl("tile_experts", _tile_experts_cpu, "CPU")
 
 
 @torch.library.register_fake("mxmoe::tile_experts")
-def _tile_experts_fake(weights, scales, rows, k, gate_up, group, tiled_weights, tiled_scales):
+def _tile_experts_fake(weights, scales, rows, k, gate_up, group, tiled_weights, tiled_scales, f16=False):
     return None
 
 
@@ -183,7 +184,7 @@ def _tile_experts_fake(weights, scales, rows, k, gate_up, group, tiled_weights, 
 # Canonical uint8 tensors (E8M0 or UE4M3 scale bytes, group 32 or 16) -> what the device's backend
 # runs: new tensors, the arguments untouched. CPU: the canonical bytes (the oracle's input); CUDA:
 # the tile layout.
-def _prepare_cpu(w13, w13_scale, w2, w2_scale, group):
+def _prepare_cpu(w13, w13_scale, w2, w2_scale, group, f16=False):
     return w13.clone(), w13_scale.clone(), w2.clone(), w2_scale.clone()
 
 
@@ -200,12 +201,12 @@ def _prepare_shapes(w13, w2, group):
     return E, prepared_bytes(2 * I, H, group), prepared_bytes(H, I, group)
 
 
-def _prepare_cuda(w13, w13_scale, w2, w2_scale, group):
+def _prepare_cuda(w13, w13_scale, w2, w2_scale, group, f16=False):
     E, (wb13, sb13), (wb2, sb2) = _prepare_shapes(w13, w2, group)
     I, H = w13.shape[1] // 2, w13.shape[2] * 2
     out = [torch.empty(E, n, dtype=torch.uint8, device=w13.device) for n in (wb13, sb13, wb2, sb2)]
-    _tile_experts_cuda(w13, w13_scale, 2 * I, H, True, group, out[0], out[1])
-    _tile_experts_cuda(w2, w2_scale, H, I, False, group, out[2], out[3])
+    _tile_experts_cuda(w13, w13_scale, 2 * I, H, True, group, out[0], out[1], f16)
+    _tile_experts_cuda(w2, w2_scale, H, I, False, group, out[2], out[3], f16)
     return tuple(out)
 
 

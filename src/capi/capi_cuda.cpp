@@ -68,7 +68,7 @@ int mxmoe_check_device(int device) {
 }
 
 int mxmoe_tile_experts_cuda(const uint8_t* weights, const uint8_t* scales, int rows, int k, int gate_up, int group,
-                            int num_experts, uint8_t* tiled_weights, uint8_t* tiled_scales, void* stream) {
+                            int f16, int num_experts, uint8_t* tiled_weights, uint8_t* tiled_scales, void* stream) {
   return guarded("mxmoe_tile_experts_cuda", [&] {
     const char* entry = "mxmoe_tile_experts_cuda";
     for (auto [p, name] : {std::pair<const void*, const char*>{weights, "weights"}, {scales, "scales"},
@@ -76,12 +76,14 @@ int mxmoe_tile_experts_cuda(const uint8_t* weights, const uint8_t* scales, int r
       require(p, entry, name);
     if (group != 32 && group != 16)
       fail(ErrorCode::InvalidArgument, std::string(entry) + ": the group must be 32 (MXFP4) or 16 (NVFP4), got " + std::to_string(group));
+    if (f16 && group != 16)
+      fail(ErrorCode::DType, std::string(entry) + ": the fp16 layout is for NVFP4 (group 16); MXFP4 runs bf16 activations");
     if (rows <= 0 || rows % tiling::kTileRows || k <= 0 || k % group || num_experts <= 0 || (gate_up && rows % 32))
       fail(ErrorCode::Shape, std::string(entry) + ": rows must be a positive multiple of 16 (32 for w13), K of the group (" +
                                  std::to_string(group) + "), got rows=" + std::to_string(rows) + " K=" + std::to_string(k) +
                                  " experts=" + std::to_string(num_experts));
     device_sm_count();
-    tiling::launch_tile_matrices(weights, scales, {rows, k, gate_up != 0, group}, num_experts, tiled_weights, tiled_scales,
+    tiling::launch_tile_matrices(weights, scales, {rows, k, gate_up != 0, group, f16 != 0}, num_experts, tiled_weights, tiled_scales,
                                  static_cast<cudaStream_t>(stream));
     check_cuda(cudaGetLastError(), "tile_matrices launch");
   });

@@ -47,17 +47,17 @@ MXMOE_HD ScalePairBits e8m0_wide_scale_pair_bits(std::uint32_t b) {
   return {e8m0_scale_pair_bits(low), ((high - 1u) << 7) * 0x00010001u};
 }
 
-// fp16 twin of e2m1_pair_bits: the same tile layout, bits moved to fp16's sign 15, exponent 11..10
-// and top mantissa bit 9, which makes each value x 2^-14 (code 0b001, 0.5, lands as a subnormal).
+// fp16 twin of e2m1_pair_bits, on the fp16 tile layout (TiledShape::f16): bits to fp16's sign 15,
+// exponent 11..10 and top mantissa bit 9, which makes each value x 2^-14 (code 0b001, 0.5, lands as
+// a subnormal).
 template <int P>
 MXMOE_HD std::uint32_t e2m1_pair_bits_f16(std::uint32_t word) {
   static_assert(P >= 0 && P < 4, "a word holds four registers");
   constexpr std::uint32_t kField = 0x0E000E00u, kSign = 0x80008000u;  // bits 11..9 and 15 of both halves
-  if constexpr (P == 0) return ((word << 3) & kField) | (word & kSign);         // m 6, e 7..8, s 15
-  if constexpr (P == 1) return ((word << 6) & kField) | ((word << 3) & kSign);  // m 3, e 4..5, s 12
-  if constexpr (P == 2) return ((word << 9) & kField) | ((word << 6) & kSign);  // m 0, e 1..2, s 9
-  // m 11 -> 9; e0 e1 at 13, 14 -> 10, 11; sign 10 -> 15.
-  return ((word >> 2) & 0x02000200u) | ((word >> 3) & 0x0C000C00u) | ((word << 5) & kSign);
+  if constexpr (P == 0) return word & (kField | kSign);                          // m e at 9..11, s 15
+  if constexpr (P == 1) return (word << 3) & (kField | kSign);                   // m e at 6..8, s 12
+  if constexpr (P == 2) return ((word << 6) & kField) | ((word << 2) & kSign);   // m e at 3..5, s 13
+  return ((word << 9) & kField) | ((word << 1) & kSign);                         // m e at 0..2, s 14
 }
 
 // NVFP4's prepared scale code (tiling::nvfp4_scale_code: (E + 9) << 3 | m for s = 1.m x 2^E) as a

@@ -19,6 +19,12 @@
 // 8 and 15 (see kernels/dequant.hpp):
 //   register 0: m 6, e0 7, e1 8, sign 15     register 1: m 3, e0 4, e1 5, sign 12
 //   register 2: m 0, e0 1, e1 2, sign 9      register 3: m 11, e0 13, e1 14, sign 10
+// fp16 operands (NVFP4 with fp16 activations) take a layout of their own, placed for fp16's sign 15,
+// exponent 11..10 and top mantissa bit 9 (see kernels/dequant.hpp, e2m1_pair_bits_f16):
+//   register 0: m 9, e0 10, e1 11, sign 15   register 1: m 6, e0 7, e1 8, sign 12
+//   register 2: m 3, e0 4, e1 5, sign 13     register 3: m 0, e0 1, e1 2, sign 14
+// (one mask, one shift and a mask, then two shifts for each of the last two: 11 operations per 8
+// values, as for bf16; fp16 on the bf16 layout took 17). TiledShape::f16 selects it.
 // The layout is a permutation of the canonical bits: the CPU twin's inverse recovers them exactly.
 // Chunks are ordered [tile][chunk], so one tile's K range is contiguous. K is padded to a multiple
 // of 64 with zero codes.
@@ -78,6 +84,7 @@ struct TiledShape {
   int k;           // K, a multiple of the group (MXFP4 32, NVFP4 16)
   bool gate_up;    // w13: interleave gate/up rows in eights
   int group = 32;  // 32: MXFP4 (E8M0 scales), 16: NVFP4 (UE4M3 scales)
+  bool f16 = false;  // the fp16 bit placement (NVFP4 with fp16 activations)
 
   MXMOE_HD int tiles() const { return rows / kTileRows; }
   MXMOE_HD int chunks() const { return (k + kChunkK - 1) / kChunkK; }
@@ -104,8 +111,13 @@ MXMOE_HD std::uint8_t canonical_byte(const std::uint8_t* mat, const TiledShape& 
   return mat[static_cast<std::int64_t>(crow) * (s.k / 2) + kbyte];
 }
 
-// The 16-bit half holding E2M1 `code` (s e1 e0 m) as the element of A register `reg`.
-MXMOE_HD std::uint32_t place_element(std::uint32_t code, int reg) {
+// The 16-bit half holding E2M1 `code` (s e1 e0 m) as the element of A register `reg`, in the bf16
+// layout or (f16) the fp16 one.
+MXMOE_HD std::uint32_t place_element(std::uint32_t code, int reg, bool f16 = false) {
+  if (f16) {  // m e0 e1 contiguous from bit 9, 6, 3, 0; sign at 15, 12, 13, 14
+    const int mag = 9 - 3 * reg, sign = reg == 0 ? 15 : 11 + reg;
+    return (code & 7u) << mag | ((code >> 3) & 1u) << sign;
+  }
   switch (reg) {
     case 0: return (code & 7u) << 6 | (code & 8u) << 12;
     case 1: return (code & 7u) << 3 | (code & 8u) << 9;
@@ -115,10 +127,11 @@ MXMOE_HD std::uint32_t place_element(std::uint32_t code, int reg) {
 }
 
 // A fragment word from the four canonical bytes feeding registers 0..3.
-MXMOE_HD std::uint32_t fragment_word(std::uint32_t b0, std::uint32_t b1, std::uint32_t b2, std::uint32_t b3) {
+MXMOE_HD std::uint32_t fragment_word(std::uint32_t b0, std::uint32_t b1, std::uint32_t b2, std::uint32_t b3, bool f16 = false) {
   const std::uint32_t bytes[4] = {b0, b1, b2, b3};
   std::uint32_t w = 0;
-  for (int reg = 0; reg < 4; ++reg) w |= place_element(bytes[reg] & 15u, reg) | place_element(bytes[reg] >> 4, reg) << 16;
+  for (int reg = 0; reg < 4; ++reg)
+    w |= place_element(bytes[reg] & 15u, reg, f16) | place_element(bytes[reg] >> 4, reg, f16) << 16;
   return w;
 }
 
@@ -130,7 +143,7 @@ MXMOE_HD std::uint32_t tiled_word(const std::uint8_t* mat, const TiledShape& s, 
   const int row_lo = canonical_row(s, tile * kTileRows + g), row_hi = canonical_row(s, tile * kTileRows + g + 8);
   const int kb = chunk * (kChunkK / 2) + step * 8 + t;  // byte of k = 64 chunk + 16 step + 2t
   return fragment_word(canonical_byte(mat, s, row_lo, kb, scales), canonical_byte(mat, s, row_hi, kb, scales),
-                       canonical_byte(mat, s, row_lo, kb + 4, scales), canonical_byte(mat, s, row_hi, kb + 4, scales));
+                       canonical_byte(mat, s, row_lo, kb + 4, scales), canonical_byte(mat, s, row_hi, kb + 4, scales), s.f16);
 }
 
 // Byte offset of word `step` of `lane` in tile/chunk.

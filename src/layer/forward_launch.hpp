@@ -27,8 +27,8 @@ struct PreparedWeightsView {
 
   int group() const { return format == kernels::GemmFormat::Nvfp4Bf16 || format == kernels::GemmFormat::Nvfp4F16 ? 16 : 32; }
   bool f16_activations() const { return format == kernels::GemmFormat::Nvfp4F16; }
-  tiling::TiledShape w13_shape() const { return {2 * inter, hidden, true, group()}; }
-  tiling::TiledShape w2_shape() const { return {hidden, inter, false, group()}; }
+  tiling::TiledShape w13_shape() const { return {2 * inter, hidden, true, group(), f16_activations()}; }
+  tiling::TiledShape w2_shape() const { return {hidden, inter, false, group(), f16_activations()}; }
 };
 
 // Byte offsets of the workspace's parts for forwards of up to `max_tokens` tokens; each part starts

@@ -128,8 +128,9 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
   check_cuda(cudaDeviceGetAttribute(&m.sm_count, cudaDevAttrMultiProcessorCount, o.device), "cudaDeviceGetAttribute");
   kernels::configure_moe_gemm_kernels();
 
-  m.w13_shape = {2 * m.I, m.H, true, group};
-  m.w2_shape = {m.H, m.I, false, group};
+  const bool f16 = w.format.activation_dtype == DType::F16;  // fp16 operands: their own bit placement
+  m.w13_shape = {2 * m.I, m.H, true, group, f16};
+  m.w2_shape = {m.H, m.I, false, group, f16};
   cudaStream_t stream;
   check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
   try {

@@ -8,6 +8,8 @@ namespace mxmoe::tiling {
 namespace {
 
 void check_shape(const TiledShape& s) {
+  if (s.f16 && s.group != 16)
+    fail(ErrorCode::Shape, "tile layout: the fp16 placement is for NVFP4 (group 16) only");
   if (s.group != 32 && s.group != 16)
     fail(ErrorCode::Shape, "tile layout: the group must be 32 (MXFP4) or 16 (NVFP4), got " + std::to_string(s.group));
   if (s.rows <= 0 || s.rows % kTileRows || s.k <= 0 || s.k % s.group)
@@ -58,8 +60,10 @@ void untile_matrix_cpu(const TiledMatrix& tiled, const TiledShape& s, std::uint8
               // Register reg, half h holds A element (row g + 8*(reg&1), k 2t + 8*(reg>>1) + h),
               // its bits (m, e0, e1, sign) at the positions the layout table gives.
               static const int kBits[4][4] = {{6, 7, 8, 15}, {3, 4, 5, 12}, {0, 1, 2, 9}, {11, 13, 14, 10}};
+              static const int kBitsF16[4][4] = {{9, 10, 11, 15}, {6, 7, 8, 12}, {3, 4, 5, 13}, {0, 1, 2, 14}};
+              const int* bits = s.f16 ? kBitsF16[reg] : kBits[reg];
               std::uint8_t nib = 0;
-              for (int b = 0; b < 4; ++b) nib = static_cast<std::uint8_t>(nib | ((word >> (kBits[reg][b] + 16 * half)) & 1u) << b);
+              for (int b = 0; b < 4; ++b) nib = static_cast<std::uint8_t>(nib | ((word >> (bits[b] + 16 * half)) & 1u) << b);
               const int row = tile * 16 + lane / 4 + 8 * (reg & 1);
               const int k = chunk * 64 + step * 16 + 2 * (lane % 4) + 8 * (reg >> 1) + half;
               if (k >= s.k) continue;

@@ -47,7 +47,7 @@ __global__ void tile_weights_kernel(const std::uint8_t* __restrict__ weights, co
       std::uint32_t w[4];
 #pragma unroll
       for (int step = 0; step < 4; ++step)
-        w[step] = fragment_word(lo[8 * step + t], hi[8 * step + t], lo[8 * step + t + 4], hi[8 * step + t + 4]);
+        w[step] = fragment_word(lo[8 * step + t], hi[8 * step + t], lo[8 * step + t + 4], hi[8 * step + t + 4], s.f16);
       v = make_uint4(w[0], w[1], w[2], w[3]);
     } else {
       v = make_uint4(tiled_word(mat, s, tile, chunk, lane, 0, nv_scales), tiled_word(mat, s, tile, chunk, lane, 1, nv_scales),
