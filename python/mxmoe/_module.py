@@ -235,7 +235,8 @@ class _Nvfp4Expert(torch.nn.Module):
 
 class Nvfp4MoE(_QuantizedMoE):
     """NVFP4 experts (E2M1, one UE4M3 scale per 16 along K, one fp32 global scale per matrix), bf16 or
-    fp16 activations (params_dtype; None: either, per call).
+    fp16 activations (params_dtype; None: either, per call, on the CPU; bfloat16 on a GPU, whose tile
+    layout is made for one operand type).
 
     layout="fused" registers vLLM's/SGLang's fused names: w13_weight [E, 2I, H/2], w2_weight,
     w13_weight_scale [E, 2I, H/16], w2_weight_scale [E, H, I/16] (scale_dtype, default float8_e4m3fn),

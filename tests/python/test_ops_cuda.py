@@ -166,7 +166,7 @@ def test_every_e8m0_byte_cuda_matches_cpu_oracle():
 def test_nvfp4_module_inplace_graph_replay_fp16():
     E, H, I, k, T = 16, 512, 256, 4, 48
     layer = random_nvfp4_layer(E, H, I, bias=True, seed=21)
-    reference = mt.prepare(**on(layer, "cuda"))
+    reference = mt.prepare(**on(layer, "cuda"), activation_dtype=torch.float16)  # the fp16 tile layout
     module = mt.Nvfp4MoE(E, H, I, params_dtype=torch.float16, has_bias=True, device="cuda")
     with torch.no_grad():
         for name, role in (("w13_weight", "w13"), ("w2_weight", "w2"), ("w13_bias", "w13_bias"),
@@ -204,3 +204,16 @@ def test_fused_moe_from_logits_cuda_matches_cpu():
     gpu = mt.fused_moe_from_logits(hidden.cuda(), mt.prepare(**on(layer, "cuda")), logits.cuda(), 4,
                                    routing="gpt_oss", activation="swigluoai")
     assert rel_err(gpu.cpu(), cpu) < TOL
+
+
+def test_nvfp4_gpu_prepare_fixes_the_activation_dtype():
+    # The GPU tile layout places the bits for one operand type: prepared without activation_dtype, an
+    # NVFP4 layer runs bfloat16 there, and fp16 hidden states get an error that says what to do.
+    E, H, I, k = 8, 256, 128, 2
+    layer = random_nvfp4_layer(E, H, I, seed=23)
+    prepared = mt.prepare(**on(layer, "cuda"))
+    assert prepared.activation_dtype == torch.bfloat16
+    hidden, ids, weights = (t.cuda() for t in random_tokens(4, H, E, k, seed=24))
+    assert mt.fused_moe(hidden, prepared, weights, ids).dtype == torch.bfloat16
+    with pytest.raises(TypeError, match="prepared for bfloat16 activations"):
+        mt.fused_moe(hidden.half(), prepared, weights, ids)
