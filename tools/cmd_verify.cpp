@@ -78,39 +78,6 @@ verify::Comparison source_error(const std::string& source_path, const LoadedMoeL
   return verify::compare(oracle, want);
 }
 
-// ---- fp16 activations (NVFP4 layers whose config says float16)
-
-// IEEE binary16 bits from the definition (tools/ sees public headers only).
-double half_value(std::uint16_t h) {
-  const int exp = (h >> 10) & 31, man = h & 1023;
-  const double mag = exp == 31 ? (man ? NAN : INFINITY) : exp == 0 ? std::ldexp(man, -24) : std::ldexp(1.0 + man / 1024.0, exp - 15);
-  return (h & 0x8000) ? -mag : mag;
-}
-std::vector<double> widen_half(const std::vector<std::uint16_t>& bits) {
-  std::vector<double> out(bits.size());
-  for (std::size_t i = 0; i < bits.size(); ++i) out[i] = half_value(bits[i]);
-  return out;
-}
-// bf16 bits to the nearest fp16 bits (round to nearest even; the random hidden states are well inside
-// fp16's range), so an fp16 layer runs on the same values.
-std::uint16_t bf16_to_half(std::uint16_t b) {
-  const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  const double v = f;
-  const double a = std::fabs(v);
-  std::uint16_t best = 0;
-  if (a >= 65520.0) best = 0x7c00;
-  else if (a > 0) {
-    int e;
-    std::frexp(a, &e);                                  // a = f 2^e, f in [0.5, 1)
-    const int exp = std::max(e - 1, -14);               // fp16 exponent (subnormals share -14)
-    const double q = std::nearbyint(std::ldexp(a, 10 - exp));  // in steps of 2^(exp-10)
-    best = static_cast<std::uint16_t>(exp == -14 && q < 1024 ? q : ((exp + 15) << 10) + (q - 1024));
-  }
-  return static_cast<std::uint16_t>(best | (std::signbit(v) ? 0x8000 : 0));
-}
-
 // ---- the GPU layer
 
 #ifdef MXMOE_HAVE_CUDA
@@ -162,10 +129,7 @@ int run_verify(const VerifyOptions& o) {
   // Random tokens and random router logits: every expert gets exercised, whatever the router.
   const bool fp16 = w.format.activation_dtype == DType::F16;
   const std::vector<std::uint16_t> hidden = allocating("the random hidden states of " + sizes, 2.0 * T * H, [&] {
-    std::vector<std::uint16_t> h = verify::random_hidden(T, H, o.seed);
-    if (fp16)
-      for (auto& b : h) b = bf16_to_half(b);
-    return h;
+    return verify::random_hidden(T, H, o.seed, 1.0, w.format.activation_dtype);
   });
   const std::vector<float> logits =
       allocating("the router logits of " + sizes, 4.0 * T * E, [&] { return verify::random_logits(T, E, o.seed + 1); });
@@ -181,7 +145,7 @@ int run_verify(const VerifyOptions& o) {
 #ifdef MXMOE_HAVE_CUDA
     const std::vector<std::uint16_t> gpu = forward_gpu(w, hidden, topk, act, T);
     std::cout << "backend: GPU MoeLayer on " << device.message << ", checked against the CPU oracle on all " << T << " tokens\n";
-    m = fp16 ? verify::compare(widen_half(gpu), widen_half(oracle)) : verify::compare(gpu, oracle);
+    m = verify::compare(gpu, oracle, w.format.activation_dtype);
 #else
     fail(ErrorCode::Unsupported, "verify: a GPU was reported, but this build has no CUDA backend");
 #endif
@@ -193,7 +157,7 @@ int run_verify(const VerifyOptions& o) {
     const std::vector<std::uint16_t> got(oracle.begin(), oracle.begin() + static_cast<std::ptrdiff_t>(checked) * H);
     std::cout << "backend: CPU oracle (no GPU layer: " << device.message << "), checked against a float64 recomputation of " << checked
               << " tokens\n";
-    m = fp16 ? verify::compare(widen_half(got), ref) : verify::compare(got, ref);
+    m = verify::compare(got, ref, w.format.activation_dtype);
   }
   if (!o.source.empty()) {
     if (fp16) fail(ErrorCode::Unsupported, "--source: the layer runs fp16 activations; the source comparison is bf16 only");

@@ -28,6 +28,11 @@ Comparison compare(const std::uint16_t* got_bf16, const std::uint16_t* want_bf16
 Comparison compare(const std::uint16_t* got_bf16, const double* want, std::size_t n);
 Comparison compare(const double* got, const double* want, std::size_t n);
 
+// 16-bit activations of either dtype (DType::BF16 or DType::F16 bits), widened exactly: the GPU's
+// and the oracle's outputs of a layer with fp16 activations compare through this one.
+Comparison compare(const std::vector<std::uint16_t>& got, const std::vector<std::uint16_t>& want, DType dtype);
+Comparison compare(const std::vector<std::uint16_t>& got, const std::vector<double>& want, DType dtype);
+
 // The vectors must have the same length (mxmoe::Error InvalidArgument otherwise).
 template <class Got, class Want>
 Comparison compare(const std::vector<Got>& got, const std::vector<Want>& want) {
@@ -61,8 +66,10 @@ TopK take_rows(const TopK& topk, const std::vector<int>& rows);
 // Random inputs. One generator (SplitMix64, the synthetic weights' generator), so a seed gives the
 // same inputs on every machine; the argument order is always (shape..., seed, options).
 
-// bf16 hidden states [tokens, hidden], normal(0, std).
+// bf16 hidden states [tokens, hidden], normal(0, std); with `dtype` F16 the same values as fp16 bits
+// (each bf16 value rounded to the nearest fp16: exact inside fp16's normal range).
 std::vector<std::uint16_t> random_hidden(int tokens, int hidden, std::uint64_t seed, double std = 1.0);
+std::vector<std::uint16_t> random_hidden(int tokens, int hidden, std::uint64_t seed, double std, DType dtype);
 
 // fp32 router logits [tokens, num_experts], normal(0, 1).
 std::vector<float> random_logits(int tokens, int num_experts, std::uint64_t seed);

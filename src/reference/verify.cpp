@@ -6,6 +6,7 @@
 
 #include "core/random.hpp"
 #include "formats/bf16.hpp"
+#include "formats/fp16.hpp"
 
 namespace mxmoe::verify {
 namespace {
@@ -70,6 +71,31 @@ std::vector<std::uint16_t> random_hidden(int tokens, int hidden, std::uint64_t s
   std::vector<std::uint16_t> x(static_cast<std::size_t>(tokens) * hidden);
   for (auto& v : x) v = formats::float_to_bf16(static_cast<float>(rng.normal() * std));
   return x;
+}
+
+std::vector<std::uint16_t> random_hidden(int tokens, int hidden, std::uint64_t seed, double std, DType dtype) {
+  std::vector<std::uint16_t> x = random_hidden(tokens, hidden, seed, std);
+  if (dtype == DType::F16)
+    for (auto& v : x) v = formats::float_to_fp16(formats::bf16_to_float(v));
+  else if (dtype != DType::BF16)
+    fail(ErrorCode::DType, std::string("verify::random_hidden: activations are bf16 or fp16, got ") + dtype_name(dtype));
+  return x;
+}
+
+namespace {
+std::vector<double> widen_bits(const std::vector<std::uint16_t>& bits, DType dtype) {
+  std::vector<double> out(bits.size());
+  for (std::size_t i = 0; i < bits.size(); ++i)
+    out[i] = dtype == DType::F16 ? formats::fp16_to_float(bits[i]) : formats::bf16_to_float(bits[i]);
+  return out;
+}
+}  // namespace
+
+Comparison compare(const std::vector<std::uint16_t>& got, const std::vector<std::uint16_t>& want, DType dtype) {
+  return compare(widen_bits(got, dtype), widen_bits(want, dtype));
+}
+Comparison compare(const std::vector<std::uint16_t>& got, const std::vector<double>& want, DType dtype) {
+  return compare(widen_bits(got, dtype), want);
 }
 
 std::vector<float> random_logits(int tokens, int num_experts, std::uint64_t seed) {

@@ -32,20 +32,12 @@ namespace {
 
 constexpr double kTolerance = 1e-2;
 
-// 16-bit activations (bf16 or fp16 bits) widened exactly.
+// 16-bit activations (bf16 or fp16 bits) widened exactly, for the per-column check.
 std::vector<double> widen(const std::vector<std::uint16_t>& bits, DType dtype) {
   std::vector<double> out(bits.size());
   for (std::size_t i = 0; i < bits.size(); ++i)
     out[i] = dtype == DType::F16 ? formats::fp16_to_float(bits[i]) : formats::bf16_to_float(bits[i]);
   return out;
-}
-
-// random_hidden's values in `dtype` (fp16: the bf16 values, which fp16 holds at these magnitudes).
-std::vector<std::uint16_t> hidden_in(int T, int H, std::uint64_t seed, double std, DType dtype) {
-  auto h = random_hidden(T, H, seed, std);
-  if (dtype == DType::F16)
-    for (auto& b : h) b = formats::float_to_fp16(formats::bf16_to_float(b));
-  return h;
 }
 
 std::vector<std::uint16_t> forward_on_device(const MoeLayer& layer, const std::vector<std::uint16_t>& hidden, const TopK& topk) {
@@ -67,7 +59,7 @@ OracleRun run_against_oracle(const MoeLayer& layer, const CanonicalMoeWeights& w
                        double hidden_std, bool mask_half, std::uint64_t seed) {
   const DType dtype = w.format.activation_dtype;
   const int H = w.hidden;
-  const auto hidden = hidden_in(T, H, seed, hidden_std, dtype);
+  const auto hidden = random_hidden(T, H, seed, hidden_std, dtype);
   const TopK topk = random_topk(T, w.num_experts, k, seed + 1, mask_half ? TopKMask::experts_from_id(w.num_experts / 2) : TopKMask{});
   const auto got = widen(forward_on_device(layer, hidden, topk), dtype);
   const auto want = widen(reference::moe_forward(w, hidden.data(), T, topk, act), dtype);
@@ -214,7 +206,7 @@ TEST_P(Nvfp4Layer, MatchesOracleAtConcurrentBatchSizes) {
     EXPECT_LT(r.err, kTolerance) << c.name << " T=" << T << " masked";
   }
   // Bitwise repeatable.
-  const auto hidden = hidden_in(64, c.H, 9, c.hidden_std, c.activations);
+  const auto hidden = random_hidden(64, c.H, 9, c.hidden_std, c.activations);
   const TopK topk = random_topk(64, c.E, c.k, 10);
   const auto first = forward_on_device(layer, hidden, topk);
   for (int run = 0; run < 3; ++run) ASSERT_EQ(forward_on_device(layer, hidden, topk), first) << "run " << run;
