@@ -6,6 +6,8 @@
 #include <cmath>
 #include <vector>
 
+#include "formats/bf16.hpp"
+#include "formats/fp16.hpp"
 #include "mxmoe/verify.hpp"
 #include "test_util.hpp"
 
@@ -90,3 +92,20 @@ TEST(Verify, SampledRowsSpreadOverTheBatch) {
 }
 
 }  // namespace
+
+TEST(VerifyFp16, RandomHiddenAndCompareTakeTheActivationDtype) {
+  const auto bf = verify::random_hidden(3, 64, 9, 2.0);
+  const auto h = verify::random_hidden(3, 64, 9, 2.0, DType::F16);
+  ASSERT_EQ(h.size(), bf.size());
+  for (std::size_t i = 0; i < h.size(); ++i)
+    ASSERT_EQ(static_cast<double>(formats::fp16_to_float(h[i])), static_cast<double>(formats::bf16_to_float(bf[i]))) << i;
+  EXPECT_EQ(verify::compare(h, h, DType::F16).relative_error, 0.0);
+  // The same bits read as fp16 and as bf16 are different numbers: the dtype matters.
+  std::vector<std::uint16_t> one16 = {0x3C00}, one_bf = {0x3F80};  // 1.0 in fp16 and in bf16
+  EXPECT_EQ(verify::compare(one16, std::vector<double>{1.0}, DType::F16).relative_error, 0.0);
+  EXPECT_EQ(verify::compare(one_bf, std::vector<double>{1.0}, DType::BF16).relative_error, 0.0);
+  EXPECT_GT(verify::compare(one16, std::vector<double>{1.0}, DType::BF16).relative_error, 0.5);
+  const std::vector<std::uint16_t> nan16 = {0x7E00};
+  EXPECT_FALSE(verify::compare(nan16, one16, DType::F16).finite);
+  EXPECT_THROW(verify::random_hidden(1, 32, 1, 1.0, DType::F32), Error);
+}
