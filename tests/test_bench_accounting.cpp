@@ -107,3 +107,25 @@ TEST(BenchAccounting, Median) {
   expect_error([] { median({}); }, "median of no samples");
   expect_error([] { median({1.0, std::nan(""), 2.0}); }, "sample 1 is NaN");
 }
+
+TEST(BenchAccounting, RooflineTakesTheLargerFloor) {
+  // dsv4-flash, one token: 301989888 FLOPs at 800 TFLOP/s take 0.37748736 us; the read floor binds.
+  EXPECT_NEAR(compute_floor_us(301989888.0, 800.0), 0.37748736, 1e-12);
+  EXPECT_DOUBLE_EQ(roofline_floor_us(30.0, 301989888.0, 800.0), 30.0);
+  EXPECT_NEAR(roofline_efficiency(30.0, 301989888.0, 800.0, 40.0), 0.75, 1e-12);  // = streaming efficiency
+  // 16384 tokens x 6 pairs: 2 * 98304 * 3 * 4096 * 2048 = 4.9478e12 FLOPs, 6184.8 us at 800 TFLOP/s:
+  // compute binds over an 800 us read floor, and 12369.5 us runs at 50% of the roofline.
+  const double flops = 2.0 * 98304 * 3 * 4096 * 2048;
+  EXPECT_NEAR(compute_floor_us(flops, 800.0), flops / 800e12 * 1e6, 1e-9);
+  EXPECT_NEAR(roofline_floor_us(800.0, flops, 800.0), 6184.75290624, 1e-6);
+  EXPECT_NEAR(roofline_efficiency(800.0, flops, 800.0, 2 * 6184.75290624), 0.5, 1e-12);
+  EXPECT_LT(streaming_efficiency(800.0, 2 * 6184.75290624), 0.07);  // the streaming figure says nothing here
+  EXPECT_DOUBLE_EQ(compute_floor_us(0.0, 800.0), 0.0);  // every id masked: only the read floor is left
+  EXPECT_DOUBLE_EQ(roofline_floor_us(12.5, 0.0, 800.0), 12.5);
+  expect_error([] { compute_floor_us(1.0, 0.0); }, "GEMM rate must be a positive");
+  expect_error([] { compute_floor_us(-1.0, 800.0); }, "FLOPs must be a finite number >= 0");
+  expect_error([] { compute_floor_us(std::nan(""), 800.0); }, "FLOPs must be");
+  expect_error([] { roofline_floor_us(0.0, 1.0, 800.0); }, "roofline_floor_us (read floor)");
+  expect_error([] { roofline_efficiency(1.0, 1.0, 800.0, -2.0); }, "roofline_efficiency: time must be");
+  expect_error([] { roofline_efficiency(1.0, 1.0, std::numeric_limits<double>::infinity(), 2.0); }, "GEMM rate");
+}

@@ -23,7 +23,7 @@ using test::expect_error;
 Report sample_report() {
   Report rep;
   rep.shape = {"dsv4-flash", 4096, 2048, 256, 6};
-  rep.limits = {3000.0, 1 << 30, 780.0, 8192};
+  rep.limits = {3000.0, 1 << 30, 780.0, 8192, 2700.0};
   rep.prepare_ms = 120.5;
   rep.prepare_wall_ms = 900.0;
   Row a;
@@ -113,9 +113,20 @@ TEST(BenchReport, JsonCarriesEveryFigure) {
   EXPECT_NEAR(r0["paths"]["cublas_bf16"]["mxmoe_speedup"].get<double>(), 3.0, 1e-12);
   EXPECT_NEAR(r0["paths"]["torch_bf16"]["mxmoe_speedup"].get<double>(), 4.0, 1e-12);
   EXPECT_NEAR(r0["rel_err_vs_bf16"].get<double>(), 2.5e-3, 1e-15);
+  // Roofline: one token's 301989888 FLOPs take 0.387 us at 780 TFLOP/s; the 38.4 us read floor binds.
+  EXPECT_NEAR(r0["compute_floor_us"].get<double>(), 301989888.0 / 780e12 * 1e6, 1e-12);
+  EXPECT_DOUBLE_EQ(r0["roofline_floor_us"].get<double>(), 38.4);
+  EXPECT_EQ(r0["roofline_bound"], "read");
+  EXPECT_NEAR(mx["roofline_efficiency"].get<double>(), 38.4 / 50.0, 1e-12);
+  EXPECT_NEAR(r0["paths"]["cublas_bf16"]["roofline_efficiency"].get<double>(), 38.4 / 150.0, 1e-12);
+  EXPECT_EQ(j["limits"]["memcpy_gb_per_s"], 2700.0);
+  EXPECT_NE(j["limits"]["copy_method"].get<std::string>().find("copy kernel (16-byte loads and stores"), std::string::npos);
   const auto& r1 = j["rows"][1];
   EXPECT_FALSE(r1.contains("read_floor_us"));
   EXPECT_FALSE(r1["paths"]["mxmoe"].contains("streaming_efficiency"));
+  EXPECT_FALSE(r1["paths"]["mxmoe"].contains("roofline_efficiency"));  // no read floor, no roofline
+  EXPECT_FALSE(r1.contains("roofline_floor_us"));
+  EXPECT_NEAR(r1["compute_floor_us"].get<double>(), 2.0 * 24576 * 3 * 4096 * 2048 / 780e12 * 1e6, 1e-9);
   EXPECT_FALSE(r1["paths"].contains("cublas_bf16"));
   EXPECT_EQ(r1["notes"]["cublas_bf16"], "does not fit");
   EXPECT_NEAR(r1["paths"]["mxmoe"]["tflop_per_s"].get<double>(), 2.0 * 24576 * 3 * 4096 * 2048 / 4000e-6 / 1e12, 1e-9);
@@ -127,13 +138,21 @@ TEST(BenchReport, CsvHasOneLinePerMeasuredPath) {
   for (char c : csv) lines += c == '\n';
   EXPECT_EQ(lines, 1 + 3 + 1);  // header, three paths at T=1, mxmoe at T=4096
   EXPECT_NE(csv.find("dsv4-flash,1,cublas_bf16,150,6,6,80216064,16432,80224304,"), std::string::npos) << csv;
-  EXPECT_NE(csv.find(",3\n"), std::string::npos) << "speed-up over cuBLAS missing:\n" << csv;
+  // speed-up over cuBLAS, then the roofline floor (the read floor binds) and efficiency 38.4 / 150
+  EXPECT_NE(csv.find(",3,38.4,0.256\n"), std::string::npos) << "speed-up or roofline missing:\n" << csv;
+  EXPECT_NE(csv.find("mxmoe_speedup,roofline_floor_us,roofline_efficiency\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("dsv4-flash,4096,mxmoe,4000,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",,\n"), std::string::npos) << "T=4096 has no floor, so no roofline:\n" << csv;
 }
 
 TEST(BenchReport, TableShowsTimesSpeedupsAndNotes) {
   const std::string t = format_table(sample_report());
   EXPECT_NE(t.find("floor us"), std::string::npos) << t;
-  EXPECT_NE(t.find("77%"), std::string::npos) << t;     // 38.4 / 50
+  EXPECT_NE(t.find("   77%   77% "), std::string::npos) << t;  // eff and roof: 38.4 / 50, the read floor binds
+  EXPECT_NE(t.find(" roof "), std::string::npos) << t;
+  EXPECT_NE(t.find("limits: device copy 3000 GB/s (copy kernel, read+write bytes / time; graph-captured cudaMemcpy 2700 GB/s)"),
+            std::string::npos)
+      << t;
   EXPECT_NE(t.find("3.00"), std::string::npos) << t;    // over cuBLAS
   EXPECT_NE(t.find("4.00"), std::string::npos) << t;    // over torch
   EXPECT_NE(t.find("2.5e-03"), std::string::npos) << t;
@@ -200,6 +219,40 @@ TEST(BenchCli, BadOptionsExitTwoWithAMessage) {
   EXPECT_NE(out.find("unknown GEMM tile '16' (known: auto, tiny, decode, small, medium, prefill)"), std::string::npos) << out;
 }
 
+TEST(BenchCli, SweepOptionsAreChecked) {
+  std::string out;
+  EXPECT_EQ(run_cli("bench --sweep-shapes 3 --preset dsv3", &out), 2);
+  EXPECT_NE(out.find("--sweep-shapes draws its own shapes"), std::string::npos) << out;
+  out.clear();
+  EXPECT_EQ(run_cli("bench --sweep-shapes 3 --hidden 4096 --inter 2048 --experts 8 --topk 2", &out), 2);
+  EXPECT_NE(out.find("--sweep-shapes draws its own shapes"), std::string::npos) << out;
+  out.clear();
+  EXPECT_EQ(run_cli("bench --sweep-shapes -1", &out), 2);
+  EXPECT_NE(out.find("--sweep-shapes must be at least 1"), std::string::npos) << out;
+  out.clear();
+  EXPECT_EQ(run_cli("bench --sweep-list", &out), 2);
+  EXPECT_NE(out.find("--sweep-list needs --sweep-shapes N"), std::string::npos) << out;
+  out.clear();
+  EXPECT_EQ(run_cli("bench --sweep-shapes 2 --sweep-max-gib 0", &out), 2);
+  EXPECT_NE(out.find("--sweep-max-gib must be in (0, 1024]"), std::string::npos) << out;
+  out.clear();
+  EXPECT_EQ(run_cli("bench --sweep-shapes 2 --sweep-max-gib 0.0001", &out), 2);
+  EXPECT_NE(out.find("below the smallest layer"), std::string::npos) << out;
+}
+
+TEST(BenchCli, SweepListPrintsTheShapesWithoutAGpu) {
+  std::string out;
+  ASSERT_EQ(run_cli("bench --sweep-shapes 5 --seed 3 --sweep-list", &out), 0) << out;
+  const std::vector<SweepShape> shapes = random_shapes(5, 3);
+  for (const SweepShape& s : shapes) EXPECT_NE(out.find(s.shape.name), std::string::npos) << out;
+  std::string again;
+  ASSERT_EQ(run_cli("bench --sweep-shapes 5 --seed 3 --sweep-list", &again), 0);
+  EXPECT_EQ(out, again);
+  std::string nv;
+  ASSERT_EQ(run_cli("bench --sweep-shapes 5 --seed 3 --sweep-list --format nvfp4", &nv), 0) << nv;
+  EXPECT_NE(nv.find(shapes[0].shape.name), std::string::npos) << nv;  // the same draws, 4.5 bits each
+}
+
 TEST(BenchCli, WithoutCudaItExitsTwoSayingSo) {
   if (cuda_backend_compiled()) GTEST_SKIP() << "this build has the CUDA backend; the device run covers bench";
   std::string out;
@@ -211,7 +264,9 @@ TEST(BenchCli, HelpExplainsTheFigures) {
   std::string out;
   EXPECT_EQ(run_cli("bench --help", &out), 0);
   for (const char* term : {"streaming efficiency", "read floor", "experts the row's routing touches", "%gemm",
-                           "speed-up of mxmoe", "3*H*I*17/32", "E*(1-(1-k/E)^T)"})
+                           "speed-up of mxmoe", "3*H*I*17/32", "E*(1-(1-k/E)^T)", "roofline efficiency",
+                           "max(floor us, FLOPs / cuBLAS GEMM rate)", "copy kernel", "(read + write bytes) / time",
+                           "memcpy_gb_per_s", "--sweep-shapes", "--sweep-list", "rows below 65% streaming"})
     EXPECT_NE(out.find(term), std::string::npos) << "help lacks '" << term << "'";
 }
 #endif

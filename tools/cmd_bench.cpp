@@ -1,4 +1,3 @@
-#include <map>
 // `mxmoe bench`: times mxmoe's MoE forward against the card's limits and against bf16 baselines,
 // and writes the table, JSON, CSV (and the torch baseline's inputs) for bench/plot.py.
 #include <chrono>
@@ -9,6 +8,8 @@
 #include <iostream>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "command.hpp"
 #include "mxmoe/bench.hpp"
@@ -46,11 +47,29 @@ the flush lies outside the CUDA events around the replay; the median replay is r
              on the same routing (ids read from routing-<model>.json), timed the same way
   x          speed-up of mxmoe over that baseline (baseline time / mxmoe time)
   err        ||mxmoe - cublas||_F / ||cublas||_F over the row's output (same weights and inputs)
-Limits measured first in the same run: device-to-device copy (1 GiB, read + write counted) and
-the cuBLAS bf16 GEMM rate (--gemm-n cubed, fp32 accumulate). The prepare line is mxmoe's one-time
+  roof       roofline efficiency = max(floor us, FLOPs / cuBLAS GEMM rate) / mxmoe us: against
+             whichever limit binds (reading the bytes or doing the FLOPs at the measured GEMM rate),
+             so compute-bound, skewed and uniform rows compare (JSON/CSV: roofline_efficiency, with
+             compute_floor_us, roofline_floor_us and roofline_bound read|compute per row)
+Limits measured first in the same run: the device copy, 1 GiB device-to-device by a copy kernel of
+the bench's own (16-byte loads and stores, grid-stride, one full wave of 512-thread CTAs),
+graph-captured and replayed like every path, reported as (read + write bytes) / time; the same copy
+as one graph-captured cudaMemcpy (slower: ~2700 against ~4250 GB/s on an H200; what the bench
+reported before) is kept in the JSON as limits.memcpy_gb_per_s and on the limits line. And the
+cuBLAS bf16 GEMM rate (--gemm-n cubed, fp32 accumulate). The prepare line is mxmoe's one-time
 weight preparation of the whole layer (GPU time, and wall time of the constructor with upload).
 Files in --out-dir: <model>.json, <model>.csv, <model>.txt, routing-<model>.json, torch-<model>.json;
-bench/plot.py <model>.json draws them. Exit status 2 without a Hopper GPU or on bad options.)";
+bench/plot.py <model>.json draws them.
+--sweep-shapes N: N random layer shapes drawn from --seed instead of a preset: E log-uniform in
+8..512, H and I log-uniform in 256..8192 in multiples of 32, top-k uniform in 1..min(8,E), the
+activation one of silu, clamped-silu (limit 10) and gpt-oss (with biases); a layer over
+--sweep-max-gib is drawn again. The limits are measured once; per shape the read floor and mxmoe at
+each --tokens (default 1,16,64), no bf16 or torch baseline. One line per (shape, T): experts hit,
+floor, mxmoe time, eff (streaming) and roofline efficiency; then a summary (min with its shape and T,
+median, rows below 65% streaming). Files: sweep.json, sweep.csv, sweep.txt. --sweep-list prints the
+shapes and exits (no GPU needed).
+Exit status: 0 done; 1 a sweep in which some (shape, T) has no mxmoe time (its line says why);
+2 without a Hopper GPU or on bad options.)";
 
 struct BenchOptions {
   std::string preset = "dsv4-flash";
@@ -63,9 +82,13 @@ struct BenchOptions {
   std::string gemm_tile = "auto";
   std::string format = "mxfp4";
   std::string torch_script = "bench/torch_grouped_mm.py", python = "python3", out_dir = "bench-out", commit = "unknown";
+  int sweep_shapes = 0;
+  double sweep_max_gib = 16.0;
+  bool sweep_list = false;
 };
 
 struct Resolved {
+  std::vector<bench::SweepShape> sweep;  // --sweep-shapes: these instead of `shape`
   bench::LayerShape shape;
   ActivationConfig activation;
   bool biases = false;
@@ -77,7 +100,14 @@ struct Resolved {
 Resolved resolve(const BenchOptions& o, bool preset_given) {
   Resolved r;
   const bool custom = o.hidden || o.inter || o.experts || o.topk;
-  if (custom) {
+  if (o.sweep_list && o.sweep_shapes <= 0) fail(ErrorCode::InvalidArgument, "bench: --sweep-list needs --sweep-shapes N");
+  if (o.sweep_shapes < 0)
+    fail(ErrorCode::InvalidArgument, "bench: --sweep-shapes must be at least 1, got " + std::to_string(o.sweep_shapes));
+  if (o.sweep_shapes > 0 && (preset_given || custom))
+    fail(ErrorCode::InvalidArgument, "bench: --sweep-shapes draws its own shapes; give no --preset and no custom shape with it");
+  if (o.sweep_shapes > 0) {
+    r.shape = {"sweep", 256, 256, 8, 1};  // a placeholder, validated below; the sweep's shapes are r.sweep
+  } else if (custom) {
     if (preset_given) fail(ErrorCode::InvalidArgument, "bench: give either --preset or a custom shape (--hidden --inter --experts --topk), not both");
     if (!o.hidden || !o.inter || !o.experts || !o.topk)
       fail(ErrorCode::InvalidArgument, "bench: a custom shape needs all of --hidden, --inter, --experts and --topk");
@@ -97,7 +127,17 @@ Resolved resolve(const BenchOptions& o, bool preset_given) {
   r.shape.group = r.format.group_size;
   r.shape.validate();
   r.gemm_tile = parse_gemm_tile(o.gemm_tile);
-  r.tokens = o.tokens.empty() ? bench::default_token_sweep() : bench::parse_token_list(o.tokens, 65536);
+  if (o.sweep_shapes > 0) {
+    if (!(o.sweep_max_gib > 0.0) || o.sweep_max_gib > 1024.0)
+      fail(ErrorCode::InvalidArgument, "bench: --sweep-max-gib must be in (0, 1024], got " + std::to_string(o.sweep_max_gib));
+    bench::SweepRanges ranges;
+    ranges.max_layer_bytes = static_cast<std::int64_t>(o.sweep_max_gib * 1073741824.0);
+    r.sweep = bench::random_shapes(o.sweep_shapes, o.seed, r.format.group_size, ranges);
+  }
+  const char* default_tokens = o.sweep_shapes > 0 ? "1,16,64" : nullptr;
+  r.tokens = !o.tokens.empty()  ? bench::parse_token_list(o.tokens, 65536)
+             : default_tokens ? bench::parse_token_list(default_tokens, 65536)
+                              : bench::default_token_sweep();
   if (o.reps < 1 || o.warmup < 0) fail(ErrorCode::InvalidArgument, "bench: need --reps >= 1 and --warmup >= 0");
   if (o.flush_mb < 0) fail(ErrorCode::InvalidArgument, "bench: --flush-mb must be >= 0");
   if (!(o.skew >= 0.0)) fail(ErrorCode::InvalidArgument, "bench: --skew must be >= 0, got " + std::to_string(o.skew));
@@ -135,8 +175,7 @@ void run_torch(const BenchOptions& o, const std::filesystem::path& routing, cons
   bench::merge_torch_result(report, j);
 }
 
-int run(const BenchOptions& o, const Resolved& r) {
-  namespace fs = std::filesystem;
+bench::BenchConfig make_config(const BenchOptions& o, const Resolved& r) {
   bench::BenchConfig config;
   config.shape = r.shape;
   config.activation = r.activation;
@@ -152,6 +191,87 @@ int run(const BenchOptions& o, const Resolved& r) {
   config.device = o.device;
   config.gemm_tile = r.gemm_tile;
   config.format = r.format;
+  return config;
+}
+
+// --sweep-shapes: the limits once, then per shape the read floor and mxmoe at every T; one line per
+// (shape, T) on stdout as each shape finishes, the summary last. A shape whose run throws is reported
+// and the sweep goes on.
+int run_sweep(const BenchOptions& o, const Resolved& r) {
+  namespace fs = std::filesystem;
+  const auto start = std::chrono::steady_clock::now();
+  auto progress = [&](const std::string& who, const std::string& what) {
+    if (o.quiet) return;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::fprintf(stderr, "[%7.1fs] %s: %s\n", s, who.c_str(), what.c_str());
+  };
+  bench::BenchConfig base = make_config(o, r);
+  base.run_bf16 = false;
+  progress("sweep", "measuring the device copy bandwidth (copy kernel and cudaMemcpy) and the cuBLAS bf16 GEMM rate");
+  const bench::Limits limits = bench::measure_limits(base);
+  base.limits = limits;
+  std::string text;
+  auto say = [&](const std::string& line) {
+    std::cout << line << std::flush;
+    text += line;
+  };
+  {
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "sweep of %zu random shapes (seed %llu, format %s, skew %g): limits: device copy %.0f GB/s (copy kernel, "
+                  "read+write bytes / time; graph-captured cudaMemcpy %.0f), cuBLAS bf16 GEMM %d^3 %.0f TFLOP/s\n",
+                  r.sweep.size(), static_cast<unsigned long long>(o.seed), o.format.c_str(), o.skew, limits.copy_gb_per_s,
+                  limits.memcpy_gb_per_s, limits.gemm_n, limits.gemm_tflop_per_s);
+    say(buf);
+  }
+  std::vector<bench::Report> reports;
+  for (std::size_t i = 0; i < r.sweep.size(); ++i) {
+    const bench::SweepShape& shape = r.sweep[i];
+    bench::BenchConfig config = base;
+    config.shape = shape.shape;
+    config.activation = shape.activation;
+    config.biases = shape.biases;
+    bench::Report report;
+    try {
+      report = bench::run_bench(config, [&](const std::string& what) { progress(shape.shape.name, what); }).report;
+    } catch (const std::exception& e) {
+      // The whole shape failed (memory, a CUDA error): one row per T without times, saying why.
+      report = bench::Report{};
+      report.shape = shape.shape;
+      report.limits = limits;
+      report.meta["error"] = e.what();
+      for (int t : r.tokens) {
+        bench::Row row;
+        row.work.tokens = t;
+        row.path_note["mxmoe"] = std::string("the shape's run failed: ") + e.what();
+        report.rows.push_back(row);
+      }
+    }
+    report.meta["commit"] = o.commit;
+    report.meta["tool"] = "mxmoe bench --sweep-shapes";
+    for (const bench::Row& row : report.rows) say(bench::format_sweep_line(shape, i, r.sweep.size(), report, row) + "\n");
+    reports.push_back(std::move(report));
+  }
+  const bench::SweepSummary summary = bench::summarize_sweep(reports);
+  say(bench::format_sweep_summary(summary));
+  fs::create_directories(o.out_dir);
+  const fs::path dir(o.out_dir);
+  write_file(dir / "sweep.json", bench::sweep_to_json(r.sweep, reports, summary).dump(2) + "\n");
+  write_file(dir / "sweep.csv", bench::sweep_to_csv(reports));
+  write_file(dir / "sweep.txt", text);
+  progress("sweep", "wrote " + (dir / "sweep").string() + ".{json,csv,txt}");
+  if (summary.failed) {
+    std::fprintf(stderr, "mxmoe bench: %zu of %zu (shape, T) rows of the sweep have no mxmoe time; their lines say why\n",
+                 summary.failed, summary.rows);
+    return 1;
+  }
+  return 0;
+}
+
+int run(const BenchOptions& o, const Resolved& r) {
+  namespace fs = std::filesystem;
+  if (!r.sweep.empty()) return run_sweep(o, r);
+  const bench::BenchConfig config = make_config(o, r);
   const auto start = std::chrono::steady_clock::now();
   auto progress = [&](const std::string& what) {
     if (o.quiet) return;
@@ -219,9 +339,29 @@ const RegisterCommand kBench{
                      "GEMM configuration: auto (by pairs per expert), or for tuning tiny or decode (8 routed pairs per "
                      "block), small (16), medium (32), prefill (64)")
           ->capture_default_str();
+      sub.add_option("--sweep-shapes", o->sweep_shapes,
+                     "N random layer shapes (from --seed) instead of a preset: E 8..512, H and I multiples of 32 in "
+                     "256..8192, top-k 1..8; one line per (shape, T) with streaming and roofline efficiency, then a "
+                     "summary; --tokens defaults to 1,16,64");
+      sub.add_option("--sweep-max-gib", o->sweep_max_gib,
+                     "with --sweep-shapes: a drawn layer whose weights exceed this many GiB is drawn again")
+          ->capture_default_str();
+      sub.add_flag("--sweep-list", o->sweep_list, "with --sweep-shapes: print the drawn shapes and exit (no GPU needed)");
       sub.footer(kFigures);
       return [o, preset]() -> int {
         const Resolved r = resolve(*o, preset->count() > 0);
+        if (o->sweep_list) {
+          for (std::size_t i = 0; i < r.sweep.size(); ++i) {
+            const bench::SweepShape& sh = r.sweep[i];
+            std::printf("%-30s E=%-3d H=%-4d I=%-4d top-%d %-12s%s weights %.2f GiB\n", sh.shape.name.c_str(),
+                        sh.shape.num_experts, sh.shape.hidden, sh.shape.inter, sh.shape.top_k,
+                        activation_kind_name(sh.activation.kind), sh.biases ? " biases" : "       ",
+                        static_cast<double>(sh.shape.num_experts) *
+                            static_cast<double>(bench::expert_weight_bytes(sh.shape.hidden, sh.shape.inter, sh.shape.group)) /
+                            1073741824.0);
+          }
+          return 0;
+        }
 #ifdef MXMOE_HAVE_CUDA
         return run(*o, r);
 #else

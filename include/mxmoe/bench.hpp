@@ -55,6 +55,15 @@ double tflop_per_s(double flops, double us);         // 1 TFLOP = 1e12
 double streaming_efficiency(double floor_us, double us);  // floor / time: 1.0 = at the read floor
 double speedup(double baseline_us, double us);       // > 1: `us` is faster than the baseline
 
+// The roofline: the compute floor is the time the row's FLOPs take at the measured bf16 GEMM rate,
+// flops / rate; the roofline floor is the larger of it and the read floor; roofline efficiency =
+// roofline floor / time (1.0 = at whichever limit binds). Skewed and uniform rows compare on it:
+// a row that is compute-bound is judged against the GEMM rate, not against reading its bytes.
+// All throw on a non-positive or NaN time or rate, or negative FLOPs.
+double compute_floor_us(double flops, double gemm_tflop_per_s);
+double roofline_floor_us(double read_floor_us, double flops, double gemm_tflop_per_s);
+double roofline_efficiency(double read_floor_us, double flops, double gemm_tflop_per_s, double us);
+
 // Median of the samples (mean of the middle two for an even count); throws on empty or NaN.
 double median(std::vector<double> samples);
 
@@ -79,10 +88,17 @@ struct Row {
 };
 
 struct Limits {
-  double copy_gb_per_s = 0.0;      // device-to-device copy, read + write bytes counted
+  // Device-to-device copy of copy_bytes by a copy kernel of the bench's own (16-byte loads and
+  // stores, grid-stride, enough CTAs to fill the card), graph-captured and replayed like every
+  // path: (read + write bytes) / time = 2 * copy_bytes / time.
+  double copy_gb_per_s = 0.0;
   std::int64_t copy_bytes = 0;
   double gemm_tflop_per_s = 0.0;   // cuBLAS bf16 GEMM n x n x n, fp32 accumulate
   int gemm_n = 0;
+  // The same copy as one graph-captured cudaMemcpyAsync (what copy_gb_per_s measured before the copy
+  // kernel: ~2700 GB/s on an H200 against ~4250): kept so that older records stay comparable; 0:
+  // not measured.
+  double memcpy_gb_per_s = 0.0;
 };
 
 struct Report {
@@ -106,6 +122,51 @@ std::string format_table(const Report& report);
 void merge_torch_result(Report& report, const nlohmann::json& torch_result);
 
 // The routing the bench used, for the torch script: {"shape": ..., "rows": [{"tokens", "ids"}]}.
+// How the copy limit is measured, in words (the table's limits line, the JSON and --help say it).
+const char* copy_method();
+
+// `mxmoe bench --sweep-shapes N`: N random layer shapes, drawn deterministically from the seed:
+//   E        log-uniform in 8..512 (rounded)
+//   H, I     log-uniform in 256..8192, rounded to a multiple of 32 (so 256..8192 exactly)
+//   top-k    uniform in 1..min(8, E)
+//   activation  uniform among silu, clamped-silu (limit 10, as DeepSeek-V4) and gpt-oss (alpha 1.702,
+//            limit 7, with biases, as gpt-oss); the others have no biases
+// A draw whose whole layer (E x expert_weight_bytes) exceeds max_layer_bytes is drawn again, so the
+// synthetic weights fit in host and GPU memory; names are "sweep<i>-e<E>-h<H>-i<I>-k<k>".
+struct SweepShape {
+  LayerShape shape;
+  ActivationConfig activation;
+  bool biases = false;
+};
+struct SweepRanges {
+  int min_experts = 8, max_experts = 512;
+  int min_dim = 256, max_dim = 8192;  // H and I, multiples of 32
+  int max_top_k = 8;
+  std::int64_t max_layer_bytes = std::int64_t(16) << 30;
+};
+std::vector<SweepShape> random_shapes(int count, std::uint64_t seed, int group = 32, const SweepRanges& ranges = {});
+
+// One line of the sweep per (shape, T): the shape, experts hit, read floor, mxmoe's time, streaming
+// and roofline efficiency, or why mxmoe has no time.
+std::string format_sweep_line(const SweepShape& shape, std::size_t index, std::size_t count, const Report& report,
+                              const Row& row);
+
+// Over every (shape, T) of a sweep: rows timed and failed, streaming and roofline efficiency (min
+// with its shape and T, median) and rows below `threshold` streaming efficiency.
+struct SweepSummary {
+  std::size_t rows = 0, timed = 0, failed = 0, below_threshold = 0;
+  double threshold = 0.65;
+  double min_streaming = 0.0, median_streaming = 0.0, min_roofline = 0.0, median_roofline = 0.0;
+  std::string min_streaming_at, min_roofline_at;  // "<shape name> T=<T>"
+};
+SweepSummary summarize_sweep(const std::vector<Report>& reports, double threshold = 0.65);
+std::string format_sweep_summary(const SweepSummary& summary);
+// {"shapes": [to_json of each report with its activation], "summary": {...}}; the CSV is to_csv's
+// columns with one header and every shape's rows.
+nlohmann::json sweep_to_json(const std::vector<SweepShape>& shapes, const std::vector<Report>& reports,
+                             const SweepSummary& summary);
+std::string sweep_to_csv(const std::vector<Report>& reports);
+
 nlohmann::json routing_document(const LayerShape& shape, const std::vector<TopK>& routings, std::uint64_t seed,
                                 double skew);
 

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,7 +38,14 @@ struct BenchConfig {
   int device = 0;
   GemmTile gemm_tile = GemmTile::Auto;
   WeightFormat format;  // MXFP4 (bf16) or NVFP4 with bf16 / fp16 activations; shape.group follows it
+  // Limits measured already (a shape sweep measures them once, before its first shape); empty:
+  // measure the copy and GEMM limits first.
+  std::optional<Limits> limits;
 };
+
+// The copy and GEMM limits alone (what run_bench measures first), on a timer of its own.
+// Throws mxmoe::Error (Unsupported) when no Hopper GPU is present.
+Limits measure_limits(const BenchConfig& config);
 
 struct BenchRun {
   Report report;

@@ -113,6 +113,25 @@ double speedup(double baseline_us, double us) {
   return baseline_us / us;
 }
 
+double compute_floor_us(double flops, double gemm_tflop_per_s) {
+  if (!(flops >= 0.0) || !std::isfinite(flops))
+    fail(ErrorCode::InvalidArgument, "compute_floor_us: FLOPs must be a finite number >= 0, got " + std::to_string(flops));
+  if (!(gemm_tflop_per_s > 0.0) || !std::isfinite(gemm_tflop_per_s))
+    fail(ErrorCode::InvalidArgument, "compute_floor_us: the GEMM rate must be a positive finite TFLOP/s, got " +
+                                         std::to_string(gemm_tflop_per_s));
+  return flops / (gemm_tflop_per_s * 1e12) * 1e6;
+}
+
+double roofline_floor_us(double read_floor_us, double flops, double gemm_tflop_per_s) {
+  expect_time(read_floor_us, "roofline_floor_us (read floor)");
+  return std::max(read_floor_us, compute_floor_us(flops, gemm_tflop_per_s));
+}
+
+double roofline_efficiency(double read_floor_us, double flops, double gemm_tflop_per_s, double us) {
+  expect_time(us, "roofline_efficiency");
+  return roofline_floor_us(read_floor_us, flops, gemm_tflop_per_s) / us;
+}
+
 double median(std::vector<double> samples) {
   if (samples.empty()) fail(ErrorCode::InvalidArgument, "median of no samples");
   for (std::size_t i = 0; i < samples.size(); ++i)

@@ -43,8 +43,17 @@ class ReplayTimer {
 // One streaming read of `bytes` bytes from `src` (16-byte loads, grid-stride, nothing written).
 void enqueue_stream_read(const void* src, std::int64_t bytes, cudaStream_t stream);
 
-// Device-to-device copy of `bytes`, counted as read + write: 2 * bytes / time.
-double measure_copy_gb_per_s(ReplayTimer& timer, std::int64_t bytes);
+// Copy of `bytes` (a positive multiple of 16) from src to dst by the bench's copy kernel (16-byte
+// loads and stores, grid-stride, one full wave of 512-thread CTAs: as many per SM as fit); graph-capturable.
+void enqueue_copy(const void* src, void* dst, std::int64_t bytes, cudaStream_t stream);
+
+// Device-to-device copy of `bytes`, counted as read + write: 2 * bytes / time, timed twice: by the
+// copy kernel (the limit the bench reports) and as one graph-captured cudaMemcpyAsync (the figure
+// the bench reported before, kept for comparison with older records).
+struct CopyLimits {
+  double kernel_gb_per_s = 0.0, memcpy_gb_per_s = 0.0;
+};
+CopyLimits measure_copy_gb_per_s(ReplayTimer& timer, std::int64_t bytes);
 // cuBLAS bf16 GEMM n x n x n (fp32 accumulate, bf16 out): 2 n^3 / time.
 double measure_gemm_tflop_per_s(ReplayTimer& timer, int n);
 

@@ -31,6 +31,22 @@ __global__ void stream_read_kernel(const uint4* __restrict__ src, std::int64_t n
   if (acc == 0x9e3779b9u) *sink = acc;
 }
 
+// The copy limit: every thread moves four independent 16-byte vectors per step (four loads in
+// flight, then four stores), grid-stride over the buffer, the tail one vector at a time.
+__global__ void copy_kernel(const uint4* __restrict__ src, uint4* __restrict__ dst, std::int64_t n) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (; i + 3 * stride < n; i += 4 * stride) {
+    const uint4 a = __ldg(src + i), b = __ldg(src + i + stride), c = __ldg(src + i + 2 * stride),
+                d = __ldg(src + i + 3 * stride);
+    dst[i] = a;
+    dst[i + stride] = b;
+    dst[i + 2 * stride] = c;
+    dst[i + 3 * stride] = d;
+  }
+  for (; i < n; i += stride) dst[i] = __ldg(src + i);
+}
+
 int sm_count() {
   int device = 0, sms = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
@@ -126,13 +142,49 @@ void enqueue_stream_read(const void* src, std::int64_t bytes, cudaStream_t strea
   check(cudaGetLastError(), "stream read launch");
 }
 
-double measure_copy_gb_per_s(ReplayTimer& timer, std::int64_t bytes) {
+void enqueue_copy(const void* src, void* dst, std::int64_t bytes, cudaStream_t stream) {
+  if (bytes <= 0 || bytes % 16 != 0)
+    fail(ErrorCode::InvalidArgument, "bench copy: the size must be a positive multiple of 16 bytes, got " + std::to_string(bytes));
+  constexpr int kThreads = 512;
+  // One full wave: as many CTAs per SM as fit (4 at 2048 threads per SM), never a partial second.
+  static const int per_sm = [] {
+    int n = 0;
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, copy_kernel, kThreads, 0), "copy kernel occupancy");
+    return n > 0 ? n : 1;
+  }();
+  static const int sms = sm_count();
+  const std::int64_t n16 = bytes / 16;
+  const std::int64_t wanted = (n16 + kThreads - 1) / kThreads, full = static_cast<std::int64_t>(per_sm) * sms;
+  const int blocks = static_cast<int>(wanted < full ? wanted : full);
+  copy_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<const uint4*>(src), static_cast<uint4*>(dst), n16);
+  check(cudaGetLastError(), "copy kernel launch");
+}
+
+CopyLimits measure_copy_gb_per_s(ReplayTimer& timer, std::int64_t bytes) {
+  if (bytes <= 0 || bytes % 16 != 0)
+    fail(ErrorCode::InvalidArgument, "bench copy: the size must be a positive multiple of 16 bytes, got " + std::to_string(bytes));
   DeviceBuffer a(static_cast<std::size_t>(bytes), "the copy-bandwidth source"), b(static_cast<std::size_t>(bytes), "the copy-bandwidth target");
   check(cudaMemset(a.as(), 1, a.bytes()), "memset");
-  const double us = timer.median_us([&](cudaStream_t s) {
+  check(cudaMemset(b.as(), 0, b.bytes()), "memset");
+  CopyLimits out;
+  const double kernel_us = timer.median_us([&](cudaStream_t s) { enqueue_copy(a.as(), b.as(), bytes, s); });
+  out.kernel_gb_per_s = gb_per_s(2.0 * static_cast<double>(bytes), kernel_us);
+  // The kernel must have copied: its start, middle and end hold the source's bytes (a broken copy
+  // would report a meaningless limit).
+  const std::int64_t probe = bytes < 4096 ? bytes : 4096;
+  std::vector<unsigned char> host(static_cast<std::size_t>(probe));
+  for (const std::int64_t at : {std::int64_t(0), (bytes / 2) / 16 * 16, bytes - probe}) {
+    check(cudaMemcpy(host.data(), static_cast<const char*>(b.as()) + at, host.size(), cudaMemcpyDeviceToHost), "copy check");
+    for (std::size_t i = 0; i < host.size(); ++i)
+      if (host[i] != 1)
+        fail(ErrorCode::Cuda, "bench: the copy kernel did not copy: byte " + std::to_string(at + static_cast<std::int64_t>(i)) +
+                                  " of the target is " + std::to_string(host[i]) + ", expected 1");
+  }
+  const double memcpy_us = timer.median_us([&](cudaStream_t s) {
     check(cudaMemcpyAsync(b.as(), a.as(), static_cast<std::size_t>(bytes), cudaMemcpyDeviceToDevice, s), "copy");
   });
-  return gb_per_s(2.0 * static_cast<double>(bytes), us);
+  out.memcpy_gb_per_s = gb_per_s(2.0 * static_cast<double>(bytes), memcpy_us);
+  return out;
 }
 
 double measure_gemm_tflop_per_s(ReplayTimer& timer, int n) {

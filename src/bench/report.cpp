@@ -21,6 +21,8 @@ json path_figures(const Report& report, const Row& row, const std::string& path)
   if (row.read_floor_us > 0) j["streaming_efficiency"] = streaming_efficiency(row.read_floor_us, us);
   j["tflop_per_s"] = tflop_per_s(row.work.flops, us);
   if (report.limits.gemm_tflop_per_s > 0) j["pct_of_gemm_rate"] = 100.0 * tflop_per_s(row.work.flops, us) / report.limits.gemm_tflop_per_s;
+  if (row.read_floor_us > 0 && report.limits.gemm_tflop_per_s > 0)
+    j["roofline_efficiency"] = roofline_efficiency(row.read_floor_us, row.work.flops, report.limits.gemm_tflop_per_s, us);
   if (path != "mxmoe" && row.path_us.count("mxmoe")) j["mxmoe_speedup"] = speedup(us, row.path_us.at("mxmoe"));
   return j;
 }
@@ -36,6 +38,11 @@ std::string pad(const std::string& s, std::size_t width) {
 }
 
 }  // namespace
+
+const char* copy_method() {
+  return "copy kernel (16-byte loads and stores, grid-stride, one full wave of 512-thread CTAs), graph-captured "
+         "and replayed like every path; (read + write bytes) / time";
+}
 
 const std::vector<std::string>& path_names() {
   static const std::vector<std::string> names = {"mxmoe", "cublas_bf16", "torch_bf16"};
@@ -54,6 +61,8 @@ nlohmann::json to_json(const Report& report) {
   j["meta"] = report.meta;
   j["limits"] = {{"copy_gb_per_s", report.limits.copy_gb_per_s},
                  {"copy_bytes", report.limits.copy_bytes},
+                 {"copy_method", copy_method()},
+                 {"memcpy_gb_per_s", report.limits.memcpy_gb_per_s},
                  {"gemm_tflop_per_s", report.limits.gemm_tflop_per_s},
                  {"gemm_n", report.limits.gemm_n}};
   j["prepare"] = {{"gpu_ms", report.prepare_ms}, {"wall_ms", report.prepare_wall_ms}};
@@ -73,6 +82,14 @@ nlohmann::json to_json(const Report& report) {
       r["read_floor_us"] = row.read_floor_us;
       r["read_floor_gb_per_s"] = gb_per_s(static_cast<double>(row.work.read_bytes), row.read_floor_us);
     }
+    if (report.limits.gemm_tflop_per_s > 0) {
+      const double compute_us = compute_floor_us(row.work.flops, report.limits.gemm_tflop_per_s);
+      r["compute_floor_us"] = compute_us;
+      if (row.read_floor_us > 0) {
+        r["roofline_floor_us"] = roofline_floor_us(row.read_floor_us, row.work.flops, report.limits.gemm_tflop_per_s);
+        r["roofline_bound"] = compute_us > row.read_floor_us ? "compute" : "read";
+      }
+    }
     r["paths"] = json::object();
     for (const auto& p : path_names())
       if (row.path_us.count(p)) r["paths"][p] = path_figures(report, row, p);
@@ -86,7 +103,8 @@ nlohmann::json to_json(const Report& report) {
 std::string to_csv(const Report& report) {
   std::ostringstream os;
   os << "model,tokens,path,us,experts_hit,expected_experts_hit,weight_bytes,activation_bytes,read_bytes,flops,"
-        "read_floor_us,gb_per_s,streaming_efficiency,tflop_per_s,pct_of_gemm_rate,mxmoe_speedup\n";
+        "read_floor_us,gb_per_s,streaming_efficiency,tflop_per_s,pct_of_gemm_rate,mxmoe_speedup,roofline_floor_us,"
+        "roofline_efficiency\n";
   os.precision(10);
   for (const Row& row : report.rows) {
     for (const auto& p : path_names()) {
@@ -98,7 +116,11 @@ std::string to_csv(const Report& report) {
          << row.work.activation_bytes << ',' << row.work.read_bytes << ',' << fmt("%.6g", row.work.flops) << ','
          << (row.read_floor_us > 0 ? fmt("%.6g", row.read_floor_us) : std::string()) << ',' << opt("gb_per_s") << ','
          << opt("streaming_efficiency") << ',' << opt("tflop_per_s") << ',' << opt("pct_of_gemm_rate") << ','
-         << opt("mxmoe_speedup") << '\n';
+         << opt("mxmoe_speedup") << ','
+         << (row.read_floor_us > 0 && report.limits.gemm_tflop_per_s > 0
+                 ? fmt("%.6g", roofline_floor_us(row.read_floor_us, row.work.flops, report.limits.gemm_tflop_per_s))
+                 : std::string())
+         << ',' << opt("roofline_efficiency") << '\n';
     }
   }
   return os.str();
@@ -110,40 +132,46 @@ std::string format_table(const Report& report) {
   os << s.name << ": H=" << s.hidden << " I=" << s.inter << " E=" << s.num_experts << " top-" << s.top_k
      << ", expert weights " << fmt("%.2f", expert_weight_bytes(s.hidden, s.inter, s.group) / 1048576.0) << " MiB at "
      << (s.group == 16 ? "4.5 bits (NVFP4)" : "4.25 bits") << "\n";
-  if (report.limits.copy_gb_per_s > 0)
-    os << "limits: device copy " << fmt("%.0f", report.limits.copy_gb_per_s) << " GB/s (read+write), cuBLAS bf16 GEMM "
-       << report.limits.gemm_n << "^3 " << fmt("%.0f", report.limits.gemm_tflop_per_s) << " TFLOP/s\n";
+  if (report.limits.copy_gb_per_s > 0) {
+    os << "limits: device copy " << fmt("%.0f", report.limits.copy_gb_per_s) << " GB/s (copy kernel, read+write bytes / time";
+    if (report.limits.memcpy_gb_per_s > 0)
+      os << "; graph-captured cudaMemcpy " << fmt("%.0f", report.limits.memcpy_gb_per_s) << " GB/s";
+    os << "), cuBLAS bf16 GEMM " << report.limits.gemm_n << "^3 " << fmt("%.0f", report.limits.gemm_tflop_per_s)
+       << " TFLOP/s\n";
+  }
   if (report.prepare_ms >= 0)
     os << "prepare (whole layer, once): " << fmt("%.1f", report.prepare_ms) << " ms GPU, "
        << fmt("%.0f", report.prepare_wall_ms) << " ms wall with upload\n";
-  const char* head[] = {"T", "hit", "exp.hit", "wt MiB", "floor us", "mxmoe us", "eff", "GB/s", "TFLOP/s",
-                        "%gemm", "cublas us", "x", "torch us", "x", "err"};
-  const std::size_t width[] = {6, 4, 7, 8, 9, 10, 5, 6, 8, 6, 10, 6, 10, 6, 8};
-  for (std::size_t c = 0; c < 15; ++c) os << pad(head[c], width[c]) << (c + 1 < 15 ? " " : "\n");
+  constexpr std::size_t kCols = 16;
+  const char* head[kCols] = {"T",       "hit",   "exp.hit", "wt MiB",    "floor us", "mxmoe us", "eff",      "roof",
+                             "GB/s",    "TFLOP/s", "%gemm", "cublas us", "x",        "torch us", "x",        "err"};
+  const std::size_t width[kCols] = {6, 4, 7, 8, 9, 10, 5, 5, 6, 8, 6, 10, 6, 10, 6, 8};
+  for (std::size_t c = 0; c < kCols; ++c) os << pad(head[c], width[c]) << (c + 1 < kCols ? " " : "\n");
   for (const Row& row : report.rows) {
-    std::string cells[15];
+    std::string cells[kCols];
     cells[0] = std::to_string(row.work.tokens);
     cells[1] = std::to_string(row.work.experts_hit);
     cells[2] = fmt("%.1f", row.expected_hit);
     cells[3] = fmt("%.1f", row.work.weight_bytes / 1048576.0);
     cells[4] = row.read_floor_us > 0 ? fmt("%.1f", row.read_floor_us) : "-";
-    for (std::size_t c = 5; c < 15; ++c) cells[c] = "-";
+    for (std::size_t c = 5; c < kCols; ++c) cells[c] = "-";
     if (row.path_us.count("mxmoe")) {
       const json f = path_figures(report, row, "mxmoe");
       cells[5] = fmt("%.1f", row.path_us.at("mxmoe"));
       if (f.contains("streaming_efficiency")) cells[6] = fmt("%.0f%%", 100 * f["streaming_efficiency"].get<double>());
-      cells[7] = fmt("%.0f", f["gb_per_s"].get<double>());
-      cells[8] = fmt("%.1f", f["tflop_per_s"].get<double>());
-      if (f.contains("pct_of_gemm_rate")) cells[9] = fmt("%.1f", f["pct_of_gemm_rate"].get<double>());
+      if (f.contains("roofline_efficiency")) cells[7] = fmt("%.0f%%", 100 * f["roofline_efficiency"].get<double>());
+      cells[8] = fmt("%.0f", f["gb_per_s"].get<double>());
+      cells[9] = fmt("%.1f", f["tflop_per_s"].get<double>());
+      if (f.contains("pct_of_gemm_rate")) cells[10] = fmt("%.1f", f["pct_of_gemm_rate"].get<double>());
     }
     const char* baselines[] = {"cublas_bf16", "torch_bf16"};
     for (int b = 0; b < 2; ++b) {
       if (!row.path_us.count(baselines[b])) continue;
-      cells[10 + 2 * b] = fmt("%.1f", row.path_us.at(baselines[b]));
-      if (row.path_us.count("mxmoe")) cells[11 + 2 * b] = fmt("%.2f", speedup(row.path_us.at(baselines[b]), row.path_us.at("mxmoe")));
+      cells[11 + 2 * b] = fmt("%.1f", row.path_us.at(baselines[b]));
+      if (row.path_us.count("mxmoe")) cells[12 + 2 * b] = fmt("%.2f", speedup(row.path_us.at(baselines[b]), row.path_us.at("mxmoe")));
     }
-    if (row.rel_err_vs_bf16 >= 0) cells[14] = fmt("%.1e", row.rel_err_vs_bf16);
-    for (std::size_t c = 0; c < 15; ++c) os << pad(cells[c], width[c]) << (c + 1 < 15 ? " " : "\n");
+    if (row.rel_err_vs_bf16 >= 0) cells[15] = fmt("%.1e", row.rel_err_vs_bf16);
+    for (std::size_t c = 0; c < kCols; ++c) os << pad(cells[c], width[c]) << (c + 1 < kCols ? " " : "\n");
   }
   bool any_note = false;
   for (const Row& row : report.rows)

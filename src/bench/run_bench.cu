@@ -12,8 +12,6 @@
 #include "bench/device_bench.hpp"
 #include "bench/cuda_status.hpp"
 #include "core/random.hpp"
-#include "formats/bf16.hpp"
-#include "formats/fp16.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/moe_layer.hpp"
 #include "mxmoe/verify.hpp"
@@ -27,7 +25,26 @@ std::string fmt_us(double us) {
   return buf;
 }
 
+Limits limits_on(ReplayTimer& timer, const BenchConfig& config) {
+  Limits limits;
+  limits.copy_bytes = config.copy_bytes;
+  const CopyLimits copy = measure_copy_gb_per_s(timer, config.copy_bytes);
+  limits.copy_gb_per_s = copy.kernel_gb_per_s;
+  limits.memcpy_gb_per_s = copy.memcpy_gb_per_s;
+  limits.gemm_n = config.gemm_n;
+  limits.gemm_tflop_per_s = measure_gemm_tflop_per_s(timer, config.gemm_n);
+  return limits;
+}
+
 }  // namespace
+
+Limits measure_limits(const BenchConfig& config) {
+  const DeviceCheck device = check_hopper_device(config.device);
+  if (!device.ok) fail(ErrorCode::Unsupported, "mxmoe bench needs a Hopper GPU: " + device.message);
+  check(cudaSetDevice(config.device), "cudaSetDevice");
+  ReplayTimer timer(config.timing);
+  return limits_on(timer, config);
+}
 
 BenchRun run_bench(const BenchConfig& config, const std::function<void(const std::string&)>& progress) {
   config.shape.validate();
@@ -53,11 +70,12 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
   report.meta["format"] = config.format.nvfp4() ? (config.format.activation_dtype == DType::F16 ? "nvfp4-f16" : "nvfp4") : "mxfp4";
 
   ReplayTimer timer(config.timing);
-  progress("measuring the device copy bandwidth and the cuBLAS bf16 GEMM rate");
-  report.limits.copy_bytes = config.copy_bytes;
-  report.limits.copy_gb_per_s = measure_copy_gb_per_s(timer, config.copy_bytes);
-  report.limits.gemm_n = config.gemm_n;
-  report.limits.gemm_tflop_per_s = measure_gemm_tflop_per_s(timer, config.gemm_n);
+  if (config.limits) {
+    report.limits = *config.limits;
+  } else {
+    progress("measuring the device copy bandwidth (copy kernel and cudaMemcpy) and the cuBLAS bf16 GEMM rate");
+    report.limits = limits_on(timer, config);
+  }
 
   // Inputs shared by every path.
   progress("generating synthetic weights, hidden states and routing");
@@ -70,9 +88,8 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
   spec.seed = config.seed;
   spec.format = config.format;
   const CanonicalMoeWeights weights = make_synthetic_weights(spec);
-  std::vector<std::uint16_t> hidden = verify::random_hidden(max_tokens, shape.hidden, stream_seed(config.seed, 0x41c7ull));
-  if (config.format.activation_dtype == DType::F16)  // the same values in fp16, which holds them
-    for (auto& h : hidden) h = formats::float_to_fp16(formats::bf16_to_float(h));
+  const std::vector<std::uint16_t> hidden =
+      verify::random_hidden(max_tokens, shape.hidden, stream_seed(config.seed, 0x41c7ull), 1.0, config.format.activation_dtype);
   for (int t : config.tokens) run.routings.push_back(bench_routing(t, shape.num_experts, shape.top_k, config.skew, config.seed));
 
   std::vector<Work> works;
