@@ -52,11 +52,11 @@ the flush lies outside the CUDA events around the replay; the median replay is r
              so compute-bound, skewed and uniform rows compare (JSON/CSV: roofline_efficiency, with
              compute_floor_us, roofline_floor_us and roofline_bound read|compute per row)
 Limits measured first in the same run: the device copy, 1 GiB device-to-device by a copy kernel of
-the bench's own (16-byte loads and stores, grid-stride, one full wave of 512-thread CTAs),
-graph-captured and replayed like every path, reported as (read + write bytes) / time; the same copy
-as one graph-captured cudaMemcpy (slower: ~2700 against ~4250 GB/s on an H200; what the bench
-reported before) is kept in the JSON as limits.memcpy_gb_per_s and on the limits line. And the
-cuBLAS bf16 GEMM rate (--gemm-n cubed, fp32 accumulate). The prepare line is mxmoe's one-time
+the bench's own (16-byte loads and stores, 256-thread CTAs enough to cover the buffer in one pass:
+one vector per thread), graph-captured and replayed like every path, reported as
+(read + write bytes) / time; the same copy as one graph-captured cudaMemcpy (slower: ~2760 against
+~4270 GB/s on an H200; what the bench reported before) is kept in the JSON as limits.memcpy_gb_per_s
+and on the limits line. And the cuBLAS bf16 GEMM rate (--gemm-n cubed, fp32 accumulate). The prepare line is mxmoe's one-time
 weight preparation of the whole layer (GPU time, and wall time of the constructor with upload).
 Files in --out-dir: <model>.json, <model>.csv, <model>.txt, routing-<model>.json, torch-<model>.json;
 bench/plot.py <model>.json draws them.

@@ -89,7 +89,7 @@ struct Row {
 
 struct Limits {
   // Device-to-device copy of copy_bytes by a copy kernel of the bench's own (16-byte loads and
-  // stores, grid-stride, enough CTAs to fill the card), graph-captured and replayed like every
+  // stores, 256-thread CTAs enough to cover the buffer in one pass), graph-captured and replayed like every
   // path: (read + write bytes) / time = 2 * copy_bytes / time.
   double copy_gb_per_s = 0.0;
   std::int64_t copy_bytes = 0;

@@ -44,7 +44,8 @@ class ReplayTimer {
 void enqueue_stream_read(const void* src, std::int64_t bytes, cudaStream_t stream);
 
 // Copy of `bytes` (a positive multiple of 16) from src to dst by the bench's copy kernel (16-byte
-// loads and stores, grid-stride, one full wave of 512-thread CTAs: as many per SM as fit); graph-capturable.
+// loads and stores, 256-thread CTAs enough to cover the buffer in one pass, a vector per thread;
+// grid-stride beyond 2^31-1 CTAs); graph-capturable.
 void enqueue_copy(const void* src, void* dst, std::int64_t bytes, cudaStream_t stream);
 
 // Device-to-device copy of `bytes`, counted as read + write: 2 * bytes / time, timed twice: by the

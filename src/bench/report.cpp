@@ -40,8 +40,8 @@ std::string pad(const std::string& s, std::size_t width) {
 }  // namespace
 
 const char* copy_method() {
-  return "copy kernel (16-byte loads and stores, grid-stride, one full wave of 512-thread CTAs), graph-captured "
-         "and replayed like every path; (read + write bytes) / time";
+  return "copy kernel (16-byte loads and stores, 256-thread CTAs enough to cover the buffer in one pass), "
+         "graph-captured and replayed like every path; (read + write bytes) / time";
 }
 
 const std::vector<std::string>& path_names() {
