@@ -10,6 +10,7 @@
 #include "formats/nvfp4.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/weights.hpp"
+#include "test_util.hpp"
 
 using namespace mxmoe;
 using ::testing::HasSubstr;
@@ -28,12 +29,7 @@ SyntheticSpec nv_spec(std::uint64_t seed, DType act = DType::BF16) {
 }
 
 std::string validate_error(const CanonicalMoeWeights& w) {
-  try {
-    w.validate();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
+  return mxmoe::test::error_message([&] { w.validate(); });
 }
 
 std::uint64_t fresh_seed() { return std::random_device{}(); }

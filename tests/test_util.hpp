@@ -39,6 +39,16 @@ inline void expect_error(const std::function<void()>& fn, ErrorCode code, const 
   }
 }
 
+// The message of the mxmoe::Error the call throws, or "no error": for tests that match several parts.
+inline std::string error_message(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
 // A command run to completion through the shell.
 struct CliRun {
   int rc = -1;           // exit status; -1 when it did not exit normally

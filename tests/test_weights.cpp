@@ -10,6 +10,7 @@
 
 #include "mxmoe/error.hpp"
 #include "mxmoe/weights.hpp"
+#include "test_util.hpp"
 
 using namespace mxmoe;
 using ::testing::HasSubstr;
@@ -27,12 +28,7 @@ SyntheticSpec small_spec(std::uint64_t seed, bool biases = true) {
 }
 
 std::string validate_error(const CanonicalMoeWeights& w) {
-  try {
-    w.validate();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
+  return mxmoe::test::error_message([&] { w.validate(); });
 }
 
 bool same_bytes(const HostTensor& a, const HostTensor& b) {
