@@ -270,3 +270,10 @@ TEST(BenchCli, HelpExplainsTheFigures) {
     EXPECT_NE(out.find(term), std::string::npos) << "help lacks '" << term << "'";
 }
 #endif
+
+TEST(BenchCli, FormatNamesAreCheckedBeforeAnyGpuWork) {
+  std::string out;
+  EXPECT_EQ(run_cli("bench --format mxfp8 --sweep-shapes 2 --sweep-list", &out), 2);
+  EXPECT_NE(out.find("mxfp4, mxfp4-wide, nvfp4 or nvfp4-f16, got 'mxfp8'"), std::string::npos) << out;
+  EXPECT_EQ(run_cli("bench --format mxfp4-wide --sweep-shapes 2 --sweep-list", &out), 0) << out;
+}

@@ -95,6 +95,7 @@ struct Resolved {
   std::vector<int> tokens;
   GemmTile gemm_tile = GemmTile::Auto;
   WeightFormat format;
+  bool wide_scales = false;  // --format mxfp4-wide
 };
 
 Resolved resolve(const BenchOptions& o, bool preset_given) {
@@ -122,8 +123,9 @@ Resolved resolve(const BenchOptions& o, bool preset_given) {
   }
   if (o.format == "nvfp4") r.format = WeightFormat::nvfp4_with(DType::BF16);
   else if (o.format == "nvfp4-f16") r.format = WeightFormat::nvfp4_with(DType::F16);
+  else if (o.format == "mxfp4-wide") r.wide_scales = true;
   else if (o.format != "mxfp4")
-    fail(ErrorCode::InvalidArgument, "bench: --format must be mxfp4, nvfp4 or nvfp4-f16, got '" + o.format + "'");
+    fail(ErrorCode::InvalidArgument, "bench: --format must be mxfp4, mxfp4-wide, nvfp4 or nvfp4-f16, got '" + o.format + "'");
   r.shape.group = r.format.group_size;
   r.shape.validate();
   r.gemm_tile = parse_gemm_tile(o.gemm_tile);
@@ -191,6 +193,7 @@ bench::BenchConfig make_config(const BenchOptions& o, const Resolved& r) {
   config.device = o.device;
   config.gemm_tile = r.gemm_tile;
   config.format = r.format;
+  config.wide_scales = r.wide_scales;
   return config;
 }
 
@@ -332,8 +335,10 @@ const RegisterCommand kBench{
       sub.add_option("--device", o->device, "CUDA device index")->capture_default_str();
       sub.add_flag("--quiet", o->quiet, "no progress lines on stderr");
       sub.add_option("--format", o->format,
-                     "weights: mxfp4 (E8M0 per 32, bf16 activations), nvfp4 (UE4M3 per 16 + global scales, bf16) or "
-                     "nvfp4-f16 (the same with fp16 activations); the read floor counts the format's scale bytes")
+                     "weights: mxfp4 (E8M0 per 32, bf16 activations), mxfp4-wide (the same with one E8M0 byte above "
+                     "128, over zero codes: the layer runs the kernels' two-multiply format), nvfp4 (UE4M3 per 16 + "
+                     "global scales, bf16) or nvfp4-f16 (the same with fp16 activations); the read floor counts the "
+                     "format's scale bytes")
           ->capture_default_str();
       sub.add_option("--gemm-tile", o->gemm_tile,
                      "GEMM configuration: auto (by pairs per expert), or for tuning tiny or decode (8 routed pairs per "

@@ -38,6 +38,9 @@ struct BenchConfig {
   int device = 0;
   GemmTile gemm_tile = GemmTile::Auto;
   WeightFormat format;  // MXFP4 (bf16) or NVFP4 with bf16 / fp16 activations; shape.group follows it
+  // MXFP4 only: one E8M0 byte above 128 in the layer (over a block of zero codes, so the values do
+  // not change), which makes the whole layer run the kernels' two-multiply format (Mxfp4Wide).
+  bool wide_scales = false;
   // Limits measured already (a shape sweep measures them once, before its first shape); empty:
   // measure the copy and GEMM limits first.
   std::optional<Limits> limits;

@@ -67,7 +67,8 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
   report.meta["flush_bytes"] = std::to_string(config.timing.flush_bytes);
   report.meta["activation"] = activation_kind_name(config.activation.kind);
   report.meta["biases"] = config.biases ? "yes" : "no";
-  report.meta["format"] = config.format.nvfp4() ? (config.format.activation_dtype == DType::F16 ? "nvfp4-f16" : "nvfp4") : "mxfp4";
+  report.meta["format"] = config.format.nvfp4() ? (config.format.activation_dtype == DType::F16 ? "nvfp4-f16" : "nvfp4")
+                          : config.wide_scales ? "mxfp4-wide" : "mxfp4";
 
   ReplayTimer timer(config.timing);
   if (config.limits) {
@@ -87,7 +88,11 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
   spec.with_router = false;
   spec.seed = config.seed;
   spec.format = config.format;
-  const CanonicalMoeWeights weights = make_synthetic_weights(spec);
+  CanonicalMoeWeights weights = make_synthetic_weights(spec);
+  if (config.wide_scales && !config.format.nvfp4()) {
+    weights.w2_scale.mutable_as<std::uint8_t>()[0] = 200;                 // expert 0, row 0, group 0
+    std::fill_n(weights.w2.mutable_as<std::uint8_t>(), 16, std::uint8_t{0});  // its 32 codes: zero
+  }
   const std::vector<std::uint16_t> hidden =
       verify::random_hidden(max_tokens, shape.hidden, stream_seed(config.seed, 0x41c7ull), 1.0, config.format.activation_dtype);
   for (int t : config.tokens) run.routings.push_back(bench_routing(t, shape.num_experts, shape.top_k, config.skew, config.seed));
