@@ -13,7 +13,7 @@ namespace {
 extern "C" {
 int mxmoe_cuda_compiled(void) { return 0; }
 int mxmoe_check_device(int) { return guarded("mxmoe_check_device", [] { no_cuda("mxmoe_check_device"); }); }
-int mxmoe_tile_experts_cuda(const uint8_t*, const uint8_t*, int, int, int, int, int, uint8_t*, uint8_t*, void*) {
+int mxmoe_tile_experts_cuda(const uint8_t*, const uint8_t*, int, int, int, int, int, int, uint8_t*, uint8_t*, void*) {
   return guarded("mxmoe_tile_experts_cuda", [] { no_cuda("mxmoe_tile_experts_cuda"); });
 }
 int mxmoe_workspace_bytes(int, int, int, int, int, int64_t*) {
