@@ -1,9 +1,12 @@
-// mxmoe inspect: the MoE layers of a checkpoint, the layout detected and which alias matched what.
+// mxmoe inspect: the MoE layers of a checkpoint, the layout detected and which alias matched what;
+// with --act fp8, what the W4A8 weight fold would re-quantise in each layer.
 #include <iomanip>
 #include <iostream>
+#include <sstream>
 
 #include "command.hpp"
 #include "mxmoe/checkpoint.hpp"
+#include "mxmoe/config.hpp"
 #include "mxmoe/error.hpp"
 
 namespace mxmoe::cli {
@@ -21,8 +24,38 @@ void print_layer(const LoadedMoeLayer& l) {
   if (l.router_logit_bias) std::cout << "  note: router_logit_bias is added to the router logits (gpt-oss), not a correction bias\n";
 }
 
+std::string fold_line(const char* tensor, const W4a8FoldCounts& c) {
+  std::ostringstream o;
+  const double pct = c.groups ? 100.0 * static_cast<double>(c.requantized_groups) / static_cast<double>(c.groups) : 0.0;
+  o << "    " << tensor << ": " << c.requantized_groups << " of " << c.groups << " groups re-quantised (" << std::fixed
+    << std::setprecision(pct > 0.0 && pct < 0.01 ? 6 : 2) << pct << "%), " << c.changed_elements << " element(s) changed\n";
+  return o.str();
+}
+
+// --act fp8: for every MoE layer, the groups the W4A8 fold (MXFP4 weights to E4M3 with a per-row base
+// exponent) cannot represent exactly: those whose E8M0 exponent lies more than 14 below the largest of
+// their row. They are re-quantised to the nearest E4M3 when the layer runs with FP8 activations.
+void print_fp8_fold(const Checkpoint& ckpt, const std::vector<MoeLayerRef>& layers) {
+  std::cout << "\nW4A8 (--act fp8): groups of 32 whose scale lies more than 14 exponents below their row's largest are\n"
+               "re-quantised to the nearest E4M3 (the rest fold exactly)\n";
+  for (const auto& r : layers) {
+    std::cout << "  layer " << r.layer << ":";
+    if (!layout_is_mxfp4(r.layout)) {
+      std::cout << " unquantized (W4A8 folds MXFP4 weights: run `mxmoe quantize` first)\n";
+      continue;
+    }
+    const LoadedMoeLayer l = load_moe_layer(ckpt, r);
+    if (l.weights.format.nvfp4()) {
+      std::cout << " NVFP4: W4A8 needs MXFP4 weights (not supported)\n";
+      continue;
+    }
+    const W4a8FoldReport rep = w4a8_fold_report(l.weights);
+    std::cout << "\n" << fold_line("w13", rep.w13) << fold_line("w2 ", rep.w2);
+  }
+}
+
 // `layer` < 0 when --layer was not given.
-int run_inspect(const std::string& path, int layer, bool layer_given) {
+int run_inspect(const std::string& path, int layer, bool layer_given, ActivationPrecision act) {
   if (layer_given && layer < 0) fail(ErrorCode::InvalidArgument, "--layer must be a layer number >= 0, got " + std::to_string(layer));
   const Checkpoint ckpt = Checkpoint::open(path);
   const auto layers = find_moe_layers(ckpt);
@@ -31,6 +64,7 @@ int run_inspect(const std::string& path, int layer, bool layer_given) {
   for (const auto& r : layers)
     std::cout << "  layer " << r.layer << ": " << moe_layout_name(r.layout) << ", '" << r.module_prefix << "experts.', "
               << r.num_experts << " experts" << (layout_is_mxfp4(r.layout) ? "" : " (unquantized: run `mxmoe quantize`)") << "\n";
+  if (act == ActivationPrecision::Fp8PerToken) print_fp8_fold(ckpt, layers);
   if (layers.empty() && !layer_given) return 0;
   // Details (a full, validated load) of the chosen layer (an error listing those there are when it does
   // not exist), or of the first MXFP4 layer.
@@ -54,9 +88,13 @@ const RegisterCommand kInspect{
     [](CLI::App& sub) {
       auto path = std::make_shared<std::string>();
       auto layer = std::make_shared<int>(-1);
+      auto act = std::make_shared<std::string>("bf16");
       sub.add_option("path", *path, "a .safetensors file, a model.safetensors.index.json, or a directory")->required();
       CLI::Option* layer_opt = sub.add_option("--layer", *layer, "show the details of this layer (default: the first MXFP4 layer)");
-      return [path, layer, layer_opt] { return run_inspect(*path, *layer, layer_opt->count() > 0); };
+      sub.add_option("--act", *act,
+                     "activation precision: bf16 (default) or fp8, which also reports per layer and tensor how many MXFP4 groups "
+                     "the W4A8 weight fold would re-quantise (count and percentage)");
+      return [path, layer, layer_opt, act] { return run_inspect(*path, *layer, layer_opt->count() > 0, parse_activation_precision(*act)); };
     }};
 
 }  // namespace

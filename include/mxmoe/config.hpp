@@ -53,15 +53,24 @@ struct ActivationConfig {
 // for tuning and benchmarks.
 enum class GemmTile { Auto, Tiny, Decode, Small, Medium, Prefill };
 
+// The precision the expert GEMMs take their activations in (issue 14). Bf16: the activation dtype as
+// stored (W4A16, the default). Fp8PerToken (W4A8, MXFP4 weights only): each token's hidden row, and
+// each (token, slot) intermediate row, quantised to E4M3 with one fp32 scale per row, the weights
+// folded to E4M3 with a per-row power of two (reference.hpp: moe_forward says exactly how).
+enum class ActivationPrecision { Bf16, Fp8PerToken };
+
 const char* routing_mode_name(RoutingMode mode);
 
 // The one name of each choice, as the CLI takes it, the bench records it and messages print it, and
 // its inverse (mxmoe::Error InvalidArgument listing the names for any other string).
 //   activations: "silu", "clamped-silu", "gpt-oss"
 //   GEMM tiles:  "auto", "tiny", "decode", "small", "medium", "prefill"
+//   activation precisions: "bf16", "fp8"
 const char* activation_kind_name(ActivationKind kind);
 ActivationKind parse_activation_kind(const std::string& name);
 const char* gemm_tile_name(GemmTile tile);
 GemmTile parse_gemm_tile(const std::string& name);
+const char* activation_precision_name(ActivationPrecision precision);
+ActivationPrecision parse_activation_precision(const std::string& name);
 
 }  // namespace mxmoe

@@ -48,6 +48,21 @@ TopK route(const float* logits, int num_tokens, int num_experts, const RoutingCo
 std::vector<std::uint16_t> moe_forward(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
                                        const TopK& topk, const ActivationConfig& act, int threads = 0);
 
+// The same forward with the activations in `precision`. Bf16 is the function above (bit for bit).
+// Fp8PerToken (W4A8, issue 14; MXFP4 weights with bf16 activations only, NVFP4 throws Unsupported):
+//   x_t   = each token's hidden row quantised to E4M3: s_t = amax / 448 (formats/e4m3.hpp,
+//           fp8_row_scale: 1 when amax is 0), q = e4m3(x x (1 / s_t)), round to nearest even, saturating
+//   W     = each weight row folded to E4M3 bytes and a base exponent, e4m3 x 2^base (src/prepare/
+//           w4a8_fold.hpp: exact when the row's E8M0 exponents span at most 15 values; groups further
+//           below are re-quantised to the nearest E4M3). Folded inside the call from w, nothing cached.
+//   h1    = ldexp(fp32 dot(W13 row, x_t) x s_t, base) (+ w13_bias)
+//   a     = activation(gate, up) rounded to bf16, then that (token, slot) row quantised like x_t (s_a)
+//   y     = ldexp(fp32 dot(W2 row, a) x s_a, base) (+ w2_bias); slot weights and the bf16 output as above.
+// Results do not depend on the thread count or on how tokens are batched.
+std::vector<std::uint16_t> moe_forward(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
+                                       const TopK& topk, const ActivationConfig& act, ActivationPrecision precision,
+                                       int threads = 0);
+
 // An independent float64 recomputation of moe_forward for the listed tokens (each in 0..T-1):
 // weights decoded to double (NVFP4: the global scale on each row's dot product, as above), inputs
 // read in the activation dtype, double accumulation, activation in double, no rounding anywhere

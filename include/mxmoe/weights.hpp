@@ -57,6 +57,22 @@ struct CanonicalMoeWeights {
   std::size_t expert_weight_bytes() const;  // packed weights + scales of one expert
 };
 
+// W4A8 (issue 14: MXFP4 weights x FP8 per-token activations). The fold turns each MXFP4 weight row into
+// E4M3 bytes and one base exponent (weights = e4m3 x 2^base); a group whose E8M0 exponent lies more
+// than 14 below its row's largest cannot be represented exactly and is re-quantised to the nearest
+// E4M3 (src/prepare/w4a8_fold.hpp has the rule and the exactness argument). These are the counts.
+struct W4a8FoldCounts {
+  std::int64_t groups = 0;              // 32-element groups looked at
+  std::int64_t requantized_groups = 0;  // groups outside their row's span, re-quantised
+  std::int64_t changed_elements = 0;    // elements whose value the re-quantisation changed
+};
+struct W4a8FoldReport {
+  W4a8FoldCounts w13, w2;
+};
+// What folding every expert of `w` would re-quantise, per tensor. MXFP4 only (throws mxmoe::Error
+// Unsupported for NVFP4). Reads every scale byte and, only in re-quantised groups, the codes.
+W4a8FoldReport w4a8_fold_report(const CanonicalMoeWeights& w);
+
 // Synthetic weights from a fixed seed: values drawn like a trained layer's (normal, std
 // `weight_std`), quantized by the OCP rule; biases and router included when asked.
 struct SyntheticSpec {

@@ -90,6 +90,7 @@ E parse_name(const std::string& name, const E (&all)[N], const char* (*name_of)(
 
 constexpr ActivationKind kActivationKinds[] = {ActivationKind::SiluMul, ActivationKind::ClampedSiluMul, ActivationKind::GptOssSwiglu};
 constexpr GemmTile kGemmTiles[] = {GemmTile::Auto, GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill};
+constexpr ActivationPrecision kActivationPrecisions[] = {ActivationPrecision::Bf16, ActivationPrecision::Fp8PerToken};
 
 }  // namespace
 
@@ -119,5 +120,17 @@ const char* gemm_tile_name(GemmTile tile) {
 }
 
 GemmTile parse_gemm_tile(const std::string& name) { return parse_name(name, kGemmTiles, gemm_tile_name, "GEMM tile"); }
+
+const char* activation_precision_name(ActivationPrecision precision) {
+  switch (precision) {
+    case ActivationPrecision::Bf16: return "bf16";
+    case ActivationPrecision::Fp8PerToken: return "fp8";
+  }
+  return "?";
+}
+
+ActivationPrecision parse_activation_precision(const std::string& name) {
+  return parse_name(name, kActivationPrecisions, activation_precision_name, "activation precision");
+}
 
 }  // namespace mxmoe

@@ -1,11 +1,12 @@
-// MXFP4 (OCP Microscaling): E2M1 elements, one E8M0 scale per 32 elements; and the NVFP4
-// E4M3 scale decode. Header-only and usable on the GPU.
+// MXFP4 (OCP Microscaling): E2M1 elements, one E8M0 scale per 32 elements. Header-only and usable on
+// the GPU. The E4M3 codec (NVFP4's scales, W4A8) is in e4m3.hpp, included here.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
 #include "formats/bf16.hpp"
+#include "formats/e4m3.hpp"  // e4m3_decode: NVFP4's scales (kept reachable from here)
 
 namespace mxmoe::formats {
 
@@ -96,16 +97,6 @@ MXMOE_HD bool e8m0_from_float(float f, std::uint8_t* out) {
   if (man != 0 || exp == 0 || exp == 0xffu) return false;
   *out = static_cast<std::uint8_t>(exp);
   return true;
-}
-
-// FP8 E4M3 (OCP "E4M3FN"): bias 7, no infinities, 0x7F/0xFF are NaN; NVFP4's scale format.
-MXMOE_HD float e4m3_decode(std::uint8_t b) {
-  const std::uint32_t sign = b >> 7, exp = (b >> 3) & 0xfu, man = b & 7u;
-  float v;
-  if (exp == 0xfu && man == 7u) return bits_float(0x7fc00000u);
-  if (exp == 0) v = static_cast<float>(man) * (1.0f / 512.0f);  // man/8 * 2^-6
-  else v = (1.0f + static_cast<float>(man) / 8.0f) * std::ldexp(1.0f, static_cast<int>(exp) - 7);
-  return sign ? -v : v;
 }
 
 // Shared exponent of one block by the OCP rule: floor(log2(amax)) - emax(E2M1) = ... - 2,

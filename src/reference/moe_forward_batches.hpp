@@ -13,6 +13,7 @@ namespace mxmoe::reference::detail {
 // (at least one token per batch). The result does not depend on the batch size.
 std::vector<std::uint16_t> moe_forward_in_batches(const CanonicalMoeWeights& w, const std::uint16_t* hidden, int num_tokens,
                                                   const TopK& topk, const ActivationConfig& act, int threads,
-                                                  std::size_t scratch_bytes);
+                                                  std::size_t scratch_bytes,
+                                                  ActivationPrecision precision = ActivationPrecision::Bf16);
 
 }  // namespace mxmoe::reference::detail

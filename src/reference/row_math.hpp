@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "formats/bf16.hpp"
+#include "formats/e4m3.hpp"
 #include "formats/fp16.hpp"
 #include "formats/mxfp4.hpp"
 #include "mxmoe/tensor.hpp"
@@ -36,6 +37,32 @@ inline void dequantize_row(const std::uint8_t* packed, const std::uint8_t* scale
     const float s = formats::e4m3_decode(scales[g]);
     for (int i = 0; i < group; ++i) out[g * group + i] = formats::e2m1_decode(formats::nibble_at(packed, static_cast<std::int64_t>(g) * group + i)) * s;
   }
+}
+
+// Every E4M3 byte's value (NaN for 0x7F and 0xFF), for decoding folded rows and quantised activations.
+inline const float* e4m3_table() {
+  static const auto table = [] {
+    struct T {
+      float v[256];
+    } t;
+    for (int b = 0; b < 256; ++b) t.v[b] = formats::e4m3_decode(static_cast<std::uint8_t>(b));
+    return t;
+  }();
+  return table.v;
+}
+
+// W4A8: quantises the n values of `row` in place to the E4M3 values they encode (formats::fp8_row_scale's
+// rule) and returns the row's scale; value x scale is the quantised row.
+inline float fp8_quantize_row(float* row, int n) {
+  float amax = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const float a = row[i] < 0.0f ? -row[i] : row[i];
+    if (a > amax) amax = a;
+  }
+  const float scale = formats::fp8_row_scale(amax), inverse = 1.0f / scale;
+  const float* table = e4m3_table();
+  for (int i = 0; i < n; ++i) row[i] = table[formats::fp8_quantize(row[i], inverse)];
+  return scale;
 }
 
 // 16-bit activations (bf16 or fp16 bits) to fp32 and back (round to nearest even).
