@@ -19,12 +19,15 @@
 #include "formats/bf16.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/reference.hpp"
+#include "test_util.hpp"
 #include "mxmoe/verify.hpp"
 #include "mxmoe/weights.hpp"
 #include "reference/moe_forward_batches.hpp"
 
 using namespace mxmoe;
 using ::testing::HasSubstr;
+
+using mxmoe::test::act_f64;
 
 namespace {
 
@@ -50,14 +53,6 @@ std::vector<double> dense_expert(const HostTensor& packed, const HostTensor& sca
   return m;
 }
 
-double act_f64(double g, double u, const ActivationConfig& a) {
-  if (a.kind != ActivationKind::SiluMul) {
-    g = std::min(g, static_cast<double>(a.limit));
-    u = std::min(std::max(u, -static_cast<double>(a.limit)), static_cast<double>(a.limit));
-  }
-  if (a.kind == ActivationKind::GptOssSwiglu) return (u + 1.0) * g / (1.0 + std::exp(-static_cast<double>(a.alpha) * g));
-  return g / (1.0 + std::exp(-g)) * u;
-}
 
 // out [T, H] in double; `clamp_hits` counts gate/up values the clamp changed.
 std::vector<double> model_f64(const CanonicalMoeWeights& w, const std::vector<std::uint16_t>& x, int T, const TopK& tk,

@@ -8,12 +8,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <functional>
 #include <sstream>
 #include <string>
 
+#include "mxmoe/config.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/moe_layer.hpp"
 
@@ -37,6 +40,17 @@ inline void expect_error(const std::function<void()>& fn, ErrorCode code, const 
     EXPECT_EQ(e.code(), code) << e.what();
     EXPECT_NE(std::string(e.what()).find(substring), std::string::npos) << "message: " << e.what();
   }
+}
+
+// The expert MLP's activation of (gate, up) in float64, written from the definitions in
+// mxmoe/config.hpp (not through the library's own), for the tests' independent float64 models.
+inline double act_f64(double g, double u, const ActivationConfig& a) {
+  if (a.kind != ActivationKind::SiluMul) {
+    g = std::min(g, static_cast<double>(a.limit));
+    u = std::min(std::max(u, -static_cast<double>(a.limit)), static_cast<double>(a.limit));
+  }
+  if (a.kind == ActivationKind::GptOssSwiglu) return (u + 1.0) * g / (1.0 + std::exp(-static_cast<double>(a.alpha) * g));
+  return g / (1.0 + std::exp(-g)) * u;
 }
 
 // The message of the mxmoe::Error the call throws, or "no error": for tests that match several parts.

@@ -22,6 +22,7 @@
 #include "mxmoe/config.hpp"
 #include "mxmoe/error.hpp"
 #include "mxmoe/reference.hpp"
+#include "test_util.hpp"
 #include "mxmoe/verify.hpp"
 #include "mxmoe/weights.hpp"
 #include "reference/moe_forward_batches.hpp"
@@ -29,6 +30,8 @@
 
 using namespace mxmoe;
 using ::testing::HasSubstr;
+
+using mxmoe::test::act_f64;
 
 namespace {
 
@@ -85,14 +88,6 @@ int folded_row(const HostTensor& packed, const HostTensor& scales, std::size_t r
   return base;
 }
 
-double act_f64(double g, double u, const ActivationConfig& a) {
-  if (a.kind != ActivationKind::SiluMul) {
-    g = std::min(g, static_cast<double>(a.limit));
-    u = std::min(std::max(u, -static_cast<double>(a.limit)), static_cast<double>(a.limit));
-  }
-  if (a.kind == ActivationKind::GptOssSwiglu) return (u + 1.0) * g / (1.0 + std::exp(-static_cast<double>(a.alpha) * g));
-  return g / (1.0 + std::exp(-g)) * u;
-}
 
 std::vector<double> w4a8_model(const CanonicalMoeWeights& w, const std::vector<std::uint16_t>& x, int T, const TopK& tk,
                                const ActivationConfig& act) {
