@@ -40,7 +40,7 @@ void print_fp8_fold(const Checkpoint& ckpt, const std::vector<MoeLayerRef>& laye
                "re-quantised to the nearest E4M3 (the rest fold exactly)\n";
   for (const auto& r : layers) {
     std::cout << "  layer " << r.layer << ":";
-    if (!layout_is_mxfp4(r.layout)) {
+    if (!layout_is_quantized(r.layout)) {
       std::cout << " unquantized (W4A8 folds MXFP4 weights: run `mxmoe quantize` first)\n";
       continue;
     }
@@ -63,7 +63,7 @@ int run_inspect(const std::string& path, int layer, bool layer_given, Activation
             << layers.size() << " MoE layer(s)\n";
   for (const auto& r : layers)
     std::cout << "  layer " << r.layer << ": " << moe_layout_name(r.layout) << ", '" << r.module_prefix << "experts.', "
-              << r.num_experts << " experts" << (layout_is_mxfp4(r.layout) ? "" : " (unquantized: run `mxmoe quantize`)") << "\n";
+              << r.num_experts << " experts" << (layout_is_quantized(r.layout) ? "" : " (unquantized: run `mxmoe quantize`)") << "\n";
   if (act == ActivationPrecision::Fp8PerToken) print_fp8_fold(ckpt, layers);
   if (layers.empty() && !layer_given) return 0;
   // Details (a full, validated load) of the chosen layer (an error listing those there are when it does
@@ -73,13 +73,13 @@ int run_inspect(const std::string& path, int layer, bool layer_given, Activation
     ref = find_moe_layer(ckpt, layer);
   } else {
     for (const auto& r : layers)
-      if (layout_is_mxfp4(r.layout)) {
+      if (layout_is_quantized(r.layout)) {
         ref = r;
         break;
       }
   }
   std::cout << "\n";
-  print_layer(layout_is_mxfp4(ref.layout) ? load_moe_layer(ckpt, ref) : quantize_moe_layer(ckpt, ref));
+  print_layer(layout_is_quantized(ref.layout) ? load_moe_layer(ckpt, ref) : quantize_moe_layer(ckpt, ref));
   return 0;
 }
 

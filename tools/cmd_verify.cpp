@@ -60,7 +60,7 @@ verify::Comparison source_error(const std::string& source_path, const LoadedMoeL
                                 const TopK& topk, const ActivationConfig& act, const std::vector<std::uint16_t>& oracle) {
   const Checkpoint src = Checkpoint::open(source_path);
   const MoeLayerRef ref = find_moe_layer(src, mx.ref.layer);
-  if (layout_is_mxfp4(ref.layout))
+  if (layout_is_quantized(ref.layout))
     fail(ErrorCode::InvalidArgument, "--source '" + source_path + "': layer " + std::to_string(ref.layer) + " is " +
                                          moe_layout_name(ref.layout) + ", already MXFP4; --source takes the unquantized (bf16/f16/f32) model");
   reference::DenseExpertWeights dense;

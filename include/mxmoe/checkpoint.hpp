@@ -33,9 +33,10 @@ enum class MoeLayout {
 // dsv4, fused and modelopt hold MXFP4 or NVFP4 (told by the scales: E8M0 per 32, or F8_E4M3 per 16 with
 // weight_scale_2 global scales); gpt-oss holds MXFP4 only.
 const char* moe_layout_name(MoeLayout layout);  // "dsv4", "fused", "gpt-oss", "dense-per-expert", "dense-fused", "dense-gpt-oss", "modelopt"
-// Accepts the three MXFP4 layouts' names; mxmoe::Error listing them otherwise.
+// Accepts the quantized layouts' names (dsv4, fused, gpt-oss, modelopt); mxmoe::Error listing them otherwise.
 MoeLayout parse_mxfp4_layout(const std::string& name);
-bool layout_is_mxfp4(MoeLayout layout);
+// True for the layouts that hold quantized experts (MXFP4 or NVFP4), false for the dense ones.
+bool layout_is_quantized(MoeLayout layout);
 
 // One MoE layer found in a checkpoint by its names.
 struct MoeLayerRef {

@@ -47,7 +47,7 @@ bool matches_anchor(const std::string& tail, const std::string& anchor, int* exp
 
 const char* moe_layout_name(MoeLayout layout) { return layout::layout_rule(layout).name; }
 
-bool layout_is_mxfp4(MoeLayout layout) { return layout::layout_rule(layout).quantized; }
+bool layout_is_quantized(MoeLayout layout) { return layout::layout_rule(layout).quantized; }
 
 MoeLayout parse_mxfp4_layout(const std::string& name) {
   std::string known;

@@ -76,7 +76,7 @@ LayerOutputSpec output_spec(const LoadedMoeLayer& l) {
 }
 
 LayerOutputSpec probe_output_spec(const Checkpoint& ckpt, const MoeLayerRef& ref) {
-  if (layout_is_mxfp4(ref.layout)) return output_spec(load_moe_layer(ckpt, ref));
+  if (layout_is_quantized(ref.layout)) return output_spec(load_moe_layer(ckpt, ref));
   check_layer_dtypes(ckpt, ref);  // before the output is planned from its shapes
   const LayoutRule& rule = layout_rule(ref.layout);
   LayerOutputSpec s;

@@ -12,7 +12,7 @@ namespace mxmoe {
 QuantizeSummary quantize_checkpoint(const Checkpoint& in, const std::string& out_path, MoeLayout layout,
                                     const std::function<void(std::uint64_t, std::uint64_t)>& progress, bool overwrite,
                                     const WeightFormat& format) {
-  if (!layout_is_mxfp4(layout)) fail(ErrorCode::InvalidArgument, std::string("cannot write layout ") + moe_layout_name(layout));
+  if (!layout_is_quantized(layout)) fail(ErrorCode::InvalidArgument, std::string("cannot write layout ") + moe_layout_name(layout));
   validate_layer_formats(format);
   // The format dense layers are written in: NVFP4's activation dtype from config.json unless fp16 was asked
   // (quantize_moe_layer's rule).
@@ -29,7 +29,7 @@ QuantizeSummary quantize_checkpoint(const Checkpoint& in, const std::string& out
   for (const auto& ref : layers) {
     for (auto& name : layout::layer_tensor_names(in, ref)) consumed.insert(std::move(name));
     shapes.push_back(layout::probe_output_spec(in, ref));
-    if (!layout_is_mxfp4(ref.layout)) {
+    if (!layout_is_quantized(ref.layout)) {
       shapes.back().format = dense_format;
     } else if (shapes.back().format.nvfp4() != format.nvfp4()) {
       fail(ErrorCode::InvalidArgument, "layer " + std::to_string(ref.layer) + " ('" + ref.module_prefix + "experts.') is " +
@@ -64,7 +64,7 @@ QuantizeSummary quantize_checkpoint(const Checkpoint& in, const std::string& out
   }
   summary.tensors_copied = static_cast<int>(copied.size());
   for (std::size_t i = 0; i < layers.size(); ++i) {
-    const bool dense = !layout_is_mxfp4(layers[i].layout);
+    const bool dense = !layout_is_quantized(layers[i].layout);
     const LoadedMoeLayer layer = dense ? quantize_moe_layer(in, layers[i], nullptr, format) : load_moe_layer(in, layers[i]);
     if (!(layout::output_spec(layer) == shapes[i]))
       fail(ErrorCode::Shape, "layer " + std::to_string(layers[i].layer) + " ('" + layers[i].module_prefix + "experts.'): its tensors disagree on E, H or I");

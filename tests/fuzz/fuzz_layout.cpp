@@ -1,5 +1,6 @@
 // libFuzzer target: any bytes as a safetensors file, then every MoE layer found is resolved, loaded
-// (or quantized) and written back in each MXFP4 layout. Refusals are mxmoe::Error; anything else is a bug.
+// (or quantized, to MXFP4 and to NVFP4) and written back in each layout, ModelOpt's NVFP4 one included.
+// Refusals are mxmoe::Error; anything else is a bug.
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -14,14 +15,24 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (const auto& ref : mxmoe::find_moe_layers(ckpt)) {
       try {
         mxmoe::reference::DenseExpertWeights dense;  // dense layers also hand back their float rows (verify --source)
-        const mxmoe::LoadedMoeLayer layer =
-            mxmoe::layout_is_mxfp4(ref.layout) ? mxmoe::load_moe_layer(ckpt, ref) : mxmoe::quantize_moe_layer(ckpt, ref, &dense);
-        for (auto layout : {mxmoe::MoeLayout::DeepSeekV4, mxmoe::MoeLayout::Fused, mxmoe::MoeLayout::GptOss}) {
+        std::vector<mxmoe::LoadedMoeLayer> layers;
+        if (mxmoe::layout_is_quantized(ref.layout)) {
+          layers.push_back(mxmoe::load_moe_layer(ckpt, ref));
+        } else {
+          layers.push_back(mxmoe::quantize_moe_layer(ckpt, ref, &dense));
           try {
-            mxmoe::moe_layer_tensors(layer, layout, ref.module_prefix);
+            layers.push_back(mxmoe::quantize_moe_layer(ckpt, ref, nullptr, mxmoe::WeightFormat::nvfp4_with(mxmoe::DType::BF16)));
           } catch (const mxmoe::Error&) {
           }
         }
+        for (const auto& layer : layers)
+          for (auto layout : {mxmoe::MoeLayout::DeepSeekV4, mxmoe::MoeLayout::Fused, mxmoe::MoeLayout::GptOss,
+                              mxmoe::MoeLayout::ModelOpt}) {
+            try {
+              mxmoe::moe_layer_tensors(layer, layout, ref.module_prefix);
+            } catch (const mxmoe::Error&) {
+            }
+          }
       } catch (const mxmoe::Error&) {
       }
     }
