@@ -138,12 +138,7 @@ TEST(Nvfp4Weights, ShapesUseTheGroupOf16) {
 }
 
 TEST(Nvfp4Weights, Mxfp4CarriesNoGlobalScales) {
-  SyntheticSpec s;
-  s.num_experts = 2;
-  s.hidden = 64;
-  s.inter = 32;
-  s.seed = fresh_seed();
-  CanonicalMoeWeights w = make_synthetic_weights(s);
+  CanonicalMoeWeights w = mxmoe::test::synthetic_weights(2, 64, 32, false, fresh_seed());
   EXPECT_NO_THROW(w.validate());
   EXPECT_FALSE(w.w13_global_scale || w.w2_global_scale);
   w.w2_global_scale = HostTensor::zeros(DType::F32, {2});
@@ -152,12 +147,7 @@ TEST(Nvfp4Weights, Mxfp4CarriesNoGlobalScales) {
 
 // Every E8M0 byte 0..254 is a scale; a block where byte x code reaches 2^128 is refused, named.
 TEST(Nvfp4Weights, Mxfp4ValidateRefusesOnlyBlocksThatOverflow) {
-  SyntheticSpec s;
-  s.num_experts = 2;
-  s.hidden = 64;
-  s.inter = 32;
-  s.seed = fresh_seed();
-  CanonicalMoeWeights w = make_synthetic_weights(s);
+  CanonicalMoeWeights w = mxmoe::test::synthetic_weights(2, 64, 32, false, fresh_seed());
   // Expert 1, w2 row 5, group 0: all codes 3 (1.5) under byte 254 -> 1.5 x 2^127, finite.
   auto* w2 = w.w2.mutable_as<std::uint8_t>();
   const std::int64_t row = 1 * 64 + 5;

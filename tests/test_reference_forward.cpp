@@ -28,6 +28,7 @@ using namespace mxmoe;
 using ::testing::HasSubstr;
 
 using mxmoe::test::act_f64;
+using mxmoe::test::synthetic_weights;
 
 namespace {
 
@@ -104,16 +105,6 @@ using verify::random_topk;
 using verify::random_hidden;
 using verify::relative_error;
 
-CanonicalMoeWeights weights(int E, int H, int I, bool biases, std::uint64_t seed, float std = 0.02f) {
-  SyntheticSpec s;
-  s.num_experts = E;
-  s.hidden = H;
-  s.inter = I;
-  s.with_biases = biases;
-  s.seed = seed;
-  s.weight_std = std;
-  return make_synthetic_weights(s);
-}
 
 void expect_close(const std::vector<std::uint16_t>& got, const std::vector<double>& want, const std::string& what) {
   ASSERT_EQ(got.size(), want.size()) << what;
@@ -149,7 +140,7 @@ TEST(ReferenceForward, EveryActivationWithAndWithoutBiasesMatchesFloat64) {
     for (bool biases : {false, true})
       for (int I : {32, 64, 96}) {
         const int T = 20, k = 1 + static_cast<int>(seed % 3) * 3;  // k = 1, 4, 7
-        const CanonicalMoeWeights w = weights(E, H, I, biases, seed, 0.25f);
+        const CanonicalMoeWeights w = synthetic_weights(E, H, I, biases, seed, 0.25f);
         const auto x = random_hidden(T, H, seed + 100);
         const TopK tk = random_topk(T, E, k, seed + 200, verify::TopKMask::dropping(0.15));
         int clamp_hits = 0;
@@ -165,7 +156,7 @@ TEST(ReferenceForward, EveryActivationWithAndWithoutBiasesMatchesFloat64) {
 TEST(ReferenceForward, ClampIsNotIgnored) {
   // The same problem with and without the clamp must differ by far more than the tolerance.
   const int E = 4, H = 64, I = 64, T = 8;
-  const CanonicalMoeWeights w = weights(E, H, I, false, 5, 0.25f);
+  const CanonicalMoeWeights w = synthetic_weights(E, H, I, false, 5, 0.25f);
   const auto x = random_hidden(T, H, 6);
   const TopK tk = random_topk(T, E, 2, 7);
   const auto clamped = reference::moe_forward(w, x.data(), T, tk, ActivationConfig::clamped_silu_mul(1.0f));
@@ -175,7 +166,7 @@ TEST(ReferenceForward, ClampIsNotIgnored) {
 
 TEST(ReferenceForward, EveryRoutingModeEndToEnd) {
   const int E = 8, H = 64, I = 64, T = 17;
-  const CanonicalMoeWeights w = weights(E, H, I, true, 21);
+  const CanonicalMoeWeights w = synthetic_weights(E, H, I, true, 21);
   const auto x = random_hidden(T, H, 22);
   const std::vector<float> logits = reference::router_logits(w, x.data(), T);
   for (const RoutingConfig& c : {RoutingConfig::softmax(2, true), RoutingConfig::softmax(E, false), RoutingConfig::gpt_oss(4),
@@ -189,7 +180,7 @@ TEST(ReferenceForward, EveryRoutingModeEndToEnd) {
 
 TEST(ReferenceForward, TopKEqualToExpertCountAndDuplicates) {
   const int E = 8, H = 64, I = 32, T = 5;
-  const CanonicalMoeWeights w = weights(E, H, I, true, 31);
+  const CanonicalMoeWeights w = synthetic_weights(E, H, I, true, 31);
   const auto x = random_hidden(T, H, 32);
   TopK tk = random_topk(T, E, E, 33);
   for (int t = 0; t < T; ++t)
@@ -204,7 +195,7 @@ TEST(ReferenceForward, IntermediateIsRoundedToBf16) {
   // for nearly every element: the fp32 sums differ from the float64 ones by ~1e-7 relative, which
   // flips a rounding only near a tie. Without the intermediate rounding, most elements would differ.
   const int E = 8, H = 128, I = 96, T = 12;
-  const CanonicalMoeWeights w = weights(E, H, I, true, 131);
+  const CanonicalMoeWeights w = synthetic_weights(E, H, I, true, 131);
   const auto x = random_hidden(T, H, 132);
   const TopK tk = random_topk(T, E, 3, 133);
   const auto act = ActivationConfig::silu_mul();
@@ -221,7 +212,7 @@ TEST(ReferenceForward, IntermediateIsRoundedToBf16) {
 
 TEST(ReferenceFloat64, MatchesTheTestModel) {
   const int E = 8, H = 96, I = 64, T = 9;
-  const CanonicalMoeWeights w = weights(E, H, I, true, 41, 0.25f);
+  const CanonicalMoeWeights w = synthetic_weights(E, H, I, true, 41, 0.25f);
   const auto x = random_hidden(T, H, 42);
   const TopK tk = random_topk(T, E, 3, 43, verify::TopKMask::dropping(0.2));
   for (const ActivationConfig& act : {ActivationConfig::silu_mul(), ActivationConfig::clamped_silu_mul(3.0f), ActivationConfig::gpt_oss(1.702f, 2.0f)}) {
@@ -241,7 +232,7 @@ TEST(ReferenceFloat64, MatchesTheTestModel) {
 
 TEST(ReferenceForward, SkippedIdsContributeExactlyNothing) {
   const int E = 8, H = 64, I = 32, T = 6, k = 3;
-  const CanonicalMoeWeights w = weights(E, H, I, true, 51);
+  const CanonicalMoeWeights w = synthetic_weights(E, H, I, true, 51);
   const auto x = random_hidden(T, H, 52);
   TopK tk = random_topk(T, E, k, 53);
   for (int s = 0; s < k; ++s) tk.ids[2 * k + s] = -1;  // token 2: nothing on this rank
@@ -260,7 +251,7 @@ TEST(ReferenceForward, SkippedIdsContributeExactlyNothing) {
 
 TEST(ReferenceForward, ResultDoesNotDependOnThreadsOrBatch) {
   const int E = 8, H = 128, I = 64, T = 20, k = 4;
-  const CanonicalMoeWeights w = weights(E, H, I, true, 61);
+  const CanonicalMoeWeights w = synthetic_weights(E, H, I, true, 61);
   const auto x = random_hidden(T, H, 62);
   const TopK tk = random_topk(T, E, k, 63, verify::TopKMask::dropping(0.1));
   const auto act = ActivationConfig::clamped_silu_mul(10.0f);
@@ -283,7 +274,7 @@ TEST(ReferenceForward, SplittingASlotWeightIsExact) {
   // One slot of weight w and two slots of the same expert with w/2 each give identical bits
   // (w/2 * y + w/2 * y == w * y exactly in binary floating point).
   const int E = 4, H = 64, I = 32;
-  const CanonicalMoeWeights w = weights(E, H, I, true, 71);
+  const CanonicalMoeWeights w = synthetic_weights(E, H, I, true, 71);
   const auto x = random_hidden(1, H, 72);
   const TopK one{1, 1, {2}, {0.75f}};
   const TopK split{1, 2, {2, 2}, {0.375f, 0.375f}};
@@ -292,14 +283,14 @@ TEST(ReferenceForward, SplittingASlotWeightIsExact) {
 }
 
 TEST(ReferenceForward, ZeroTokensGiveAnEmptyResult) {
-  const CanonicalMoeWeights w = weights(4, 64, 32, false, 81);
+  const CanonicalMoeWeights w = synthetic_weights(4, 64, 32, false, 81);
   const TopK none{0, 2, {}, {}};
   EXPECT_TRUE(reference::moe_forward(w, nullptr, 0, none, ActivationConfig::silu_mul()).empty());
 }
 
 TEST(ReferenceForward, NanNeverPasses) {
   const int E = 4, H = 64, I = 32, T = 3;
-  const CanonicalMoeWeights w = weights(E, H, I, false, 91);
+  const CanonicalMoeWeights w = synthetic_weights(E, H, I, false, 91);
   auto x = random_hidden(T, H, 92);
   const TopK tk = random_topk(T, E, 2, 93);
   const auto act = ActivationConfig::clamped_silu_mul(10.0f);
@@ -319,7 +310,7 @@ TEST(ReferenceForward, NanNeverPasses) {
 
 TEST(ReferenceForward, RejectsBadIds) {
   const int E = 8, H = 64, I = 32, T = 3, k = 2;
-  const CanonicalMoeWeights w = weights(E, H, I, false, 101);
+  const CanonicalMoeWeights w = synthetic_weights(E, H, I, false, 101);
   const auto x = random_hidden(T, H, 102);
   const auto act = ActivationConfig::silu_mul();
   TopK tk = random_topk(T, E, k, 103);
@@ -341,7 +332,7 @@ TEST(ReferenceForward, RejectsBadIds) {
 
 TEST(ReferenceForward, RejectsBadShapesAndPointers) {
   const int E = 8, H = 64, I = 32, T = 3, k = 2;
-  const CanonicalMoeWeights w = weights(E, H, I, false, 111);
+  const CanonicalMoeWeights w = synthetic_weights(E, H, I, false, 111);
   const auto x = random_hidden(T, H, 112);
   const auto act = ActivationConfig::silu_mul();
   const TopK good = random_topk(T, E, k, 113);
@@ -366,7 +357,7 @@ TEST(ReferenceForward, RejectsBadShapesAndPointers) {
 
 TEST(ReferenceForward, RejectsBadActivationAndWeights) {
   const int E = 8, H = 64, I = 32, T = 2;
-  CanonicalMoeWeights w = weights(E, H, I, true, 121);
+  CanonicalMoeWeights w = synthetic_weights(E, H, I, true, 121);
   const auto x = random_hidden(T, H, 122);
   const TopK tk = random_topk(T, E, 2, 123);
   EXPECT_THAT(error_of([&] { reference::moe_forward(w, x.data(), T, tk, ActivationConfig::clamped_silu_mul(0.0f)); }),
@@ -376,7 +367,7 @@ TEST(ReferenceForward, RejectsBadActivationAndWeights) {
   const auto act = ActivationConfig::silu_mul();
   w.w2_bias = HostTensor::zeros(DType::F32, {E, H + 1});
   EXPECT_THAT(error_of([&] { reference::moe_forward(w, x.data(), T, tk, act); }), HasSubstr("'w2_bias' has shape [8, 65], expected [8, 64]"));
-  w = weights(E, H, I, false, 121);
+  w = synthetic_weights(E, H, I, false, 121);
   w.w13_scale.mutable_as<std::uint8_t>()[5] = 0xFF;
   EXPECT_THAT(error_of([&] { reference::moe_forward(w, x.data(), T, tk, act); }), HasSubstr("'w13_scale' holds the E8M0 NaN byte 0xFF at flat index 5"));
 }

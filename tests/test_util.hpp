@@ -53,6 +53,19 @@ inline double act_f64(double g, double u, const ActivationConfig& a) {
   return g / (1.0 + std::exp(-g)) * u;
 }
 
+// Synthetic MXFP4 weights of E experts (H, I) from `seed`, values of std `std`: the one spec the
+// oracle tests share.
+inline CanonicalMoeWeights synthetic_weights(int E, int H, int I, bool biases, std::uint64_t seed, float std = 0.02f) {
+  SyntheticSpec s;
+  s.num_experts = E;
+  s.hidden = H;
+  s.inter = I;
+  s.with_biases = biases;
+  s.seed = seed;
+  s.weight_std = std;
+  return make_synthetic_weights(s);
+}
+
 // The message of the mxmoe::Error the call throws, or "no error": for tests that match several parts.
 inline std::string error_message(const std::function<void()>& fn) {
   try {

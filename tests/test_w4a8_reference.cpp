@@ -32,6 +32,7 @@ using namespace mxmoe;
 using ::testing::HasSubstr;
 
 using mxmoe::test::act_f64;
+using mxmoe::test::synthetic_weights;
 
 namespace {
 
@@ -124,16 +125,6 @@ std::vector<double> w4a8_model(const CanonicalMoeWeights& w, const std::vector<s
   return out;
 }
 
-CanonicalMoeWeights weights(int E, int H, int I, bool biases, std::uint64_t seed, float std = 0.02f) {
-  SyntheticSpec s;
-  s.num_experts = E;
-  s.hidden = H;
-  s.inter = I;
-  s.with_biases = biases;
-  s.seed = seed;
-  s.weight_std = std;
-  return make_synthetic_weights(s);
-}
 
 // Widens the span of a few weight rows past 15 exponents, so the re-quantisation path runs too.
 void widen_spans(CanonicalMoeWeights& w) {
@@ -153,7 +144,7 @@ TEST(W4a8Reference, MatchesTheFloat64ModelOfTheDefinitions) {
   for (const ActivationConfig& act : acts)
     for (bool biases : {false, true}) {
       const int E = 6, H = 128, I = 64, T = 9, k = 1 + static_cast<int>(seed % 3) * 2;
-      CanonicalMoeWeights w = weights(E, H, I, biases, seed, 0.25f);
+      CanonicalMoeWeights w = synthetic_weights(E, H, I, biases, seed, 0.25f);
       widen_spans(w);
       const W4a8FoldReport rep = w4a8_fold_report(w);
       EXPECT_GT(rep.w13.requantized_groups + rep.w2.requantized_groups, 0);
@@ -174,7 +165,7 @@ TEST(W4a8Reference, ErrorAgainstW4a16IsFp8Sized) {
   // Trained-like scales (weight std 0.02, hidden std 1): print the FP8 error beside the W4A16 oracle's.
   for (const auto& [E, H, I, k] : std::vector<std::array<int, 4>>{{8, 256, 128, 2}, {16, 512, 256, 4}, {8, 1024, 512, 6}}) {
     const int T = 24;
-    const CanonicalMoeWeights w = weights(E, H, I, true, static_cast<std::uint64_t>(H + I));
+    const CanonicalMoeWeights w = synthetic_weights(E, H, I, true, static_cast<std::uint64_t>(H + I));
     const auto x = verify::random_hidden(T, H, 77);
     const TopK tk = verify::random_topk(T, E, k, 78);
     const ActivationConfig act = ActivationConfig::silu_mul();
@@ -196,7 +187,7 @@ TEST(W4a8Reference, ErrorAgainstW4a16IsFp8Sized) {
 
 TEST(W4a8Reference, BitwiseOverThreadsAndBatchesAndBf16Unchanged) {
   const int E = 8, H = 128, I = 96, T = 37, k = 3;
-  CanonicalMoeWeights w = weights(E, H, I, true, 5, 0.1f);
+  CanonicalMoeWeights w = synthetic_weights(E, H, I, true, 5, 0.1f);
   widen_spans(w);
   const auto x = verify::random_hidden(T, H, 6);
   const TopK tk = verify::random_topk(T, E, k, 7, verify::TopKMask::dropping(0.1));
@@ -236,7 +227,7 @@ TEST(W4a8Reference, RefusesNvfp4AndNamesPrecisions) {
 TEST(W4a8Inspect, ReportsRequantisedGroupsPerLayerAndTensor) {
   mxmoe::testing::TempDir dir;
   LoadedMoeLayer l;
-  l.weights = weights(2, 64, 32, false, 9);
+  l.weights = synthetic_weights(2, 64, 32, false, 9);
   // Expert 0, w13 row 0: group 0 twenty exponents above group 1, which the fold must re-quantise.
   std::uint8_t* s13 = l.weights.w13_scale.mutable_as<std::uint8_t>();
   s13[0] = static_cast<std::uint8_t>(s13[1] + 20);

@@ -33,13 +33,6 @@ def random_tokens(T, H, E, k, *, seed=1, skew=False):
     return hidden, ids, weights / weights.sum(1, keepdim=True)
 
 
-def dequant(packed: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    E, R, half = packed.shape
-    codes = torch.stack([packed & 15, packed >> 4], dim=-1).reshape(E, R, 2 * half).long()
-    scale = torch.exp2(scales.float() - 127).repeat_interleave(32, dim=-1)
-    return E2M1[codes] * scale
-
-
 def activation(g, u, kind, limit=0.0, alpha=1.702):
     if kind == "silu":
         return torch.nn.functional.silu(g) * u
@@ -51,25 +44,9 @@ def activation(g, u, kind, limit=0.0, alpha=1.702):
 
 
 def reference_moe(layer, hidden, ids, weights, kind="silu", limit=0.0, alpha=1.702):
-    """fp32 forward with the bf16 rounding of the intermediate, -1 ids skipped; bf16 [T, H]."""
-    W13, W2 = dequant(layer["w13"], layer["w13_scale"]), dequant(layer["w2"], layer["w2_scale"])
-    E, two_i, H = W13.shape
-    I = two_i // 2
-    x = hidden.float()
-    out = torch.zeros(x.shape[0], H)
-    for e in range(E):
-        tok, slot = (ids == e).nonzero(as_tuple=True)
-        if tok.numel() == 0:
-            continue
-        h = x[tok] @ W13[e].T
-        if layer.get("w13_bias") is not None:
-            h = h + layer["w13_bias"][e].float()
-        a = activation(h[:, :I], h[:, I:], kind, limit, alpha).to(torch.bfloat16).float()
-        y = a @ W2[e].T
-        if layer.get("w2_bias") is not None:
-            y = y + layer["w2_bias"][e].float()
-        out.index_add_(0, tok, y * weights[tok, slot].float()[:, None])
-    return out.to(torch.bfloat16)
+    """The layer's forward with the bf16 rounding of the intermediate, -1 ids skipped; bf16 [T, H]: the
+    float64 reference below (one implementation of the semantics serves every format)."""
+    return reference_moe_f64(layer, hidden, ids, weights, kind, limit, alpha)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
