@@ -52,7 +52,9 @@ struct ForwardArgs {
 void check_device_pointer(const void* p, std::size_t alignment, const char* entry, const char* name);
 
 // Launches the forward. `workspace` holds workspace_layout(..., max_tokens >= num_tokens, top_k).total
-// bytes; `sm_count` is the device's SM count (the split-K choice of the tiniest batches).
+// bytes; `sm_count` is the device's SM count (the split-K choice of the tiniest batches). NVFP4 views
+// carry both global scales: the callers check that once, with their own messages (MoeLayer through
+// CanonicalMoeWeights::validate at construction, the C ABI's forward per call), not this hot path.
 void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, GemmTile tile, int sm_count,
                     void* workspace, const WorkspaceLayout& ws, const ForwardArgs& a, cudaStream_t stream);
 
