@@ -359,3 +359,13 @@ TEST(TileLayoutNvfp4, Fp16LaneFragmentsDecodeToTheCanonicalValues) {
           }
   }
 }
+
+TEST(DequantWide, TheAbove128TestAgreesWithEveryByte) {
+  for (int b = 0; b < 256; ++b)
+    for (int pos = 0; pos < 4; ++pos) {
+      const std::uint32_t word = (0x7F7F7F7Fu & ~(0xFFu << (8 * pos))) | static_cast<std::uint32_t>(b) << (8 * pos);
+      ASSERT_EQ(kernels::any_scale_byte_above_128(word), b > 128) << "byte " << b << " at " << pos;
+    }
+  EXPECT_FALSE(kernels::any_scale_byte_above_128(0x80808080u));
+  EXPECT_TRUE(kernels::any_scale_byte_above_128(0x00810000u));
+}

@@ -47,6 +47,13 @@ MXMOE_HD ScalePairBits e8m0_wide_scale_pair_bits(std::uint32_t b) {
   return {e8m0_scale_pair_bits(low), ((high - 1u) << 7) * 0x00010001u};
 }
 
+// Whether any of the four E8M0 bytes of `word` is above 128 (top bit set and low seven bits not all
+// zero), with three integer operations: the test that sends a warp to the two-multiply path only for
+// the chunks that hold such a byte.
+MXMOE_HD bool any_scale_byte_above_128(std::uint32_t word) {
+  return (((word & 0x7F7F7F7Fu) + 0x7F7F7F7Fu) & word & 0x80808080u) != 0;
+}
+
 // fp16 twin of e2m1_pair_bits, on the fp16 tile layout (TiledShape::f16): bits to fp16's sign 15,
 // exponent 11..10 and top mantissa bit 9, which makes each value x 2^-14 (code 0b001, 0.5, lands as
 // a subnormal).

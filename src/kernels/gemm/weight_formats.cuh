@@ -2,7 +2,8 @@
 // 64-K chunk (kernels/tile_layout.hpp) and the chunk's scales in shared memory into the lane's
 // sixteen A-fragment registers (four k16 steps x four registers), exactly.
 //   Mxfp4      E8M0 bytes 0..128: one multiply per register (the fast path of real checkpoints)
-//   Mxfp4Wide  every E8M0 byte 0..254: two multiplies (dequant.hpp: e8m0_wide_scale_pair_bits)
+//   Mxfp4Wide  every E8M0 byte 0..254: a warp whose chunk holds a byte above 128 takes two
+//              multiplies (dequant.hpp: e8m0_wide_scale_pair_bits), every other chunk Mxfp4's one
 //   Nvfp4<Ops> UE4M3 per 16 (prepared as codes, tile_layout.hpp) and a global scale, bf16 or fp16
 //              operands; the weights carry v x s x 2^-8 and the epilogue multiplies by 2^8 x global
 // Register r of step s holds (row g + 8*(r&1), k 16s + 2t + 8*(r>>1) + {0, 1}).
@@ -34,7 +35,9 @@ struct Mxfp4 {
 
   __device__ static void dequant(const uint4& wv, const std::uint8_t* chunk_scales, int lane, std::uint32_t (&a)[4][4]) {
     // Scale bytes: (row g, group 0), (row g+8, group 0), (row g, group 1), (row g+8, group 1).
-    const std::uint32_t sc = *reinterpret_cast<const std::uint32_t*>(chunk_scales + (lane / 4) * 4);
+    dequant_with(wv, *reinterpret_cast<const std::uint32_t*>(chunk_scales + (lane / 4) * 4), a);
+  }
+  __device__ static void dequant_with(const uint4& wv, std::uint32_t sc, std::uint32_t (&a)[4][4]) {
     const std::uint32_t s[4] = {e8m0_scale_pair_bits(sc & 0xffu), e8m0_scale_pair_bits((sc >> 8) & 0xffu),
                                 e8m0_scale_pair_bits((sc >> 16) & 0xffu), e8m0_scale_pair_bits(sc >> 24)};
     const std::uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
@@ -51,6 +54,10 @@ struct Mxfp4Wide {
 
   __device__ static void dequant(const uint4& wv, const std::uint8_t* chunk_scales, int lane, std::uint32_t (&a)[4][4]) {
     const std::uint32_t sc = *reinterpret_cast<const std::uint32_t*>(chunk_scales + (lane / 4) * 4);
+    // Warp-uniform (every lane of the warp dequantises the same tile and chunk): only a chunk that
+    // holds a byte above 128 pays the second multiply, so a layer with a few such blocks runs at
+    // nearly Mxfp4's speed.
+    if (!__any_sync(0xffffffffu, any_scale_byte_above_128(sc))) return Mxfp4::dequant_with(wv, sc, a);
     ScalePairBits s[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) s[i] = e8m0_wide_scale_pair_bits((sc >> (8 * i)) & 0xffu);
