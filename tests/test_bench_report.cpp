@@ -268,12 +268,15 @@ TEST(BenchCli, HelpExplainsTheFigures) {
                            "max(floor us, FLOPs / cuBLAS GEMM rate)", "copy kernel", "(read + write bytes) / time",
                            "memcpy_gb_per_s", "--sweep-shapes", "--sweep-list", "rows below 65% streaming"})
     EXPECT_NE(out.find(term), std::string::npos) << "help lacks '" << term << "'";
+  for (const char* format : {"mxfp4-wide", "mxfp4-shifted", "mxfp4-span"})
+    EXPECT_NE(out.find(format), std::string::npos) << "help lacks the format '" << format << "'";
 }
 #endif
 
 TEST(BenchCli, FormatNamesAreCheckedBeforeAnyGpuWork) {
   std::string out;
   EXPECT_EQ(run_cli("bench --format mxfp8 --sweep-shapes 2 --sweep-list", &out), 2);
-  EXPECT_NE(out.find("mxfp4, mxfp4-wide, nvfp4 or nvfp4-f16, got 'mxfp8'"), std::string::npos) << out;
+  EXPECT_NE(out.find("mxfp4, mxfp4-wide, mxfp4-span, nvfp4 or nvfp4-f16, got 'mxfp8'"), std::string::npos) << out;
   EXPECT_EQ(run_cli("bench --format mxfp4-wide --sweep-shapes 2 --sweep-list", &out), 0) << out;
+  EXPECT_EQ(run_cli("bench --format mxfp4-span --sweep-shapes 2 --sweep-list", &out), 0) << out;
 }

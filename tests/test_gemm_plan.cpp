@@ -9,20 +9,33 @@ using namespace mxmoe::kernels;
 using mxmoe::test::expect_error;
 
 TEST(GemmPlan, FormatFollowsGroupActivationsAndLargestScale) {
-  EXPECT_EQ(choose_gemm_format(32, false, 0), GemmFormat::Mxfp4);
-  EXPECT_EQ(choose_gemm_format(32, false, 128), GemmFormat::Mxfp4);
-  EXPECT_EQ(choose_gemm_format(32, false, 129), GemmFormat::Mxfp4Wide);
-  EXPECT_EQ(choose_gemm_format(32, false, 254), GemmFormat::Mxfp4Wide);
-  EXPECT_EQ(choose_gemm_format(16, false, 0), GemmFormat::Nvfp4Bf16);
-  EXPECT_EQ(choose_gemm_format(16, true, 200), GemmFormat::Nvfp4F16) << "the E8M0 byte means nothing for NVFP4";
+  EXPECT_EQ(choose_gemm_format(32, false), GemmFormat::Mxfp4);
+  EXPECT_EQ(choose_gemm_format(32, false, {0, 0}), GemmFormat::Mxfp4);
+  EXPECT_EQ(choose_gemm_format(32, false, {128, 0}), GemmFormat::Mxfp4);
+  EXPECT_EQ(choose_gemm_format(32, false, {128, kUnknownScaleSpan}), GemmFormat::Mxfp4) << "no byte above 128: no shift";
+  EXPECT_EQ(choose_gemm_format(16, false, {0, 0}), GemmFormat::Nvfp4Bf16);
+  EXPECT_EQ(choose_gemm_format(16, true, {200, 200}), GemmFormat::Nvfp4F16) << "the E8M0 bytes mean nothing for NVFP4";
   EXPECT_STREQ(gemm_format_name(GemmFormat::Mxfp4Wide), "mxfp4-wide");
+  EXPECT_STREQ(gemm_format_name(GemmFormat::Mxfp4Shifted), "mxfp4-shifted");
   EXPECT_STREQ(gemm_format_name(GemmFormat::Nvfp4F16), "nvfp4-f16");
 }
 
+// Bytes above 128 run Mxfp4Shifted while every matrix half holding one spans at most 128 bytes (its
+// smallest byte then stays >= the shift max - 128); only a wider span needs Mxfp4Wide.
+TEST(GemmPlan, BytesAbove128ShiftUnlessAHalfSpansMoreThan128) {
+  EXPECT_EQ(choose_gemm_format(32, false, {129, 0}), GemmFormat::Mxfp4Shifted);
+  EXPECT_EQ(choose_gemm_format(32, false, {129, 129}), GemmFormat::Mxfp4Wide) << "bytes 0 and 129 in one half";
+  EXPECT_EQ(choose_gemm_format(32, false, {254, 128}), GemmFormat::Mxfp4Shifted) << "126..254: lowered to 0..128";
+  EXPECT_EQ(choose_gemm_format(32, false, {254, 129}), GemmFormat::Mxfp4Wide) << "125..254";
+  EXPECT_EQ(choose_gemm_format(32, false, {200, 0}), GemmFormat::Mxfp4Shifted);
+  EXPECT_EQ(choose_gemm_format(32, false, {200, kUnknownScaleSpan}), GemmFormat::Mxfp4Wide) << "bytes prepared unshifted";
+}
+
 TEST(GemmPlan, RefusesWhatNoKernelRuns) {
-  expect_error([] { choose_gemm_format(32, true, 127); }, ErrorCode::DType, "need bf16 activations");
-  expect_error([] { choose_gemm_format(8, false, 127); }, ErrorCode::InvalidArgument, "got 8");
-  expect_error([] { choose_gemm_format(32, false, 255); }, ErrorCode::InvalidArgument, "0..254");
+  expect_error([] { choose_gemm_format(32, true, {127, 0}); }, ErrorCode::DType, "need bf16 activations");
+  expect_error([] { choose_gemm_format(8, false, {127, 0}); }, ErrorCode::InvalidArgument, "got 8");
+  expect_error([] { choose_gemm_format(32, false, {255, 0}); }, ErrorCode::InvalidArgument, "0..254");
+  expect_error([] { choose_gemm_format(32, false, {200, 256}); }, ErrorCode::InvalidArgument, "0..255");
 }
 
 TEST(GemmPlan, ConfigurationsByPairsPerExpert) {

@@ -95,7 +95,8 @@ struct Resolved {
   std::vector<int> tokens;
   GemmTile gemm_tile = GemmTile::Auto;
   WeightFormat format;
-  bool wide_scales = false;  // --format mxfp4-wide
+  bool wide_scales = false;  // --format mxfp4-wide (or mxfp4-span)
+  bool span_scales = false;  // --format mxfp4-span
 };
 
 Resolved resolve(const BenchOptions& o, bool preset_given) {
@@ -124,8 +125,9 @@ Resolved resolve(const BenchOptions& o, bool preset_given) {
   if (o.format == "nvfp4") r.format = WeightFormat::nvfp4_with(DType::BF16);
   else if (o.format == "nvfp4-f16") r.format = WeightFormat::nvfp4_with(DType::F16);
   else if (o.format == "mxfp4-wide") r.wide_scales = true;
+  else if (o.format == "mxfp4-span") r.wide_scales = r.span_scales = true;
   else if (o.format != "mxfp4")
-    fail(ErrorCode::InvalidArgument, "bench: --format must be mxfp4, mxfp4-wide, nvfp4 or nvfp4-f16, got '" + o.format + "'");
+    fail(ErrorCode::InvalidArgument, "bench: --format must be mxfp4, mxfp4-wide, mxfp4-span, nvfp4 or nvfp4-f16, got '" + o.format + "'");
   r.shape.group = r.format.group_size;
   r.shape.validate();
   r.gemm_tile = parse_gemm_tile(o.gemm_tile);
@@ -194,6 +196,7 @@ bench::BenchConfig make_config(const BenchOptions& o, const Resolved& r) {
   config.gemm_tile = r.gemm_tile;
   config.format = r.format;
   config.wide_scales = r.wide_scales;
+  config.span_scales = r.span_scales;
   return config;
 }
 
@@ -336,7 +339,10 @@ const RegisterCommand kBench{
       sub.add_flag("--quiet", o->quiet, "no progress lines on stderr");
       sub.add_option("--format", o->format,
                      "weights: mxfp4 (E8M0 per 32, bf16 activations), mxfp4-wide (the same with one E8M0 byte above "
-                     "128, over zero codes: the layer runs the kernels' two-multiply format), nvfp4 (UE4M3 per 16 + "
+                     "128, 200, over zero codes: the layer runs mxfp4-shifted, a per-expert exponent shift folded "
+                     "into the epilogue), mxfp4-span (also byte 0 in the same expert's w2, over zero codes: a span "
+                     "above 128 within one matrix, the pathological case that runs the two-multiply mxfp4-wide), "
+                     "nvfp4 (UE4M3 per 16 + "
                      "global scales, bf16) or nvfp4-f16 (the same with fp16 activations); the read floor counts the "
                      "format's scale bytes")
           ->capture_default_str();

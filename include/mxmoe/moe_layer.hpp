@@ -57,6 +57,9 @@ class MoeLayer {
   int num_experts() const;
   int max_tokens() const;
   float prepare_ms() const;  // GPU time of the one-time weight preparation
+  // The kernels' weight format, chosen at construction (src/kernels/moe_gemm.hpp: GemmFormat):
+  // "mxfp4", "mxfp4-shifted", "mxfp4-wide", "nvfp4-bf16" or "nvfp4-f16".
+  const char* gemm_format() const;
   std::size_t device_bytes() const;
 
   struct Impl;

@@ -68,7 +68,9 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
   report.meta["activation"] = activation_kind_name(config.activation.kind);
   report.meta["biases"] = config.biases ? "yes" : "no";
   report.meta["format"] = config.format.nvfp4() ? (config.format.activation_dtype == DType::F16 ? "nvfp4-f16" : "nvfp4")
-                          : config.wide_scales ? "mxfp4-wide" : "mxfp4";
+                          : config.span_scales ? "mxfp4-span"
+                          : config.wide_scales ? "mxfp4-wide"
+                                               : "mxfp4";
 
   ReplayTimer timer(config.timing);
   if (config.limits) {
@@ -89,9 +91,13 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
   spec.seed = config.seed;
   spec.format = config.format;
   CanonicalMoeWeights weights = make_synthetic_weights(spec);
-  if (config.wide_scales && !config.format.nvfp4()) {
+  if ((config.wide_scales || config.span_scales) && !config.format.nvfp4()) {
     weights.w2_scale.mutable_as<std::uint8_t>()[0] = 200;                 // expert 0, row 0, group 0
     std::fill_n(weights.w2.mutable_as<std::uint8_t>(), 16, std::uint8_t{0});  // its 32 codes: zero
+  }
+  if (config.span_scales && !config.format.nvfp4()) {  // expert 0, row 1, group 0: span 200 > 128
+    weights.w2_scale.mutable_as<std::uint8_t>()[shape.inter / 32] = 0;
+    std::fill_n(weights.w2.mutable_as<std::uint8_t>() + shape.inter / 2, 16, std::uint8_t{0});
   }
   const std::vector<std::uint16_t> hidden =
       verify::random_hidden(max_tokens, shape.hidden, stream_seed(config.seed, 0x41c7ull), 1.0, config.format.activation_dtype);
@@ -128,6 +134,7 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
     check(cudaDeviceSynchronize(), "layer preparation");
     report.prepare_wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     report.prepare_ms = layer->prepare_ms();
+    report.meta["gemm_format"] = layer->gemm_format();  // the kernels' format the layer picked
   } catch (const Error& e) {
     layer_error = std::string("MoeLayer could not be created: ") + e.what();
     report.meta["mxmoe_error"] = layer_error;

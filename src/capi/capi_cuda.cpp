@@ -8,6 +8,7 @@
 
 #include "capi/internal.hpp"
 #include "kernels/align.hpp"
+#include "kernels/dequant.hpp"
 #include "mxmoe/device_buffer.hpp"
 #include "kernels/moe_gemm.hpp"
 #include "kernels/routing.hpp"
@@ -108,20 +109,32 @@ int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, cons
                            {w->w2_scale, "w2_scale"}})
       layer::check_device_pointer(p, 16, entry, name);
     const WeightFormat format = capi::format_of(*w);
-    if (format.nvfp4()) {
+    const bool has_global = w->w13_global_scale || w->w2_global_scale;
+    if (format.nvfp4() || has_global) {
+      // NVFP4's global scales, or the 2^d factors of MXFP4 scales prepared with a shift: both or neither.
       for (auto [p, name] : {std::pair<const float*, const char*>{w->w13_global_scale, "w13_global_scale"},
                              {w->w2_global_scale, "w2_global_scale"}}) {
         if (!p)
           fail(ErrorCode::InvalidArgument, std::string(entry) + ": " + name +
-                                               " is null; NVFP4 weights (group 16) need their fp32 global scales");
+                                               (format.nvfp4() ? " is null; NVFP4 weights (group 16) need their fp32 global scales"
+                                                               : " is null while the other factor tensor is set; MXFP4 weights "
+                                                                 "prepared with an E8M0 shift need both (fp32 2^d, [E, 2] and [E])"));
         layer::check_device_pointer(p, 4, entry, name);
       }
-    } else if (w->w13_global_scale || w->w2_global_scale) {
-      fail(ErrorCode::InvalidArgument, std::string(entry) + ": MXFP4 weights (group 32, E8M0 scales) carry no global scales, but " +
-                                           (w->w13_global_scale ? "w13_global_scale" : "w2_global_scale") + " is set");
     }
-    const kernels::GemmFormat gemm_format =
-        kernels::choose_gemm_format(format.group_size, format.activation_dtype == DType::F16, format.nvfp4() ? 0 : w->max_scale_byte);
+    kernels::GemmFormat gemm_format;
+    if (!format.nvfp4() && has_global) {
+      if (w->max_scale_byte < 0 || w->max_scale_byte > kernels::kMaxFastScaleByte)
+        fail(ErrorCode::InvalidArgument, std::string(entry) + ": MXFP4 weights with shift factors (w13_global_scale, "
+                                             "w2_global_scale) hold prepared E8M0 bytes 0..128, but max_scale_byte is " +
+                                             std::to_string(w->max_scale_byte));
+      gemm_format = kernels::GemmFormat::Mxfp4Shifted;
+    } else {
+      // Without factors the bytes are as they are: above 128 only Mxfp4Wide reads them.
+      kernels::E8m0ScaleSummary scales;
+      if (!format.nvfp4()) scales = {w->max_scale_byte, kernels::kUnknownScaleSpan};
+      gemm_format = kernels::choose_gemm_format(format.group_size, format.activation_dtype == DType::F16, scales);
+    }
     layer::check_device_pointer(hidden, 16, entry, "hidden");
     layer::check_device_pointer(out, 16, entry, "out");
     layer::check_device_pointer(ids, 4, entry, "topk_ids");

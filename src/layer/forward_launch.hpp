@@ -16,7 +16,8 @@
 namespace mxmoe::layer {
 
 // Prepared (tiled) weights of every expert, all on one device; biases canonical fp32 or null;
-// NVFP4's global scales fp32 [E, 2] and [E] (null for MXFP4). `format` (kernels::choose_gemm_format)
+// the global factors fp32 [E, 2] and [E]: NVFP4's global scales, Mxfp4Shifted's 2^d (null for the other
+// MXFP4 formats). `format` (kernels::choose_gemm_format)
 // says how the kernels read the scales, and whether activations are bf16 or fp16.
 struct PreparedWeightsView {
   const std::uint8_t *w13 = nullptr, *w13_scale = nullptr, *w2 = nullptr, *w2_scale = nullptr;

@@ -2,6 +2,7 @@
 // sequence itself is layer/forward_launch (shared with the C ABI).
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "kernels/align.hpp"
 #include "kernels/moe_gemm.hpp"
@@ -11,6 +12,7 @@
 #include "mxmoe/error.hpp"
 #include "mxmoe/moe_layer.hpp"
 #include "prepare/prepare_gpu.hpp"
+#include "prepare/scale_shift.hpp"
 
 namespace mxmoe {
 
@@ -42,24 +44,17 @@ struct MoeLayer::Impl {
 
 namespace {
 
-// The largest scale byte of a layer's E8M0 scales: bytes above 128 (scales above 2) take the
-// kernels' two-multiply format (kernels::choose_gemm_format).
-int max_scale_byte(const HostTensor& scales) {
-  const auto* p = scales.as<std::uint8_t>();
-  int m = 0;
-  for (std::int64_t i = 0, n = scales.numel(); i < n; ++i) m = std::max<int>(m, p[i]);
-  return m;
-}
-
-DeviceBuffer upload(const HostTensor& t, const char* what) {
-  DeviceBuffer b(t.nbytes(), what);
-  b.upload(t.data(), t.nbytes());
+DeviceBuffer upload(const void* data, std::size_t bytes, const char* what) {
+  DeviceBuffer b(bytes, what);
+  b.upload(data, bytes);
   return b;
 }
+DeviceBuffer upload(const HostTensor& t, const char* what) { return upload(t.data(), t.nbytes(), what); }
 
 // Uploads canonical weights a group of experts at a time through one staging buffer and tiles
 // them, so the device never holds two copies of the layer. Returns the tiling kernels' time.
-float prepare_matrix(const HostTensor& weights, const HostTensor& scales, const tiling::TiledShape& shape, int E,
+// `scales`: the canonical bytes, or Mxfp4Shifted's shifted copy of them.
+float prepare_matrix(const HostTensor& weights, const std::uint8_t* scales, const tiling::TiledShape& shape, int E,
                      DeviceBuffer& tiled_w, DeviceBuffer& tiled_s, cudaStream_t stream) {
   const std::size_t w_bytes = static_cast<std::size_t>(shape.rows) * (shape.k / 2);
   const std::size_t s_bytes = static_cast<std::size_t>(shape.rows) * shape.groups();
@@ -74,7 +69,7 @@ float prepare_matrix(const HostTensor& weights, const HostTensor& scales, const 
   for (int e0 = 0; e0 < E; e0 += group) {
     const int n = std::min(group, E - e0);
     check_cuda(cudaMemcpyAsync(stage_w.as(), weights.as<std::uint8_t>() + w_bytes * e0, w_bytes * n, cudaMemcpyHostToDevice, stream), "upload weights");
-    check_cuda(cudaMemcpyAsync(stage_s.as(), scales.as<std::uint8_t>() + s_bytes * e0, s_bytes * n, cudaMemcpyHostToDevice, stream), "upload scales");
+    check_cuda(cudaMemcpyAsync(stage_s.as(), scales + s_bytes * e0, s_bytes * n, cudaMemcpyHostToDevice, stream), "upload scales");
     check_cuda(cudaEventRecord(start, stream), "cudaEventRecord");
     tiling::launch_tile_matrices(stage_w.as<std::uint8_t>(), stage_s.as<std::uint8_t>(), shape, n,
                                  tiled_w.as<std::uint8_t>() + shape.weight_bytes() * e0,
@@ -122,8 +117,17 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
   const DeviceCheck dev = check_hopper_device(o.device);
   if (!dev.ok) fail(ErrorCode::Unsupported, dev.message);
   const int group = w.format.group_size;
-  m.format = kernels::choose_gemm_format(group, w.format.activation_dtype == DType::F16,
-                                         group == 32 ? std::max(max_scale_byte(w.w13_scale), max_scale_byte(w.w2_scale)) : 0);
+  // MXFP4: one pass over the scales gives both the format and, for Mxfp4Shifted, the shifts.
+  prepare::E8m0Shifts shifts;
+  if (group == 32) shifts = prepare::e8m0_shifts(w.w13_scale.as<std::uint8_t>(), w.w2_scale.as<std::uint8_t>(), m.E, m.H, m.I);
+  m.format = kernels::choose_gemm_format(group, w.format.activation_dtype == DType::F16, shifts.summary);
+  const bool shifted = m.format == kernels::GemmFormat::Mxfp4Shifted;
+  // Mxfp4Shifted prepares shifted copies of the (small) scale tensors; the others the canonical bytes.
+  std::vector<std::uint8_t> w13_scale_shifted, w2_scale_shifted;
+  if (shifted) {
+    w13_scale_shifted = prepare::shift_scales(w.w13_scale.as<std::uint8_t>(), m.E, 2 * m.I, m.H / 32, shifts.w13.data(), 2);
+    w2_scale_shifted = prepare::shift_scales(w.w2_scale.as<std::uint8_t>(), m.E, m.H, m.I / 32, shifts.w2.data(), 1);
+  }
   check_cuda(cudaSetDevice(o.device), "cudaSetDevice");
   check_cuda(cudaDeviceGetAttribute(&m.sm_count, cudaDevAttrMultiProcessorCount, o.device), "cudaDeviceGetAttribute");
   kernels::configure_moe_gemm_kernels();
@@ -134,8 +138,10 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
   cudaStream_t stream;
   check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
   try {
-    m.prepare_ms = prepare_matrix(w.w13, w.w13_scale, m.w13_shape, m.E, m.w13, m.w13_scale, stream);
-    m.prepare_ms += prepare_matrix(w.w2, w.w2_scale, m.w2_shape, m.E, m.w2, m.w2_scale, stream);
+    m.prepare_ms = prepare_matrix(w.w13, shifted ? w13_scale_shifted.data() : w.w13_scale.as<std::uint8_t>(), m.w13_shape,
+                                  m.E, m.w13, m.w13_scale, stream);
+    m.prepare_ms += prepare_matrix(w.w2, shifted ? w2_scale_shifted.data() : w.w2_scale.as<std::uint8_t>(), m.w2_shape, m.E,
+                                   m.w2, m.w2_scale, stream);
   } catch (...) {
     cudaStreamDestroy(stream);
     throw;
@@ -145,6 +151,11 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
   if (w.w2_bias) m.w2_bias = upload(*w.w2_bias, "w2_bias");
   if (w.w13_global_scale) m.w13_global_scale = upload(*w.w13_global_scale, "w13_global_scale");
   if (w.w2_global_scale) m.w2_global_scale = upload(*w.w2_global_scale, "w2_global_scale");
+  if (shifted) {  // the kernels' global factors: 2^d per (expert, half)
+    const std::vector<float> f13 = shifts.w13_factors(), f2 = shifts.w2_factors();
+    m.w13_global_scale = upload(f13.data(), f13.size() * sizeof(float), "the w13 shift factors");
+    m.w2_global_scale = upload(f2.data(), f2.size() * sizeof(float), "the w2 shift factors");
+  }
   if (w.correction_bias) m.correction_bias = upload(*w.correction_bias, "correction_bias");
 
   m.ws = layer::workspace_layout(m.E, m.H, m.I, m.max_tokens, m.top_k);
@@ -185,6 +196,7 @@ int MoeLayer::inter() const { return impl_->I; }
 int MoeLayer::num_experts() const { return impl_->E; }
 int MoeLayer::max_tokens() const { return impl_->max_tokens; }
 float MoeLayer::prepare_ms() const { return impl_->prepare_ms; }
+const char* MoeLayer::gemm_format() const { return kernels::gemm_format_name(impl_->format); }
 std::size_t MoeLayer::device_bytes() const { return impl_->bytes; }
 
 }  // namespace mxmoe

@@ -108,6 +108,7 @@ struct WideCase {
   int w13_lo, w13_hi, w2_lo, w2_hi;
   double hidden_std;
   ActivationConfig act;
+  const char* format;  // the kernels' format the layer must pick (MoeLayer::gemm_format)
 };
 
 class WideScales : public ::testing::TestWithParam<WideCase> {};
@@ -127,6 +128,7 @@ TEST_P(WideScales, EveryE8m0ByteMatchesTheOracle) {
   set_scale_windows(w.w2, w.w2_scale, E * H, static_cast<int>(I / 32), c.w2_lo, c.w2_hi, 2);
   const int k = 4;
   MoeLayer layer(w, {512, k, c.act, 0});
+  ASSERT_STREQ(layer.gemm_format(), c.format) << c.name;
   std::uint64_t seed = 300;
   for (int T : {1, 16, 64, 512}) {
     const OracleRun r = run_against_oracle(layer, w, c.act, T, k, c.hidden_std, false, seed += 11);
@@ -137,12 +139,17 @@ TEST_P(WideScales, EveryE8m0ByteMatchesTheOracle) {
 }
 
 // Scale windows (E8M0 bytes) of w13 and w2 rows, and hidden magnitudes that keep every value finite:
-// tiny w13 scales down to 2^-127 under huge w2 ones up to 2^127, the reverse, and a middle band.
+// tiny w13 scales down to 2^-127 under huge w2 ones up to 2^127, the reverse, and a middle band. Each
+// expert's matrix halves span at most 128 bytes there (rows differ by at most hi - lo), so the layer
+// runs Mxfp4Shifted (per-half shift, one multiply, 2^d in the epilogue); w2-span-above-128 spreads
+// one expert's w2 rows over 40..200 (a span of about 160), the pathological case left to Mxfp4Wide.
 INSTANTIATE_TEST_SUITE_P(
     Ranges, WideScales,
-    ::testing::Values(WideCase{"w13-tiny-w2-huge", 0, 30, 150, 254, 1.0, ActivationConfig::gpt_oss()},
-                      WideCase{"w13-huge-w2-tiny", 224, 254, 0, 60, std::ldexp(1.0, -118), ActivationConfig::silu_mul()},
-                      WideCase{"both-middle", 100, 160, 96, 150, 1.0, ActivationConfig::silu_mul()}),
+    ::testing::Values(WideCase{"w13-tiny-w2-huge", 0, 30, 150, 254, 1.0, ActivationConfig::gpt_oss(), "mxfp4-shifted"},
+                      WideCase{"w13-huge-w2-tiny", 224, 254, 0, 60, std::ldexp(1.0, -118), ActivationConfig::silu_mul(),
+                               "mxfp4-shifted"},
+                      WideCase{"both-middle", 100, 160, 96, 150, 1.0, ActivationConfig::silu_mul(), "mxfp4-shifted"},
+                      WideCase{"w2-span-above-128", 100, 130, 40, 200, 1.0, ActivationConfig::silu_mul(), "mxfp4-wide"}),
     [](const auto& info) {
       std::string n = info.param.name;
       for (char& ch : n)

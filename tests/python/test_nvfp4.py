@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from mxmoe import torch as mt
-from moe_data import (random_layer, random_nvfp4_layer, random_tokens, reference_moe_f64, rel_err, wide_e8m0_layer,
-                      wide_hidden)
+from moe_data import (_dequant_f64, random_layer, random_nvfp4_layer, random_tokens, reference_moe_f64, rel_err,
+                      wide_e8m0_layer, wide_hidden)
 
 TOL = {torch.bfloat16: 1e-2, torch.float16: 2e-3}
 DTYPES = [torch.bfloat16, torch.float16]
@@ -110,6 +110,41 @@ def test_max_scale_byte_is_recorded_once():
     high = layer["w2_scale"].clone()
     high[3, 4, 1] = 200
     assert mt.prepare(**{**layer, "w2_scale": high}).max_scale_byte == 200
+    assert mt.prepare(**{**layer, "w2_scale": high}).w2_global_scale is None  # the CPU keeps canonical bytes
+
+
+def _dequant_e8m0(packed, scales):
+    return _dequant_f64(packed, scales, 32, lambda s: torch.exp2(s.double() - 127))
+
+
+def test_e8m0_shifts_per_expert_and_half_reproduce_the_canonical_values():
+    """The rule of src/prepare/scale_shift.hpp as the torch package applies it on the GPU: per (expert,
+    matrix half) d = max(0, largest - 128), bytes lowered by d, factors 2^d; exact."""
+    from mxmoe._prepare import e8m0_shifts
+    layer = random_layer(4, 256, 128, seed=54, scale_center=120)
+    s13, s2 = layer["w13_scale"].clone(), layer["w2_scale"].clone()
+    assert e8m0_shifts(s13, s2)[2:] == (None, None, int(max(s13.max(), s2.max())))  # nothing above 128
+    s13[1, 3, 2] = 240         # expert 1's gate half (rows < I = 128): d = 112, its bytes 118..122 >= 112
+    s13[2, 200, 0] = 129       # expert 2's up half: d = 1
+    s2[3] += 130               # expert 3's w2: 248..252, d = 124
+    t13, t2, f13, f2, top = e8m0_shifts(s13, s2)
+    assert top == 128 and int(t13.max()) == 128 and int(t2.max()) == 128
+    assert t13.dtype == torch.uint8 and t13.shape == s13.shape and t2.shape == s2.shape
+    want13 = torch.ones(4, 2)
+    want13[1, 0], want13[2, 1] = 2.0 ** 112, 2.0
+    want2 = torch.ones(4)
+    want2[3] = 2.0 ** 124
+    assert f13.dtype == torch.float32 and torch.equal(f13, want13) and torch.equal(f2, want2)
+    assert torch.equal(t13[0], s13[0]) and torch.equal(t2[:3], s2[:3])
+    # Dequantised with the factor: the canonical values, bit for bit.
+    rows = torch.arange(256) >= 128
+    w13_shifted = _dequant_e8m0(layer["w13"], t13) * f13[:, rows.long()][:, :, None].double()
+    assert torch.equal(w13_shifted, _dequant_e8m0(layer["w13"], s13))
+    assert torch.equal(_dequant_e8m0(layer["w2"], t2) * f2.double()[:, None, None], _dequant_e8m0(layer["w2"], s2))
+    # A half spanning more than 128 bytes (byte 111 beside 240, d = 112): left to the two-multiply format.
+    s13[1, 100, 0] = 111
+    t13, t2, f13, f2, top = e8m0_shifts(s13, s2)
+    assert (f13, f2, top) == (None, None, 252) and t13 is s13 and t2 is s2
 
 
 # ------------------------------------------------------------------------------------------- errors

@@ -2,9 +2,9 @@
 // epilogue does; each is a policy the kernel (gemm/kernel.cuh) composes with a configuration and a
 // weight format.
 //   GateUpActivation (GEMM1, w13): reads the hidden states, the align kernel's block list being its
-//     dependency; applies the global scales (NVFP4) and bias to the (gate, up) pair of a lane's
-//     accumulators (rows g and g+8 of the interleaved tile), the activation, and stores the
-//     intermediate in the operand type.
+//     dependency; applies the global factors (NVFP4's scales, Mxfp4Shifted's 2^d) and bias to the
+//     (gate, up) pair of a lane's accumulators (rows g and g+8 of the interleaved tile), the
+//     activation, and stores the intermediate in the operand type.
 //   RouterWeightedPartial (GEMM2, w2): reads the intermediate, GEMM1 being its dependency, so it
 //     streams its first weight stages before waiting; y = (acc x global + bias) x router weight,
 //     fp32, one row per (token, slot) and K split, for the combine to sum in a fixed order.
@@ -18,12 +18,16 @@
 
 namespace mxmoe::kernels::gemm {
 
-// The fp32 factor of an expert's dot products: 1 for MXFP4, 2^kNvfp4Fold x global for NVFP4
-// (exact: a power of two times a float).
+// The fp32 factor of an expert's dot products: 1 without kGlobalScale, else 2^kGlobalFold x global
+// (exact: a power of two times a float): NVFP4's 2^8 x global scale, Mxfp4Shifted's 2^0 x 2^d.
 template <class Format>
 __device__ __forceinline__ float global_factor(const float* global, std::int64_t index) {
-  if constexpr (Format::kGlobalScale) return global[index] * static_cast<float>(1 << kNvfp4Fold);
-  else return 1.0f;
+  if constexpr (Format::kGlobalScale) {
+    if constexpr (Format::kGlobalFold == 0) return global[index];
+    else return global[index] * static_cast<float>(1 << Format::kGlobalFold);
+  } else {
+    return 1.0f;
+  }
 }
 
 template <class Format>

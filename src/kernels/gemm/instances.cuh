@@ -48,6 +48,7 @@ void configure_format() {
 // unit of its own, gemm/instances_*.cu, so that they compile in parallel.
 #define MXMOE_GEMM_FORMATS(X)                                                                                     \
   X(Mxfp4, Mxfp4)                                                                                                 \
+  X(Mxfp4Shifted, Mxfp4Shifted)                                                                                   \
   X(Mxfp4Wide, Mxfp4Wide)                                                                                         \
   X(Nvfp4Bf16, Nvfp4<Bf16Operands>)                                                                               \
   X(Nvfp4F16, Nvfp4<F16Operands>)

@@ -32,6 +32,7 @@ GemmTile choose_gemm(int num_tokens, int top_k, int num_experts) {
 const char* gemm_format_name(GemmFormat format) {
   switch (format) {
     case GemmFormat::Mxfp4: return "mxfp4";
+    case GemmFormat::Mxfp4Shifted: return "mxfp4-shifted";
     case GemmFormat::Mxfp4Wide: return "mxfp4-wide";
     case GemmFormat::Nvfp4Bf16: return "nvfp4-bf16";
     case GemmFormat::Nvfp4F16: return "nvfp4-f16";
@@ -39,17 +40,23 @@ const char* gemm_format_name(GemmFormat format) {
   return "?";
 }
 
-GemmFormat choose_gemm_format(int group, bool f16_activations, int max_scale_byte) {
+GemmFormat choose_gemm_format(int group, bool f16_activations, const E8m0ScaleSummary& scales) {
   if (group == 16) return f16_activations ? GemmFormat::Nvfp4F16 : GemmFormat::Nvfp4Bf16;
   if (group != 32)
     fail(ErrorCode::InvalidArgument, "GEMM format: the group must be 32 (MXFP4) or 16 (NVFP4), got " + std::to_string(group));
   if (f16_activations)
     fail(ErrorCode::DType, "GEMM format: MXFP4 weights (group 32, E8M0 scales) need bf16 activations, got fp16");
-  if (max_scale_byte < 0 || max_scale_byte > 254)
-    fail(ErrorCode::InvalidArgument, "GEMM format: the largest E8M0 scale byte must be in 0..254, got " + std::to_string(max_scale_byte));
-  // Scales above 2 are rare (none in the checkpoints we know); only a layer that holds one pays the
-  // second multiply.
-  return max_scale_byte <= kMaxFastScaleByte ? GemmFormat::Mxfp4 : GemmFormat::Mxfp4Wide;
+  if (scales.max_byte < 0 || scales.max_byte > 254)
+    fail(ErrorCode::InvalidArgument, "GEMM format: the largest E8M0 scale byte must be in 0..254, got " + std::to_string(scales.max_byte));
+  if (scales.max_shifted_span < 0 || scales.max_shifted_span > kUnknownScaleSpan)
+    fail(ErrorCode::InvalidArgument, "GEMM format: an E8M0 span must be in 0..255, got " + std::to_string(scales.max_shifted_span));
+  if (scales.max_byte <= kMaxFastScaleByte) return GemmFormat::Mxfp4;
+  // Scales above 2 are rare (none in the checkpoints we know). A half that spans at most 128 bytes
+  // fits 0..128 once lowered by d = max - 128 (its smallest byte is then >= d), and the epilogue
+  // multiplies by 2^d: Mxfp4's one multiply, exactly. Only a half spanning more than 128 bytes, a
+  // factor above 2^128 between two blocks of one expert's matrix (pathological: no trained weights
+  // look like that), needs the second multiply per register.
+  return scales.max_shifted_span <= kMaxFastScaleByte ? GemmFormat::Mxfp4Shifted : GemmFormat::Mxfp4Wide;
 }
 
 }  // namespace mxmoe::kernels

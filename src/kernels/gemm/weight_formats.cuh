@@ -1,11 +1,18 @@
 // The weight formats of the GEMM, as policies: each turns one lane's 16 tile-layout bytes of a
 // 64-K chunk (kernels/tile_layout.hpp) and the chunk's scales in shared memory into the lane's
-// sixteen A-fragment registers (four k16 steps x four registers), exactly.
-//   Mxfp4      E8M0 bytes 0..128: one multiply per register (the fast path of real checkpoints)
-//   Mxfp4Wide  every E8M0 byte 0..254: a warp whose chunk holds a byte above 128 takes two
-//              multiplies (dequant.hpp: e8m0_wide_scale_pair_bits), every other chunk Mxfp4's one
-//   Nvfp4<Ops> UE4M3 per 16 (prepared as codes, tile_layout.hpp) and a global scale, bf16 or fp16
-//              operands; the weights carry v x s x 2^-8 and the epilogue multiplies by 2^8 x global
+// sixteen A-fragment registers (four k16 steps x four registers), exactly. A format with
+// kGlobalScale has the epilogue multiply each (expert, matrix half)'s fp32 dot products by
+// 2^kGlobalFold x MoeGemmParams::global_scale (epilogues.cuh: global_factor).
+//   Mxfp4         E8M0 bytes 0..128: one multiply per register (the fast path of real checkpoints)
+//   Mxfp4Shifted  Mxfp4's dequant over bytes lowered at prepare time by a per-(expert, half) shift
+//                 d = max(0, largest byte - 128) (prepare/scale_shift.hpp); the factor 2^d comes
+//                 back in the epilogue: (v x 2^(b-d-127)) x 2^d, exact. Any layer whose halves each
+//                 span at most 128 bytes, i.e. every layer but pathological ones
+//   Mxfp4Wide     every E8M0 byte 0..254 with no prepared shift: a warp whose chunk holds a byte
+//                 above 128 takes two multiplies (dequant.hpp: e8m0_wide_scale_pair_bits), every
+//                 other chunk Mxfp4's one; only for a half spanning more than 128 bytes
+//   Nvfp4<Ops>    UE4M3 per 16 (prepared as codes, tile_layout.hpp) and a global scale, bf16 or fp16
+//                 operands; the weights carry v x s x 2^-8 and the epilogue multiplies by 2^8 x global
 // Register r of step s holds (row g + 8*(r&1), k 16s + 2t + 8*(r>>1) + {0, 1}).
 #pragma once
 
@@ -32,6 +39,7 @@ struct Mxfp4 {
   using Ops = Bf16Operands;
   static constexpr int kGroup = 32;
   static constexpr bool kGlobalScale = false;
+  static constexpr int kGlobalFold = 0;
 
   __device__ static void dequant(const uint4& wv, const std::uint8_t* chunk_scales, int lane, std::uint32_t (&a)[4][4]) {
     // Scale bytes: (row g, group 0), (row g+8, group 0), (row g, group 1), (row g+8, group 1).
@@ -47,10 +55,17 @@ struct Mxfp4 {
   }
 };
 
+// Mxfp4's registers; the epilogue multiplies by the half's 2^d (global_scale, exact in fp32: d <= 126).
+struct Mxfp4Shifted : Mxfp4 {
+  static constexpr bool kGlobalScale = true;
+  static constexpr int kGlobalFold = 0;
+};
+
 struct Mxfp4Wide {
   using Ops = Bf16Operands;
   static constexpr int kGroup = 32;
   static constexpr bool kGlobalScale = false;
+  static constexpr int kGlobalFold = 0;
 
   __device__ static void dequant(const uint4& wv, const std::uint8_t* chunk_scales, int lane, std::uint32_t (&a)[4][4]) {
     const std::uint32_t sc = *reinterpret_cast<const std::uint32_t*>(chunk_scales + (lane / 4) * 4);
@@ -76,6 +91,7 @@ struct Nvfp4 {
   using Ops = Operands;
   static constexpr int kGroup = 16;
   static constexpr bool kGlobalScale = true;
+  static constexpr int kGlobalFold = kNvfp4Fold;  // the weights carry v x s x 2^-8
 
   // Prepared scale code -> s x 2^6 (fp16) or s x 2^118 (bf16) in both halves (dequant.hpp).
   __device__ static std::uint32_t lifted_scale(std::uint32_t code) {

@@ -22,6 +22,7 @@ int MoeLayer::inter() const { return 0; }
 int MoeLayer::num_experts() const { return 0; }
 int MoeLayer::max_tokens() const { return 0; }
 float MoeLayer::prepare_ms() const { return 0.0f; }
+const char* MoeLayer::gemm_format() const { return "none"; }
 std::size_t MoeLayer::device_bytes() const { return 0; }
 
 }  // namespace mxmoe
