@@ -43,7 +43,11 @@ TEST(GemmPlan, ConfigurationsByPairsPerExpert) {
   EXPECT_EQ(choose_gemm(64, 8, 256), GemmTile::Decode);
   EXPECT_EQ(choose_gemm(256, 8, 256), GemmTile::Small);
   EXPECT_EQ(choose_gemm(512, 8, 256), GemmTile::Medium);
-  EXPECT_EQ(choose_gemm(4096, 8, 256), GemmTile::Prefill);
+  EXPECT_EQ(choose_gemm(1024, 8, 256), GemmTile::Prefill) << "32 pairs per expert: mma.sync";
+  EXPECT_EQ(choose_gemm(1536, 6, 256), GemmTile::Wgmma) << "36 pairs per expert: warpgroup MMA";
+  EXPECT_EQ(choose_gemm(4096, 8, 256), GemmTile::Wgmma);
+  EXPECT_EQ(gemm_tokens_per_block(GemmTile::Wgmma), 128);
+  EXPECT_EQ(gemm_ctas_per_block(GemmTile::Wgmma, 4096), 32) << "8 tiles of 16 rows per CTA";
   EXPECT_EQ(gemm_tokens_per_block(GemmTile::Prefill), 64);
   EXPECT_EQ(gemm_ctas_per_block(GemmTile::Decode, 4096), 64) << "4 tiles of 16 rows per CTA";
   expect_error([] { gemm_tokens_per_block(GemmTile::Auto); }, ErrorCode::InvalidArgument, "names no configuration");

@@ -348,7 +348,8 @@ const RegisterCommand kBench{
           ->capture_default_str();
       sub.add_option("--gemm-tile", o->gemm_tile,
                      "GEMM configuration: auto (by pairs per expert), or for tuning tiny or decode (8 routed pairs per "
-                     "block), small (16), medium (32), prefill (64)")
+                     "block), small (16), medium (32), prefill (64) on mma.sync, or wgmma (128, Hopper's warpgroup MMA, "
+                     "the compute-bound path)")
           ->capture_default_str();
       sub.add_option("--sweep-shapes", o->sweep_shapes,
                      "N random layer shapes (from --seed) instead of a preset: E 8..512, H and I multiples of 32 in "

@@ -49,9 +49,9 @@ struct ActivationConfig {
 
 // Which GEMM configuration (src/kernels/moe_gemm.hpp) runs the forward, by its routed (token, slot)
 // pairs per block: Tiny and Decode 8 (Tiny with narrow CTAs, for one or two tokens in all), Small 16,
-// Medium 32, Prefill 64. Auto picks per call from the average pairs per expert; a fixed choice is
+// Medium 32, Prefill 64, all on mma.sync; Wgmma 128 on Hopper's warpgroup MMA (the compute-bound path). Auto picks per call from the average pairs per expert; a fixed choice is
 // for tuning and benchmarks.
-enum class GemmTile { Auto, Tiny, Decode, Small, Medium, Prefill };
+enum class GemmTile { Auto, Tiny, Decode, Small, Medium, Prefill, Wgmma };
 
 // The precision the expert GEMMs take their activations in (issue 14). Bf16: the activation dtype as
 // stored (W4A16, the default). Fp8PerToken (W4A8, MXFP4 weights only): each token's hidden row, and
@@ -64,7 +64,7 @@ const char* routing_mode_name(RoutingMode mode);
 // The one name of each choice, as the CLI takes it, the bench records it and messages print it, and
 // its inverse (mxmoe::Error InvalidArgument listing the names for any other string).
 //   activations: "silu", "clamped-silu", "gpt-oss"
-//   GEMM tiles:  "auto", "tiny", "decode", "small", "medium", "prefill"
+//   GEMM tiles:  "auto", "tiny", "decode", "small", "medium", "prefill", "wgmma"
 //   activation precisions: "bf16", "fp8"
 const char* activation_kind_name(ActivationKind kind);
 ActivationKind parse_activation_kind(const std::string& name);

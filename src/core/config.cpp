@@ -89,7 +89,8 @@ E parse_name(const std::string& name, const E (&all)[N], const char* (*name_of)(
 }
 
 constexpr ActivationKind kActivationKinds[] = {ActivationKind::SiluMul, ActivationKind::ClampedSiluMul, ActivationKind::GptOssSwiglu};
-constexpr GemmTile kGemmTiles[] = {GemmTile::Auto, GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill};
+constexpr GemmTile kGemmTiles[] = {GemmTile::Auto, GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill,
+                                 GemmTile::Wgmma};
 constexpr ActivationPrecision kActivationPrecisions[] = {ActivationPrecision::Bf16, ActivationPrecision::Fp8PerToken};
 
 }  // namespace
@@ -115,6 +116,7 @@ const char* gemm_tile_name(GemmTile tile) {
     case GemmTile::Small: return "small";
     case GemmTile::Medium: return "medium";
     case GemmTile::Prefill: return "prefill";
+    case GemmTile::Wgmma: return "wgmma";
   }
   return "?";
 }

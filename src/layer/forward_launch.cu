@@ -18,7 +18,7 @@ std::size_t round_up(std::size_t n) { return (n + 255) / 256 * 256; }
 WorkspaceLayout workspace_layout(int E, int H, int I, int max_tokens, int top_k) {
   const std::size_t pairs = static_cast<std::size_t>(max_tokens) * top_k;
   std::size_t max_blocks = 0, max_slots = 0;
-  for (GemmTile tile : {GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill}) {
+  for (GemmTile tile : {GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill, GemmTile::Wgmma}) {
     const int bt = kernels::gemm_tokens_per_block(tile);
     const std::size_t blocks = kernels::max_align_blocks(static_cast<int>(pairs), E, bt);
     max_blocks = std::max(max_blocks, blocks);

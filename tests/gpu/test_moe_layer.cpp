@@ -92,6 +92,23 @@ TEST_P(LayerShapes, MatchesOracleAcrossTokenCounts) {
   for (int T : {1, 16, 333}) check_forward(layer, w, c, T, true, seed += 7);
 }
 
+// The compute-bound path (warpgroup MMA, 128 pairs per block) forced at every token count, from one
+// token (a block almost all padding) to blocks full of one expert's pairs.
+TEST_P(LayerShapes, WgmmaPathMatchesOracle) {
+  MXMOE_REQUIRE_HOPPER();
+  const Case& c = GetParam();
+  const auto w = weights_for(c, 43);
+  MoeLayerOptions o;
+  o.max_tokens = 4096;
+  o.top_k = c.k;
+  o.activation = c.act;
+  o.gemm_tile = GemmTile::Wgmma;
+  MoeLayer layer(w, o);
+  std::uint32_t seed = 900;
+  for (int T : {1, 3, 64, 333, 1024, 4096}) check_forward(layer, w, c, T, false, seed += 7);
+  for (int T : {16, 333, 2048}) check_forward(layer, w, c, T, true, seed += 7);
+}
+
 // A preset's H, I, top-k, activation and biases (include/mxmoe/presets.hpp) with fewer experts, so
 // the oracle stays quick; `tp` > 1 takes one tensor-parallel rank's slice of I.
 Case preset_case(const std::string& preset, int experts, float hidden_std, int tp = 1) {
@@ -117,11 +134,20 @@ INSTANTIATE_TEST_SUITE_P(
 
 Case small_case() { return {"small", 512, 256, 16, 4, ActivationConfig::clamped_silu_mul(10.0f), true, 4.0f}; }
 
-TEST(Layer, RepeatedRunsAreBitwiseIdentical) {
+// The layer options of the small case, with a GEMM configuration (auto, or a path forced).
+MoeLayerOptions options_for(const Case& c, int max_tokens, GemmTile tile = GemmTile::Auto) {
+  MoeLayerOptions o{max_tokens, c.k, c.act, 0};
+  o.gemm_tile = tile;
+  return o;
+}
+
+class LayerPaths : public ::testing::TestWithParam<GemmTile> {};
+
+TEST_P(LayerPaths, RepeatedRunsAreBitwiseIdentical) {
   MXMOE_REQUIRE_HOPPER();
   const Case c = small_case();
   const auto w = weights_for(c, 5);
-  MoeLayer layer(w, {512, c.k, c.act, 0});
+  MoeLayer layer(w, options_for(c, 512, GetParam()));
   for (int T : {1, 64, 512}) {
     const auto hidden = random_hidden(T, c.H, 9 + T, 2.0f);
     const TopK topk = random_topk(T, c.E, c.k, 10 + T);
@@ -134,12 +160,12 @@ TEST(Layer, RepeatedRunsAreBitwiseIdentical) {
   }
 }
 
-TEST(Layer, CudaGraphCaptureAndReplayWithNewInputs) {
+TEST_P(LayerPaths, CudaGraphCaptureAndReplayWithNewInputs) {
   MXMOE_REQUIRE_HOPPER();
   const Case c = small_case();
   const auto w = weights_for(c, 6);
   const int T = 96;
-  MoeLayer layer(w, {T, c.k, c.act, 0});
+  MoeLayer layer(w, options_for(c, T, GetParam()));
   DeviceBuffer d_hidden(static_cast<std::size_t>(T) * c.H * 2, "hidden"), d_out(static_cast<std::size_t>(T) * c.H * 2, "out");
   DeviceBuffer d_ids(static_cast<std::size_t>(T) * c.k * 4, "ids");
   DeviceBuffer d_w(static_cast<std::size_t>(T) * c.k * 4, "weights");
@@ -167,6 +193,9 @@ TEST(Layer, CudaGraphCaptureAndReplayWithNewInputs) {
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
 }
+
+INSTANTIATE_TEST_SUITE_P(Paths, LayerPaths, ::testing::Values(GemmTile::Auto, GemmTile::Wgmma),
+                         [](const auto& info) { return std::string(gemm_tile_name(info.param)); });
 
 TEST(Layer, RoutesFromLogitsLikeTheOracle) {
   MXMOE_REQUIRE_HOPPER();
@@ -315,9 +344,11 @@ TEST(Layer, LargestBatchOf131072RoutedPairs) {
   const Case c{"largest-batch", 512, 256, 16, 4, ActivationConfig::silu_mul(), false, 1.0f};
   const auto w = weights_for(c, 12);
   const int T = 32768;
-  MoeLayer layer(w, {T, c.k, c.act, 0});
-  check_forward(layer, w, c, T, false, 400);
-  check_forward(layer, w, c, T, true, 401);
+  for (GemmTile tile : {GemmTile::Auto, GemmTile::Prefill, GemmTile::Wgmma}) {
+    MoeLayer layer(w, options_for(c, T, tile));
+    check_forward(layer, w, c, T, false, 400);
+    check_forward(layer, w, c, T, true, 401);
+  }
 }
 
 }  // namespace

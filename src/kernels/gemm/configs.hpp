@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
 
 #include "kernels/moe_gemm.hpp"
 #include "mxmoe/error.hpp"
@@ -17,6 +18,7 @@ auto with_config(GemmTile tile, F&& f) {
     case GemmTile::Small: return f(GemmSmall{});
     case GemmTile::Medium: return f(GemmMedium{});
     case GemmTile::Prefill: return f(GemmPrefill{});
+    case GemmTile::Wgmma: return f(GemmWgmma{});
     case GemmTile::Auto: break;
   }
   fail(ErrorCode::InvalidArgument, std::string("GEMM tile '") + gemm_tile_name(tile) + "' names no configuration");
@@ -30,6 +32,13 @@ void for_each_config(F&& f) {
   f(GemmSmall{});
   f(GemmMedium{});
   f(GemmPrefill{});
+  f(GemmWgmma{});
 }
+
+// Whether a configuration runs the warpgroup-MMA kernel (it says kWgmma = true) or the mma.sync one.
+template <class Cfg, class = void>
+struct UsesWgmma : std::false_type {};
+template <class Cfg>
+struct UsesWgmma<Cfg, std::void_t<decltype(Cfg::kWgmma)>> : std::bool_constant<Cfg::kWgmma> {};
 
 }  // namespace mxmoe::kernels::gemm

@@ -30,28 +30,41 @@ __device__ __forceinline__ float global_factor(const float* global, std::int64_t
   }
 }
 
+// A stage is constructed once per (expert, weight tile, lane row g, K split), after the main loop:
+// it loads what is per row (global factors, biases) into registers then, so that the per-pair
+// stores issue no dependent global loads. `pair_weight` is what the kernel stages in shared memory
+// per pair slot at its start (GEMM2's router weight; 1 for GEMM1, loading nothing).
+
 template <class Format>
 struct GateUpActivation {
   static constexpr bool kWaitAtStart = true;  // the block list comes from the previous kernel
   static constexpr bool kSplitK = false;
+  __device__ static float pair_weight(const MoeGemmParams&, int) { return 1.0f; }
 
-  float gate_factor, up_factor;
-  __device__ GateUpActivation(const MoeGemmParams& p, int expert)
+  float gate_factor, up_factor, gate_bias = 0.0f, up_bias = 0.0f;
+  int feature;
+  // Rows g and g+8 of tile `tile`: gate and up of feature tile*8 + g.
+  __device__ GateUpActivation(const MoeGemmParams& p, int expert, int tile, int g, int /*split*/)
       : gate_factor(global_factor<Format>(p.global_scale, 2 * static_cast<std::int64_t>(expert))),
-        up_factor(global_factor<Format>(p.global_scale, 2 * static_cast<std::int64_t>(expert) + 1)) {}
+        up_factor(global_factor<Format>(p.global_scale, 2 * static_cast<std::int64_t>(expert) + 1)),
+        feature(tile * 8 + g) {
+    const int inter = p.shape.rows / 2;
+    if (p.bias) {
+      gate_bias = p.bias[static_cast<std::int64_t>(expert) * 2 * inter + feature];
+      up_bias = p.bias[static_cast<std::int64_t>(expert) * 2 * inter + inter + feature];
+    }
+  }
 
-  // lo, hi: rows g and g+8 of tile `tile`, i.e. gate and up of feature tile*8 + g, for `pair`.
-  __device__ void store(const MoeGemmParams& p, int expert, int tile, int g, int pair, float lo, float hi, int /*split*/) const {
-    const int inter = p.shape.rows / 2, feature = tile * 8 + g;
+  // lo, hi: the gate and up accumulators of `pair`.
+  __device__ void store(const MoeGemmParams& p, int pair, float /*pair_weight*/, float lo, float hi) const {
+    const int inter = p.shape.rows / 2;
     float gate = lo, up = hi;
     if constexpr (Format::kGlobalScale) {
       gate *= gate_factor;
       up *= up_factor;
     }
-    if (p.bias) {
-      gate += p.bias[static_cast<std::int64_t>(expert) * 2 * inter + feature];
-      up += p.bias[static_cast<std::int64_t>(expert) * 2 * inter + inter + feature];
-    }
+    gate += gate_bias;
+    up += up_bias;
     const float v = activate(p.act_kind, gate, up, p.act_limit, p.act_alpha);
     p.inter_out[static_cast<std::int64_t>(pair) * inter + feature] = Format::Ops::store(v);
   }
@@ -61,27 +74,33 @@ template <class Format>
 struct RouterWeightedPartial {
   static constexpr bool kWaitAtStart = false;  // waits for the intermediate after the weight prologue
   static constexpr bool kSplitK = true;
+  __device__ static float pair_weight(const MoeGemmParams& p, int pair) { return p.pair_weights[pair]; }
 
-  float factor;
-  __device__ RouterWeightedPartial(const MoeGemmParams& p, int expert)
-      : factor(global_factor<Format>(p.global_scale, expert)) {}
+  float factor, bias_lo = 0.0f, bias_hi = 0.0f;
+  int row;
+  float* out;  // this split's outputs, row 0 of pair 0
+  // Rows g and g+8 of tile `tile`: hidden features tile*16 + g and + 8; the bias goes to split 0 only.
+  __device__ RouterWeightedPartial(const MoeGemmParams& p, int expert, int tile, int g, int split)
+      : factor(global_factor<Format>(p.global_scale, expert)), row(tile * 16 + g),
+        out(p.partial_out + split * p.partial_split_stride) {
+    if (p.bias && split == 0) {
+      bias_lo = p.bias[static_cast<std::int64_t>(expert) * p.shape.rows + row];
+      bias_hi = p.bias[static_cast<std::int64_t>(expert) * p.shape.rows + row + 8];
+    }
+  }
 
-  // lo, hi: rows g and g+8 of tile `tile` (hidden features tile*16 + g, + 8) for `pair`.
-  __device__ void store(const MoeGemmParams& p, int expert, int tile, int g, int pair, float lo, float hi, int split) const {
-    const int hidden = p.shape.rows, row = tile * 16 + g;
+  // lo, hi: rows g and g+8 for `pair`, whose router weight is `w`.
+  __device__ void store(const MoeGemmParams& p, int pair, float w, float lo, float hi) const {
     float y0 = lo, y1 = hi;
     if constexpr (Format::kGlobalScale) {
       y0 *= factor;
       y1 *= factor;
     }
-    if (p.bias && split == 0) {
-      y0 += p.bias[static_cast<std::int64_t>(expert) * hidden + row];
-      y1 += p.bias[static_cast<std::int64_t>(expert) * hidden + row + 8];
-    }
-    const float w = p.pair_weights[pair];
-    float* out = p.partial_out + split * p.partial_split_stride + static_cast<std::int64_t>(pair) * hidden;
-    out[row] = w * y0;
-    out[row + 8] = w * y1;
+    y0 += bias_lo;
+    y1 += bias_hi;
+    float* o = out + static_cast<std::int64_t>(pair) * p.shape.rows;
+    o[row] = w * y0;
+    o[row + 8] = w * y1;
   }
 };
 

@@ -1,5 +1,8 @@
-// What a GEMM configuration (kernels/moe_gemm.hpp: GemmTiny ... GemmPrefill) and a weight format's
+// What a GEMM configuration (kernels/moe_gemm.hpp: GemmTiny ... GemmWgmma) and a weight format's
 // scale group make of one CTA: threads, tiles, and the bytes of each shared-memory pipeline stage.
+//   Geometry       the mma.sync kernel: [weights][scales][activation rows padded for ldmatrix]
+//   WgmmaGeometry  the wgmma kernel: [activations, one 128-byte-swizzled slab per 64-K chunk, the
+//                  wgmma B operand][weights][scales], every stage 1024-byte aligned
 #pragma once
 
 #include "kernels/tile_layout.hpp"
@@ -7,21 +10,40 @@
 namespace mxmoe::kernels::gemm {
 
 template <class Cfg, int kGroup>
-struct Geometry {
+struct WeightGeometry {
   static constexpr int kThreads = Cfg::kWarps * 32;
   static constexpr int kTilesPerCta = Cfg::kWarps * Cfg::kTilesPerWarp;
   static constexpr int kStageK = Cfg::kChunksPerStage * tiling::kChunkK;
   static constexpr int kChunkScaleBytes = tiling::chunk_scale_bytes(kGroup);
   static constexpr int kWeightBytes = kTilesPerCta * Cfg::kChunksPerStage * tiling::kChunkBytes;
   static constexpr int kScaleBytes = kTilesPerCta * Cfg::kChunksPerStage * kChunkScaleBytes;
-  // Activation rows padded by 16 bytes so the eight rows of an ldmatrix hit distinct banks.
-  static constexpr int kActRowBytes = kStageK * 2 + 16;
-  static constexpr int kActBytes = Cfg::kTokens * kActRowBytes;
-  static constexpr int kStageBytes = kWeightBytes + kScaleBytes + kActBytes;
-  static constexpr int kSmemBytes = Cfg::kStages * kStageBytes;
   static constexpr int kTokenTiles = Cfg::kTokens / 8;
   static_assert(Cfg::kTokens % 8 == 0, "tokens come in n8 tiles");
+};
+
+template <class Cfg, int kGroup>
+struct Geometry : WeightGeometry<Cfg, kGroup> {
+  using W = WeightGeometry<Cfg, kGroup>;
+  // Activation rows padded by 16 bytes so the eight rows of an ldmatrix hit distinct banks.
+  static constexpr int kActRowBytes = W::kStageK * 2 + 16;
+  static constexpr int kActBytes = Cfg::kTokens * kActRowBytes;
+  static constexpr int kWeightOffset = 0, kScaleOffset = W::kWeightBytes, kActOffset = W::kWeightBytes + W::kScaleBytes;
+  static constexpr int kStageBytes = kActOffset + kActBytes;
+  static constexpr int kSmemBytes = Cfg::kStages * kStageBytes;
   static_assert(kStageBytes % 16 == 0, "stages must stay 16-byte aligned");
+};
+
+template <class Cfg, int kGroup>
+struct WgmmaGeometry : WeightGeometry<Cfg, kGroup> {
+  using W = WeightGeometry<Cfg, kGroup>;
+  static constexpr int kWarpgroups = Cfg::kWarps / 4;
+  static_assert(Cfg::kWarps % 4 == 0 && Cfg::kTilesPerWarp == 1, "a warpgroup is four warps, one 16-row tile each");
+  static constexpr int kSlabBytes = Cfg::kTokens * 128;  // one chunk: kTokens rows x 64 16-bit values
+  static constexpr int kActBytes = Cfg::kChunksPerStage * kSlabBytes;
+  static constexpr int kActOffset = 0, kWeightOffset = kActBytes, kScaleOffset = kActBytes + W::kWeightBytes;
+  static constexpr int kStageBytes = (kScaleOffset + W::kScaleBytes + 1023) / 1024 * 1024;
+  static constexpr int kSmemBytes = Cfg::kStages * kStageBytes + 1024;  // + the base's alignment to 1024
+  static_assert(Cfg::kTokens % 8 == 0 && Cfg::kTokens <= 256, "wgmma N is a multiple of 8 up to 256");
 };
 
 }  // namespace mxmoe::kernels::gemm

@@ -1,32 +1,51 @@
-// Every instantiation of the GEMM kernel, in one list: each weight format's translation unit
+// Every instantiation of the GEMM kernels, in one list: each weight format's translation unit
 // (gemm/instances_*.cu) instantiates launch_format / configure_format for its format, which cover
-// the five configurations x the two stages. launch.cu maps GemmFormat to those.
+// the configurations (each runs the mma.sync kernel, or the wgmma one if it says kWgmma) x the two
+// stages. launch.cu maps GemmFormat to those.
 #pragma once
 
 #include "kernels/gemm/configs.hpp"
 #include "kernels/gemm/epilogues.cuh"
 #include "kernels/gemm/kernel.cuh"
 #include "kernels/gemm/weight_formats.cuh"
+#include "kernels/gemm/wgmma_kernel.cuh"
 #include "kernels/launch.hpp"
 #include "mxmoe/device_buffer.hpp"
 
 namespace mxmoe::kernels::gemm {
+
+template <class T>
+struct TypeTag {
+  using type = T;
+};
+
+// The kernel a configuration runs, with its geometry.
+template <class Cfg, class Format, class Stage>
+struct KernelOf {
+  static constexpr bool kWgmma = UsesWgmma<Cfg>::value;
+  using G = std::conditional_t<kWgmma, WgmmaGeometry<Cfg, Format::kGroup>, Geometry<Cfg, Format::kGroup>>;
+  static constexpr auto function() {
+    if constexpr (kWgmma) return &moe_gemm_wgmma_kernel<Cfg, Format, Stage>;
+    else return &moe_gemm_kernel<Cfg, Format, Stage>;
+  }
+};
 
 template <class Format>
 void launch_format(GemmTile tile, bool gate_up, const MoeGemmParams& p, int max_blocks, cudaStream_t stream) {
   if (max_blocks <= 0) return;
   with_config(tile, [&](auto cfg) {
     using Cfg = decltype(cfg);
-    using G = Geometry<Cfg, Format::kGroup>;
     const int splits = gate_up ? 1 : (p.k_splits > 0 ? p.k_splits : 1);
-    const dim3 grid((p.shape.tiles() + G::kTilesPerCta - 1) / G::kTilesPerCta, static_cast<unsigned>(max_blocks),
-                    static_cast<unsigned>(splits));
-    if (gate_up)
-      launch_dependent(moe_gemm_kernel<Cfg, Format, GateUpActivation<Format>>, grid, dim3(G::kThreads), G::kSmemBytes, stream,
-                       "moe_gemm (w13)", p);
-    else
-      launch_dependent(moe_gemm_kernel<Cfg, Format, RouterWeightedPartial<Format>>, grid, dim3(G::kThreads), G::kSmemBytes,
-                       stream, "moe_gemm (w2)", p);
+    if (UsesWgmma<Cfg>::value && splits != 1)
+      fail(ErrorCode::InvalidArgument, "GEMM launch: the wgmma configuration does not split K");
+    auto launch_stage = [&](auto stage, const char* what) {
+      using K = KernelOf<Cfg, Format, typename decltype(stage)::type>;
+      const dim3 grid((p.shape.tiles() + K::G::kTilesPerCta - 1) / K::G::kTilesPerCta, static_cast<unsigned>(max_blocks),
+                      static_cast<unsigned>(splits));
+      launch_dependent(K::function(), grid, dim3(K::G::kThreads), K::G::kSmemBytes, stream, what, p);
+    };
+    if (gate_up) launch_stage(TypeTag<GateUpActivation<Format>>{}, "moe_gemm (w13)");
+    else launch_stage(TypeTag<RouterWeightedPartial<Format>>{}, "moe_gemm (w2)");
   });
 }
 
@@ -34,12 +53,11 @@ template <class Format>
 void configure_format() {
   for_each_config([](auto cfg) {
     using Cfg = decltype(cfg);
-    constexpr int kSmem = Geometry<Cfg, Format::kGroup>::kSmemBytes;
-    check_cuda(cudaFuncSetAttribute(moe_gemm_kernel<Cfg, Format, GateUpActivation<Format>>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem),
+    using K13 = KernelOf<Cfg, Format, GateUpActivation<Format>>;
+    using K2 = KernelOf<Cfg, Format, RouterWeightedPartial<Format>>;
+    check_cuda(cudaFuncSetAttribute(K13::function(), cudaFuncAttributeMaxDynamicSharedMemorySize, K13::G::kSmemBytes),
                "cudaFuncSetAttribute(moe_gemm w13)");
-    check_cuda(cudaFuncSetAttribute(moe_gemm_kernel<Cfg, Format, RouterWeightedPartial<Format>>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem),
+    check_cuda(cudaFuncSetAttribute(K2::function(), cudaFuncAttributeMaxDynamicSharedMemorySize, K2::G::kSmemBytes),
                "cudaFuncSetAttribute(moe_gemm w2)");
   });
 }

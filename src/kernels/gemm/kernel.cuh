@@ -41,6 +41,7 @@ __global__ void __launch_bounds__(Geometry<Cfg, Format::kGroup>::kThreads) moe_g
   extern __shared__ __align__(16) std::uint8_t smem[];
   __shared__ std::int32_t s_pair[Cfg::kTokens];
   __shared__ std::int32_t s_act_row[Cfg::kTokens];
+  __shared__ float s_pair_weight[Cfg::kTokens];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int expert = p.block_expert[block];
@@ -61,6 +62,7 @@ __global__ void __launch_bounds__(Geometry<Cfg, Format::kGroup>::kThreads) moe_g
     pair = p.sorted_pairs[block * Cfg::kTokens + tid];
     s_pair[tid] = pair;
     s_act_row[tid] = pair >= 0 ? pair / p.act_row_divisor : -1;
+    s_pair_weight[tid] = pair >= 0 ? Stage::pair_weight(p, pair) : 0.0f;
   }
   // A block holds its expert's pairs first and padding after, so only the first token tiles are
   // live: the rows of the others are not loaded. Their columns of the product are garbage and never
@@ -103,9 +105,9 @@ __global__ void __launch_bounds__(Geometry<Cfg, Format::kGroup>::kThreads) moe_g
       }
       ptx::cp_async_commit();
     }
-    const std::uint8_t* sw = smem + (kt % Cfg::kStages) * G::kStageBytes;
-    const std::uint8_t* ss = sw + G::kWeightBytes;
-    const std::uint8_t* sx = ss + G::kScaleBytes;
+    const std::uint8_t* sw = smem + (kt % Cfg::kStages) * G::kStageBytes + G::kWeightOffset;
+    const std::uint8_t* ss = smem + (kt % Cfg::kStages) * G::kStageBytes + G::kScaleOffset;
+    const std::uint8_t* sx = smem + (kt % Cfg::kStages) * G::kStageBytes + G::kActOffset;
     const int chunk0 = kt * Cfg::kChunksPerStage;
 
 #pragma unroll
@@ -138,20 +140,20 @@ __global__ void __launch_bounds__(Geometry<Cfg, Format::kGroup>::kThreads) moe_g
   }
   ptx::cp_async_wait<0>();
 
-  const Stage epilogue(p, expert);
   const int g = lane / 4, t = lane % 4;
 #pragma unroll
   for (int mt = 0; mt < Cfg::kTilesPerWarp; ++mt) {
     const int tile = tile0 + warp * Cfg::kTilesPerWarp + mt;
     if (tile >= n_tiles) continue;
+    const Stage epilogue(p, expert, tile, g, split);
 #pragma unroll
     for (int nt = 0; nt < G::kTokenTiles; ++nt)
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
-        const int slot_pair = s_pair[nt * 8 + 2 * t + j];
-        if (slot_pair < 0) continue;
+        const int slot = nt * 8 + 2 * t + j;
+        if (s_pair[slot] < 0) continue;
         // acc[..][j] and acc[..][2 + j]: rows g and g+8 of the tile.
-        epilogue.store(p, expert, tile, g, slot_pair, acc[mt][nt][j], acc[mt][nt][2 + j], split);
+        epilogue.store(p, s_pair[slot], s_pair_weight[slot], acc[mt][nt][j], acc[mt][nt][2 + j]);
       }
   }
 }

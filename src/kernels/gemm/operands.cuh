@@ -1,5 +1,5 @@
 // The 16-bit operand type of a GEMM (bf16 or fp16): how E2M1 nibbles become its bits, its exact
-// pairwise multiply, its tensor-core MMA, and how an fp32 result is stored in it.
+// pairwise multiply, its tensor-core MMAs (mma.sync, and the wgmma type tag), and how an fp32 result is stored in it.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -8,11 +8,13 @@
 
 #include "formats/bf16.hpp"
 #include "kernels/dequant.hpp"
+#include "kernels/gemm/wgmma.cuh"
 #include "kernels/ptx.cuh"
 
 namespace mxmoe::kernels::gemm {
 
 struct Bf16Operands {
+  using WgmmaType = ptx::Bf16Tag;
   template <int P>
   __device__ static std::uint32_t nibbles(std::uint32_t word) { return e2m1_pair_bits<P>(word); }  // v x 2^-126
   __device__ static std::uint32_t mul(std::uint32_t a, std::uint32_t b) { return ptx::mul_bf16x2(a, b); }
@@ -23,6 +25,7 @@ struct Bf16Operands {
 };
 
 struct F16Operands {
+  using WgmmaType = ptx::F16Tag;
   template <int P>
   __device__ static std::uint32_t nibbles(std::uint32_t word) { return e2m1_pair_bits_f16<P>(word); }  // v x 2^-14
   __device__ static std::uint32_t mul(std::uint32_t a, std::uint32_t b) { return ptx::mul_f16x2(a, b); }

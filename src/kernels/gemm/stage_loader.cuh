@@ -1,23 +1,30 @@
-// The copy side of the GEMM's pipeline: which 16-byte pieces of a stage (weights, scales, the
-// gathered activation rows of the block's tokens) each thread copies with cp.async. The plan is
-// fixed for the CTA's life: source pointers at k = 0 plus the per-stage advance, so the K loop
-// does no index arithmetic.
+// The copy side of the GEMM's pipeline: which 16-byte pieces of a stage each thread copies with
+// cp.async. Each plan is fixed for the CTA's life (source pointers at k = 0 plus the per-stage
+// advance), so the K loop does no index arithmetic.
+//   WeightLoader       the stage's weight chunks and scales (both kernels)
+//   PaddedActLoader    the gathered activation rows, padded for ldmatrix (the mma.sync kernel)
+//   SwizzledActLoader  the gathered activation rows as 128-byte-swizzled slabs, one per 64-K chunk:
+//                      the K-major B operand of wgmma (the wgmma kernel)
+//   StageLoader        WeightLoader + PaddedActLoader
+// Activations: padding slots and K past the end read as zeros (the padded weights are zero codes,
+// but 0 x garbage could be NaN); rows of dead token tiles (act_row >= 0 only for live slots;
+// live_tiles * 8 rows) are never copied, their product columns discarded.
 #pragma once
 
 #include <cstdint>
 
 #include "kernels/gemm/geometry.hpp"
+#include "kernels/gemm/wgmma.cuh"
 #include "kernels/moe_gemm.hpp"
 #include "kernels/ptx.cuh"
 
 namespace mxmoe::kernels::gemm {
 
 template <class Cfg, class G>
-struct StageLoader {
+struct WeightLoader {
   static constexpr int kWeightPieces = G::kWeightBytes / 16, kScalePieces = G::kScaleBytes / 16;
-  static constexpr int kPiecesPerRow = G::kStageK / 8, kActPieces = Cfg::kTokens * kPiecesPerRow;
-  static_assert(kWeightPieces % G::kThreads == 0 && kActPieces % G::kThreads == 0, "pieces split evenly over threads");
-  static constexpr int kWeightPerThread = kWeightPieces / G::kThreads, kActPerThread = kActPieces / G::kThreads;
+  static_assert(kWeightPieces % G::kThreads == 0, "weight pieces split evenly over threads");
+  static constexpr int kWeightPerThread = kWeightPieces / G::kThreads;
   static constexpr int kScalePerThread = (kScalePieces + G::kThreads - 1) / G::kThreads;
   static constexpr int kScalePiecesPerChunk = G::kChunkScaleBytes / 16;
 
@@ -25,18 +32,14 @@ struct StageLoader {
   int w_chunk[kWeightPerThread];  // chunk within the stage, or a huge value when the tile is past N
   const std::uint8_t* s_src[kScalePerThread];
   int s_chunk[kScalePerThread];
-  const std::uint16_t* a_src[kActPerThread];
-  int a_k[kActPerThread];  // first K of the piece at stage 0, -1 for a dead token tile, huge for padding
-  const std::uint16_t* act;
-  int n_local, K, tid;
+  int n_local;
 
-  // Weights: each tile's chunks are contiguous in global memory, so consecutive threads copy
-  // consecutive pieces. Activations: padding slots and K past the end read as zeros (the padded
-  // weights are zero codes, but 0 x garbage could be NaN); rows of dead token tiles (act_row >= 0
-  // only for live slots; live_tiles * 8 rows) are never copied, their product columns discarded.
-  __device__ StageLoader(const MoeGemmParams& p, const std::uint8_t* w_expert, const std::uint8_t* s_expert, int tile0,
-                         int c_begin, int n_local_, int K_, const std::int32_t* s_act_row, int live_tiles, int tid_)
-      : act(p.act), n_local(n_local_), K(K_), tid(tid_) {
+  // Each tile's chunks are contiguous in global memory, so consecutive threads copy consecutive pieces.
+  // A piece of a chunk past the end (n_local) or of a tile past N is written as zeros (codes 0 and
+  // scale bytes 0: weights exactly 0), so the copy has no branches and a kernel may run whole stages.
+  __device__ WeightLoader(const MoeGemmParams& p, const std::uint8_t* w_expert, const std::uint8_t* s_expert, int tile0,
+                          int c_begin, int n_local_, int tid)
+      : n_local(n_local_) {
     const int n_tiles = p.shape.tiles(), n_chunks = p.shape.chunks();
 #pragma unroll
     for (int j = 0; j < kWeightPerThread; ++j) {
@@ -52,10 +55,42 @@ struct StageLoader {
       const int tl = i / (Cfg::kChunksPerStage * kScalePiecesPerChunk), c = (i / kScalePiecesPerChunk) % Cfg::kChunksPerStage;
       const int piece = i % kScalePiecesPerChunk;
       const int tile = tile0 + tl;
-      const bool ok = i < kScalePieces && tile < n_tiles;
-      s_chunk[j] = ok ? c : (1 << 30);
-      s_src[j] = s_expert + (static_cast<std::int64_t>(ok ? tile : 0) * n_chunks + c_begin + c) * G::kChunkScaleBytes + piece * 16;
+      s_chunk[j] = tile < n_tiles ? c : (1 << 30);
+      s_src[j] = s_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c_begin + c) * G::kChunkScaleBytes + piece * 16;
     }
+  }
+
+  __device__ void load_weights(std::uint8_t* smem, int stage, int k_iter, int tid) const {
+    std::uint8_t* sw = smem + stage * G::kStageBytes + G::kWeightOffset + tid * 16;
+    std::uint8_t* ss = smem + stage * G::kStageBytes + G::kScaleOffset + tid * 16;
+    const int chunk0 = k_iter * Cfg::kChunksPerStage;
+#pragma unroll
+    for (int j = 0; j < kWeightPerThread; ++j) {
+      const bool ok = chunk0 + w_chunk[j] < n_local;
+      ptx::cp_async16(sw + j * G::kThreads * 16, w_src[j] + (ok ? chunk0 * tiling::kChunkBytes : 0), ok ? 16 : 0);
+    }
+#pragma unroll
+    for (int j = 0; j < kScalePerThread; ++j) {
+      if (kScalePieces % G::kThreads != 0 && tid + j * G::kThreads >= kScalePieces) break;
+      const bool ok = chunk0 + s_chunk[j] < n_local;
+      ptx::cp_async16(ss + j * G::kThreads * 16, s_src[j] + (ok ? chunk0 * G::kChunkScaleBytes : 0), ok ? 16 : 0);
+    }
+  }
+};
+
+template <class Cfg, class G>
+struct PaddedActLoader {
+  static constexpr int kPiecesPerRow = G::kStageK / 8, kActPieces = Cfg::kTokens * kPiecesPerRow;
+  static_assert(kActPieces % G::kThreads == 0, "activation pieces split evenly over threads");
+  static constexpr int kActPerThread = kActPieces / G::kThreads;
+
+  const std::uint16_t* a_src[kActPerThread];
+  int a_k[kActPerThread];  // first K of the piece at stage 0, -1 for a dead token tile, huge for padding
+  const std::uint16_t* act;
+  int K, tid;
+
+  __device__ PaddedActLoader(const MoeGemmParams& p, int c_begin, int K_, const std::int32_t* s_act_row, int live_tiles, int tid_)
+      : act(p.act), K(K_), tid(tid_) {
 #pragma unroll
     for (int j = 0; j < kActPerThread; ++j) {
       const int i = tid + j * G::kThreads;
@@ -66,22 +101,8 @@ struct StageLoader {
     }
   }
 
-  __device__ void load_weights(std::uint8_t* smem, int stage, int k_iter) const {
-    std::uint8_t* sw = smem + stage * G::kStageBytes;
-    const int chunk0 = k_iter * Cfg::kChunksPerStage;
-#pragma unroll
-    for (int j = 0; j < kWeightPerThread; ++j)
-      if (chunk0 + w_chunk[j] < n_local)
-        ptx::cp_async16(sw + (tid + j * G::kThreads) * 16, w_src[j] + static_cast<std::int64_t>(chunk0) * tiling::kChunkBytes, 16);
-#pragma unroll
-    for (int j = 0; j < kScalePerThread; ++j)
-      if (chunk0 + s_chunk[j] < n_local)
-        ptx::cp_async16(sw + G::kWeightBytes + (tid + j * G::kThreads) * 16,
-                        s_src[j] + static_cast<std::int64_t>(chunk0) * G::kChunkScaleBytes, 16);
-  }
-
   __device__ void load_acts(std::uint8_t* smem, int stage, int k_iter) const {
-    std::uint8_t* sx = smem + stage * G::kStageBytes + G::kWeightBytes + G::kScaleBytes;
+    std::uint8_t* sx = smem + stage * G::kStageBytes + G::kActOffset;
     const int k0 = k_iter * G::kStageK;
 #pragma unroll
     for (int j = 0; j < kActPerThread; ++j) {
@@ -91,6 +112,59 @@ struct StageLoader {
       ptx::cp_async16(sx + (i / kPiecesPerRow) * G::kActRowBytes + (i % kPiecesPerRow) * 16, valid ? a_src[j] + k0 : act,
                       valid ? 16 : 0);
     }
+  }
+};
+
+template <class Cfg, class G, int kRows = Cfg::kTokens>
+struct SwizzledActLoader {
+  // Thread tid copies 16-byte unit tid % 8 (k 8u..8u+7 of each chunk) of rows tid / 8 + j * kRowStride
+  // below kRows (the block's N; rows past it are never read). kRowStride is a multiple of 8, so all
+  // of a thread's rows share one swizzle: one destination offset plus compile-time steps. Rows
+  // without a pair are written as zeros, so the copy has no branches: a few instructions per 16 bytes.
+  static constexpr int kRowStride = G::kThreads / 8;
+  static_assert(G::kThreads % 64 == 0 && kRows % kRowStride == 0, "rows split evenly, one swizzle per thread");
+  static constexpr int kRowsPerThread = kRows / kRowStride;
+
+  const std::uint16_t* a_src[kRowsPerThread];  // the row at k = 8u of the first chunk (p.act for rows with no pair)
+  unsigned live = 0;                           // bit j: row j has a pair
+  int dst, K, k_unit;
+
+  __device__ SwizzledActLoader(const MoeGemmParams& p, int c_begin, int K_, const std::int32_t* s_act_row, int tid)
+      : dst(ptx::swizzled_k128_offset(tid / 8, tid % 8)), K(K_), k_unit((tid % 8) * 8) {
+#pragma unroll
+    for (int j = 0; j < kRowsPerThread; ++j) {
+      const int src_row = s_act_row[tid / 8 + j * kRowStride];
+      live |= (src_row >= 0 ? 1u : 0u) << j;
+      a_src[j] = src_row >= 0 ? p.act + static_cast<std::int64_t>(src_row) * p.shape.k + c_begin * tiling::kChunkK + k_unit : p.act;
+    }
+  }
+
+  __device__ void load_acts(std::uint8_t* smem, int stage, int k_iter) const {
+    std::uint8_t* sx = smem + stage * G::kStageBytes + G::kActOffset + dst;
+    const int k0 = k_iter * G::kStageK;
+#pragma unroll
+    for (int c = 0; c < Cfg::kChunksPerStage; ++c) {
+      const int k = k0 + c * tiling::kChunkK;
+      const bool in_k = k + k_unit < K;
+#pragma unroll
+      for (int j = 0; j < kRowsPerThread; ++j) {
+        const bool valid = in_k && ((live >> j) & 1u);
+        ptx::cp_async16(sx + c * G::kSlabBytes + j * kRowStride * 128, a_src[j] + (valid ? k : 0), valid ? 16 : 0);
+      }
+    }
+  }
+};
+
+// The mma.sync kernel's loader: weights and padded activation rows.
+template <class Cfg, class G>
+struct StageLoader : WeightLoader<Cfg, G>, PaddedActLoader<Cfg, G> {
+  __device__ StageLoader(const MoeGemmParams& p, const std::uint8_t* w_expert, const std::uint8_t* s_expert, int tile0, int c_begin,
+                         int n_local, int K, const std::int32_t* s_act_row, int live_tiles, int tid)
+      : WeightLoader<Cfg, G>(p, w_expert, s_expert, tile0, c_begin, n_local, tid),
+        PaddedActLoader<Cfg, G>(p, c_begin, K, s_act_row, live_tiles, tid), tid(tid) {}
+  int tid;
+  __device__ void load_weights(std::uint8_t* smem, int stage, int k_iter) const {
+    WeightLoader<Cfg, G>::load_weights(smem, stage, k_iter, tid);
   }
 };
 
