@@ -20,11 +20,11 @@ TEST(GemmPlan, FormatFollowsGroupActivationsAndLargestScale) {
   EXPECT_STREQ(gemm_format_name(GemmFormat::Nvfp4F16), "nvfp4-f16");
 }
 
-// Bytes above 128 run Mxfp4Shifted while every matrix half holding one spans at most 128 bytes (its
+// Bytes above 128 run Mxfp4Shifted while every weight row holding one spans at most 128 bytes (its
 // smallest byte then stays >= the shift max - 128); only a wider span needs Mxfp4Wide.
-TEST(GemmPlan, BytesAbove128ShiftUnlessAHalfSpansMoreThan128) {
+TEST(GemmPlan, BytesAbove128ShiftUnlessARowSpansMoreThan128) {
   EXPECT_EQ(choose_gemm_format(32, false, {129, 0}), GemmFormat::Mxfp4Shifted);
-  EXPECT_EQ(choose_gemm_format(32, false, {129, 129}), GemmFormat::Mxfp4Wide) << "bytes 0 and 129 in one half";
+  EXPECT_EQ(choose_gemm_format(32, false, {129, 129}), GemmFormat::Mxfp4Wide) << "bytes 0 and 129 in one row";
   EXPECT_EQ(choose_gemm_format(32, false, {254, 128}), GemmFormat::Mxfp4Shifted) << "126..254: lowered to 0..128";
   EXPECT_EQ(choose_gemm_format(32, false, {254, 129}), GemmFormat::Mxfp4Wide) << "125..254";
   EXPECT_EQ(choose_gemm_format(32, false, {200, 0}), GemmFormat::Mxfp4Shifted);

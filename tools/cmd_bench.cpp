@@ -339,9 +339,9 @@ const RegisterCommand kBench{
       sub.add_flag("--quiet", o->quiet, "no progress lines on stderr");
       sub.add_option("--format", o->format,
                      "weights: mxfp4 (E8M0 per 32, bf16 activations), mxfp4-wide (the same with one E8M0 byte above "
-                     "128, 200, over zero codes: the layer runs mxfp4-shifted, a per-expert exponent shift folded "
-                     "into the epilogue), mxfp4-span (also byte 0 in the same expert's w2, over zero codes: a span "
-                     "above 128 within one matrix, the pathological case that runs the two-multiply mxfp4-wide), "
+                     "128, 200, over zero codes: the layer runs mxfp4-shifted, a per-row exponent shift folded "
+                     "into the epilogue), mxfp4-span (also byte 0 in the same w2 row, over zero codes: a span "
+                     "above 128 within one row, the pathological case that runs the two-multiply mxfp4-wide), "
                      "nvfp4 (UE4M3 per 16 + "
                      "global scales, bf16) or nvfp4-f16 (the same with fp16 activations); the read floor counts the "
                      "format's scale bytes")

@@ -39,8 +39,8 @@ struct BenchConfig {
   GemmTile gemm_tile = GemmTile::Auto;
   WeightFormat format;  // MXFP4 (bf16) or NVFP4 with bf16 / fp16 activations; shape.group follows it
   // MXFP4 only: one E8M0 byte (200) above 128 in expert 0's w2 (over a block of zero codes, so the
-  // values do not change), which makes the layer run Mxfp4Shifted (a per-half shift, 2^d in the
-  // epilogue). span_scales adds byte 0 in the same matrix (over zero codes too): a span above 128,
+  // values do not change), which makes the layer run Mxfp4Shifted (a per-row shift, 2^d in the
+  // epilogue). span_scales adds byte 0 in the same row (over zero codes too): a span above 128,
   // the pathological case that runs the two-multiply format (Mxfp4Wide), so it can still be timed.
   bool wide_scales = false;
   bool span_scales = false;

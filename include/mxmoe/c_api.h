@@ -16,7 +16,8 @@
 extern "C" {
 #endif
 
-#define MXMOE_C_ABI_VERSION 3 /* 3: MXFP4 weights may carry E8M0 shift factors (mxmoe_weights) */
+#define MXMOE_C_ABI_VERSION 4 /* 3: MXFP4 weights may carry E8M0 shift factors (mxmoe_weights);
+                                * 4: those factors are per weight row, [E, 2I] and [E, H] */
 
 enum {
   MXMOE_OK = 0,
@@ -54,8 +55,8 @@ typedef struct {
   const void* w2_scale;
   const float* w13_bias;
   const float* w2_bias;
-  const float* w13_global_scale; /* NVFP4: fp32 [E, 2]; MXFP4: NULL, or the shift factors (below) */
-  const float* w2_global_scale;  /* NVFP4: fp32 [E]; MXFP4: NULL, or the shift factors (below) */
+  const float* w13_global_scale; /* NVFP4: fp32 [E, 2]; MXFP4: NULL, or the shift factors [E, 2I] (below) */
+  const float* w2_global_scale;  /* NVFP4: fp32 [E]; MXFP4: NULL, or the shift factors [E, H] (below) */
   int num_experts, hidden, inter;
   int group;           /* 32 (MXFP4) or 16 (NVFP4) */
   int f16_activations; /* 1: hidden, intermediate and out are fp16 (NVFP4 only); 0: bf16 */
@@ -63,11 +64,13 @@ typedef struct {
                         * picks the kernels' scale arithmetic; a value below the true largest byte gives
                         * wrong results on the GPU. NVFP4: ignored.
                         * MXFP4 scales with bytes above 128 run fastest prepared with a shift (the torch
-                        * package's prepare does it): per expert and matrix half (w13's gate rows, its
-                        * up rows, w2) with largest byte m, d = max(0, m - 128), the bytes passed as
-                        * b - d (all within 0..128, so max_scale_byte <= 128) and the factors 2^d in
-                        * w13_global_scale fp32 [E, 2] and w2_global_scale fp32 [E] (device); the
-                        * forward multiplies each half's dot products by its factor. Without factors,
+                        * package's prepare does it): per expert and weight row (canonical order: w13's
+                        * 2I rows, gate rows then up rows; w2's H rows) with largest byte m,
+                        * d = max(0, m - 128), the row's bytes passed as b - d (all within 0..128, so
+                        * max_scale_byte <= 128; a row spanning more than 128 bytes cannot be shifted)
+                        * and the factors 2^d in w13_global_scale fp32 [E, 2I] and w2_global_scale fp32
+                        * [E, H] (device, E x (2I + H) x 4 bytes); the forward multiplies each row's dot
+                        * products by its factor. Without factors,
                         * bytes above 128 take one more multiply per weight register (slower). The CPU
                         * oracle (mxmoe_forward_cpu) takes canonical bytes, no factors. */
 } mxmoe_weights;

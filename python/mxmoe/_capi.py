@@ -119,7 +119,7 @@ _SIGNATURES = {
     "mxmoe_layer_close": ([_P], None),
     "mxmoe_fused_aliases": ([ctypes.c_char_p, ctypes.c_char_p, _L], _I),
 }
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 
 def _load():

@@ -35,10 +35,10 @@ class PreparedWeights:
     on the GPU the tile layout is made for one of them, bfloat16 unless float16 was asked).
     max_scale_byte: MXFP4's largest E8M0 byte of w13_scale and w2_scale as held here; computed once by
     prepare, so no forward synchronises the host. 0 for NVFP4.
-    MXFP4 tiled with bytes above 128: prepare lowers each (expert, matrix half)'s bytes by its shift
-    d = max(0, largest - 128) (e8m0_shifts; halves: w13's gate rows, its up rows, w2) and keeps the
-    factors 2^d as fp32 w13_global_scale [E, 2] and w2_global_scale [E], which the kernels multiply
-    back in the epilogue (one multiply per weight register; max_scale_byte is then 128). Only a half
+    MXFP4 tiled with bytes above 128: prepare lowers each weight row's bytes by its shift
+    d = max(0, the row's largest - 128) (e8m0_shifts) and keeps the factors 2^d as fp32
+    w13_global_scale [E, 2I] and w2_global_scale [E, H] (canonical row order), which the kernels
+    multiply back in the epilogue (one multiply per weight register; max_scale_byte is then 128). Only a row
     spanning more than 128 bytes keeps its bytes (no factors) and runs the two-multiply format."""
 
     w13: torch.Tensor
@@ -166,26 +166,28 @@ def global_scales(scales, name: str, E: int, columns: int, device) -> torch.Tens
 
 
 def e8m0_shifts(s13: torch.Tensor, s2: torch.Tensor):
-    """The per-(expert, matrix half) E8M0 shift of the kernels' Mxfp4Shifted format: the rule of
+    """The per-row E8M0 shift of the kernels' Mxfp4Shifted format: the rule of
     src/prepare/scale_shift.hpp, on E8M0 bytes s13 [E, 2I, H/32] (gate rows, then up rows) and s2
-    [E, H, I/32] on any device. A half's shift is d = max(0, m - 128), m its largest byte; when every
-    half holding a byte above 128 spans at most 128 bytes (largest - smallest), returns the bytes
-    lowered by d (all in 0..128), the fp32 factors 2^d [E, 2] (gate, up) and [E], and 128. Otherwise
-    (no byte above 128, or a half spanning more: 2^128 between two blocks of one matrix) the bytes
-    unchanged, None, None and their largest byte. One host synchronisation."""
-    E = s13.shape[0]
-    h13, h2 = s13.reshape(E, 2, -1), s2.reshape(E, 1, -1)
-    top = torch.cat([h13.amax(-1), h2.amax(-1)], 1).to(torch.int32)  # [E, 3]: gate, up, w2
-    low = torch.cat([h13.amin(-1), h2.amin(-1)], 1).to(torch.int32)
-    d = (top - 128).clamp(min=0)
-    fits = ((d == 0) | (low >= d)).all()
-    max_byte, ok = (int(v) for v in torch.stack([top.max(), fits.to(torch.int32)]).tolist())
+    [E, H, I/32] on any device. A weight row's shift is d = max(0, m - 128), m its largest byte; when
+    every row holding a byte above 128 spans at most 128 bytes (largest - smallest), returns the bytes
+    lowered by their row's d (all in 0..128), the fp32 factors 2^d [E, 2I] and [E, H] (canonical row
+    order; E x (2I + H) x 4 bytes) and 128. Otherwise (no byte above 128, or a row spanning more:
+    2^128 within one row) the bytes unchanged, None, None and their largest byte. Per row, not per
+    (expert, matrix half): a half's shift pushes its rows with smaller bytes down, where the fp32
+    products of the kernels underflow. One host synchronisation."""
+    top13, top2 = s13.amax(-1).to(torch.int32), s2.amax(-1).to(torch.int32)  # [E, 2I], [E, H]
+    d13, d2 = (top13 - 128).clamp(min=0), (top2 - 128).clamp(min=0)
+    fits = ((s13.amin(-1).to(torch.int32) >= d13).all() & (s2.amin(-1).to(torch.int32) >= d2).all()).to(torch.int32)
+    max_byte, ok = (int(v) for v in torch.stack([torch.maximum(top13.max(), top2.max()), fits]).tolist())
     if max_byte <= 128 or not ok:
         return s13, s2, None, None, max_byte
-    s13 = (h13.to(torch.int32) - d[:, :2, None]).to(torch.uint8).reshape(s13.shape)
-    s2 = (h2.to(torch.int32) - d[:, 2:, None]).to(torch.uint8).reshape(s2.shape)
-    factors = ((d + 127) << 23).to(torch.int32).view(torch.float32)  # 2^d from its exponent field: exact
-    return s13, s2, factors[:, :2].contiguous(), factors[:, 2].contiguous(), 128
+    s13 = (s13.to(torch.int32) - d13[..., None]).to(torch.uint8)
+    s2 = (s2.to(torch.int32) - d2[..., None]).to(torch.uint8)
+
+    def factors(d):  # 2^d from its exponent field: exact
+        return ((d + 127) << 23).to(torch.int32).view(torch.float32).contiguous()
+
+    return s13, s2, factors(d13), factors(d2), 128
 
 
 def _tile(w: torch.Tensor, s: torch.Tensor, rows: int, k: int, gate_up: bool, group: int, inplace: bool, f16: bool):
@@ -282,7 +284,7 @@ def prepare(w13, w13_scale, w2, w2_scale, w13_bias=None, w2_bias=None, *, w13_gl
     index = device.index if device.index is not None else torch.cuda.current_device()
     check(lib.mxmoe_check_device(index))
     if not nvfp4:
-        # Bytes above 128: shifted per (expert, half), the factors 2^d ride as the global scales.
+        # Bytes above 128: shifted per weight row, the factors 2^d [E, 2I] and [E, H] ride as the global scales.
         s13, s2, g13, g2, max_byte = e8m0_shifts(s13, s2)
         extra.update(w13_global_scale=g13, w2_global_scale=g2, max_scale_byte=max_byte)
     if activation_dtype is None:

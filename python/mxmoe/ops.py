@@ -76,8 +76,9 @@ def _weights(w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, 
 
 # ---------------------------------------------------------------------------------------- fused_moe
 # hidden and out: bf16, or fp16 with NVFP4 (group 16); the scales uint8 (E8M0 or UE4M3 bytes); the
-# global scales fp32 [E, 2] and [E]: NVFP4's, or the 2^d factors of MXFP4 scales prepared with a shift
-# (CUDA only; _prepare.e8m0_shifts), or None; max_scale_byte: MXFP4's largest E8M0 byte as passed.
+# global scales: NVFP4's fp32 [E, 2] and [E], or the per-row 2^d factors fp32 [E, 2I] and [E, H] of MXFP4
+# scales prepared with a shift (CUDA only; _prepare.e8m0_shifts), or None; max_scale_byte: MXFP4's
+# largest E8M0 byte as passed.
 def _fused_moe_cpu(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale,
                    topk_ids, topk_weights, inter, group, max_scale_byte, act_kind, act_limit, act_alpha, out):
     T = hidden.shape[0]

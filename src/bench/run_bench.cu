@@ -95,9 +95,9 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
     weights.w2_scale.mutable_as<std::uint8_t>()[0] = 200;                 // expert 0, row 0, group 0
     std::fill_n(weights.w2.mutable_as<std::uint8_t>(), 16, std::uint8_t{0});  // its 32 codes: zero
   }
-  if (config.span_scales && !config.format.nvfp4()) {  // expert 0, row 1, group 0: span 200 > 128
-    weights.w2_scale.mutable_as<std::uint8_t>()[shape.inter / 32] = 0;
-    std::fill_n(weights.w2.mutable_as<std::uint8_t>() + shape.inter / 2, 16, std::uint8_t{0});
+  if (config.span_scales && !config.format.nvfp4()) {  // expert 0, row 0, group 1: a row spanning 200 > 128
+    weights.w2_scale.mutable_as<std::uint8_t>()[1] = 0;
+    std::fill_n(weights.w2.mutable_as<std::uint8_t>() + 16, 16, std::uint8_t{0});  // its 32 codes: zero
   }
   const std::vector<std::uint16_t> hidden =
       verify::random_hidden(max_tokens, shape.hidden, stream_seed(config.seed, 0x41c7ull), 1.0, config.format.activation_dtype);

@@ -111,14 +111,16 @@ int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, cons
     const WeightFormat format = capi::format_of(*w);
     const bool has_global = w->w13_global_scale || w->w2_global_scale;
     if (format.nvfp4() || has_global) {
-      // NVFP4's global scales, or the 2^d factors of MXFP4 scales prepared with a shift: both or neither.
+      // NVFP4's global scales, or the per-row 2^d factors of MXFP4 scales prepared with a shift: both
+      // or neither.
       for (auto [p, name] : {std::pair<const float*, const char*>{w->w13_global_scale, "w13_global_scale"},
                              {w->w2_global_scale, "w2_global_scale"}}) {
         if (!p)
           fail(ErrorCode::InvalidArgument, std::string(entry) + ": " + name +
                                                (format.nvfp4() ? " is null; NVFP4 weights (group 16) need their fp32 global scales"
                                                                : " is null while the other factor tensor is set; MXFP4 weights "
-                                                                 "prepared with an E8M0 shift need both (fp32 2^d, [E, 2] and [E])"));
+                                                                 "prepared with an E8M0 shift need both (fp32 2^d per row, "
+                                                                 "[E, 2I] and [E, H])"));
         layer::check_device_pointer(p, 4, entry, name);
       }
     }
@@ -149,8 +151,13 @@ int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, cons
     layer::PreparedWeightsView view{static_cast<const std::uint8_t*>(w->w13), static_cast<const std::uint8_t*>(w->w13_scale),
                                     static_cast<const std::uint8_t*>(w->w2),  static_cast<const std::uint8_t*>(w->w2_scale),
                                     w->w13_bias, w->w2_bias, w->num_experts, w->hidden, w->inter};
-    view.w13_global_scale = w->w13_global_scale;
-    view.w2_global_scale = w->w2_global_scale;
+    if (gemm_format == kernels::GemmFormat::Mxfp4Shifted) {  // MXFP4: the pointers hold per-row factors
+      view.w13_row_factor = w->w13_global_scale;
+      view.w2_row_factor = w->w2_global_scale;
+    } else {
+      view.w13_global_scale = w->w13_global_scale;
+      view.w2_global_scale = w->w2_global_scale;
+    }
     view.format = gemm_format;
     layer::launch_forward(view, capi::activation_of(*act), GemmTile::Auto, sm_count, workspace, ws,
                           {hidden, ids, topk_weights, out, num_tokens, top_k}, static_cast<cudaStream_t>(stream));

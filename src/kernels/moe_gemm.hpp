@@ -45,21 +45,21 @@ struct GemmWgmma {
 
 // The weight formats the kernels run (kernels/gemm/weight_formats.cuh):
 //   Mxfp4         E8M0 scale bytes 0..128, bf16 (every real MXFP4 checkpoint seen: scales <= 2)
-//   Mxfp4Shifted  bytes above 128 in a layer each of whose (expert, matrix half) spans at most 128
-//                 bytes: the prepared bytes lowered by the half's shift d (prepare/scale_shift.hpp),
-//                 Mxfp4's one multiply, and the epilogue multiplies by 2^d (MoeGemmParams::global_scale)
+//   Mxfp4Shifted  bytes above 128 in a layer each of whose weight rows spans at most 128 bytes: the
+//                 prepared bytes lowered by the row's shift d (prepare/scale_shift.hpp), Mxfp4's one
+//                 multiply, and the epilogue multiplies by 2^d (MoeGemmParams::row_factor)
 //   Mxfp4Wide     every E8M0 byte 0..254, bf16: one more exact multiply per register; only a layer
-//                 with a half that holds a byte above 128 and spans more than 128 bytes runs it
+//                 with a row that holds a byte above 128 and spans more than 128 bytes runs it
 //   Nvfp4Bf16     UE4M3 per 16 + global scales, bf16 activations
 //   Nvfp4F16      the same with fp16 activations
 enum class GemmFormat { Mxfp4, Mxfp4Shifted, Mxfp4Wide, Nvfp4Bf16, Nvfp4F16 };
 const char* gemm_format_name(GemmFormat format);
 
 // What the MXFP4 format choice reads of a layer's E8M0 scales, computed in one pass by
-// prepare::e8m0_shifts. A "matrix half" is w13's gate rows, w13's up rows or w2, of one expert.
+// prepare::e8m0_shifts, row by row (a row: one expert's weight row of w13 or w2, all its K groups).
 struct E8m0ScaleSummary {
   int max_byte = 0;  // the layer's largest byte, 0..254
-  // The largest span (largest byte - smallest byte) of the matrix halves that hold a byte above 128;
+  // The largest span (largest byte - smallest byte) of the rows that hold a byte above 128;
   // 0 when none does. kUnknownScaleSpan: not known (scales prepared without a shift: the C ABI's
   // weights without factors), so bytes above 128 can only run Mxfp4Wide.
   int max_shifted_span = 0;
@@ -67,7 +67,7 @@ struct E8m0ScaleSummary {
 constexpr int kUnknownScaleSpan = 255;
 // The format for a layer: `group` 32 or 16, fp16 activations (NVFP4 only), and its E8M0 scales'
 // summary (MXFP4 only): Mxfp4 when every byte is at most 128; Mxfp4Shifted when some byte is above
-// 128 and every half holding one spans at most 128 bytes; Mxfp4Wide otherwise. Throws
+// 128 and every row holding one spans at most 128 bytes; Mxfp4Wide otherwise. Throws
 // InvalidArgument for a combination no kernel runs.
 GemmFormat choose_gemm_format(int group, bool f16_activations, const E8m0ScaleSummary& scales = {});
 
@@ -100,8 +100,8 @@ struct MoeGemmParams {
   const std::int32_t* num_blocks;
 
   const float* bias;  // canonical order: [E, 2I] for w13, [E, H] for w2; may be null
-  // The fp32 factors of formats with kGlobalScale, [E, 2] (gate, up) for w13 and [E] for w2: NVFP4's
-  // global scales, Mxfp4Shifted's 2^d; null for the others.
+  // NVFP4's fp32 global scales (formats with kGlobalScale), [E, 2] (gate, up) for w13 and [E] for
+  // w2; null for the others.
   const float* global_scale;
 
   // GEMM1 (w13): activation of gate/up, written in the operand type (bf16/fp16) to inter_out[pair, I].
@@ -112,6 +112,9 @@ struct MoeGemmParams {
   // GEMM2 (w2): pair_weight * (y + bias), written fp32 to partial_out[pair, H].
   const float* pair_weights;
   float* partial_out;
+  // Mxfp4Shifted's fp32 per-row factors 2^d (formats with kRowFactor), canonical row order: [E, 2I]
+  // (gate rows, then up rows) for w13, [E, H] for w2; null for the others.
+  const float* row_factor;
   std::int64_t partial_split_stride;  // floats between the outputs of consecutive K splits
   int k_splits;                       // GEMM2 only; 1 = no split
 };

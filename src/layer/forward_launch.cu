@@ -82,6 +82,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   p.act_row_divisor = k;
   p.bias = w.w13_bias;
   p.global_scale = w.w13_global_scale;
+  p.row_factor = w.w13_row_factor;
   p.inter_out = inter;
   p.act_kind = act.kind;
   p.act_limit = act.limit;
@@ -97,6 +98,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   p.act_row_divisor = 1;
   p.bias = w.w2_bias;
   p.global_scale = w.w2_global_scale;
+  p.row_factor = w.w2_row_factor;
   p.pair_weights = a.topk_weights;
   p.partial_out = partial;
   // Fewer GEMM2 CTAs than three per SM leave SMs idle at the end: split K in two (the combine adds

@@ -16,14 +16,16 @@
 namespace mxmoe::layer {
 
 // Prepared (tiled) weights of every expert, all on one device; biases canonical fp32 or null;
-// the global factors fp32 [E, 2] and [E]: NVFP4's global scales, Mxfp4Shifted's 2^d (null for the other
-// MXFP4 formats). `format` (kernels::choose_gemm_format)
+// NVFP4's global scales fp32 [E, 2] and [E] (null for MXFP4); Mxfp4Shifted's per-row factors 2^d fp32
+// [E, 2I] and [E, H], canonical row order (null for the other formats; E x (2I + H) x 4 bytes).
+// `format` (kernels::choose_gemm_format)
 // says how the kernels read the scales, and whether activations are bf16 or fp16.
 struct PreparedWeightsView {
   const std::uint8_t *w13 = nullptr, *w13_scale = nullptr, *w2 = nullptr, *w2_scale = nullptr;
   const float *w13_bias = nullptr, *w2_bias = nullptr;
   int num_experts = 0, hidden = 0, inter = 0;
   const float *w13_global_scale = nullptr, *w2_global_scale = nullptr;
+  const float *w13_row_factor = nullptr, *w2_row_factor = nullptr;
   kernels::GemmFormat format = kernels::GemmFormat::Mxfp4;
 
   int group() const { return format == kernels::GemmFormat::Nvfp4Bf16 || format == kernels::GemmFormat::Nvfp4F16 ? 16 : 32; }

@@ -25,6 +25,8 @@ struct MoeLayer::Impl {
   tiling::TiledShape w13_shape{}, w2_shape{};
   DeviceBuffer w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale, correction_bias;
   DeviceBuffer workspace;
+  // Mxfp4Shifted only: the per-row factors 2^d, fp32 [E, 2I] and [E, H] (E x (2I + H) x 4 bytes).
+  DeviceBuffer w13_row_factor, w2_row_factor;
   layer::WorkspaceLayout ws;
   float prepare_ms = 0.0f;
   std::size_t bytes = 0;
@@ -32,7 +34,7 @@ struct MoeLayer::Impl {
   layer::PreparedWeightsView view() const {
     return {w13.as<std::uint8_t>(), w13_scale.as<std::uint8_t>(), w2.as<std::uint8_t>(), w2_scale.as<std::uint8_t>(),
             w13_bias.as<float>(), w2_bias.as<float>(), E, H, I, w13_global_scale.as<float>(), w2_global_scale.as<float>(),
-            format};
+            w13_row_factor.as<float>(), w2_row_factor.as<float>(), format};
   }
   void run(const void* hidden, const std::int32_t* ids, const float* weights, void* out, int T, cudaStream_t stream) const {
     layer::launch_forward(view(), activation, gemm_tile, sm_count, workspace.as(), ws, {hidden, ids, weights, out, T, top_k},
@@ -125,8 +127,8 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
   // Mxfp4Shifted prepares shifted copies of the (small) scale tensors; the others the canonical bytes.
   std::vector<std::uint8_t> w13_scale_shifted, w2_scale_shifted;
   if (shifted) {
-    w13_scale_shifted = prepare::shift_scales(w.w13_scale.as<std::uint8_t>(), m.E, 2 * m.I, m.H / 32, shifts.w13.data(), 2);
-    w2_scale_shifted = prepare::shift_scales(w.w2_scale.as<std::uint8_t>(), m.E, m.H, m.I / 32, shifts.w2.data(), 1);
+    w13_scale_shifted = prepare::shift_scales(w.w13_scale.as<std::uint8_t>(), m.E, 2 * m.I, m.H / 32, shifts.w13.data());
+    w2_scale_shifted = prepare::shift_scales(w.w2_scale.as<std::uint8_t>(), m.E, m.H, m.I / 32, shifts.w2.data());
   }
   check_cuda(cudaSetDevice(o.device), "cudaSetDevice");
   check_cuda(cudaDeviceGetAttribute(&m.sm_count, cudaDevAttrMultiProcessorCount, o.device), "cudaDeviceGetAttribute");
@@ -151,17 +153,17 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
   if (w.w2_bias) m.w2_bias = upload(*w.w2_bias, "w2_bias");
   if (w.w13_global_scale) m.w13_global_scale = upload(*w.w13_global_scale, "w13_global_scale");
   if (w.w2_global_scale) m.w2_global_scale = upload(*w.w2_global_scale, "w2_global_scale");
-  if (shifted) {  // the kernels' global factors: 2^d per (expert, half)
+  if (shifted) {  // the kernels' row factors: 2^d per (expert, weight row)
     const std::vector<float> f13 = shifts.w13_factors(), f2 = shifts.w2_factors();
-    m.w13_global_scale = upload(f13.data(), f13.size() * sizeof(float), "the w13 shift factors");
-    m.w2_global_scale = upload(f2.data(), f2.size() * sizeof(float), "the w2 shift factors");
+    m.w13_row_factor = upload(f13.data(), f13.size() * sizeof(float), "the w13 shift factors");
+    m.w2_row_factor = upload(f2.data(), f2.size() * sizeof(float), "the w2 shift factors");
   }
   if (w.correction_bias) m.correction_bias = upload(*w.correction_bias, "correction_bias");
 
   m.ws = layer::workspace_layout(m.E, m.H, m.I, m.max_tokens, m.top_k);
   m.workspace = DeviceBuffer(m.ws.total, "the forward workspace");
   for (const DeviceBuffer* b : {&m.w13, &m.w13_scale, &m.w2, &m.w2_scale, &m.w13_bias, &m.w2_bias, &m.w13_global_scale,
-                                &m.w2_global_scale, &m.correction_bias, &m.workspace})
+                                &m.w2_global_scale, &m.w13_row_factor, &m.w2_row_factor, &m.correction_bias, &m.workspace})
     m.bytes += b->bytes();
 }
 

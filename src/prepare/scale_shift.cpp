@@ -1,4 +1,4 @@
-// The per-(expert, matrix half) E8M0 shift of Mxfp4Shifted (prepare/scale_shift.hpp).
+// The per-row E8M0 shift of Mxfp4Shifted (prepare/scale_shift.hpp).
 #include "prepare/scale_shift.hpp"
 
 #include <algorithm>
@@ -36,45 +36,45 @@ E8m0Shifts e8m0_shifts(const std::uint8_t* w13_scale, const std::uint8_t* w2_sca
                                " H=" + std::to_string(hidden) + " I=" + std::to_string(inter));
   E8m0Shifts s;
   s.num_experts = num_experts;
-  s.w13.resize(static_cast<std::size_t>(num_experts) * 2);
-  s.w2.resize(static_cast<std::size_t>(num_experts));
-  // One half: `n` contiguous bytes; records its shift and folds it into the summary.
-  auto half = [&s](const std::uint8_t* p, std::int64_t n) {
-    int m = 0, lo = 255;
-    for (std::int64_t i = 0; i < n; ++i) {
-      m = std::max<int>(m, p[i]);
-      lo = std::min<int>(lo, p[i]);
+  s.hidden = hidden;
+  s.inter = inter;
+  // Every row of one matrix: `rows` rows of `groups` bytes; records each row's shift and folds the
+  // row into the summary.
+  auto matrix = [&s](const std::uint8_t* p, std::int64_t rows, int groups, std::uint8_t* shifts) {
+    for (std::int64_t r = 0; r < rows; ++r, p += groups) {
+      int m = 0, lo = 255;
+      for (int i = 0; i < groups; ++i) {
+        m = std::max<int>(m, p[i]);
+        lo = std::min<int>(lo, p[i]);
+      }
+      s.summary.max_byte = std::max(s.summary.max_byte, m);
+      if (m > kernels::kMaxFastScaleByte) s.summary.max_shifted_span = std::max(s.summary.max_shifted_span, m - lo);
+      shifts[r] = static_cast<std::uint8_t>(std::max(0, m - kernels::kMaxFastScaleByte));
     }
-    s.summary.max_byte = std::max(s.summary.max_byte, m);
-    if (m > kernels::kMaxFastScaleByte) s.summary.max_shifted_span = std::max(s.summary.max_shifted_span, m - lo);
-    return static_cast<std::uint8_t>(std::max(0, m - kernels::kMaxFastScaleByte));
   };
-  const std::int64_t w13_half = static_cast<std::int64_t>(inter) * (hidden / 32), w2_matrix = static_cast<std::int64_t>(hidden) * (inter / 32);
-  for (std::int64_t e = 0; e < num_experts; ++e) {
-    s.w13[2 * e] = half(w13_scale + 2 * e * w13_half, w13_half);
-    s.w13[2 * e + 1] = half(w13_scale + (2 * e + 1) * w13_half, w13_half);
-    s.w2[e] = half(w2_scale + e * w2_matrix, w2_matrix);
-  }
+  const std::int64_t E = num_experts;
+  s.w13.resize(static_cast<std::size_t>(E * 2 * inter));
+  s.w2.resize(static_cast<std::size_t>(E * hidden));
+  matrix(w13_scale, E * 2 * inter, hidden / 32, s.w13.data());
+  matrix(w2_scale, E * hidden, inter / 32, s.w2.data());
   if (s.summary.max_byte > 254)
     fail(ErrorCode::Format, "E8M0 shifts: the NaN byte 0xFF in the scales");
   return s;
 }
 
 std::vector<std::uint8_t> shift_scales(const std::uint8_t* scales, int num_experts, int rows, int groups,
-                                       const std::uint8_t* shifts, int halves) {
-  if (halves != 1 && halves != 2) fail(ErrorCode::InvalidArgument, "shift_scales: halves must be 1 or 2, got " + std::to_string(halves));
-  if (num_experts <= 0 || rows <= 0 || groups <= 0 || rows % halves)
-    fail(ErrorCode::Shape, "shift_scales: E, rows and groups must be positive and rows a multiple of the halves");
-  const std::int64_t per_half = static_cast<std::int64_t>(rows / halves) * groups;
-  std::vector<std::uint8_t> out(static_cast<std::size_t>(per_half) * halves * num_experts);
-  for (std::int64_t h = 0, n = static_cast<std::int64_t>(num_experts) * halves; h < n; ++h) {
-    const int d = shifts[h];
-    for (std::int64_t i = h * per_half; i < (h + 1) * per_half; ++i) {
+                                       const std::uint8_t* shifts) {
+  if (num_experts <= 0 || rows <= 0 || groups <= 0)
+    fail(ErrorCode::Shape, "shift_scales: E, rows and groups must be positive");
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(num_experts) * rows * groups);
+  for (std::int64_t r = 0, n = static_cast<std::int64_t>(num_experts) * rows; r < n; ++r) {
+    const int d = shifts[r];
+    for (std::int64_t i = r * groups; i < (r + 1) * groups; ++i) {
       if (scales[i] < d)
         fail(ErrorCode::InvalidArgument, "shift_scales: E8M0 byte " + std::to_string(scales[i]) + " at expert " +
-                                             std::to_string(h / halves) + ", half " + std::to_string(h % halves) +
-                                             " lies below the half's shift " + std::to_string(d) +
-                                             " (the half spans more than 128 bytes: Mxfp4Wide's case)");
+                                             std::to_string(r / rows) + ", row " + std::to_string(r % rows) +
+                                             " lies below the row's shift " + std::to_string(d) +
+                                             " (the row spans more than 128 bytes: Mxfp4Wide's case)");
       out[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(scales[i] - d);
     }
   }

@@ -80,18 +80,21 @@ OracleRun run_against_oracle(const MoeLayer& layer, const CanonicalMoeWeights& w
 
 // ---- E8M0 bytes across the whole range ----
 
-// Rewrites every row's scale bytes to a window [base, base + span] with base uniform in
-// [lo, hi - span] (so rows differ by up to 2^(hi-lo)), and clamps codes under bytes 253/254 to
-// magnitude <= 1.5, so that no weight is infinite (the loader refuses those).
-void set_scale_windows(HostTensor& packed, HostTensor& scales, std::int64_t rows, int groups, int lo, int hi, std::uint32_t seed) {
+// Rewrites every row's scale bytes to a window [base, base + span], span = min(row_span, hi - lo),
+// with base uniform in [lo, hi - span] (so rows differ by up to 2^(hi-lo)), and clamps codes under
+// bytes 253/254 to magnitude <= 1.5, so that no weight is infinite (the loader refuses those). A span
+// above 128 puts both ends of the window in every row (groups 0 and 1): rows that Mxfp4Shifted's
+// per-row shift cannot take.
+void set_scale_windows(HostTensor& packed, HostTensor& scales, std::int64_t rows, int groups, int lo, int hi, std::uint32_t seed,
+                       int row_span = 30) {
   std::mt19937 rng(seed);
-  const int span = std::min(30, hi - lo);
+  const int span = std::min(row_span, hi - lo);
   auto* s = scales.mutable_as<std::uint8_t>();
   auto* p = packed.mutable_as<std::uint8_t>();
   for (std::int64_t r = 0; r < rows; ++r) {
     const int base = lo + static_cast<int>(rng() % static_cast<unsigned>(hi - span - lo + 1));
     for (int g = 0; g < groups; ++g) {
-      const int b = base + static_cast<int>(rng() % static_cast<unsigned>(span + 1));
+      const int b = span > 128 && g < 2 ? base + g * span : base + static_cast<int>(rng() % static_cast<unsigned>(span + 1));
       s[r * groups + g] = static_cast<std::uint8_t>(b);
       if (b < 253) continue;
       for (int i = 0; i < 16; ++i) {  // the group's 32 codes, two per byte
@@ -109,6 +112,7 @@ struct WideCase {
   double hidden_std;
   ActivationConfig act;
   const char* format;  // the kernels' format the layer must pick (MoeLayer::gemm_format)
+  int w2_row_span = 30;  // the bytes of one w2 row span at most this much
 };
 
 class WideScales : public ::testing::TestWithParam<WideCase> {};
@@ -125,7 +129,7 @@ TEST_P(WideScales, EveryE8m0ByteMatchesTheOracle) {
   CanonicalMoeWeights w = make_synthetic_weights(spec);
   const std::int64_t E = spec.num_experts, H = spec.hidden, I = spec.inter;
   set_scale_windows(w.w13, w.w13_scale, E * 2 * I, static_cast<int>(H / 32), c.w13_lo, c.w13_hi, 1);
-  set_scale_windows(w.w2, w.w2_scale, E * H, static_cast<int>(I / 32), c.w2_lo, c.w2_hi, 2);
+  set_scale_windows(w.w2, w.w2_scale, E * H, static_cast<int>(I / 32), c.w2_lo, c.w2_hi, 2, c.w2_row_span);
   const int k = 4;
   MoeLayer layer(w, {512, k, c.act, 0});
   ASSERT_STREQ(layer.gemm_format(), c.format) << c.name;
@@ -140,16 +144,18 @@ TEST_P(WideScales, EveryE8m0ByteMatchesTheOracle) {
 
 // Scale windows (E8M0 bytes) of w13 and w2 rows, and hidden magnitudes that keep every value finite:
 // tiny w13 scales down to 2^-127 under huge w2 ones up to 2^127, the reverse, and a middle band. Each
-// expert's matrix halves span at most 128 bytes there (rows differ by at most hi - lo), so the layer
-// runs Mxfp4Shifted (per-half shift, one multiply, 2^d in the epilogue); w2-span-above-128 spreads
-// one expert's w2 rows over 40..200 (a span of about 160), the pathological case left to Mxfp4Wide.
+// row spans at most 30 bytes there (rows of one matrix differ by up to hi - lo: 2^104 in
+// w13-tiny-w2-huge's w2, whose rows near byte 150 a per-(expert, half) shift of 126 underflowed at
+// T=1), so the layer runs Mxfp4Shifted (per-row shift, one multiply, 2^d in the epilogue);
+// w2-span-above-128 makes every w2 row span 40..200 (160 bytes, 2^160 within one row), the
+// pathological case left to Mxfp4Wide.
 INSTANTIATE_TEST_SUITE_P(
     Ranges, WideScales,
     ::testing::Values(WideCase{"w13-tiny-w2-huge", 0, 30, 150, 254, 1.0, ActivationConfig::gpt_oss(), "mxfp4-shifted"},
                       WideCase{"w13-huge-w2-tiny", 224, 254, 0, 60, std::ldexp(1.0, -118), ActivationConfig::silu_mul(),
                                "mxfp4-shifted"},
                       WideCase{"both-middle", 100, 160, 96, 150, 1.0, ActivationConfig::silu_mul(), "mxfp4-shifted"},
-                      WideCase{"w2-span-above-128", 100, 130, 40, 200, 1.0, ActivationConfig::silu_mul(), "mxfp4-wide"}),
+                      WideCase{"w2-span-above-128", 100, 130, 40, 200, 1.0, ActivationConfig::silu_mul(), "mxfp4-wide", 160}),
     [](const auto& info) {
       std::string n = info.param.name;
       for (char& ch : n)

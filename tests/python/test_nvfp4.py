@@ -117,34 +117,39 @@ def _dequant_e8m0(packed, scales):
     return _dequant_f64(packed, scales, 32, lambda s: torch.exp2(s.double() - 127))
 
 
-def test_e8m0_shifts_per_expert_and_half_reproduce_the_canonical_values():
-    """The rule of src/prepare/scale_shift.hpp as the torch package applies it on the GPU: per (expert,
-    matrix half) d = max(0, largest - 128), bytes lowered by d, factors 2^d; exact."""
+def test_e8m0_shifts_per_row_reproduce_the_canonical_values():
+    """The rule of src/prepare/scale_shift.hpp as the torch package applies it on the GPU: per weight
+    row d = max(0, the row's largest byte - 128), the row's bytes lowered by d, factors 2^d [E, 2I]
+    and [E, H]; exact. Only a row spanning more than 128 bytes is left unshifted."""
     from mxmoe._prepare import e8m0_shifts
     layer = random_layer(4, 256, 128, seed=54, scale_center=120)
     s13, s2 = layer["w13_scale"].clone(), layer["w2_scale"].clone()
     assert e8m0_shifts(s13, s2)[2:] == (None, None, int(max(s13.max(), s2.max())))  # nothing above 128
-    s13[1, 3, 2] = 240         # expert 1's gate half (rows < I = 128): d = 112, its bytes 118..122 >= 112
-    s13[2, 200, 0] = 129       # expert 2's up half: d = 1
-    s2[3] += 130               # expert 3's w2: 248..252, d = 124
+    s13[1, 3, 2] = 240         # expert 1's gate row 3: d = 112, its other bytes 118..122 >= 112
+    s13[2, 200, 0] = 129       # expert 2's up row 72: d = 1
+    s2[3] += 130               # expert 3's w2: 248..252, each row its own d (120..124)
+    s2[0, 5] = 254             # expert 0's w2 row 5: 254 throughout, d = 126 ...
+    s2[0, 6, 0] = 0            # ... beside a 0 in row 6: one matrix spans 254 bytes, but no row does
     t13, t2, f13, f2, top = e8m0_shifts(s13, s2)
     assert top == 128 and int(t13.max()) == 128 and int(t2.max()) == 128
     assert t13.dtype == torch.uint8 and t13.shape == s13.shape and t2.shape == s2.shape
-    want13 = torch.ones(4, 2)
-    want13[1, 0], want13[2, 1] = 2.0 ** 112, 2.0
-    want2 = torch.ones(4)
-    want2[3] = 2.0 ** 124
-    assert f13.dtype == torch.float32 and torch.equal(f13, want13) and torch.equal(f2, want2)
-    assert torch.equal(t13[0], s13[0]) and torch.equal(t2[:3], s2[:3])
-    # Dequantised with the factor: the canonical values, bit for bit.
-    rows = torch.arange(256) >= 128
-    w13_shifted = _dequant_e8m0(layer["w13"], t13) * f13[:, rows.long()][:, :, None].double()
-    assert torch.equal(w13_shifted, _dequant_e8m0(layer["w13"], s13))
-    assert torch.equal(_dequant_e8m0(layer["w2"], t2) * f2.double()[:, None, None], _dequant_e8m0(layer["w2"], s2))
-    # A half spanning more than 128 bytes (byte 111 beside 240, d = 112): left to the two-multiply format.
-    s13[1, 100, 0] = 111
+    want13 = torch.ones(4, 256)
+    want13[1, 3], want13[2, 200] = 2.0 ** 112, 2.0
+    want2 = torch.exp2((s2.amax(-1).double() - 128).clamp(min=0)).float()
+    assert want2[0, 5] == 2.0 ** 126 and want2[0, 6] == 1.0 and want2[3].min() >= 2.0 ** 120
+    assert f13.dtype == torch.float32 and f13.shape == (4, 256) and f2.shape == (4, 256)
+    assert torch.equal(f13, want13) and torch.equal(f2, want2)
+    assert torch.equal(t13[0], s13[0]) and torch.equal(t2[1:3], s2[1:3])
+    assert torch.equal(t13[1, 4], s13[1, 4]) and int(t13[1, 3, 2]) == 128, "only row 3 of expert 1 is lowered"
+    assert int(t2[0, 6, 0]) == 0 and int(t2[0, 5, 0]) == 128
+    # Dequantised with each row's factor: the canonical values, bit for bit.
+    assert torch.equal(_dequant_e8m0(layer["w13"], t13) * f13.double()[:, :, None], _dequant_e8m0(layer["w13"], s13))
+    assert torch.equal(_dequant_e8m0(layer["w2"], t2) * f2.double()[:, :, None], _dequant_e8m0(layer["w2"], s2))
+    # A row spanning more than 128 bytes (byte 111 beside 240 in row 3, d = 112): left to the
+    # two-multiply format.
+    s13[1, 3, 5] = 111
     t13, t2, f13, f2, top = e8m0_shifts(s13, s2)
-    assert (f13, f2, top) == (None, None, 252) and t13 is s13 and t2 is s2
+    assert (f13, f2, top) == (None, None, 254) and t13 is s13 and t2 is s2
 
 
 # ------------------------------------------------------------------------------------------- errors

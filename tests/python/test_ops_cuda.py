@@ -158,7 +158,8 @@ def test_every_e8m0_byte_cuda_matches_cpu_oracle():
     _, ids, weights = random_tokens(64, 512, 4, 2, seed=20)
     cpu = mt.fused_moe(hidden, mt.prepare(**layer), weights, ids)
     prepared = mt.prepare(**on(layer, "cuda"))
-    # Every half spans 0..254 (more than 128 bytes): no shift, the kernels' two-multiply format.
+    # Every w13 row spans its groups' centres 8..246 (more than 128 bytes): no shift, the kernels'
+    # two-multiply format.
     assert prepared.max_scale_byte == 254 and prepared.w13_global_scale is None and prepared.w2_global_scale is None
     gpu = mt.fused_moe(hidden.cuda(), prepared, weights.cuda(), ids.cuda())
     assert rel_err(gpu.cpu(), cpu) < TOL
@@ -168,17 +169,22 @@ def test_every_e8m0_byte_cuda_matches_cpu_oracle():
 def test_e8m0_bytes_above_128_run_shifted_and_match_cpu_oracle(inplace):
     E, H, I, k, T = 8, 256, 128, 2, 40
     layer = random_layer(E, H, I, bias=True, seed=23, scale_center=120)
-    # Outputs of every expert stay O(1): what one half's shift gains, another matrix gives back.
-    layer["w2_scale"][1] += 100      # expert 1's w2: 218..222 (2^91..2^95): d = 94
+    # Outputs of every expert stay O(1): what one matrix's shift gains, another gives back.
+    layer["w2_scale"][1] += 100      # expert 1's w2: 218..222 (2^91..2^95): each row d = its largest - 128
     layer["w13_scale"][1] -= 50      # under tiny w13 scales (no shift)
-    layer["w13_scale"][2, :I] += 10  # expert 2's gate rows: 128..132: d = 4; its up rows: none
+    layer["w13_scale"][2, :I] += 10  # expert 2's gate rows: 128..132: d = 0..4 by row; its up rows: none
     layer["w2_scale"][2] -= 10
+    layer["w2_scale"][3, 7] = 129    # one w2 row of expert 3 at 129 among rows near 120: d = 1 there, and
+                                     # its neighbours keep their bytes (a per-matrix shift would lower them)
     hidden, ids, weights = random_tokens(T, H, E, k, seed=24)
     cpu = mt.fused_moe(hidden, mt.prepare(**layer), weights, ids)
     prepared = mt.prepare(**on(layer, "cuda"), inplace=inplace)
-    assert prepared.max_scale_byte == 128 and prepared.w13_global_scale.shape == (E, 2)
-    assert float(prepared.w2_global_scale[1]) == 2.0 ** 94 and float(prepared.w13_global_scale[2, 0]) == 2.0 ** 4
-    assert float(prepared.w13_global_scale[2, 1]) == 1.0 and float(prepared.w2_global_scale[0]) == 1.0
+    assert prepared.max_scale_byte == 128
+    assert prepared.w13_global_scale.shape == (E, 2 * I) and prepared.w2_global_scale.shape == (E, H)
+    for got, scales in ((prepared.w13_global_scale, layer["w13_scale"]), (prepared.w2_global_scale, layer["w2_scale"])):
+        want = torch.exp2((scales.amax(-1).double() - 128).clamp(min=0)).float()
+        assert torch.equal(got.cpu(), want)
+    assert float(prepared.w2_global_scale[3, 7]) == 2.0 and float(prepared.w2_global_scale[3, 6]) == 1.0
     gpu = mt.fused_moe(hidden.cuda(), prepared, weights.cuda(), ids.cuda())
     assert rel_err(gpu.cpu(), cpu) < TOL
 

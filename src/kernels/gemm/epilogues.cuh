@@ -2,12 +2,17 @@
 // epilogue does; each is a policy the kernel (gemm/kernel.cuh) composes with a configuration and a
 // weight format.
 //   GateUpActivation (GEMM1, w13): reads the hidden states, the align kernel's block list being its
-//     dependency; applies the global factors (NVFP4's scales, Mxfp4Shifted's 2^d) and bias to the
+//     dependency; applies the format's factors (epilogue_factor) and bias to the
 //     (gate, up) pair of a lane's accumulators (rows g and g+8 of the interleaved tile), the
 //     activation, and stores the intermediate in the operand type.
 //   RouterWeightedPartial (GEMM2, w2): reads the intermediate, GEMM1 being its dependency, so it
-//     streams its first weight stages before waiting; y = (acc x global + bias) x router weight,
+//     streams its first weight stages before waiting; y = (acc x factor + bias) x router weight,
 //     fp32, one row per (token, slot) and K split, for the combine to sum in a fixed order.
+// The factor of a row's fp32 dot products, one rule per weight format (weight_formats.cuh):
+//   kGlobalScale (NVFP4)        2^kGlobalFold x global_scale[e, 0 | 1] (w13 gate | up rows), [e] (w2)
+//   kRowFactor (Mxfp4Shifted)   row_factor[e, r], r the canonical row: w13 gate row f is r = f, up
+//                               row f is r = I + f; w2 row r (hidden feature r); the row's 2^d
+//   neither (Mxfp4, Mxfp4Wide)  none: the accumulators are used as they are
 #pragma once
 
 #include <cstdint>
@@ -18,20 +23,27 @@
 
 namespace mxmoe::kernels::gemm {
 
-// The fp32 factor of an expert's dot products: 1 without kGlobalScale, else 2^kGlobalFold x global
-// (exact: a power of two times a float): NVFP4's 2^8 x global scale, Mxfp4Shifted's 2^0 x 2^d.
 template <class Format>
-__device__ __forceinline__ float global_factor(const float* global, std::int64_t index) {
+inline constexpr bool kHasFactor = Format::kGlobalScale || Format::kRowFactor;
+
+// The fp32 factor of one weight row of expert e (the rule above): global_index is the row's
+// (expert, matrix half) index into global_scale, row_index its e x rows + r into row_factor. Exact:
+// a power of two times a float (NVFP4's 2^8 x global scale), or a power of two (2^d).
+template <class Format>
+__device__ __forceinline__ float epilogue_factor(const MoeGemmParams& p, std::int64_t global_index, std::int64_t row_index) {
+  static_assert(!(Format::kGlobalScale && Format::kRowFactor), "one factor rule per format");
   if constexpr (Format::kGlobalScale) {
-    if constexpr (Format::kGlobalFold == 0) return global[index];
-    else return global[index] * static_cast<float>(1 << Format::kGlobalFold);
+    if constexpr (Format::kGlobalFold == 0) return p.global_scale[global_index];
+    else return p.global_scale[global_index] * static_cast<float>(1 << Format::kGlobalFold);
+  } else if constexpr (Format::kRowFactor) {
+    return p.row_factor[row_index];
   } else {
     return 1.0f;
   }
 }
 
 // A stage is constructed once per (expert, weight tile, lane row g, K split), after the main loop:
-// it loads what is per row (global factors, biases) into registers then, so that the per-pair
+// it loads what is per row (factors, biases) into registers then, so that the per-pair
 // stores issue no dependent global loads. `pair_weight` is what the kernel stages in shared memory
 // per pair slot at its start (GEMM2's router weight; 1 for GEMM1, loading nothing).
 
@@ -43,10 +55,13 @@ struct GateUpActivation {
 
   float gate_factor, up_factor, gate_bias = 0.0f, up_bias = 0.0f;
   int feature;
-  // Rows g and g+8 of tile `tile`: gate and up of feature tile*8 + g.
+  // Rows g and g+8 of tile `tile`: gate and up of feature tile*8 + g (canonical rows feature and
+  // inter + feature).
   __device__ GateUpActivation(const MoeGemmParams& p, int expert, int tile, int g, int /*split*/)
-      : gate_factor(global_factor<Format>(p.global_scale, 2 * static_cast<std::int64_t>(expert))),
-        up_factor(global_factor<Format>(p.global_scale, 2 * static_cast<std::int64_t>(expert) + 1)),
+      : gate_factor(epilogue_factor<Format>(p, 2 * static_cast<std::int64_t>(expert),
+                                            static_cast<std::int64_t>(expert) * p.shape.rows + tile * 8 + g)),
+        up_factor(epilogue_factor<Format>(p, 2 * static_cast<std::int64_t>(expert) + 1,
+                                          static_cast<std::int64_t>(expert) * p.shape.rows + p.shape.rows / 2 + tile * 8 + g)),
         feature(tile * 8 + g) {
     const int inter = p.shape.rows / 2;
     if (p.bias) {
@@ -59,7 +74,7 @@ struct GateUpActivation {
   __device__ void store(const MoeGemmParams& p, int pair, float /*pair_weight*/, float lo, float hi) const {
     const int inter = p.shape.rows / 2;
     float gate = lo, up = hi;
-    if constexpr (Format::kGlobalScale) {
+    if constexpr (kHasFactor<Format>) {
       gate *= gate_factor;
       up *= up_factor;
     }
@@ -76,13 +91,14 @@ struct RouterWeightedPartial {
   static constexpr bool kSplitK = true;
   __device__ static float pair_weight(const MoeGemmParams& p, int pair) { return p.pair_weights[pair]; }
 
-  float factor, bias_lo = 0.0f, bias_hi = 0.0f;
+  float factor_lo, factor_hi, bias_lo = 0.0f, bias_hi = 0.0f;
   int row;
   float* out;  // this split's outputs, row 0 of pair 0
   // Rows g and g+8 of tile `tile`: hidden features tile*16 + g and + 8; the bias goes to split 0 only.
   __device__ RouterWeightedPartial(const MoeGemmParams& p, int expert, int tile, int g, int split)
-      : factor(global_factor<Format>(p.global_scale, expert)), row(tile * 16 + g),
-        out(p.partial_out + split * p.partial_split_stride) {
+      : factor_lo(epilogue_factor<Format>(p, expert, static_cast<std::int64_t>(expert) * p.shape.rows + tile * 16 + g)),
+        factor_hi(epilogue_factor<Format>(p, expert, static_cast<std::int64_t>(expert) * p.shape.rows + tile * 16 + g + 8)),
+        row(tile * 16 + g), out(p.partial_out + split * p.partial_split_stride) {
     if (p.bias && split == 0) {
       bias_lo = p.bias[static_cast<std::int64_t>(expert) * p.shape.rows + row];
       bias_hi = p.bias[static_cast<std::int64_t>(expert) * p.shape.rows + row + 8];
@@ -92,9 +108,9 @@ struct RouterWeightedPartial {
   // lo, hi: rows g and g+8 for `pair`, whose router weight is `w`.
   __device__ void store(const MoeGemmParams& p, int pair, float w, float lo, float hi) const {
     float y0 = lo, y1 = hi;
-    if constexpr (Format::kGlobalScale) {
-      y0 *= factor;
-      y1 *= factor;
+    if constexpr (kHasFactor<Format>) {
+      y0 *= factor_lo;
+      y1 *= factor_hi;
     }
     y0 += bias_lo;
     y1 += bias_hi;

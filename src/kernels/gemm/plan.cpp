@@ -56,10 +56,10 @@ GemmFormat choose_gemm_format(int group, bool f16_activations, const E8m0ScaleSu
   if (scales.max_shifted_span < 0 || scales.max_shifted_span > kUnknownScaleSpan)
     fail(ErrorCode::InvalidArgument, "GEMM format: an E8M0 span must be in 0..255, got " + std::to_string(scales.max_shifted_span));
   if (scales.max_byte <= kMaxFastScaleByte) return GemmFormat::Mxfp4;
-  // Scales above 2 are rare (none in the checkpoints we know). A half that spans at most 128 bytes
-  // fits 0..128 once lowered by d = max - 128 (its smallest byte is then >= d), and the epilogue
-  // multiplies by 2^d: Mxfp4's one multiply, exactly. Only a half spanning more than 128 bytes, a
-  // factor above 2^128 between two blocks of one expert's matrix (pathological: no trained weights
+  // Scales above 2 are rare (none in the checkpoints we know). A weight row that spans at most 128
+  // bytes fits 0..128 once lowered by d = max - 128 (its smallest byte is then >= d), and the
+  // epilogue multiplies the row by 2^d: Mxfp4's one multiply, exactly. Only a row spanning more than
+  // 128 bytes, a factor above 2^128 between two blocks of one row (pathological: no trained weights
   // look like that), needs the second multiply per register.
   return scales.max_shifted_span <= kMaxFastScaleByte ? GemmFormat::Mxfp4Shifted : GemmFormat::Mxfp4Wide;
 }

@@ -1,16 +1,21 @@
 // The weight formats of the GEMM, as policies: each turns one lane's 16 tile-layout bytes of a
 // 64-K chunk (kernels/tile_layout.hpp) and the chunk's scales in shared memory into the lane's
-// sixteen A-fragment registers (four k16 steps x four registers), exactly. A format with
-// kGlobalScale has the epilogue multiply each (expert, matrix half)'s fp32 dot products by
-// 2^kGlobalFold x MoeGemmParams::global_scale (epilogues.cuh: global_factor).
+// sixteen A-fragment registers (four k16 steps x four registers), exactly. The epilogue then
+// multiplies the fp32 dot products by at most one factor (epilogues.cuh: epilogue_factor):
+//   kGlobalScale  per (expert, matrix half): 2^kGlobalFold x MoeGemmParams::global_scale (NVFP4)
+//   kRowFactor    per (expert, weight row): MoeGemmParams::row_factor (Mxfp4Shifted's 2^d)
 //   Mxfp4         E8M0 bytes 0..128: one multiply per register (the fast path of real checkpoints)
-//   Mxfp4Shifted  Mxfp4's dequant over bytes lowered at prepare time by a per-(expert, half) shift
-//                 d = max(0, largest byte - 128) (prepare/scale_shift.hpp); the factor 2^d comes
-//                 back in the epilogue: (v x 2^(b-d-127)) x 2^d, exact. Any layer whose halves each
-//                 span at most 128 bytes, i.e. every layer but pathological ones
+//   Mxfp4Shifted  Mxfp4's dequant over bytes lowered at prepare time by a per-ROW shift
+//                 d = max(0, the row's largest byte - 128) (prepare/scale_shift.hpp); the factor 2^d
+//                 comes back in the epilogue: (v x 2^(b-d-127)) x 2^d, exact. Per row, not per
+//                 matrix half: a half's shift would push its rows with smaller bytes ~d binades down,
+//                 where their fp32 products with tiny activations underflow to 0 (the row's own shift
+//                 leaves its largest byte at 128, so its products are as normal as Mxfp4's). Any
+//                 layer whose rows each span at most 128 bytes, i.e. every layer but pathological ones
 //   Mxfp4Wide     every E8M0 byte 0..254 with no prepared shift: a warp whose chunk holds a byte
 //                 above 128 takes two multiplies (dequant.hpp: e8m0_wide_scale_pair_bits), every
-//                 other chunk Mxfp4's one; only for a half spanning more than 128 bytes
+//                 other chunk Mxfp4's one; only for a row spanning more than 128 bytes (2^128 within
+//                 one row)
 //   Nvfp4<Ops>    UE4M3 per 16 (prepared as codes, tile_layout.hpp) and a global scale, bf16 or fp16
 //                 operands; the weights carry v x s x 2^-8 and the epilogue multiplies by 2^8 x global
 // Register r of step s holds (row g + 8*(r&1), k 16s + 2t + 8*(r>>1) + {0, 1}).
@@ -40,6 +45,7 @@ struct Mxfp4 {
   static constexpr int kGroup = 32;
   static constexpr bool kGlobalScale = false;
   static constexpr int kGlobalFold = 0;
+  static constexpr bool kRowFactor = false;
 
   __device__ static void dequant(const uint4& wv, const std::uint8_t* chunk_scales, int lane, std::uint32_t (&a)[4][4]) {
     // Scale bytes: (row g, group 0), (row g+8, group 0), (row g, group 1), (row g+8, group 1).
@@ -55,10 +61,9 @@ struct Mxfp4 {
   }
 };
 
-// Mxfp4's registers; the epilogue multiplies by the half's 2^d (global_scale, exact in fp32: d <= 126).
+// Mxfp4's registers; the epilogue multiplies by the row's 2^d (row_factor, exact in fp32: d <= 126).
 struct Mxfp4Shifted : Mxfp4 {
-  static constexpr bool kGlobalScale = true;
-  static constexpr int kGlobalFold = 0;
+  static constexpr bool kRowFactor = true;
 };
 
 struct Mxfp4Wide {
@@ -66,6 +71,7 @@ struct Mxfp4Wide {
   static constexpr int kGroup = 32;
   static constexpr bool kGlobalScale = false;
   static constexpr int kGlobalFold = 0;
+  static constexpr bool kRowFactor = false;
 
   __device__ static void dequant(const uint4& wv, const std::uint8_t* chunk_scales, int lane, std::uint32_t (&a)[4][4]) {
     const std::uint32_t sc = *reinterpret_cast<const std::uint32_t*>(chunk_scales + (lane / 4) * 4);
@@ -92,6 +98,7 @@ struct Nvfp4 {
   static constexpr int kGroup = 16;
   static constexpr bool kGlobalScale = true;
   static constexpr int kGlobalFold = kNvfp4Fold;  // the weights carry v x s x 2^-8
+  static constexpr bool kRowFactor = false;
 
   // Prepared scale code -> s x 2^6 (fp16) or s x 2^118 (bf16) in both halves (dequant.hpp).
   __device__ static std::uint32_t lifted_scale(std::uint32_t code) {
