@@ -103,6 +103,9 @@ struct MoeGemmParams {
   // NVFP4's fp32 global scales (formats with kGlobalScale), [E, 2] (gate, up) for w13 and [E] for
   // w2; null for the others.
   const float* global_scale;
+  // Mxfp4Shifted's fp32 per-row factors 2^d (formats with kRowFactor), canonical row order: [E, 2I]
+  // (gate rows, then up rows) for w13, [E, H] for w2; null for the others.
+  const float* row_factor;
 
   // GEMM1 (w13): activation of gate/up, written in the operand type (bf16/fp16) to inter_out[pair, I].
   std::uint16_t* inter_out;
@@ -112,9 +115,6 @@ struct MoeGemmParams {
   // GEMM2 (w2): pair_weight * (y + bias), written fp32 to partial_out[pair, H].
   const float* pair_weights;
   float* partial_out;
-  // Mxfp4Shifted's fp32 per-row factors 2^d (formats with kRowFactor), canonical row order: [E, 2I]
-  // (gate rows, then up rows) for w13, [E, H] for w2; null for the others.
-  const float* row_factor;
   std::int64_t partial_split_stride;  // floats between the outputs of consecutive K splits
   int k_splits;                       // GEMM2 only; 1 = no split
 };

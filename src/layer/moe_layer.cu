@@ -24,9 +24,9 @@ struct MoeLayer::Impl {
   kernels::GemmFormat format = kernels::GemmFormat::Mxfp4;
   tiling::TiledShape w13_shape{}, w2_shape{};
   DeviceBuffer w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale, correction_bias;
-  DeviceBuffer workspace;
   // Mxfp4Shifted only: the per-row factors 2^d, fp32 [E, 2I] and [E, H] (E x (2I + H) x 4 bytes).
   DeviceBuffer w13_row_factor, w2_row_factor;
+  DeviceBuffer workspace;
   layer::WorkspaceLayout ws;
   float prepare_ms = 0.0f;
   std::size_t bytes = 0;
