@@ -47,7 +47,13 @@ TEST(GemmPlan, ConfigurationsByPairsPerExpert) {
   EXPECT_EQ(choose_gemm(1536, 6, 256), GemmTile::Wgmma) << "36 pairs per expert: warpgroup MMA";
   EXPECT_EQ(choose_gemm(4096, 8, 256), GemmTile::Wgmma);
   EXPECT_EQ(gemm_tokens_per_block(GemmTile::Wgmma), 128);
-  EXPECT_EQ(gemm_ctas_per_block(GemmTile::Wgmma, 4096), 32) << "8 tiles of 16 rows per CTA";
+  EXPECT_EQ(choose_gemm(4096, 8, 256, true), GemmTile::Prefill) << "batch-invariant: mma.sync only";
+  EXPECT_EQ(choose_gemm(1, 8, 256, true), GemmTile::Tiny);
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 2, 132, false), kTinyGemm2Splits) << "2 blocks x 128 CTAs < 3 per SM";
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 2, 132, true), 1) << "batch-invariant: no split";
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 8, 132, false), 1) << "enough CTAs";
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Decode, 4096, 2, 132, false), 1) << "only Tiny splits";
+  EXPECT_EQ(gemm_ctas_per_block(GemmTile::Wgmma, 4096), 22) << "12 tiles of 16 rows per CTA";
   EXPECT_EQ(gemm_tokens_per_block(GemmTile::Prefill), 64);
   EXPECT_EQ(gemm_ctas_per_block(GemmTile::Decode, 4096), 64) << "4 tiles of 16 rows per CTA";
   expect_error([] { gemm_tokens_per_block(GemmTile::Auto); }, ErrorCode::InvalidArgument, "names no configuration");

@@ -78,7 +78,7 @@ struct BenchOptions {
   int reps = 100, warmup = 10, flush_mb = 256, gemm_n = 8192, device = 0;
   double skew = 0.0;
   std::uint64_t seed = 1;
-  bool no_bf16 = false, no_torch = false, quiet = false;
+  bool no_bf16 = false, no_torch = false, quiet = false, batch_invariant = false;
   std::string gemm_tile = "auto";
   std::string format = "mxfp4";
   std::string torch_script = "bench/torch_grouped_mm.py", python = "python3", out_dir = "bench-out", commit = "unknown";
@@ -194,6 +194,7 @@ bench::BenchConfig make_config(const BenchOptions& o, const Resolved& r) {
   config.gemm_n = o.gemm_n;
   config.device = o.device;
   config.gemm_tile = r.gemm_tile;
+  config.batch_invariant = o.batch_invariant;
   config.format = r.format;
   config.wide_scales = r.wide_scales;
   config.span_scales = r.span_scales;
@@ -351,6 +352,9 @@ const RegisterCommand kBench{
                      "block), small (16), medium (32), prefill (64) on mma.sync, or wgmma (128, Hopper's warpgroup MMA, "
                      "the compute-bound path)")
           ->capture_default_str();
+      sub.add_flag("--batch-invariant", o->batch_invariant,
+                   "time the layer in its batch-invariant mode (a token's output bit-identical in any batch: "
+                   "mma.sync only, no K split), to see what the mode costs");
       sub.add_option("--sweep-shapes", o->sweep_shapes,
                      "N random layer shapes (from --seed) instead of a preset: E 8..512, H and I multiples of 32 in "
                      "256..8192, top-k 1..8; one line per (shape, T) with streaming and roofline efficiency, then a "

@@ -20,6 +20,11 @@ struct MoeLayerOptions {
   ActivationConfig activation;
   int device = 0;
   GemmTile gemm_tile = GemmTile::Auto;
+  // A token's output bit-identical whatever batch it rides in (same weights, same routing of that
+  // token): the GEMMs stay on mma.sync (no wgmma path, no K split for one or two tokens). Costs the
+  // wgmma path's lead from 36 routed pairs per expert up and the split's at one or two tokens
+  // (bench/results: mxmoe bench --batch-invariant). A fixed gemm_tile is batch-invariant as it is.
+  bool batch_invariant = false;
 };
 
 // What the device can do for us: true with the device's name, or false and why not.

@@ -129,12 +129,15 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
     options.activation = config.activation;
     options.device = config.device;
     options.gemm_tile = config.gemm_tile;
+    options.batch_invariant = config.batch_invariant;
     const auto t0 = std::chrono::steady_clock::now();
     layer = std::make_unique<MoeLayer>(weights, options);
     check(cudaDeviceSynchronize(), "layer preparation");
     report.prepare_wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     report.prepare_ms = layer->prepare_ms();
     report.meta["gemm_format"] = layer->gemm_format();  // the kernels' format the layer picked
+    report.meta["gemm_tile"] = gemm_tile_name(config.gemm_tile);
+    report.meta["batch_invariant"] = config.batch_invariant ? "yes" : "no";
   } catch (const Error& e) {
     layer_error = std::string("MoeLayer could not be created: ") + e.what();
     report.meta["mxmoe_error"] = layer_error;

@@ -33,13 +33,15 @@ struct GemmMedium {
 struct GemmPrefill {  // many tokens per expert: reuse each dequantised fragment across 64 tokens
   static constexpr int kTokens = 64, kWarps = 4, kTilesPerWarp = 2, kChunksPerStage = 1, kStages = 3;
 };
-// The compute-bound path (sm_90a warpgroup MMA, gemm/wgmma_kernel.cuh): two warpgroups, each one
-// m64nNk16 per k16 step over up to 128 routed pairs (N = 64 or 128 by the block's live pairs), so
-// every dequantised fragment serves up to 128 tokens. (Blocks of 256 at N = 256, measured: 3-7%
-// faster at 16384 tokens, 5-15% slower at 4096, where an expert's one block of 129..256 pairs made
-// CTAs twice as long.)
+// The compute-bound path (sm_90a warpgroup MMA, gemm/wgmma_kernel.cuh): three warpgroups (192
+// weight rows), each one m64nNk16 per k16 step over up to 128 routed pairs (N = 64 or 128 by the
+// block's live pairs), so every dequantised fragment serves up to 128 tokens. Measured on an H200
+// (bench/results/20261130-1230-H200-wgmma-crossover): three warpgroups against two, 6-15% faster
+// from 2048 tokens up (the warps are latency-bound: a third per scheduler hides more); blocks of 256
+// at N = 256, 3-7% faster at 16384 tokens but 5-15% slower at 4096, where an expert's one block of
+// 129..256 pairs made CTAs twice as long.
 struct GemmWgmma {
-  static constexpr int kTokens = 128, kWarps = 8, kTilesPerWarp = 1, kChunksPerStage = 2, kStages = 4;
+  static constexpr int kTokens = 128, kWarps = 12, kTilesPerWarp = 1, kChunksPerStage = 2, kStages = 4;
   static constexpr bool kWgmma = true;
 };
 
@@ -80,7 +82,14 @@ int gemm_ctas_per_block(GemmTile tile, int rows);
 constexpr int kTinyGemm2Splits = 2;
 // Picks the configuration from the average routed pairs per expert: a block should hold most
 // experts' pairs, since a second block re-reads its weights, but wider blocks cost more per byte.
-GemmTile choose_gemm(int num_tokens, int top_k, int num_experts);
+// batch_invariant (MoeLayerOptions::batch_invariant): every choice gives a token's output the same
+// bits whatever batch it rides in: mma.sync configurations only (they all sum K in the same order,
+// and an MMA column depends only on its own token), never the wgmma path.
+GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_invariant = false);
+// GEMM2's K splits: kTinyGemm2Splits for the Tiny configuration when its CTAs would leave SMs idle
+// (fewer than three per SM), else 1; always 1 when batch_invariant (a split changes the summation
+// order of one token's dot products with the batch size).
+int gemm2_k_splits(GemmTile tile, int hidden, int max_blocks, int sm_count, bool batch_invariant);
 
 struct MoeGemmParams {
   // Prepared weights of all experts (tile layout), expert e at e * expert_*_stride bytes.

@@ -60,7 +60,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   auto* partial = reinterpret_cast<float*>(base + ws.partial);
   const int E = w.num_experts, H = w.hidden, T = a.num_tokens, k = a.top_k;
 
-  const GemmTile kind = tile == GemmTile::Auto ? kernels::choose_gemm(T, k, E) : tile;
+  const GemmTile kind = tile == GemmTile::Auto ? kernels::choose_gemm(T, k, E, a.batch_invariant) : tile;
   const int bt = kernels::gemm_tokens_per_block(kind);
   const int pairs = T * k;
   const int max_blocks = kernels::max_align_blocks(pairs, E, bt);
@@ -102,10 +102,8 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   p.pair_weights = a.topk_weights;
   p.partial_out = partial;
   // Fewer GEMM2 CTAs than three per SM leave SMs idle at the end: split K in two (the combine adds
-  // the halves in a fixed order, so results stay deterministic).
-  p.k_splits = kind == GemmTile::Tiny && kernels::gemm_ctas_per_block(kind, H) * max_blocks < 3 * sm_count
-                   ? kernels::kTinyGemm2Splits
-                   : 1;
+  // the halves in a fixed order, so results stay deterministic), unless batch-invariant.
+  p.k_splits = kernels::gemm2_k_splits(kind, H, max_blocks, sm_count, a.batch_invariant);
   p.partial_split_stride = static_cast<std::int64_t>(pairs) * H;
   kernels::launch_moe_gemm2(kind, w.format, p, max_blocks, stream);
 

@@ -48,6 +48,8 @@ struct ForwardArgs {
   const float* topk_weights;     // [T, k]
   void* out;                     // as hidden [T, H]
   int num_tokens, top_k;
+  // A token's output bit-identical whatever batch it rides in (kernels::choose_gemm says how).
+  bool batch_invariant = false;
 };
 
 // InvalidArgument naming `entry` and `name` when `p` is null or not `alignment`-byte aligned: the

@@ -21,6 +21,7 @@ struct MoeLayer::Impl {
   int E = 0, H = 0, I = 0, max_tokens = 0, top_k = 0, device = 0, sm_count = 1;
   ActivationConfig activation;
   GemmTile gemm_tile = GemmTile::Auto;
+  bool batch_invariant = false;
   kernels::GemmFormat format = kernels::GemmFormat::Mxfp4;
   tiling::TiledShape w13_shape{}, w2_shape{};
   DeviceBuffer w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale, correction_bias;
@@ -37,7 +38,7 @@ struct MoeLayer::Impl {
             w13_row_factor.as<float>(), w2_row_factor.as<float>(), format};
   }
   void run(const void* hidden, const std::int32_t* ids, const float* weights, void* out, int T, cudaStream_t stream) const {
-    layer::launch_forward(view(), activation, gemm_tile, sm_count, workspace.as(), ws, {hidden, ids, weights, out, T, top_k},
+    layer::launch_forward(view(), activation, gemm_tile, sm_count, workspace.as(), ws, {hidden, ids, weights, out, T, top_k, batch_invariant},
                           stream);
   }
   std::int32_t* routed_ids() const { return reinterpret_cast<std::int32_t*>(workspace.as<std::uint8_t>() + ws.routed_ids); }
@@ -115,6 +116,7 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
   m.activation = o.activation;
   m.device = o.device;
   m.gemm_tile = o.gemm_tile;
+  m.batch_invariant = o.batch_invariant;
 
   const DeviceCheck dev = check_hopper_device(o.device);
   if (!dev.ok) fail(ErrorCode::Unsupported, dev.message);

@@ -78,35 +78,30 @@ void check_forward(const MoeLayer& layer, const CanonicalMoeWeights& w, const Ca
 
 class LayerShapes : public ::testing::TestWithParam<Case> {};
 
-TEST_P(LayerShapes, MatchesOracleAcrossTokenCounts) {
-  MXMOE_REQUIRE_HOPPER();
-  const Case& c = GetParam();
-  const auto w = weights_for(c, 42);
+// One layer of the case, on a GEMM path (auto, or forced), checked at every token count given.
+void sweep_token_counts(const Case& c, GemmTile tile, std::uint64_t weight_seed, std::uint32_t seed, std::initializer_list<int> counts,
+                        std::initializer_list<int> masked_counts) {
+  const auto w = weights_for(c, weight_seed);
   MoeLayerOptions o;
   o.max_tokens = 4096;
   o.top_k = c.k;
   o.activation = c.act;
+  o.gemm_tile = tile;
   MoeLayer layer(w, o);
-  std::uint32_t seed = 100;
-  for (int T : {1, 3, 16, 64, 333, 1024, 4096}) check_forward(layer, w, c, T, false, seed += 7);
-  for (int T : {1, 16, 333}) check_forward(layer, w, c, T, true, seed += 7);
+  for (int T : counts) check_forward(layer, w, c, T, false, seed += 7);
+  for (int T : masked_counts) check_forward(layer, w, c, T, true, seed += 7);
+}
+
+TEST_P(LayerShapes, MatchesOracleAcrossTokenCounts) {
+  MXMOE_REQUIRE_HOPPER();
+  sweep_token_counts(GetParam(), GemmTile::Auto, 42, 100, {1, 3, 16, 64, 333, 1024, 4096}, {1, 16, 333});
 }
 
 // The compute-bound path (warpgroup MMA, 128 pairs per block) forced at every token count, from one
 // token (a block almost all padding) to blocks full of one expert's pairs.
 TEST_P(LayerShapes, WgmmaPathMatchesOracle) {
   MXMOE_REQUIRE_HOPPER();
-  const Case& c = GetParam();
-  const auto w = weights_for(c, 43);
-  MoeLayerOptions o;
-  o.max_tokens = 4096;
-  o.top_k = c.k;
-  o.activation = c.act;
-  o.gemm_tile = GemmTile::Wgmma;
-  MoeLayer layer(w, o);
-  std::uint32_t seed = 900;
-  for (int T : {1, 3, 64, 333, 1024, 4096}) check_forward(layer, w, c, T, false, seed += 7);
-  for (int T : {16, 333, 2048}) check_forward(layer, w, c, T, true, seed += 7);
+  sweep_token_counts(GetParam(), GemmTile::Wgmma, 43, 900, {1, 3, 64, 333, 1024, 4096}, {16, 333, 2048});
 }
 
 // A preset's H, I, top-k, activation and biases (include/mxmoe/presets.hpp) with fewer experts, so
@@ -196,6 +191,54 @@ TEST_P(LayerPaths, CudaGraphCaptureAndReplayWithNewInputs) {
 
 INSTANTIATE_TEST_SUITE_P(Paths, LayerPaths, ::testing::Values(GemmTile::Auto, GemmTile::Wgmma),
                          [](const auto& info) { return std::string(gemm_tile_name(info.param)); });
+
+// Batch invariance (issue 15, item 3): in the batch-invariant mode a token's output has the same bits
+// whether it runs alone, in a small batch or in one large enough for the wgmma path, at the front of
+// the batch or at its end. The default mode is also checked at every size on its own (oracle), and
+// whether it happens to be invariant too is printed (not required: its K split and its wgmma path
+// may sum in another order).
+TEST(Layer, BatchInvariantModeGivesATokenTheSameBitsInAnyBatch) {
+  MXMOE_REQUIRE_HOPPER();
+  const Case c{"batch-invariant", 1024, 512, 16, 4, ActivationConfig::silu_mul(), true, 2.0f};
+  const auto w = weights_for(c, 21);
+  const int big = 2048;  // 512 pairs per expert: the default mode runs wgmma there
+  const auto hidden = random_hidden(big, c.H, 77, c.hidden_std);
+  const TopK topk = random_topk(big, c.E, c.k, 78);
+  auto slice = [&](int first, int T) {
+    std::vector<std::uint16_t> h(hidden.begin() + static_cast<std::ptrdiff_t>(first) * c.H,
+                                 hidden.begin() + static_cast<std::ptrdiff_t>(first + T) * c.H);
+    TopK t;
+    t.num_tokens = T;
+    t.top_k = c.k;
+    t.ids.assign(topk.ids.begin() + static_cast<std::ptrdiff_t>(first) * c.k, topk.ids.begin() + static_cast<std::ptrdiff_t>(first + T) * c.k);
+    t.weights.assign(topk.weights.begin() + static_cast<std::ptrdiff_t>(first) * c.k,
+                     topk.weights.begin() + static_cast<std::ptrdiff_t>(first + T) * c.k);
+    return std::make_pair(h, t);
+  };
+  for (bool invariant : {true, false}) {
+    MoeLayerOptions o = options_for(c, big);
+    o.batch_invariant = invariant;
+    MoeLayer layer(w, o);
+    const std::vector<std::uint16_t> all = forward_on_device(layer, hidden, topk);
+    int differing = 0;
+    for (int T : {1, 2, 3, 8, 64, 333}) {
+      for (int first : {0, big - T}) {  // the batch's first tokens, then its last ones
+        const auto [h, t] = slice(first, T);
+        const std::vector<std::uint16_t> out = forward_on_device(layer, h, t);
+        const bool same = std::memcmp(out.data(), all.data() + static_cast<std::size_t>(first) * c.H, out.size() * 2) == 0;
+        if (invariant) {
+          EXPECT_TRUE(same) << "T=" << T << " tokens from " << first << " differ from the same tokens at T=" << big;
+        }
+        differing += same ? 0 : 1;
+        const auto rows = spread_rows(T, 8);
+        const auto ref = reference::moe_forward(w, take_rows(h, c.H, rows).data(), static_cast<int>(rows.size()), take_rows(t, rows), c.act);
+        EXPECT_LT(relative_error(take_rows(out, c.H, rows), ref), kTolerance) << "T=" << T;
+      }
+    }
+    std::printf("  %s mode: %d of 12 sub-batches differ in some bit from the same tokens at T=%d\n",
+                invariant ? "batch-invariant" : "default", differing, big);
+  }
+}
 
 TEST(Layer, RoutesFromLogitsLikeTheOracle) {
   MXMOE_REQUIRE_HOPPER();

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 
+#include "kernels/gemm/block_pairs.cuh"
 #include "kernels/gemm/geometry.hpp"
 #include "kernels/gemm/stage_loader.cuh"
 #include "kernels/moe_gemm.hpp"
@@ -28,20 +29,10 @@ __global__ void __launch_bounds__(Geometry<Cfg, Format::kGroup>::kThreads) moe_g
   using G = Geometry<Cfg, Format::kGroup>;
   using Ops = typename Format::Ops;
   const int block = blockIdx.y;
-  // Dependencies: GEMM1 reads the block list the align kernel (its predecessor) writes. GEMM2's
-  // predecessor is GEMM1, which lets it launch only after passing its own wait, so the block list
-  // is complete and GEMM2 may read it, and stream its first weight stages, before waiting for the
-  // intermediate activations.
-  if constexpr (Stage::kWaitAtStart) {
-    ptx::grid_dependency_wait();
-    ptx::allow_dependents_launch();
-  }
-  if (block >= *p.num_blocks) return;
+  if (!begin_block<Stage>(p, block)) return;
 
   extern __shared__ __align__(16) std::uint8_t smem[];
-  __shared__ std::int32_t s_pair[Cfg::kTokens];
-  __shared__ std::int32_t s_act_row[Cfg::kTokens];
-  __shared__ float s_pair_weight[Cfg::kTokens];
+  __shared__ BlockPairs<Cfg::kTokens> pairs;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int expert = p.block_expert[block];
@@ -57,22 +48,15 @@ __global__ void __launch_bounds__(Geometry<Cfg, Format::kGroup>::kThreads) moe_g
   const int tile0 = blockIdx.x * G::kTilesPerCta;
 
   static_assert(Cfg::kTokens <= G::kThreads, "one thread per token slot");
-  int pair = -1;
-  if (tid < Cfg::kTokens) {
-    pair = p.sorted_pairs[block * Cfg::kTokens + tid];
-    s_pair[tid] = pair;
-    s_act_row[tid] = pair >= 0 ? pair / p.act_row_divisor : -1;
-    s_pair_weight[tid] = pair >= 0 ? Stage::pair_weight(p, pair) : 0.0f;
-  }
   // A block holds its expert's pairs first and padding after, so only the first token tiles are
   // live: the rows of the others are not loaded. Their columns of the product are garbage and never
   // stored; an MMA column depends only on its own B column. (Skipping their MMAs too, with a
   // run-time break in the unrolled loop, measured slower: it serialises the ldmatrix/mma stream.)
-  const int live_pairs = __syncthreads_count(pair >= 0);
+  const int live_pairs = pairs.template load<Stage>(p, block, tid);
   const int live_tiles = (live_pairs + 7) / 8;
 
   const StageLoader<Cfg, G> loader(p, p.weights + expert * p.expert_weight_stride, p.scales + expert * p.expert_scale_stride,
-                                   tile0, c_begin, n_local, K, s_act_row, live_tiles, tid);
+                                   tile0, c_begin, n_local, K, pairs.act_row, live_tiles, tid);
 
   float acc[Cfg::kTilesPerWarp][G::kTokenTiles][4] = {};
   const int k_iters = (n_local + Cfg::kChunksPerStage - 1) / Cfg::kChunksPerStage;
@@ -151,9 +135,9 @@ __global__ void __launch_bounds__(Geometry<Cfg, Format::kGroup>::kThreads) moe_g
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         const int slot = nt * 8 + 2 * t + j;
-        if (s_pair[slot] < 0) continue;
+        if (pairs.pair[slot] < 0) continue;
         // acc[..][j] and acc[..][2 + j]: rows g and g+8 of the tile.
-        epilogue.store(p, s_pair[slot], s_pair_weight[slot], acc[mt][nt][j], acc[mt][nt][2 + j]);
+        epilogue.store(p, pairs.pair[slot], pairs.weight[slot], acc[mt][nt][j], acc[mt][nt][2 + j]);
       }
   }
 }

@@ -120,20 +120,25 @@ struct SwizzledActLoader {
   // Thread tid copies 16-byte unit tid % 8 (k 8u..8u+7 of each chunk) of rows tid / 8 + j * kRowStride
   // below kRows (the block's N; rows past it are never read). kRowStride is a multiple of 8, so all
   // of a thread's rows share one swizzle: one destination offset plus compile-time steps. Rows
-  // without a pair are written as zeros, so the copy has no branches: a few instructions per 16 bytes.
+  // without a pair are written as zeros, so the copy has no branches: a few instructions per 16 bytes
+  // (where kRowStride does not divide kRows, the last row of some threads is a predicated-off copy).
   static constexpr int kRowStride = G::kThreads / 8;
-  static_assert(G::kThreads % 64 == 0 && kRows % kRowStride == 0, "rows split evenly, one swizzle per thread");
-  static constexpr int kRowsPerThread = kRows / kRowStride;
+  static_assert(kRowStride % 8 == 0, "one swizzle per thread");
+  static constexpr int kRowsPerThread = (kRows + kRowStride - 1) / kRowStride;
+  static constexpr bool kRagged = kRows % kRowStride != 0;
 
   const std::uint16_t* a_src[kRowsPerThread];  // the row at k = 8u of the first chunk (p.act for rows with no pair)
   unsigned live = 0;                           // bit j: row j has a pair
+  bool last_in = true;                         // kRagged: this thread's last row is below kRows
   int dst, K, k_unit;
 
   __device__ SwizzledActLoader(const MoeGemmParams& p, int c_begin, int K_, const std::int32_t* s_act_row, int tid)
       : dst(ptx::swizzled_k128_offset(tid / 8, tid % 8)), K(K_), k_unit((tid % 8) * 8) {
+    if constexpr (kRagged) last_in = tid / 8 + (kRowsPerThread - 1) * kRowStride < kRows;
 #pragma unroll
     for (int j = 0; j < kRowsPerThread; ++j) {
-      const int src_row = s_act_row[tid / 8 + j * kRowStride];
+      const int row = tid / 8 + j * kRowStride;
+      const int src_row = row < kRows ? s_act_row[row] : -1;
       live |= (src_row >= 0 ? 1u : 0u) << j;
       a_src[j] = src_row >= 0 ? p.act + static_cast<std::int64_t>(src_row) * p.shape.k + c_begin * tiling::kChunkK + k_unit : p.act;
     }
@@ -149,7 +154,10 @@ struct SwizzledActLoader {
 #pragma unroll
       for (int j = 0; j < kRowsPerThread; ++j) {
         const bool valid = in_k && ((live >> j) & 1u);
-        ptx::cp_async16(sx + c * G::kSlabBytes + j * kRowStride * 128, a_src[j] + (valid ? k : 0), valid ? 16 : 0);
+        if (kRagged && j == kRowsPerThread - 1)
+          ptx::cp_async16_if(last_in, sx + c * G::kSlabBytes + j * kRowStride * 128, a_src[j] + (valid ? k : 0), valid ? 16 : 0);
+        else
+          ptx::cp_async16(sx + c * G::kSlabBytes + j * kRowStride * 128, a_src[j] + (valid ? k : 0), valid ? 16 : 0);
       }
     }
   }

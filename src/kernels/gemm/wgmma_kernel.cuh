@@ -30,6 +30,7 @@
 
 #include <cstdint>
 
+#include "kernels/gemm/block_pairs.cuh"
 #include "kernels/gemm/geometry.hpp"
 #include "kernels/gemm/stage_loader.cuh"
 #include "kernels/gemm/wgmma.cuh"
@@ -39,17 +40,16 @@
 namespace mxmoe::kernels::gemm {
 
 // What the CTA set up before its main loop.
+template <int kTokens>
 struct WgmmaCta {
   std::uint8_t* smem;  // 1024-byte aligned stages
-  const std::int32_t* s_pair;
-  const float* s_pair_weight;
-  const std::int32_t* s_act_row;
+  const BlockPairs<kTokens>* pairs;
   int expert, tile0, tid;
 };
 
 // The main loop and epilogue for blocks of at most kN live pairs.
 template <int kN, class Cfg, class Format, class Stage>
-__device__ __forceinline__ void wgmma_block(const MoeGemmParams& p, const WgmmaCta& cta) {
+__device__ __forceinline__ void wgmma_block(const MoeGemmParams& p, const WgmmaCta<Cfg::kTokens>& cta) {
   using G = WgmmaGeometry<Cfg, Format::kGroup>;
   using Ops = typename Format::Ops;
   constexpr int kAcc = kN / 2;  // m64nN: N/2 fp32 per thread
@@ -63,7 +63,7 @@ __device__ __forceinline__ void wgmma_block(const MoeGemmParams& p, const WgmmaC
 
   const WeightLoader<Cfg, G> weights(p, p.weights + cta.expert * p.expert_weight_stride,
                                      p.scales + cta.expert * p.expert_scale_stride, cta.tile0, 0, n_chunks, tid);
-  const SwizzledActLoader<Cfg, G, kN> acts(p, 0, p.shape.k, cta.s_act_row, tid);
+  const SwizzledActLoader<Cfg, G, kN> acts(p, 0, p.shape.k, cta.pairs->act_row, tid);
 
   float acc[kAcc];
 #pragma unroll
@@ -135,9 +135,9 @@ __device__ __forceinline__ void wgmma_block(const MoeGemmParams& p, const WgmmaC
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
       const int slot = nt * 8 + 2 * t + j;
-      if (cta.s_pair[slot] < 0) continue;
+      if (cta.pairs->pair[slot] < 0) continue;
       // acc[4nt + j] and acc[4nt + 2 + j]: rows g and g+8 of the warp's tile.
-      epilogue.store(p, cta.s_pair[slot], cta.s_pair_weight[slot], acc[4 * nt + j], acc[4 * nt + 2 + j]);
+      epilogue.store(p, cta.pairs->pair[slot], cta.pairs->weight[slot], acc[4 * nt + j], acc[4 * nt + 2 + j]);
     }
 }
 
@@ -148,35 +148,18 @@ __global__ void __launch_bounds__(WgmmaGeometry<Cfg, Format::kGroup>::kThreads, 
   static_assert(Cfg::kStages >= 3, "one stage in use, one whose MMAs may still run, one or more in flight");
   static_assert(Cfg::kTokens == 128 || Cfg::kTokens == 256, "blocks run N = 64, 128 (or 256)");
   const int block = blockIdx.y;
-  if constexpr (Stage::kWaitAtStart) {
-    ptx::grid_dependency_wait();
-    ptx::allow_dependents_launch();
-  }
-  if (block >= *p.num_blocks) return;
+  if (!begin_block<Stage>(p, block)) return;
 
   extern __shared__ __align__(16) std::uint8_t smem_raw[];
-  __shared__ std::int32_t s_pair[Cfg::kTokens];
-  __shared__ std::int32_t s_act_row[Cfg::kTokens];
-  __shared__ float s_pair_weight[Cfg::kTokens];
-
+  __shared__ BlockPairs<Cfg::kTokens> pairs;
   const int tid = threadIdx.x;
-  int pair = -1;
   static_assert(Cfg::kTokens <= G::kThreads, "one thread per token slot");
-  if (tid < Cfg::kTokens) {
-    pair = p.sorted_pairs[block * Cfg::kTokens + tid];
-    s_pair[tid] = pair;
-    s_act_row[tid] = pair >= 0 ? pair / p.act_row_divisor : -1;
-    s_pair_weight[tid] = pair >= 0 ? Stage::pair_weight(p, pair) : 0.0f;
-  }
-  // A block holds its expert's pairs first and padding after.
-  const int live_pairs = __syncthreads_count(pair >= 0);
+  const int live_pairs = pairs.template load<Stage>(p, block, tid);
 
-  WgmmaCta cta;
+  WgmmaCta<Cfg::kTokens> cta;
   // The swizzle acts on absolute address bits: align the stages to 1024 bytes (G reserves the slack).
   cta.smem = smem_raw + ((1024u - (ptx::smem_addr(smem_raw) & 1023u)) & 1023u);
-  cta.s_pair = s_pair;
-  cta.s_pair_weight = s_pair_weight;
-  cta.s_act_row = s_act_row;
+  cta.pairs = &pairs;
   cta.expert = p.block_expert[block];
   cta.tile0 = blockIdx.x * G::kTilesPerCta;
   cta.tid = tid;

@@ -1,0 +1,48 @@
+// What both GEMM kernels do first: the dependency wait, the early exit of blocks past the align
+// kernel's count, and the block's routed pairs staged in shared memory.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/moe_gemm.hpp"
+#include "kernels/ptx.cuh"
+
+namespace mxmoe::kernels::gemm {
+
+// Dependencies: GEMM1 reads the block list the align kernel (its predecessor) writes. GEMM2's
+// predecessor is GEMM1, which lets it launch only after passing its own wait, so the block list is
+// complete and GEMM2 may read it, and stream its first weight stages, before waiting for the
+// intermediate activations (Stage::kWaitAtStart false: the kernel waits after its weight prologue).
+// Returns whether `block` exists (blocks past *num_blocks exit at once).
+template <class Stage>
+__device__ __forceinline__ bool begin_block(const MoeGemmParams& p, int block) {
+  if constexpr (Stage::kWaitAtStart) {
+    ptx::grid_dependency_wait();
+    ptx::allow_dependents_launch();
+  }
+  return block < *p.num_blocks;
+}
+
+// A block's kTokens slots: its expert's (token, slot) pairs first, padding (-1) after.
+template <int kTokens>
+struct BlockPairs {
+  std::int32_t pair[kTokens];     // pair id or -1
+  std::int32_t act_row[kTokens];  // its activation row (pair / act_row_divisor) or -1
+  float weight[kTokens];          // Stage::pair_weight (GEMM2's router weight; 1 for GEMM1)
+
+  // Threads 0..kTokens-1 load one slot each; returns the live pairs, after a barrier that makes the
+  // whole block visible to every thread.
+  template <class Stage>
+  __device__ int load(const MoeGemmParams& p, int block, int tid) {
+    int id = -1;
+    if (tid < kTokens) {
+      id = p.sorted_pairs[block * kTokens + tid];
+      pair[tid] = id;
+      act_row[tid] = id >= 0 ? id / p.act_row_divisor : -1;
+      weight[tid] = id >= 0 ? Stage::pair_weight(p, id) : 0.0f;
+    }
+    return __syncthreads_count(id >= 0);
+  }
+};
+
+}  // namespace mxmoe::kernels::gemm
