@@ -21,9 +21,8 @@ struct MoeLayerOptions {
   int device = 0;
   GemmTile gemm_tile = GemmTile::Auto;
   // A token's output bit-identical whatever batch it rides in (same weights, same routing of that
-  // token): the GEMMs stay on mma.sync (no wgmma path, no K split for one or two tokens). Costs the
-  // wgmma path's lead from 36 routed pairs per expert up and the split's at one or two tokens
-  // (bench/results: mxmoe bench --batch-invariant). A fixed gemm_tile is batch-invariant as it is.
+  // token): no K split for one or two tokens (kernels::choose_gemm says why that is all it takes).
+  // Costs nothing measurable (bench/results/20261130-1239-H200-session: mxmoe bench --batch-invariant).
   bool batch_invariant = false;
 };
 
