@@ -47,7 +47,7 @@ TEST(GemmPlan, ConfigurationsByPairsPerExpert) {
   EXPECT_EQ(choose_gemm(1536, 6, 256), GemmTile::Wgmma) << "36 pairs per expert: warpgroup MMA";
   EXPECT_EQ(choose_gemm(4096, 8, 256), GemmTile::Wgmma);
   EXPECT_EQ(gemm_tokens_per_block(GemmTile::Wgmma), 128);
-  EXPECT_EQ(choose_gemm(4096, 8, 256, true), GemmTile::Wgmma) << "batch-invariant: every path sums K alike";
+  EXPECT_EQ(choose_gemm(4096, 8, 256, true), GemmTile::Prefill) << "batch-invariant: mma.sync only";
   EXPECT_EQ(choose_gemm(1, 8, 256, true), GemmTile::Tiny);
   EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 2, 132, false), kTinyGemm2Splits) << "2 blocks x 128 CTAs < 3 per SM";
   EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 2, 132, true), 1) << "batch-invariant: no split";

@@ -354,7 +354,7 @@ const RegisterCommand kBench{
           ->capture_default_str();
       sub.add_flag("--batch-invariant", o->batch_invariant,
                    "time the layer in its batch-invariant mode (a token's output bit-identical in any batch: "
-                   "no K split for one or two tokens), to see what the mode costs");
+                   "mma.sync only, no K split), to see what the mode costs");
       sub.add_option("--sweep-shapes", o->sweep_shapes,
                      "N random layer shapes (from --seed) instead of a preset: E 8..512, H and I multiples of 32 in "
                      "256..8192, top-k 1..8; one line per (shape, T) with streaming and roofline efficiency, then a "

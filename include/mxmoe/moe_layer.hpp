@@ -21,8 +21,10 @@ struct MoeLayerOptions {
   int device = 0;
   GemmTile gemm_tile = GemmTile::Auto;
   // A token's output bit-identical whatever batch it rides in (same weights, same routing of that
-  // token): no K split for one or two tokens (kernels::choose_gemm says why that is all it takes).
-  // Costs nothing measurable (bench/results/20261130-1239-H200-session: mxmoe bench --batch-invariant).
+  // token): the GEMMs stay on mma.sync (no wgmma path, no K split for one or two tokens;
+  // kernels::choose_gemm says why). Costs nothing at 1 and 2 tokens and the wgmma path's lead from 36
+  // routed pairs per expert up: 1.6x at 4096 and 16384 tokens on dsv4-flash
+  // (bench/results/20261130-1239-H200-session, mxmoe bench --batch-invariant).
   bool batch_invariant = false;
 };
 

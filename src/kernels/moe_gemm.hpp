@@ -83,10 +83,11 @@ constexpr int kTinyGemm2Splits = 2;
 // Picks the configuration from the average routed pairs per expert: a block should hold most
 // experts' pairs, since a second block re-reads its weights, but wider blocks cost more per byte.
 // batch_invariant (MoeLayerOptions::batch_invariant): every choice gives a token's output the same
-// bits whatever batch it rides in. Every configuration sums K in the same order (chunk by chunk, k16
-// step by step) and an MMA column depends only on its own token; mma.sync and wgmma gave identical
-// bits on the H200 (tests/gpu/test_moe_layer.cpp checks it on every run), so no configuration is
-// excluded: the mode only forbids GEMM2's K split (gemm2_k_splits).
+// bits whatever batch it rides in: the mma.sync configurations only (they all sum K in the same
+// order, chunk by chunk, k16 step by step, and an MMA column depends only on its own token), and no
+// K split (gemm2_k_splits). The wgmma path is likely alike: in the default mode on the H200,
+// sub-batches on mma.sync matched the same tokens in a batch on wgmma bit for bit (10 of 12; the 2
+// others were the K split), but the mode with wgmma allowed has not run yet, so it stays excluded.
 GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_invariant = false);
 // GEMM2's K splits: kTinyGemm2Splits for the Tiny configuration when its CTAs would leave SMs idle
 // (fewer than three per SM), else 1; always 1 when batch_invariant (a split changes the summation

@@ -19,7 +19,7 @@ int gemm_tokens_per_block(GemmTile tile) {
   return gemm::with_config(tile, [](auto cfg) { return decltype(cfg)::kTokens; });
 }
 
-GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool /*batch_invariant*/) {
+GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_invariant) {
   const double pairs_per_expert = static_cast<double>(num_tokens) * top_k / num_experts;
   // Thresholds from scripts/tune-gemm on an H100 (dsv4-flash and gpt-oss-120b, every tile forced).
   if (num_tokens <= 2) return GemmTile::Tiny;
@@ -30,7 +30,7 @@ GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool /*batch_in
   // (bench/results/20261130-1230-H200-wgmma-crossover): dsv4-flash 1536 tokens (36 pairs) 2567 us
   // against 2641, gpt-oss-120b 2048 (64 pairs) 1564 against 1913; below, mma.sync's smaller blocks
   // lead (gpt-oss-120b 1536 tokens, 48 pairs: 1399 against 1347, within 4%).
-  if (pairs_per_expert < 36.0) return GemmTile::Prefill;
+  if (pairs_per_expert < 36.0 || batch_invariant) return GemmTile::Prefill;
   return GemmTile::Wgmma;
 }
 
