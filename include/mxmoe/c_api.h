@@ -16,8 +16,9 @@
 extern "C" {
 #endif
 
-#define MXMOE_C_ABI_VERSION 4 /* 3: MXFP4 weights may carry E8M0 shift factors (mxmoe_weights);
-                                * 4: those factors are per weight row, [E, 2I] and [E, H] */
+#define MXMOE_C_ABI_VERSION 5 /* 3: MXFP4 weights may carry E8M0 shift factors (mxmoe_weights);
+                                * 4: those factors are per weight row, [E, 2I] and [E, H];
+                                * 5: mxmoe_forward_cuda takes batch_invariant */
 
 enum {
   MXMOE_OK = 0,
@@ -116,10 +117,12 @@ int mxmoe_workspace_bytes(int num_experts, int hidden, int inter, int num_tokens
 
 /* The fused forward on the device, prepared weights: hidden [T, H] bf16 (fp16 when
  * w->f16_activations), ids int32 [T, k] (-1 or >= E: skipped), weights fp32 [T, k], out [T, H] as
- * hidden; no host synchronisation, graph-capturable. The global scales are device pointers. */
+ * hidden; no host synchronisation, graph-capturable. The global scales are device pointers.
+ * batch_invariant 1: a token's output bit-identical whatever batch it rides in (MoeLayerOptions::
+ * batch_invariant: mma.sync only, no K split); 0: the fastest kernels. */
 int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, const void* hidden, const int32_t* ids,
                        const float* topk_weights, void* out, int num_tokens, int top_k, void* workspace,
-                       int64_t workspace_bytes, void* stream);
+                       int64_t workspace_bytes, void* stream, int batch_invariant);
 
 /* Routing on the device: logits fp32 [T, E], correction bias fp32 [E] or NULL -> ids, weights [T, k]. */
 int mxmoe_route_cuda(const float* logits, const float* correction_bias, int num_tokens, int num_experts,

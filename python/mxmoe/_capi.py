@@ -106,7 +106,7 @@ _SIGNATURES = {
     "mxmoe_scales_to_e8m0": ([_P, _P, ctypes.POINTER(_L), _I, ctypes.c_char_p], _I),
     "mxmoe_tile_experts_cuda": ([_P, _P, _I, _I, _I, _I, _I, _I, _P, _P, _P], _I),
     "mxmoe_workspace_bytes": ([_I, _I, _I, _I, _I, ctypes.POINTER(_L)], _I),
-    "mxmoe_forward_cuda": ([ctypes.POINTER(Weights), ctypes.POINTER(Activation), _P, _P, _P, _P, _I, _I, _P, _L, _P], _I),
+    "mxmoe_forward_cuda": ([ctypes.POINTER(Weights), ctypes.POINTER(Activation), _P, _P, _P, _P, _I, _I, _P, _L, _P, _I], _I),
     "mxmoe_route_cuda": ([_P, _P, _I, _I, ctypes.POINTER(Routing), _P, _P, _P], _I),
     "mxmoe_forward_cpu": ([ctypes.POINTER(Weights), ctypes.POINTER(Activation), _P, _P, _P, _P, _I, _I, _I], _I),
     "mxmoe_route_cpu": ([_P, _P, _I, _I, ctypes.POINTER(Routing), _P, _P], _I),
@@ -119,7 +119,7 @@ _SIGNATURES = {
     "mxmoe_layer_close": ([_P], None),
     "mxmoe_fused_aliases": ([ctypes.c_char_p, ctypes.c_char_p, _L], _I),
 }
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 
 def _load():

@@ -64,14 +64,17 @@ def fused_moe(hidden_states: torch.Tensor, prepared: PreparedWeights, topk_weigh
               out: Optional[torch.Tensor] = None, global_num_experts: int = -1,
               apply_router_weight_on_input: bool = False, routed_scaling_factor: Optional[float] = None,
               clamp_limit: Optional[float] = None, swiglu_alpha: float = 1.702, swiglu_limit: float = 7.0,
-              inplace: bool = False, check_ids: Optional[bool] = None) -> torch.Tensor:
+              inplace: bool = False, check_ids: Optional[bool] = None, batch_invariant: bool = False) -> torch.Tensor:
     """out[t] = sum_s topk_weights[t, s] * expert_{topk_ids[t, s]}(hidden_states[t]), [T, H] in
     hidden_states' dtype: bf16 (MXFP4), bf16 or fp16 (NVFP4).
 
     activation: 'silu' (+ clamp_limit: DeepSeek V4's clamp), 'swigluoai'/'gpt_oss' (swiglu_alpha,
     swiglu_limit). expert_map [global E]: global -> local id, -1 = not on this rank (skipped).
     inplace writes the result into hidden_states. check_ids (default: eager CPU only, as on CUDA it
-    would synchronise the host) refuses ids outside -1..E-1; unchecked, such ids contribute nothing."""
+    would synchronise the host) refuses ids outside -1..E-1; unchecked, such ids contribute nothing.
+    batch_invariant: a token's output bit-identical whatever batch it rides in (deterministic
+    inference): on CUDA the mma.sync kernels only, no K split; costs nothing at 1-2 tokens and the
+    compute-bound path's lead from 36 routed pairs per expert up."""
     hidden = _hidden_for(hidden_states, prepared)
     T = hidden.shape[0]
     _checks.tensor(topk_ids, "topk_ids", _ID_DTYPES, ndim=2)
@@ -106,7 +109,7 @@ def fused_moe(hidden_states: torch.Tensor, prepared: PreparedWeights, topk_weigh
     torch.ops.mxmoe.fused_moe(hidden, prepared.w13, prepared.w13_scale, prepared.w2, prepared.w2_scale,
                               prepared.w13_bias, prepared.w2_bias, prepared.w13_global_scale,
                               prepared.w2_global_scale, ids, weights, prepared.intermediate_size, prepared.group,
-                              prepared.max_scale_byte, act.kind, act.limit, act.alpha, out)
+                              prepared.max_scale_byte, act.kind, act.limit, act.alpha, out, bool(batch_invariant))
     return out
 
 
@@ -132,9 +135,10 @@ def fused_moe_from_logits(hidden_states: torch.Tensor, prepared: PreparedWeights
                           num_expert_group: int = 1, topk_group: int = 1, routed_scaling_factor: float = 1.0,
                           correction_bias: Optional[torch.Tensor] = None, activation: str = "silu",
                           out: Optional[torch.Tensor] = None, clamp_limit: Optional[float] = None,
-                          swiglu_alpha: float = 1.702, swiglu_limit: float = 7.0) -> torch.Tensor:
+                          swiglu_alpha: float = 1.702, swiglu_limit: float = 7.0,
+                          batch_invariant: bool = False) -> torch.Tensor:
     """Routing from router logits [T, E] and the fused MoE in one op (torch.ops.mxmoe.fused_moe_from_logits);
-    routing as in route(), activation arguments as in fused_moe(). With expert parallelism, route
+    routing as in route(), activation and batch_invariant arguments as in fused_moe(). With expert parallelism, route
     with route() and pass expert_map to fused_moe()."""
     hidden = _hidden_for(hidden_states, prepared).contiguous()
     T = hidden.shape[0]
@@ -152,5 +156,5 @@ def fused_moe_from_logits(hidden_states: torch.Tensor, prepared: PreparedWeights
         prepared.w13_global_scale, prepared.w2_global_scale, router_logits.to(torch.float32).contiguous(),
         correction_bias, _config.routing_mode(routing), int(top_k), bool(renormalize), int(num_expert_group),
         int(topk_group), float(routed_scaling_factor), prepared.intermediate_size, prepared.group,
-        prepared.max_scale_byte, act.kind, act.limit, act.alpha, out)
+        prepared.max_scale_byte, act.kind, act.limit, act.alpha, out, bool(batch_invariant))
     return out

@@ -34,7 +34,8 @@ class _QuantizedMoE(torch.nn.Module):
 
     def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, *, activation: str = "silu",
                  clamp_limit: Optional[float] = None, swiglu_alpha: float = 1.702, swiglu_limit: float = 7.0,
-                 routed_scaling_factor: Optional[float] = None, expert_map: Optional[torch.Tensor] = None):
+                 routed_scaling_factor: Optional[float] = None, expert_map: Optional[torch.Tensor] = None,
+                 batch_invariant: bool = False):
         super().__init__()
         check(lib.mxmoe_check_problem(num_experts, hidden_size, intermediate_size, self.GROUP, 1, None))
         self.num_experts, self.hidden_size, self.intermediate_size = num_experts, hidden_size, intermediate_size
@@ -43,6 +44,7 @@ class _QuantizedMoE(torch.nn.Module):
         self.routed_scaling_factor = routed_scaling_factor
         _config.activation(activation, clamp_limit, swiglu_alpha, swiglu_limit)  # refuse bad names now
         self.expert_map = expert_map
+        self.batch_invariant = batch_invariant  # fused_moe's: a token's bits the same in any batch
         self.prepared: Optional[PreparedWeights] = None
 
     # The module attribute names a loader may have registered for each role: "w13_weight",
@@ -116,7 +118,8 @@ class _QuantizedMoE(torch.nn.Module):
                                        f"the weights, then call process_weights_after_loading() once")
         return fused_moe(hidden_states, self.prepared, topk_weights, topk_ids, activation=self.activation,
                          expert_map=self.expert_map, out=out, routed_scaling_factor=self.routed_scaling_factor,
-                         clamp_limit=self.clamp_limit, swiglu_alpha=self.swiglu_alpha, swiglu_limit=self.swiglu_limit)
+                         clamp_limit=self.clamp_limit, swiglu_alpha=self.swiglu_alpha, swiglu_limit=self.swiglu_limit,
+                         batch_invariant=self.batch_invariant)
 
     def _apply(self, fn, *args, **kwargs):
         # .to()/.cuda() move buffers; keep the prepared view on the moved tensors. Moving prepared
@@ -194,10 +197,11 @@ class Mxfp4MoE(_QuantizedMoE):
                  scale_dtype: torch.dtype = torch.float32, activation: str = "silu", has_bias: bool = False,
                  clamp_limit: Optional[float] = None, swiglu_alpha: float = 1.702, swiglu_limit: float = 7.0,
                  routed_scaling_factor: Optional[float] = None, expert_map: Optional[torch.Tensor] = None,
-                 device=None):
+                 device=None, batch_invariant: bool = False):
         super().__init__(num_experts, hidden_size, intermediate_size, activation=activation, clamp_limit=clamp_limit,
                          swiglu_alpha=swiglu_alpha, swiglu_limit=swiglu_limit,
-                         routed_scaling_factor=routed_scaling_factor, expert_map=expert_map)
+                         routed_scaling_factor=routed_scaling_factor, expert_map=expert_map,
+                         batch_invariant=batch_invariant)
         self.create_weights(scale_dtype=scale_dtype, has_bias=has_bias, device=device)
 
     def create_weights(self, *, scale_dtype=torch.float32, has_bias=False, device=None):
@@ -253,10 +257,11 @@ class Nvfp4MoE(_QuantizedMoE):
                  scale_dtype: torch.dtype = _E4M3, activation: str = "silu", has_bias: bool = False,
                  clamp_limit: Optional[float] = None, swiglu_alpha: float = 1.702, swiglu_limit: float = 7.0,
                  routed_scaling_factor: Optional[float] = None, expert_map: Optional[torch.Tensor] = None,
-                 device=None):
+                 device=None, batch_invariant: bool = False):
         super().__init__(num_experts, hidden_size, intermediate_size, activation=activation, clamp_limit=clamp_limit,
                          swiglu_alpha=swiglu_alpha, swiglu_limit=swiglu_limit,
-                         routed_scaling_factor=routed_scaling_factor, expert_map=expert_map)
+                         routed_scaling_factor=routed_scaling_factor, expert_map=expert_map,
+                         batch_invariant=batch_invariant)
         self.params_dtype = _checks.activation_dtype_for(16, params_dtype)
         if layout not in ("fused", "per_expert"):
             raise InvalidArgumentError(f"layout '{layout}': expected 'fused' or 'per_expert'")

@@ -19,7 +19,8 @@ _lib = torch.library.Library("mxmoe", "DEF")
 _lib.define(
     "fused_moe(Tensor hidden, Tensor w13, Tensor w13_scale, Tensor w2, Tensor w2_scale, Tensor? w13_bias, "
     "Tensor? w2_bias, Tensor? w13_global_scale, Tensor? w2_global_scale, Tensor topk_ids, Tensor topk_weights, "
-    "int inter, int group, int max_scale_byte, int act_kind, float act_limit, float act_alpha, Tensor(a!) out) -> ()")
+    "int inter, int group, int max_scale_byte, int act_kind, float act_limit, float act_alpha, Tensor(a!) out, "
+    "bool batch_invariant=False) -> ()")
 _lib.define(
     "route(Tensor router_logits, Tensor? correction_bias, int routing_mode, int top_k, bool renormalize, int n_groups, "
     "int topk_groups, float routed_scaling) -> (Tensor, Tensor)")
@@ -34,7 +35,7 @@ _lib.define(
     "Tensor? w13_bias, Tensor? w2_bias, Tensor? w13_global_scale, Tensor? w2_global_scale, Tensor router_logits, "
     "Tensor? correction_bias, int routing_mode, int top_k, bool renormalize, int n_groups, int topk_groups, "
     "float routed_scaling, int inter, int group, int max_scale_byte, int act_kind, float act_limit, float act_alpha, "
-    "Tensor(a!) out) -> ()")
+    "Tensor(a!) out, bool batch_invariant=False) -> ()")
 
 
 def _ptr(t):
@@ -78,9 +79,11 @@ def _weights(w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, 
 # hidden and out: bf16, or fp16 with NVFP4 (group 16); the scales uint8 (E8M0 or UE4M3 bytes); the
 # global scales: NVFP4's fp32 [E, 2] and [E], or the per-row 2^d factors fp32 [E, 2I] and [E, H] of MXFP4
 # scales prepared with a shift (CUDA only; _prepare.e8m0_shifts), or None; max_scale_byte: MXFP4's
-# largest E8M0 byte as passed.
+# largest E8M0 byte as passed. batch_invariant: a token's output bit-identical in any batch (the CPU
+# oracle is so by construction: each (token, expert) dot product is summed on its own).
 def _fused_moe_cpu(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale,
-                   topk_ids, topk_weights, inter, group, max_scale_byte, act_kind, act_limit, act_alpha, out):
+                   topk_ids, topk_weights, inter, group, max_scale_byte, act_kind, act_limit, act_alpha, out,
+                   batch_invariant=False):
     T = hidden.shape[0]
     w = _weights(w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale, hidden, inter,
                  group, max_scale_byte)
@@ -94,7 +97,8 @@ def _fused_moe_cpu(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_
 
 
 def _fused_moe_cuda(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale,
-                    topk_ids, topk_weights, inter, group, max_scale_byte, act_kind, act_limit, act_alpha, out):
+                    topk_ids, topk_weights, inter, group, max_scale_byte, act_kind, act_limit, act_alpha, out,
+                    batch_invariant=False):
     T, H = hidden.shape
     if T == 0:
         return
@@ -108,7 +112,7 @@ def _fused_moe_cuda(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13
     with _on_device(hidden.device):
         check(lib.mxmoe_forward_cuda(ctypes.byref(w), ctypes.byref(act), hidden.data_ptr(), topk_ids.data_ptr(),
                                      topk_weights.data_ptr(), out.data_ptr(), T, k, workspace.data_ptr(),
-                                     nbytes.value, _stream(hidden.device)))
+                                     nbytes.value, _stream(hidden.device), int(batch_invariant)))
 
 
 _lib.impl("fused_moe", _fused_moe_cpu, "CPU")
@@ -228,11 +232,11 @@ def _prepare_fake(w13, w13_scale, w2, w2_scale, group):
 def _from_logits(route_impl, forward_impl):
     def impl(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale,
              router_logits, correction_bias, mode, top_k, renormalize, n_groups, topk_groups, routed_scaling, inter,
-             group, max_scale_byte, act_kind, act_limit, act_alpha, out):
+             group, max_scale_byte, act_kind, act_limit, act_alpha, out, batch_invariant=False):
         ids, weights = route_impl(router_logits, correction_bias, mode, top_k, renormalize, n_groups, topk_groups,
                                   routed_scaling)
         forward_impl(hidden, w13, w13_scale, w2, w2_scale, w13_bias, w2_bias, w13_global_scale, w2_global_scale, ids,
-                     weights, inter, group, max_scale_byte, act_kind, act_limit, act_alpha, out)
+                     weights, inter, group, max_scale_byte, act_kind, act_limit, act_alpha, out, batch_invariant)
     return impl
 
 

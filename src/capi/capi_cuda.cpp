@@ -100,7 +100,7 @@ int mxmoe_workspace_bytes(int E, int H, int I, int num_tokens, int top_k, int64_
 
 int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, const void* hidden, const int32_t* ids,
                        const float* topk_weights, void* out, int num_tokens, int top_k, void* workspace,
-                       int64_t workspace_bytes, void* stream) {
+                       int64_t workspace_bytes, void* stream, int batch_invariant) {
   return guarded("mxmoe_forward_cuda", [&] {
     const char* entry = "mxmoe_forward_cuda";
     require(w, entry, "weights");
@@ -160,7 +160,8 @@ int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, cons
     }
     view.format = gemm_format;
     layer::launch_forward(view, capi::activation_of(*act), GemmTile::Auto, sm_count, workspace, ws,
-                          {hidden, ids, topk_weights, out, num_tokens, top_k}, static_cast<cudaStream_t>(stream));
+                          {hidden, ids, topk_weights, out, num_tokens, top_k, batch_invariant != 0},
+                          static_cast<cudaStream_t>(stream));
     check_cuda(cudaGetLastError(), "forward launch");
   });
 }

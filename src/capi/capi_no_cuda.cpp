@@ -20,7 +20,7 @@ int mxmoe_workspace_bytes(int, int, int, int, int, int64_t*) {
   return guarded("mxmoe_workspace_bytes", [] { no_cuda("mxmoe_workspace_bytes"); });
 }
 int mxmoe_forward_cuda(const mxmoe_weights*, const mxmoe_activation*, const void*, const int32_t*, const float*, void*, int, int,
-                       void*, int64_t, void*) {
+                       void*, int64_t, void*, int) {
   return guarded("mxmoe_forward_cuda", [] { no_cuda("mxmoe_forward_cuda"); });
 }
 int mxmoe_route_cuda(const float*, const float*, int, int, const mxmoe_routing*, int32_t*, float*, void*) {

@@ -120,6 +120,25 @@ def test_fused_moe_from_logits_is_route_then_forward():
     assert torch.equal(out, mt.fused_moe(hidden, prepared, w, i))
 
 
+def test_batch_invariant_argument_reaches_every_entry_point():
+    # The CPU oracle is batch-invariant by construction: a token's bits alone equal its bits in the
+    # batch, with the flag or without; the flag is accepted by fused_moe, fused_moe_from_logits, the
+    # module and the raw op (whose schema gives it a default).
+    layer = random_layer(seed=21)
+    prepared = mt.prepare(**layer)
+    hidden, ids, weights = random_tokens(12, 256, 8, 2, seed=22)
+    full = mt.fused_moe(hidden, prepared, weights, ids, batch_invariant=True)
+    assert torch.equal(full, mt.fused_moe(hidden, prepared, weights, ids))
+    for t in (0, 5, 11):
+        alone = mt.fused_moe(hidden[t:t + 1], prepared, weights[t:t + 1], ids[t:t + 1], batch_invariant=True)
+        assert torch.equal(alone[0], full[t]), t
+    logits = torch.randn(12, 8, generator=torch.Generator().manual_seed(23))
+    assert torch.equal(mt.fused_moe_from_logits(hidden, prepared, logits, 2, batch_invariant=True),
+                       mt.fused_moe_from_logits(hidden, prepared, logits, 2))
+    assert "batch_invariant" in str(torch.ops.mxmoe.fused_moe.default._schema)
+    assert "batch_invariant" in str(torch.ops.mxmoe.fused_moe_from_logits.default._schema)
+
+
 def test_torch_ops_are_registered():
     assert hasattr(torch.ops.mxmoe, "fused_moe") and hasattr(torch.ops.mxmoe, "route")
     assert mxmoe.cuda_compiled() in (True, False)

@@ -48,6 +48,20 @@ def test_cuda_matches_cpu_oracle(E, H, I, k, T, bias, act, skew):
     assert rel_err(out.cpu(), cpu) < TOL
 
 
+def test_batch_invariant_gives_a_token_the_same_bits_in_any_batch():
+    # Sub-batches of 1, 2, 7, 64 tokens (mma.sync, the K split forbidden) against the same tokens in a
+    # batch of 2048 (32 experts, top-4: 256 pairs per expert), bit for bit, at the batch's front and end.
+    E, H, I, k, big = 32, 512, 256, 4, 2048
+    prepared = mt.prepare(**on(random_layer(E, H, I, bias=True, seed=24), "cuda"))
+    hidden, ids, weights = (t.cuda() for t in random_tokens(big, H, E, k, seed=25))
+    full = mt.fused_moe(hidden, prepared, weights, ids, batch_invariant=True)
+    for T in (1, 2, 7, 64):
+        for first in (0, big - T):
+            part = mt.fused_moe(hidden[first:first + T], prepared, weights[first:first + T], ids[first:first + T],
+                                batch_invariant=True)
+            assert torch.equal(part, full[first:first + T]), (T, first)
+
+
 def test_route_cuda_matches_cpu():
     logits = torch.randn(300, 64, generator=torch.Generator().manual_seed(5))
     bias = torch.randn(64, generator=torch.Generator().manual_seed(6)) * 0.1
