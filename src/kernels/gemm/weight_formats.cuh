@@ -76,8 +76,9 @@ struct Mxfp4Wide {
   __device__ static void dequant(const uint4& wv, const std::uint8_t* chunk_scales, int lane, std::uint32_t (&a)[4][4]) {
     const std::uint32_t sc = *reinterpret_cast<const std::uint32_t*>(chunk_scales + (lane / 4) * 4);
     // Warp-uniform (every lane of the warp dequantises the same tile and chunk): only a chunk that
-    // holds a byte above 128 pays the second multiply, so a layer with a few such blocks runs at
-    // nearly Mxfp4's speed.
+    // holds a byte above 128 pays the second multiply. Still 1.08-1.14x Mxfp4's time at decode with a
+    // single such block (the branch costs what the multiply saved; measured on an H200,
+    // bench/results/20261130-1239-NVIDIA-H200), which is why real layers run Mxfp4Shifted.
     if (!__any_sync(0xffffffffu, any_scale_byte_above_128(sc))) return Mxfp4::dequant_with(wv, sc, a);
     ScalePairBits s[4];
 #pragma unroll
