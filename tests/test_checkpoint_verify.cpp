@@ -76,3 +76,27 @@ TEST(VerifyCli, BadOptionsAndLayersAreNamed) {
   EXPECT_EQ(r.rc, 2);
   EXPECT_THAT(r.err, HasSubstr("top_k"));
 }
+
+// --act fp8 (W4A8, issue 14): the CPU oracle's FP8 per-token mode, reported against the W4A16 oracle
+// and checked against float64 with its own default tolerance (6e-2): E4M3's 2^-3 steps give a few
+// percent (4.3-4.7e-2 measured on synthetic layers without biases, H = 128..2048), far above bf16's
+// ~2e-3 and far below an unrelated output's ~1. (Biases, which FP8 leaves exact, dilute it: a DeepSeek
+// V4 layer, which has none, keeps the test honest.)
+TEST(VerifyCli, Fp8ReportsTheW4a8ErrorAgainstW4a16AndFloat64) {
+  TempDir dir;
+  const std::string path = write_layer(dir, MoeLayout::DeepSeekV4, false);
+  CliResult r = run_cli("verify " + path + " --layer 4 --tokens 16 --act fp8", dir);
+  EXPECT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, AllOf(HasSubstr("W4A8 vs the W4A16 oracle on all 16 tokens: rel_l2_err"), HasSubstr("tolerance(rel_l2) 0.06"),
+                           HasSubstr("PASS")));
+  // The error is an FP8 error, not a bf16 one: 1e-2 (bf16's default) does not hold.
+  r = run_cli("verify " + path + " --layer 4 --tokens 16 --act fp8 --tolerance 1e-2", dir);
+  EXPECT_EQ(r.rc, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("FAIL"));
+  r = run_cli("verify " + path + " --layer 4 --act fp8 --backend gpu", dir);
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_THAT(r.err, HasSubstr("FP8 (W4A8) GPU kernels do not exist yet"));
+  r = run_cli("verify " + path + " --layer 4 --act fp4", dir);
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_THAT(r.err, HasSubstr("fp4"));
+}
