@@ -32,11 +32,13 @@ Report sample_report() {
   a.read_floor_us = 38.4;
   a.path_us = {{"mxmoe", 50.0}, {"cublas_bf16", 150.0}, {"torch_bf16", 200.0}};
   a.rel_err_vs_bf16 = 2.5e-3;
+  a.mxmoe_gemm = "tiny";
   Row b;
   b.work = row_work(rep.shape, 4096, 256, 4096 * 6);
   b.expected_hit = 256.0;
   b.path_us = {{"mxmoe", 4000.0}};
   b.path_note["cublas_bf16"] = "does not fit";
+  b.mxmoe_gemm = "wgmma";
   rep.rows = {a, b};
   return rep;
 }
@@ -101,6 +103,8 @@ TEST(BenchReport, JsonCarriesEveryFigure) {
   EXPECT_EQ(j["prepare"]["gpu_ms"], 120.5);
   const auto& r0 = j["rows"][0];
   EXPECT_EQ(r0["tokens"], 1);
+  EXPECT_EQ(r0["mxmoe_gemm"], "tiny");
+  EXPECT_EQ(j["rows"][1]["mxmoe_gemm"], "wgmma");
   EXPECT_EQ(r0["experts_hit"], 6);
   EXPECT_EQ(r0["weight_bytes"], 80216064);
   EXPECT_NEAR(r0["read_floor_gb_per_s"].get<double>(), (80216064.0 + 8192 + 48) / 38.4e-6 / 1e9, 1e-6);
@@ -158,6 +162,7 @@ TEST(BenchReport, TableShowsTimesSpeedupsAndNotes) {
   EXPECT_NE(t.find("2.5e-03"), std::string::npos) << t;
   EXPECT_NE(t.find("T=4096 cublas_bf16: does not fit"), std::string::npos) << t;
   EXPECT_NE(t.find("prepare (whole layer, once): 120.5 ms GPU"), std::string::npos) << t;
+  EXPECT_NE(t.find("mxmoe GEMM: T=1 tiny, T=4096 wgmma\n"), std::string::npos) << t;
 }
 
 TEST(BenchReport, MergeTorchResult) {

@@ -95,6 +95,7 @@ nlohmann::json to_json(const Report& report) {
       if (row.path_us.count(p)) r["paths"][p] = path_figures(report, row, p);
     r["notes"] = row.path_note;
     if (row.rel_err_vs_bf16 >= 0) r["rel_err_vs_bf16"] = row.rel_err_vs_bf16;
+    if (!row.mxmoe_gemm.empty()) r["mxmoe_gemm"] = row.mxmoe_gemm;
     j["rows"].push_back(r);
   }
   return j;
@@ -173,6 +174,11 @@ std::string format_table(const Report& report) {
     if (row.rel_err_vs_bf16 >= 0) cells[15] = fmt("%.1e", row.rel_err_vs_bf16);
     for (std::size_t c = 0; c < kCols; ++c) os << pad(cells[c], width[c]) << (c + 1 < kCols ? " " : "\n");
   }
+  // Which GEMM path each row ran (auto-dispatch switches from mma.sync to wgmma with the pairs per expert).
+  std::string gemm_line;
+  for (const Row& row : report.rows)
+    if (!row.mxmoe_gemm.empty()) gemm_line += (gemm_line.empty() ? "" : ", ") + ("T=" + std::to_string(row.work.tokens) + " " + row.mxmoe_gemm);
+  if (!gemm_line.empty()) os << "mxmoe GEMM: " << gemm_line << "\n";
   bool any_note = false;
   for (const Row& row : report.rows)
     for (const auto& [path, note] : row.path_note) {
