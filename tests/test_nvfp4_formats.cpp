@@ -9,27 +9,16 @@
 
 #include "formats/fp16.hpp"
 #include "formats/nvfp4.hpp"
+#include "test_util.hpp"
 
 using namespace mxmoe::formats;
+using mxmoe::test::e4m3_nearest;
+using mxmoe::test::e4m3_value;
 
 namespace {
 
-// Every finite UE4M3 value (bytes 0..0x7E), from the E4M3 definition in float64.
-double ue4m3_value(int b) {
-  const int exp = (b >> 3) & 15, man = b & 7;
-  return exp == 0 ? std::ldexp(man / 8.0, -6) : std::ldexp(1.0 + man / 8.0, exp - 7);
-}
-
-// The nearest UE4M3 byte by search: smallest distance, ties to the even mantissa (even byte), 448 cap.
-int ue4m3_nearest(double x) {
-  if (x >= 448.0) return 0x7E;
-  int best = 0;
-  for (int b = 1; b <= 0x7E; ++b) {
-    const double d = std::fabs(ue4m3_value(b) - x), db = std::fabs(ue4m3_value(best) - x);
-    if (d < db || (d == db && (b % 2 == 0))) best = b;
-  }
-  return best;
-}
+// UE4M3 is E4M3's bytes 0..0x7E: its float64 model and nearest-byte search (x >= 0) are E4M3's
+// (test_util.hpp).
 
 double e2m1_nearest(double v) {  // ties to the even code, saturating at 6
   const double grid[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
@@ -49,7 +38,7 @@ double e2m1_nearest(double v) {  // ties to the even code, saturating at 6
 TEST(Ue4m3, EveryValidByteRoundTripsAndDecodesByDefinition) {
   for (int b = 0; b <= 0x7E; ++b) {
     EXPECT_TRUE(ue4m3_valid(static_cast<std::uint8_t>(b)));
-    EXPECT_EQ(static_cast<double>(ue4m3_decode(static_cast<std::uint8_t>(b))), ue4m3_value(b)) << "byte " << b;
+    EXPECT_EQ(static_cast<double>(ue4m3_decode(static_cast<std::uint8_t>(b))), e4m3_value(b)) << "byte " << b;
     EXPECT_EQ(ue4m3_encode(ue4m3_decode(static_cast<std::uint8_t>(b))), b) << "byte " << b;
   }
   EXPECT_FALSE(ue4m3_valid(0x7F));
@@ -62,11 +51,11 @@ TEST(Ue4m3, EncodeIsNearestEvenAgainstASearch) {
   std::uniform_real_distribution<double> log2x(-14.0, 9.5);
   for (int i = 0; i < 20000; ++i) {
     const float x = static_cast<float>(std::exp2(log2x(rng)));
-    ASSERT_EQ(ue4m3_encode(x), ue4m3_nearest(x)) << "x = " << x;
+    ASSERT_EQ(ue4m3_encode(x), e4m3_nearest(x)) << "x = " << x;
   }
   // Exact midpoints between neighbours: ties to the even byte.
   for (int b = 0; b < 0x7E; ++b) {
-    const float mid = static_cast<float>(0.5 * (ue4m3_value(b) + ue4m3_value(b + 1)));
+    const float mid = static_cast<float>(0.5 * (e4m3_value(b) + e4m3_value(b + 1)));
     EXPECT_EQ(ue4m3_encode(mid), b % 2 == 0 ? b : b + 1) << "midpoint above byte " << b;
   }
 }
@@ -106,10 +95,10 @@ TEST(Nvfp4, QuantizeFollowsModelOptRule) {
     for (int b = 0; b < n / 16; ++b) {
       float bmax = 0.0f;
       for (int i = 0; i < 16; ++i) bmax = std::max(bmax, std::fabs(x[b * 16 + i]));
-      const int want_scale = ue4m3_nearest(static_cast<double>(bmax / (6.0f * g)));
+      const int want_scale = e4m3_nearest(static_cast<double>(bmax / (6.0f * g)));
       ASSERT_EQ(scales[b], want_scale) << "trial " << trial << " block " << b;
       ASSERT_TRUE(ue4m3_valid(scales[b]));
-      const float step = static_cast<float>(ue4m3_value(want_scale)) * g;
+      const float step = static_cast<float>(e4m3_value(want_scale)) * g;
       for (int i = 0; i < 16; ++i) {
         const double want = want_scale == 0 ? 0.0 : e2m1_nearest(static_cast<double>(x[b * 16 + i] / step));
         ASSERT_EQ(static_cast<double>(e2m1_decode(codes[b * 16 + i])), want) << "trial " << trial << " element " << b * 16 + i;

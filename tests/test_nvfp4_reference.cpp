@@ -18,19 +18,14 @@
 #include "mxmoe/reference.hpp"
 #include "mxmoe/verify.hpp"
 #include "mxmoe/weights.hpp"
+#include "test_util.hpp"
 
 using namespace mxmoe;
+using mxmoe::test::e2m1_value;
+using mxmoe::test::e4m3_value;  // UE4M3 scales are E4M3 bytes 0..0x7E
 
 namespace {
 
-double e2m1_value(unsigned nib) {
-  static const double mag[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
-  return (nib & 8u) ? -mag[nib & 7u] : mag[nib & 7u];
-}
-double ue4m3_value(unsigned b) {
-  const int exp = static_cast<int>((b >> 3) & 15u), man = static_cast<int>(b & 7u);
-  return exp == 0 ? man / 8.0 / 64.0 : (1.0 + man / 8.0) * std::pow(2.0, exp - 7);
-}
 double half_value(std::uint16_t h) {
   const int exp = (h >> 10) & 31, man = h & 1023;
   const double mag = exp == 0 ? man * std::pow(2.0, -24) : (1.0 + man / 1024.0) * std::pow(2.0, exp - 15);
@@ -44,7 +39,7 @@ std::vector<double> nv_row(const HostTensor& packed, const HostTensor& scales, i
   const std::size_t row = static_cast<std::size_t>(e) * rows + r;
   for (int c = 0; c < K; ++c) {
     const std::uint8_t byte = packed.as<std::uint8_t>()[row * K / 2 + c / 2];
-    out[c] = e2m1_value(c % 2 ? byte >> 4 : byte & 15u) * ue4m3_value(scales.as<std::uint8_t>()[row * K / 16 + c / 16]) * global;
+    out[c] = e2m1_value(c % 2 ? byte >> 4 : byte & 15u) * e4m3_value(scales.as<std::uint8_t>()[row * K / 16 + c / 16]) * global;
   }
   return out;
 }

@@ -28,17 +28,12 @@ using namespace mxmoe;
 using ::testing::HasSubstr;
 
 using mxmoe::test::act_f64;
+using mxmoe::test::e2m1_value;
 using mxmoe::test::synthetic_weights;
 
 namespace {
 
 // ---- the float64 model -------------------------------------------------------------------------
-
-double e2m1_value(unsigned nibble) {
-  const unsigned sign = (nibble >> 3) & 1u, exp = (nibble >> 1) & 3u, man = nibble & 1u;
-  const double mag = exp == 0 ? 0.5 * man : (1.0 + 0.5 * man) * std::pow(2.0, static_cast<int>(exp) - 1);
-  return sign ? -mag : mag;
-}
 
 // Dense [rows, K] doubles of expert e of a packed MXFP4 tensor [E, rows, K/2] + scales [E, rows, K/32].
 std::vector<double> dense_expert(const HostTensor& packed, const HostTensor& scales, int e, int rows, int K) {

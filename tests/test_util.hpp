@@ -1,6 +1,7 @@
 // The test-only half of the verification toolkit (the other half, the metric and the random inputs,
 // is the library's mxmoe/verify.hpp; the device buffer is mxmoe/device_buffer.hpp): the one way a
-// test expects an error, runs the CLI, and skips without a Hopper GPU.
+// test expects an error, runs the CLI, and skips without a Hopper GPU; the float64 models of the element
+// formats the tests check the codecs and the oracle against; synthetic weights and the float64 activation.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -44,6 +45,32 @@ inline void expect_error(const std::function<void()>& fn, ErrorCode code, const 
 
 // The expert MLP's activation of (gate, up) in float64, written from the definitions in
 // mxmoe/config.hpp (not through the library's own), for the tests' independent float64 models.
+// ---- float64 models of the element formats, from their definitions (independent of src/formats)
+
+// E2M1 nibble (sign bit 3) -> value.
+inline double e2m1_value(unsigned nibble) {
+  static const double mag[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
+  return (nibble & 8u) ? -mag[nibble & 7u] : mag[nibble & 7u];
+}
+// E4M3 (E4M3FN) byte -> value; NaN for 0x7F and 0xFF. UE4M3 (NVFP4's scales) is its bytes 0..0x7E.
+inline double e4m3_value(int b) {
+  const int exp = (b >> 3) & 15, man = b & 7;
+  if (exp == 15 && man == 7) return NAN;
+  const double mag = exp == 0 ? std::ldexp(man / 8.0, -6) : std::ldexp(1.0 + man / 8.0, exp - 7);
+  return (b & 0x80) ? -mag : mag;
+}
+// The nearest E4M3 byte by search over the magnitudes 0x00..0x7E: ties to the even mantissa (the even
+// byte), |x| beyond 448 saturating; the sign of x kept (-0 included).
+inline int e4m3_nearest(double x) {
+  const double a = std::fabs(x);
+  int best = 0;
+  for (int b = 1; b <= 0x7E; ++b) {
+    const double d = std::fabs(e4m3_value(b) - a), db = std::fabs(e4m3_value(best) - a);
+    if (d < db || (d == db && b % 2 == 0)) best = b;
+  }
+  return std::signbit(x) ? best | 0x80 : best;
+}
+
 inline double act_f64(double g, double u, const ActivationConfig& a) {
   if (a.kind != ActivationKind::SiluMul) {
     g = std::min(g, static_cast<double>(a.limit));

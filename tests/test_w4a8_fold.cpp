@@ -16,36 +16,15 @@
 #include "formats/nvfp4.hpp"
 #include "mxmoe/error.hpp"
 #include "prepare/w4a8_fold.hpp"
+#include "test_util.hpp"
 
 using namespace mxmoe;
 using namespace mxmoe::formats;
+using mxmoe::test::e2m1_value;
+using mxmoe::test::e4m3_nearest;
+using mxmoe::test::e4m3_value;
 
 namespace {
-
-// Every E4M3 byte's value from the definition, in float64 (NaN for 0x7F/0xFF).
-double e4m3_value(int b) {
-  const int exp = (b >> 3) & 15, man = b & 7;
-  if (exp == 15 && man == 7) return NAN;
-  const double mag = exp == 0 ? std::ldexp(man / 8.0, -6) : std::ldexp(1.0 + man / 8.0, exp - 7);
-  return (b & 0x80) ? -mag : mag;
-}
-
-// The nearest E4M3 byte by search over the magnitudes 0x00..0x7E: ties to the even mantissa (the even
-// byte), |x| beyond 448 saturating; the sign of x kept (-0 included).
-int e4m3_nearest(double x) {
-  const double a = std::fabs(x);
-  int best = 0;
-  for (int b = 1; b <= 0x7E; ++b) {
-    const double d = std::fabs(e4m3_value(b) - a), db = std::fabs(e4m3_value(best) - a);
-    if (d < db || (d == db && b % 2 == 0)) best = b;
-  }
-  return std::signbit(x) ? best | 0x80 : best;
-}
-
-double e2m1_value(int code) {
-  static const double mag[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
-  return (code & 8) ? -mag[code & 7] : mag[code & 7];
-}
 
 // A row of groups: packed codes [32 * groups / 2] and scales [groups].
 struct Mat {

@@ -32,26 +32,15 @@ using namespace mxmoe;
 using ::testing::HasSubstr;
 
 using mxmoe::test::act_f64;
+using mxmoe::test::e2m1_value;
+using mxmoe::test::e4m3_nearest;
+using mxmoe::test::e4m3_value;
 using mxmoe::test::synthetic_weights;
 
 namespace {
 
-double e4m3_value(int b) {
-  const int exp = (b >> 3) & 15, man = b & 7;
-  const double mag = exp == 0 ? std::ldexp(man / 8.0, -6) : std::ldexp(1.0 + man / 8.0, exp - 7);
-  return (b & 0x80) ? -mag : mag;
-}
-
-// The nearest E4M3 value by search, ties to the even byte, saturating at +-448.
-double nearest_e4m3(double x) {
-  const double a = std::fabs(x);
-  int best = 0;
-  for (int b = 1; b <= 0x7E; ++b) {
-    const double d = std::fabs(e4m3_value(b) - a), db = std::fabs(e4m3_value(best) - a);
-    if (d < db || (d == db && b % 2 == 0)) best = b;
-  }
-  return x < 0 ? -e4m3_value(best) : e4m3_value(best);
-}
+// The nearest E4M3 value by search (ties to the even byte, saturating at +-448).
+double nearest_e4m3(double x) { return e4m3_value(e4m3_nearest(x)); }
 
 // Per-row quantisation by the definition: scale = amax / 448 in fp32 (1 for a zero row), the fp32
 // reciprocal, one fp32 multiply, the nearest E4M3. Returns the scale; v becomes the E4M3 values.
@@ -61,11 +50,6 @@ double quantise_row(std::vector<double>& v) {
   const float scale = amax > 0.0f ? amax / 448.0f : 1.0f, inverse = 1.0f / scale;
   for (double& x : v) x = nearest_e4m3(static_cast<double>(static_cast<float>(x) * inverse));
   return scale;
-}
-
-double e2m1_value(unsigned nibble) {
-  static const double mag[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
-  return (nibble & 8u) ? -mag[nibble & 7u] : mag[nibble & 7u];
 }
 
 // Row `row` of a packed MXFP4 tensor folded by the rule: base = (largest scale of a non-zero group) -
