@@ -161,21 +161,26 @@ int run_verify(const VerifyOptions& o) {
             << (w.format.activation_dtype == DType::F16 ? "fp16" : "bf16") << " activations, " << T << " random tokens, softmax top-" << k << ", activation "
             << activation_kind_name(act.kind) << "\n";
   const std::vector<std::uint16_t> oracle = reference::moe_forward(w, hidden.data(), T, topk, act);
+  // A CPU output's first kF64Tokens tokens against the independent float64 recomputation.
+  constexpr int kF64Tokens = 8;
+  auto against_f64 = [&](const std::vector<std::uint16_t>& out) {
+    const int checked = std::min(T, kF64Tokens);
+    std::vector<int> first_tokens(static_cast<std::size_t>(checked));
+    for (int t = 0; t < checked; ++t) first_tokens[static_cast<std::size_t>(t)] = t;
+    const std::vector<double> ref = reference::moe_forward_f64(w, hidden.data(), T, topk, act, first_tokens);
+    const std::vector<std::uint16_t> got(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(checked) * H);
+    return verify::compare(got, ref, w.format.activation_dtype);
+  };
   verify::Comparison m;
   if (fp8) {
     // The FP8 oracle against the W4A16 oracle on every token, and against float64 (the bf16 math,
     // exact weights) on the first 8: the second is the check.
     const std::vector<std::uint16_t> w4a8 = reference::moe_forward(w, hidden.data(), T, topk, act, precision);
     const verify::Comparison vs_oracle = verify::compare(w4a8, oracle);
-    const int checked = std::min(T, 8);
-    std::vector<int> first_tokens(static_cast<std::size_t>(checked));
-    for (int t = 0; t < checked; ++t) first_tokens[static_cast<std::size_t>(t)] = t;
-    const std::vector<double> ref = reference::moe_forward_f64(w, hidden.data(), T, topk, act, first_tokens);
-    const std::vector<std::uint16_t> got(w4a8.begin(), w4a8.begin() + static_cast<std::ptrdiff_t>(checked) * H);
     std::cout << "backend: CPU oracle, W4A8 (FP8 per-token activations, weights folded to E4M3; " << device.message << ")\n"
               << "W4A8 vs the W4A16 oracle on all " << T << " tokens: rel_l2_err " << vs_oracle.relative_error << "\n"
-              << "W4A8 vs a float64 recomputation (bf16 activations) of " << checked << " tokens:\n";
-    m = verify::compare(got, ref);
+              << "W4A8 vs a float64 recomputation (bf16 activations) of " << std::min(T, kF64Tokens) << " tokens:\n";
+    m = against_f64(w4a8);
   } else if (device.ok) {
 #ifdef MXMOE_HAVE_CUDA
     const std::vector<std::uint16_t> gpu = forward_gpu(w, hidden, topk, act, T);
@@ -185,14 +190,9 @@ int run_verify(const VerifyOptions& o) {
     fail(ErrorCode::Unsupported, "verify: a GPU was reported, but this build has no CUDA backend");
 #endif
   } else {
-    const int checked = std::min(T, 8);
-    std::vector<int> first_tokens(static_cast<std::size_t>(checked));
-    for (int t = 0; t < checked; ++t) first_tokens[static_cast<std::size_t>(t)] = t;
-    const std::vector<double> ref = reference::moe_forward_f64(w, hidden.data(), T, topk, act, first_tokens);
-    const std::vector<std::uint16_t> got(oracle.begin(), oracle.begin() + static_cast<std::ptrdiff_t>(checked) * H);
-    std::cout << "backend: CPU oracle (no GPU layer: " << device.message << "), checked against a float64 recomputation of " << checked
-              << " tokens\n";
-    m = verify::compare(got, ref, w.format.activation_dtype);
+    std::cout << "backend: CPU oracle (no GPU layer: " << device.message << "), checked against a float64 recomputation of "
+              << std::min(T, kF64Tokens) << " tokens\n";
+    m = against_f64(oracle);
   }
   if (!o.source.empty()) {
     if (fp16) fail(ErrorCode::Unsupported, "--source: the layer runs fp16 activations; the source comparison is bf16 only");

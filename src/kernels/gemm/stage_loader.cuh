@@ -169,10 +169,9 @@ struct StageLoader : WeightLoader<Cfg, G>, PaddedActLoader<Cfg, G> {
   __device__ StageLoader(const MoeGemmParams& p, const std::uint8_t* w_expert, const std::uint8_t* s_expert, int tile0, int c_begin,
                          int n_local, int K, const std::int32_t* s_act_row, int live_tiles, int tid)
       : WeightLoader<Cfg, G>(p, w_expert, s_expert, tile0, c_begin, n_local, tid),
-        PaddedActLoader<Cfg, G>(p, c_begin, K, s_act_row, live_tiles, tid), tid(tid) {}
-  int tid;
+        PaddedActLoader<Cfg, G>(p, c_begin, K, s_act_row, live_tiles, tid) {}
   __device__ void load_weights(std::uint8_t* smem, int stage, int k_iter) const {
-    WeightLoader<Cfg, G>::load_weights(smem, stage, k_iter, tid);
+    WeightLoader<Cfg, G>::load_weights(smem, stage, k_iter, PaddedActLoader<Cfg, G>::tid);
   }
 };
 
