@@ -99,4 +99,21 @@ TEST(VerifyCli, Fp8ReportsTheW4a8ErrorAgainstW4a16AndFloat64) {
   r = run_cli("verify " + path + " --layer 4 --act fp4", dir);
   EXPECT_EQ(r.rc, 2);
   EXPECT_THAT(r.err, HasSubstr("fp4"));
+  r = run_cli("verify " + path + " --layer 4 --act fp8 --source " + path, dir);
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_THAT(r.err, HasSubstr("--act fp8 with --source: pick one report"));
+  // W4A8 folds MXFP4 weights only: an NVFP4 layer is refused, naming it.
+  SyntheticSpec spec;
+  spec.num_experts = 3;
+  spec.hidden = 80;
+  spec.inter = 48;
+  spec.seed = 23;
+  spec.format = WeightFormat::nvfp4_with(DType::BF16);
+  LoadedMoeLayer nv;
+  nv.weights = make_synthetic_weights(spec);
+  const std::string nv_path = dir / "nvfp4.safetensors";
+  save_safetensors(nv_path, moe_layer_tensors(nv, MoeLayout::ModelOpt, "model.layers.2.mlp."));
+  r = run_cli("verify " + nv_path + " --layer 2 --act fp8", dir);
+  EXPECT_EQ(r.rc, 2) << r.out;
+  EXPECT_THAT(r.err, HasSubstr("--act fp8: W4A8 takes MXFP4 weights; layer 2 is NVFP4"));
 }
