@@ -1,4 +1,6 @@
 """Every error of the torch API is a Python exception naming the tensor and what was expected."""
+import ctypes
+
 import pytest
 import torch
 
@@ -92,3 +94,27 @@ def test_non_contiguous_out_is_refused_by_both_entry_points(prepared):
         mt.fused_moe(hidden, prepared, weights, ids, out=out)
     with pytest.raises(mt.Error, match="out: must be contiguous"):
         mt.fused_moe_from_logits(hidden, prepared, torch.randn(4, E), 2, out=out)
+
+
+@pytest.mark.skipif(not mxmoe.cuda_compiled(), reason="the CUDA entry point's checks are compiled with the CUDA backend")
+def test_c_abi_refuses_half_a_set_of_shift_factors_or_unshifted_bytes():
+    # MXFP4 weights prepared with an E8M0 shift carry both per-row factor tensors and bytes <= 128;
+    # the checks run before any device work, so fake (aligned, never read) pointers reach them.
+    fake = 1 << 20
+
+    def forward(**fields):
+        w = _capi.Weights(fake, fake, fake, fake, None, None, None, None, E, H, I, 32, 0, 128)
+        for k, v in fields.items():
+            setattr(w, k, v)
+        act = _capi.Activation(0, 0.0, 1.702)
+        return _capi.lib.mxmoe_forward_cuda(ctypes.byref(w), ctypes.byref(act), fake, fake, fake, fake, 1, 2, fake, 1 << 20,
+                                            None, 0)
+
+    def message(status):
+        with pytest.raises(Exception) as e:
+            _capi.check(status)
+        return str(e.value)
+
+    assert "w2_global_scale is null while the other factor tensor is set" in message(forward(w13_global_scale=fake))
+    assert "hold prepared E8M0 bytes 0..128, but max_scale_byte is 200" in message(
+        forward(w13_global_scale=fake, w2_global_scale=fake, max_scale_byte=200))
