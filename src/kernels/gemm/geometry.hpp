@@ -2,7 +2,8 @@
 // scale group make of one CTA: threads, tiles, and the bytes of each shared-memory pipeline stage.
 //   Geometry       the mma.sync kernel: [weights][scales][activation rows padded for ldmatrix]
 //   WgmmaGeometry  the wgmma kernel: [activations, one 128-byte-swizzled slab per 64-K chunk, the
-//                  wgmma B operand][weights][scales], every stage 1024-byte aligned
+//                  wgmma B operand][weights][scales], every stage 1024-byte aligned; its CTA adds a
+//                  producer warpgroup, which copies (WgmmaProducerGeometry)
 #pragma once
 
 #include "kernels/tile_layout.hpp"
@@ -11,7 +12,8 @@ namespace mxmoe::kernels::gemm {
 
 template <class Cfg, int kGroup>
 struct WeightGeometry {
-  static constexpr int kThreads = Cfg::kWarps * 32;
+  static constexpr int kThreads = Cfg::kWarps * 32;  // the threads that copy (the loaders' plans)
+  static constexpr int kBlockThreads = kThreads;      // the CTA's threads
   static constexpr int kTilesPerCta = Cfg::kWarps * Cfg::kTilesPerWarp;
   static constexpr int kStageK = Cfg::kChunksPerStage * tiling::kChunkK;
   static constexpr int kChunkScaleBytes = tiling::chunk_scale_bytes(kGroup);
@@ -44,6 +46,15 @@ struct WgmmaGeometry : WeightGeometry<Cfg, kGroup> {
   static constexpr int kStageBytes = (kScaleOffset + W::kScaleBytes + 1023) / 1024 * 1024;
   static constexpr int kSmemBytes = Cfg::kStages * kStageBytes + 1024;  // + the base's alignment to 1024
   static_assert(Cfg::kTokens % 8 == 0 && Cfg::kTokens <= 256, "wgmma N is a multiple of 8 up to 256");
+  // kWarps consumer warps (dequantisation, MMA) and one producer warpgroup that does every copy.
+  static constexpr int kProducerThreads = 128;
+  static constexpr int kBlockThreads = Cfg::kWarps * 32 + kProducerThreads;
+};
+
+// The wgmma kernel's stage layout as its producer warpgroup copies it.
+template <class Cfg, int kGroup>
+struct WgmmaProducerGeometry : WgmmaGeometry<Cfg, kGroup> {
+  static constexpr int kThreads = WgmmaGeometry<Cfg, kGroup>::kProducerThreads;
 };
 
 }  // namespace mxmoe::kernels::gemm

@@ -4,14 +4,11 @@
 // stages. launch.cu maps GemmFormat to those.
 #pragma once
 
-#include <cstdlib>
-
 #include "kernels/gemm/configs.hpp"
 #include "kernels/gemm/epilogues.cuh"
 #include "kernels/gemm/kernel.cuh"
 #include "kernels/gemm/weight_formats.cuh"
 #include "kernels/gemm/wgmma_kernel.cuh"
-#include "kernels/gemm/wgmma_ws_kernel.cuh"
 #include "kernels/launch.hpp"
 #include "mxmoe/device_buffer.hpp"
 
@@ -42,20 +39,10 @@ void launch_format(GemmTile tile, bool gate_up, const MoeGemmParams& p, int max_
     if (UsesWgmma<Cfg>::value && splits != 1)
       fail(ErrorCode::InvalidArgument, "GEMM launch: the wgmma configuration does not split K");
     auto launch_stage = [&](auto stage, const char* what) {
-      if constexpr (UsesWgmma<Cfg>::value) {  // EXPERIMENT (branch wip/wgmma-ws): MXMOE_WGMMA_WS=1
-        static const bool ws = std::getenv("MXMOE_WGMMA_WS") != nullptr;
-        if (ws) {
-          using G = WgmmaGeometry<Cfg, Format::kGroup>;
-          const dim3 grid((p.shape.tiles() + G::kTilesPerCta - 1) / G::kTilesPerCta, static_cast<unsigned>(max_blocks), 1);
-          launch_dependent(&moe_gemm_wgmma_ws_kernel<Cfg, Format, typename decltype(stage)::type>, grid,
-                           dim3(Cfg::kWarps * 32 + 128), G::kSmemBytes, stream, what, p);
-          return;
-        }
-      }
       using K = KernelOf<Cfg, Format, typename decltype(stage)::type>;
       const dim3 grid((p.shape.tiles() + K::G::kTilesPerCta - 1) / K::G::kTilesPerCta, static_cast<unsigned>(max_blocks),
                       static_cast<unsigned>(splits));
-      launch_dependent(K::function(), grid, dim3(K::G::kThreads), K::G::kSmemBytes, stream, what, p);
+      launch_dependent(K::function(), grid, dim3(K::G::kBlockThreads), K::G::kSmemBytes, stream, what, p);
     };
     if (gate_up) launch_stage(TypeTag<GateUpActivation<Format>>{}, "moe_gemm (w13)");
     else launch_stage(TypeTag<RouterWeightedPartial<Format>>{}, "moe_gemm (w2)");
@@ -72,13 +59,6 @@ void configure_format() {
                "cudaFuncSetAttribute(moe_gemm w13)");
     check_cuda(cudaFuncSetAttribute(K2::function(), cudaFuncAttributeMaxDynamicSharedMemorySize, K2::G::kSmemBytes),
                "cudaFuncSetAttribute(moe_gemm w2)");
-    if constexpr (UsesWgmma<Cfg>::value) {  // EXPERIMENT (branch wip/wgmma-ws)
-      constexpr int kSmem = WgmmaGeometry<Cfg, Format::kGroup>::kSmemBytes;
-      check_cuda(cudaFuncSetAttribute(&moe_gemm_wgmma_ws_kernel<Cfg, Format, GateUpActivation<Format>>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem), "cudaFuncSetAttribute(ws w13)");
-      check_cuda(cudaFuncSetAttribute(&moe_gemm_wgmma_ws_kernel<Cfg, Format, RouterWeightedPartial<Format>>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem), "cudaFuncSetAttribute(ws w2)");
-    }
   });
 }
 
