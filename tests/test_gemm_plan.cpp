@@ -1,6 +1,10 @@
 // The GEMM plan (src/kernels/gemm/plan.cpp): which kernel format and configuration a problem gets.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <random>
+#include <vector>
+
 #include "kernels/moe_gemm.hpp"
 #include "test_util.hpp"
 
@@ -57,4 +61,64 @@ TEST(GemmPlan, ConfigurationsByPairsPerExpert) {
   EXPECT_EQ(gemm_tokens_per_block(GemmTile::Prefill), 64);
   EXPECT_EQ(gemm_ctas_per_block(GemmTile::Decode, 4096), 64) << "4 tiles of 16 rows per CTA";
   expect_error([] { gemm_tokens_per_block(GemmTile::Auto); }, ErrorCode::InvalidArgument, "names no configuration");
+}
+
+// Auto adds the wide (wgmma) lane for experts holding more than one narrow block, from
+// kWideLaneMinTokens tokens, except where the narrow configuration is Tiny or already wgmma, for a
+// forced tile, and in the batch-invariant mode.
+TEST(GemmPlan, WideLaneForExpertsBeyondOneNarrowBlock) {
+  const GemmLanes mid = plan_gemm_lanes(GemmTile::Auto, 256, 6, 256);
+  EXPECT_EQ(mid.narrow, GemmTile::Decode);
+  EXPECT_EQ(mid.wide_from, gemm_tokens_per_block(GemmTile::Decode) + 1);
+  EXPECT_EQ(gemm_lanes_name(mid), "decode + wgmma from 9 pairs");
+  EXPECT_EQ(mid.narrow_max_blocks, 256) << "each narrow expert holds at most 8 pairs: one block each, <= E";
+  EXPECT_EQ(mid.wide_max_blocks, 1536 / 128 + 1536 / 9);
+  const GemmLanes medium = plan_gemm_lanes(GemmTile::Auto, 1024, 6, 256);
+  EXPECT_EQ(medium.narrow, GemmTile::Medium);
+  EXPECT_EQ(medium.wide_from, 33);
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, kWideLaneMinTokens - 1, 8, 256).wide_from, 0) << "too few tokens";
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, kWideLaneMinTokens, 8, 256).wide_from, 9);
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, 4096, 8, 256).narrow, GemmTile::Wgmma);
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, 4096, 8, 256).wide_from, 0) << "every expert is on wgmma already";
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, 1024, 6, 256, true).wide_from, 0) << "batch-invariant: mma.sync only";
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Medium, 1024, 6, 256).wide_from, 0) << "a forced tile runs alone";
+  EXPECT_EQ(gemm_lanes_name(plan_gemm_lanes(GemmTile::Medium, 1024, 6, 256)), "medium");
+  const GemmLanes one = plan_gemm_lanes(GemmTile::Auto, 1, 8, 256);
+  EXPECT_EQ(one.narrow, GemmTile::Tiny);
+  EXPECT_EQ(one.wide_from, 0);
+  EXPECT_EQ(one.narrow_max_blocks, 1 + 8) << "floor(8 / 8) + min(256, 8)";
+}
+
+// The grid rows of each lane bound the blocks the align kernel can make, for any routing: drawn
+// count vectors (uniform, one hot expert, a few hot, all on one) against the lanes' rule.
+TEST(GemmPlan, LaneBlockBoundsHoldForAnyRouting) {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 3000; ++trial) {
+    const int E = 1 + static_cast<int>(rng() % 300), k = 1 + static_cast<int>(rng() % std::min(E, 8));
+    const int T = 1 + static_cast<int>(rng() % 3000);
+    std::vector<int> count(static_cast<std::size_t>(E), 0);
+    const int hot = 1 + static_cast<int>(rng() % 4), mode = trial % 4;
+    for (int t = 0; t < T; ++t)
+      for (int s = 0; s < k; ++s) {
+        int e = static_cast<int>(rng() % E);
+        if (mode == 1 && rng() % 2) e = 0;
+        if (mode == 2 && rng() % 3) e = static_cast<int>(rng() % hot) % E;
+        if (mode == 3) e = E - 1;
+        ++count[static_cast<std::size_t>(e)];
+      }
+    for (GemmTile tile : {GemmTile::Auto, GemmTile::Decode, GemmTile::Wgmma}) {
+      const GemmLanes l = plan_gemm_lanes(tile, T, k, E);
+      const int nb = gemm_tokens_per_block(l.narrow), wb = gemm_tokens_per_block(GemmTile::Wgmma);
+      int narrow = 0, wide = 0;
+      for (int c : count) {
+        if (l.wide_from > 0 && c >= l.wide_from) wide += (c + wb - 1) / wb;
+        else narrow += (c + nb - 1) / nb;
+      }
+      ASSERT_LE(narrow, l.narrow_max_blocks) << "E=" << E << " k=" << k << " T=" << T << " mode " << mode;
+      ASSERT_LE(wide, l.wide_max_blocks) << "E=" << E << " k=" << k << " T=" << T << " mode " << mode;
+      if (l.wide_from == 0) {
+        ASSERT_EQ(wide, 0);
+      }
+    }
+  }
 }

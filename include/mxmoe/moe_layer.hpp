@@ -66,9 +66,10 @@ class MoeLayer {
   // The kernels' weight format, chosen at construction (src/kernels/moe_gemm.hpp: GemmFormat):
   // "mxfp4", "mxfp4-shifted", "mxfp4-wide", "nvfp4-bf16" or "nvfp4-f16".
   const char* gemm_format() const;
-  // The GEMM configuration a forward of `num_tokens` tokens runs (the option's, or auto's choice by
-  // routed pairs per expert: kernels::choose_gemm).
-  GemmTile gemm_tile_for(int num_tokens) const;
+  // The GEMM configurations a forward of `num_tokens` tokens runs: the option's, or auto's choice by
+  // routed pairs per expert plus the wgmma lane for experts that hold more than one block
+  // (src/kernels/moe_gemm.hpp: GemmLanes), e.g. "medium + wgmma from 33 pairs".
+  std::string gemm_plan_for(int num_tokens) const;
   std::size_t device_bytes() const;
 
   struct Impl;

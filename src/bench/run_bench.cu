@@ -184,7 +184,7 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
           layer->forward(d_hidden.as(), d_ids.as<std::int32_t>(), d_weights.as<float>(), d_out_mx.as(), T, s);
         });
         line += ", mxmoe " + fmt_us(row.path_us["mxmoe"]);
-        row.mxmoe_gemm = gemm_tile_name(layer->gemm_tile_for(T));
+        row.mxmoe_gemm = layer->gemm_plan_for(T);
       } catch (const Error& e) {
         row.path_note["mxmoe"] = e.what();
         check(cudaDeviceSynchronize(), "after a failed mxmoe forward");

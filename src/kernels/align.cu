@@ -8,21 +8,20 @@
 namespace mxmoe::kernels {
 namespace {
 
-// One CTA: count pairs per expert in shared memory, scan the per-expert block counts, then
-// scatter. The order of pairs inside an expert's blocks depends on atomics, but each token's
-// result does not: a GEMM column depends only on its own activation row. kThreads x
-// kExpertsPerThread covers the experts; a small CTA serves small layers and batches, whose cost is
-// the latency of the phases, not their work.
+// One CTA: count pairs per expert in shared memory, pick each expert's lane from its count, scan
+// the per-expert block counts of each lane, then scatter. The order of pairs inside an expert's
+// blocks depends on atomics, but each token's result does not: a GEMM column depends only on its
+// own activation row, and an expert's lane only on its count. kThreads x kExpertsPerThread covers
+// the experts; a small CTA serves small layers and batches, whose cost is the latency of the
+// phases, not their work.
 template <int kThreads, int kExpertsPerThread>
 __global__ void __launch_bounds__(kThreads) align_kernel(const std::int32_t* __restrict__ topk_ids, int pairs,
-                                                              int num_experts, int block_tokens,
-                                                              std::int32_t* __restrict__ sorted_pairs,
-                                                              std::int32_t* __restrict__ block_expert,
-                                                              std::int32_t* __restrict__ num_blocks) {
+                                                              int num_experts, AlignLane narrow, AlignLane wide, int wide_from) {
   using Scan = cub::BlockScan<int, kThreads>;
   __shared__ typename Scan::TempStorage scan_storage;
   __shared__ int count[kThreads * kExpertsPerThread];
-  __shared__ int first_block[kThreads * kExpertsPerThread];
+  // The expert's first slot in its lane's sorted_pairs; -1 - slot for the wide lane.
+  __shared__ int first_slot[kThreads * kExpertsPerThread];
   const int tid = threadIdx.x;
 
   for (int e = tid; e < num_experts; e += kThreads) count[e] = 0;
@@ -35,24 +34,40 @@ __global__ void __launch_bounds__(kThreads) align_kernel(const std::int32_t* __r
   }
   __syncthreads();
 
-  int blocks[kExpertsPerThread], offsets[kExpertsPerThread];
+  int n_blocks[kExpertsPerThread], n_offsets[kExpertsPerThread], w_blocks[kExpertsPerThread], w_offsets[kExpertsPerThread];
 #pragma unroll
   for (int j = 0; j < kExpertsPerThread; ++j) {
     const int e = tid * kExpertsPerThread + j;
-    blocks[j] = e < num_experts ? (count[e] + block_tokens - 1) / block_tokens : 0;
+    const int c = e < num_experts ? count[e] : 0;
+    const bool to_wide = wide_from > 0 && c >= wide_from;
+    n_blocks[j] = to_wide ? 0 : (c + narrow.block_tokens - 1) / narrow.block_tokens;
+    w_blocks[j] = to_wide ? (c + wide.block_tokens - 1) / wide.block_tokens : 0;
   }
-  int total = 0;
-  Scan(scan_storage).ExclusiveSum(blocks, offsets, total);
+  int n_total = 0, w_total = 0;
+  Scan(scan_storage).ExclusiveSum(n_blocks, n_offsets, n_total);
+  __syncthreads();  // the scans share their storage
+  Scan(scan_storage).ExclusiveSum(w_blocks, w_offsets, w_total);
+  // Each expert's blocks, and the padding slots of its last block.
+  auto place = [&](const AlignLane& lane, int e, int blocks, int offset, int c) {
+    for (int b = 0; b < blocks; ++b) lane.block_expert[offset + b] = e;
+    for (int s = c; s < blocks * lane.block_tokens; ++s) lane.sorted_pairs[offset * lane.block_tokens + s] = -1;
+  };
 #pragma unroll
   for (int j = 0; j < kExpertsPerThread; ++j) {
     const int e = tid * kExpertsPerThread + j;
     if (e >= num_experts) continue;
-    first_block[e] = offsets[j];
-    for (int b = 0; b < blocks[j]; ++b) block_expert[offsets[j] + b] = e;
-    // Padding slots of the expert's last block.
-    for (int s = count[e]; s < blocks[j] * block_tokens; ++s) sorted_pairs[offsets[j] * block_tokens + s] = -1;
+    if (w_blocks[j] > 0) {
+      first_slot[e] = -1 - w_offsets[j] * wide.block_tokens;
+      place(wide, e, w_blocks[j], w_offsets[j], count[e]);
+    } else {
+      first_slot[e] = n_offsets[j] * narrow.block_tokens;
+      place(narrow, e, n_blocks[j], n_offsets[j], count[e]);
+    }
   }
-  if (tid == 0) *num_blocks = total;
+  if (tid == 0) {
+    *narrow.num_blocks = n_total;
+    if (wide_from > 0) *wide.num_blocks = w_total;
+  }
   __syncthreads();
   // count[] becomes each expert's cursor.
   for (int e = tid; e < num_experts; e += kThreads) count[e] = 0;
@@ -61,22 +76,26 @@ __global__ void __launch_bounds__(kThreads) align_kernel(const std::int32_t* __r
     const int e = topk_ids[i];
     if (e < 0 || e >= num_experts) continue;
     const int slot = atomicAdd(&count[e], 1);
-    sorted_pairs[first_block[e] * block_tokens + slot] = i;
+    const int first = first_slot[e];
+    if (first >= 0) narrow.sorted_pairs[first + slot] = i;
+    else wide.sorted_pairs[-1 - first + slot] = i;
   }
 }
 
 }  // namespace
 
-void launch_align(const std::int32_t* topk_ids, int pairs, int num_experts, int block_tokens, std::int32_t* sorted_pairs,
-                  std::int32_t* block_expert, std::int32_t* num_blocks, cudaStream_t stream) {
+void launch_align(const std::int32_t* topk_ids, int pairs, int num_experts, const AlignLane& narrow, const AlignLane& wide,
+                  int wide_from, cudaStream_t stream) {
   if (num_experts > kMaxAlignExperts)
     fail(ErrorCode::Unsupported, "token alignment supports at most " + std::to_string(kMaxAlignExperts) + " experts, got " + std::to_string(num_experts));
+  if (narrow.block_tokens <= 0 || (wide_from > 0 && wide.block_tokens <= 0))
+    fail(ErrorCode::InvalidArgument, "token alignment: a lane's block size must be positive");
   if (num_experts <= 256 && pairs <= 4096)
-    launch_dependent(align_kernel<256, 1>, dim3(1), dim3(256), 0, stream, "align", topk_ids, pairs, num_experts,
-                     block_tokens, sorted_pairs, block_expert, num_blocks);
+    launch_dependent(align_kernel<256, 1>, dim3(1), dim3(256), 0, stream, "align", topk_ids, pairs, num_experts, narrow,
+                     wide, wide_from);
   else
     launch_dependent(align_kernel<1024, kMaxAlignExperts / 1024>, dim3(1), dim3(1024), 0, stream, "align", topk_ids,
-                     pairs, num_experts, block_tokens, sorted_pairs, block_expert, num_blocks);
+                     pairs, num_experts, narrow, wide, wide_from);
 }
 
 }  // namespace mxmoe::kernels

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "mxmoe/config.hpp"
 #include "kernels/tile_layout.hpp"
@@ -89,6 +90,33 @@ constexpr int kTinyGemm2Splits = 2;
 // sub-batches on mma.sync matched the same tokens in a batch on wgmma bit for bit (10 of 12; the 2
 // others were the K split), but the mode with wgmma allowed has not run yet, so it stays excluded.
 GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_invariant = false);
+// The forward's two lanes. Blocks are sized from the average pairs per expert, but routing is
+// rarely uniform: an expert holding more pairs than one block of the chosen configuration would
+// re-read its weights once per block. So the align kernel sends every expert with at least
+// `wide_from` pairs (counted on the GPU, per forward) to the wide lane, which runs the wgmma
+// configuration in blocks of up to 128 pairs with N fitted per block; the others run `narrow`.
+// Measured on an H200 with skewed routing (bench/results/20261130-1505-H200-lanes-probe): every
+// expert on wgmma ran 256 and 1024 tokens 1.4-1.7x faster than blocks sized from the average, while
+// wgmma streams few pairs at ~44% of the read floor against mma.sync's ~70%: hence per expert.
+struct GemmLanes {
+  GemmTile narrow = GemmTile::Auto;
+  int wide_from = 0;  // 0: no wide lane (every expert runs `narrow`)
+  int narrow_max_blocks = 0, wide_max_blocks = 0;  // grid rows: the most blocks each lane can get
+};
+// Forced tiles (anything but Auto) run one lane. Auto: choose_gemm's configuration, plus the wide
+// lane from kWideLaneMinTokens tokens on when that configuration is a mma.sync one other than Tiny
+// and the mode is not batch-invariant (the lane's sums are wgmma's); its threshold is one more
+// pair than a narrow block holds.
+constexpr int kWideLaneMinTokens = 32;
+GemmLanes plan_gemm_lanes(GemmTile tile, int num_tokens, int top_k, int num_experts, bool batch_invariant = false);
+// The most blocks of `block_tokens` slots a lane can need for `pairs` routed pairs when each of its
+// experts holds at least `min_pairs` and fewer than `below_pairs` (0: no upper limit) pairs:
+// sum_e ceil(c_e / B) <= floor(pairs / B) + (lane experts <= min(E, pairs / min_pairs)), and each
+// expert below `below_pairs` needs at most ceil((below_pairs - 1) / B) blocks.
+int max_lane_blocks(int pairs, int num_experts, int block_tokens, int min_pairs = 1, int below_pairs = 0);
+// A readable name of a plan: "medium", or "medium + wgmma from 33 pairs".
+std::string gemm_lanes_name(const GemmLanes& lanes);
+
 // GEMM2's K splits: kTinyGemm2Splits for the Tiny configuration when its CTAs would leave SMs idle
 // (fewer than three per SM), else 1; always 1 when batch_invariant (a split changes the summation
 // order of one token's dot products with the batch size).

@@ -17,13 +17,17 @@ std::size_t round_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
 WorkspaceLayout workspace_layout(int E, int H, int I, int max_tokens, int top_k) {
   const std::size_t pairs = static_cast<std::size_t>(max_tokens) * top_k;
+  // The narrow lane: the largest block list of any configuration (a forced tile runs every expert
+  // there); the wide lane: blocks of the wgmma configuration for experts of any count.
   std::size_t max_blocks = 0, max_slots = 0;
   for (GemmTile tile : {GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill, GemmTile::Wgmma}) {
     const int bt = kernels::gemm_tokens_per_block(tile);
-    const std::size_t blocks = kernels::max_align_blocks(static_cast<int>(pairs), E, bt);
+    const std::size_t blocks = kernels::max_lane_blocks(static_cast<int>(pairs), E, bt);
     max_blocks = std::max(max_blocks, blocks);
     max_slots = std::max(max_slots, blocks * bt);
   }
+  const int wide_bt = kernels::gemm_tokens_per_block(GemmTile::Wgmma);
+  const std::size_t wide_blocks = kernels::max_lane_blocks(static_cast<int>(pairs), E, wide_bt);
   // Slot outputs; tiny batches may split GEMM2's K in two, each split writing its own copy.
   const std::size_t partial_pairs = std::max(pairs, static_cast<std::size_t>(2 * top_k * kernels::kTinyGemm2Splits));
   WorkspaceLayout l;
@@ -36,6 +40,9 @@ WorkspaceLayout workspace_layout(int E, int H, int I, int max_tokens, int top_k)
   l.sorted_pairs = take(max_slots * 4);
   l.block_expert = take(max_blocks * 4);
   l.num_blocks = take(4);
+  l.wide_sorted_pairs = take(wide_blocks * wide_bt * 4);
+  l.wide_block_expert = take(wide_blocks * 4);
+  l.wide_num_blocks = take(4);
   l.inter = take(pairs * I * 2);
   l.partial = take(partial_pairs * H * 4);
   l.routed_ids = take(pairs * 4);
@@ -53,25 +60,37 @@ void check_device_pointer(const void* p, std::size_t alignment, const char* entr
 void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, GemmTile tile, int sm_count,
                     void* workspace, const WorkspaceLayout& ws, const ForwardArgs& a, cudaStream_t stream) {
   auto* base = static_cast<std::uint8_t*>(workspace);
-  auto* sorted_pairs = reinterpret_cast<std::int32_t*>(base + ws.sorted_pairs);
-  auto* block_expert = reinterpret_cast<std::int32_t*>(base + ws.block_expert);
-  auto* num_blocks = reinterpret_cast<std::int32_t*>(base + ws.num_blocks);
+  auto at = [base](std::size_t offset) { return reinterpret_cast<std::int32_t*>(base + offset); };
   auto* inter = reinterpret_cast<std::uint16_t*>(base + ws.inter);
   auto* partial = reinterpret_cast<float*>(base + ws.partial);
   const int E = w.num_experts, H = w.hidden, T = a.num_tokens, k = a.top_k;
 
-  const GemmTile kind = tile == GemmTile::Auto ? kernels::choose_gemm(T, k, E, a.batch_invariant) : tile;
-  const int bt = kernels::gemm_tokens_per_block(kind);
+  const kernels::GemmLanes lanes = kernels::plan_gemm_lanes(tile, T, k, E, a.batch_invariant);
+  const GemmTile kind = lanes.narrow;
   const int pairs = T * k;
-  const int max_blocks = kernels::max_align_blocks(pairs, E, bt);
-  kernels::launch_align(a.topk_ids, pairs, E, bt, sorted_pairs, block_expert, num_blocks, stream);
+  const kernels::AlignLane narrow{at(ws.sorted_pairs), at(ws.block_expert), at(ws.num_blocks), kernels::gemm_tokens_per_block(kind)};
+  const kernels::AlignLane wide{at(ws.wide_sorted_pairs), at(ws.wide_block_expert), at(ws.wide_num_blocks),
+                                kernels::gemm_tokens_per_block(GemmTile::Wgmma)};
+  kernels::launch_align(a.topk_ids, pairs, E, narrow, wide, lanes.wide_from, stream);
+  // Each GEMM runs the narrow lane, then the wide one. Every block of a lane's kernel waits for its
+  // predecessor before it exits (gemm/block_pairs.cuh), so each grid's completion implies the
+  // completion of all before it, however many blocks a lane gets.
+  auto run_lanes = [&](kernels::MoeGemmParams& p, void (*launch)(GemmTile, kernels::GemmFormat, const kernels::MoeGemmParams&, int, cudaStream_t)) {
+    p.sorted_pairs = narrow.sorted_pairs;
+    p.block_expert = narrow.block_expert;
+    p.num_blocks = narrow.num_blocks;
+    launch(kind, w.format, p, lanes.narrow_max_blocks, stream);
+    if (lanes.wide_from == 0) return;  // (a K split, Tiny's, never has a wide lane: the plan says so)
+    p.sorted_pairs = wide.sorted_pairs;
+    p.block_expert = wide.block_expert;
+    p.num_blocks = wide.num_blocks;
+    launch(GemmTile::Wgmma, w.format, p, lanes.wide_max_blocks, stream);
+  };
 
   const tiling::TiledShape s13 = w.w13_shape(), s2 = w.w2_shape();
   kernels::MoeGemmParams p{};
   p.num_experts = E;
-  p.sorted_pairs = sorted_pairs;
-  p.block_expert = block_expert;
-  p.num_blocks = num_blocks;
+  p.k_splits = 1;
 
   p.weights = w.w13;
   p.scales = w.w13_scale;
@@ -87,7 +106,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   p.act_kind = act.kind;
   p.act_limit = act.limit;
   p.act_alpha = act.alpha;
-  kernels::launch_moe_gemm1(kind, w.format, p, max_blocks, stream);
+  run_lanes(p, kernels::launch_moe_gemm1);
 
   p.weights = w.w2;
   p.scales = w.w2_scale;
@@ -103,9 +122,9 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   p.partial_out = partial;
   // Fewer GEMM2 CTAs than three per SM leave SMs idle at the end: split K in two (the combine adds
   // the halves in a fixed order, so results stay deterministic), unless batch-invariant.
-  p.k_splits = kernels::gemm2_k_splits(kind, H, max_blocks, sm_count, a.batch_invariant);
+  p.k_splits = kernels::gemm2_k_splits(kind, H, lanes.narrow_max_blocks, sm_count, a.batch_invariant);
   p.partial_split_stride = static_cast<std::int64_t>(pairs) * H;
-  kernels::launch_moe_gemm2(kind, w.format, p, max_blocks, stream);
+  run_lanes(p, kernels::launch_moe_gemm2);
 
   kernels::launch_combine(partial, p.k_splits, p.partial_split_stride, a.topk_ids, T, k, H, E, w.f16_activations(),
                           static_cast<std::uint16_t*>(a.out), stream);

@@ -1,6 +1,7 @@
 // The forward's launch sequence over borrowed memory: prepared weights and one workspace that the
 // caller owns (MoeLayer's own buffer, or a tensor of torch's caching allocator for the C ABI).
-// align -> GEMM1 + activation -> GEMM2 x router weight -> combine, one stream, no host sync.
+// align -> GEMM1 + activation -> GEMM2 x router weight -> combine, one stream, no host sync; each
+// GEMM in one or two lanes (kernels::GemmLanes).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -37,8 +38,9 @@ struct PreparedWeightsView {
 // Byte offsets of the workspace's parts for forwards of up to `max_tokens` tokens; each part starts
 // on a 256-byte boundary. Routing output (ids, weights) is part of it for the logits entry point.
 struct WorkspaceLayout {
-  std::size_t sorted_pairs = 0, block_expert = 0, num_blocks = 0, inter = 0, partial = 0, routed_ids = 0,
-              routed_weights = 0, total = 0;
+  std::size_t sorted_pairs = 0, block_expert = 0, num_blocks = 0;                 // the narrow lane's block list
+  std::size_t wide_sorted_pairs = 0, wide_block_expert = 0, wide_num_blocks = 0;  // the wide lane's
+  std::size_t inter = 0, partial = 0, routed_ids = 0, routed_weights = 0, total = 0;
 };
 WorkspaceLayout workspace_layout(int num_experts, int hidden, int inter, int max_tokens, int top_k);
 

@@ -201,9 +201,9 @@ int MoeLayer::num_experts() const { return impl_->E; }
 int MoeLayer::max_tokens() const { return impl_->max_tokens; }
 float MoeLayer::prepare_ms() const { return impl_->prepare_ms; }
 const char* MoeLayer::gemm_format() const { return kernels::gemm_format_name(impl_->format); }
-GemmTile MoeLayer::gemm_tile_for(int num_tokens) const {
+std::string MoeLayer::gemm_plan_for(int num_tokens) const {
   const Impl& m = *impl_;
-  return m.gemm_tile != GemmTile::Auto ? m.gemm_tile : kernels::choose_gemm(num_tokens, m.top_k, m.E, m.batch_invariant);
+  return kernels::gemm_lanes_name(kernels::plan_gemm_lanes(m.gemm_tile, num_tokens, m.top_k, m.E, m.batch_invariant));
 }
 std::size_t MoeLayer::device_bytes() const { return impl_->bytes; }
 

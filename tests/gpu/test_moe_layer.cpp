@@ -380,6 +380,73 @@ TEST(Layer, AlignmentCornersMatchTheOracle) {
 
 namespace {
 
+// Sets token t's slot s to expert e, keeping the token's experts distinct (a slot already holding e
+// takes the slot's old expert).
+void route(TopK& topk, int t, int s, int e) {
+  const std::size_t row = static_cast<std::size_t>(t) * topk.top_k;
+  for (int j = 0; j < topk.top_k; ++j)
+    if (topk.ids[row + j] == e) topk.ids[row + j] = topk.ids[row + s];
+  topk.ids[row + s] = e;
+}
+
+// The two lanes (kernels::GemmLanes): skewed routing sends the hot experts to the wgmma lane and the
+// rest to the narrow configuration, in one forward. Corners: only the narrow lane gets blocks (the
+// wide grid all exits), only the wide lane does (every pair on k experts: the narrow grids all exit,
+// so GEMM2's wide lane and the combine must still see GEMM1 finished), masks on top, and the same
+// bits on every run (an expert's lane depends only on its count).
+TEST(Layer, SkewedRoutingRunsBothLanesLikeTheOracle) {
+  MXMOE_REQUIRE_HOPPER();
+  const Case c{"lanes", 512, 256, 64, 4, ActivationConfig::clamped_silu_mul(10.0f), true, 4.0f};
+  const auto w = weights_for(c, 31);
+  MoeLayer layer(w, options_for(c, 1024));
+  struct Variant {
+    const char* name;
+    std::function<void(TopK&)> edit;
+  };
+  const Variant variants[] = {
+      {"uniform", [](TopK&) {}},
+      {"one hot expert", [](TopK& t) { for (int i = 0; i < t.num_tokens; ++i) route(t, i, 0, 5); }},
+      {"three hot experts",
+       [](TopK& t) {
+         for (int i = 0; i < t.num_tokens; ++i) {
+           route(t, i, 0, 7 + i % 3);
+           if (i % 2) route(t, i, 1, 40);
+         }
+       }},
+      {"every pair on k experts",
+       [](TopK& t) {
+         for (int i = 0; i < t.num_tokens; ++i)
+           for (int s = 0; s < t.top_k; ++s) route(t, i, s, 60 - s);
+       }},
+      {"hot and half masked",
+       [&](TopK& t) {
+         for (int i = 0; i < t.num_tokens; ++i) route(t, i, 0, 5);
+         for (std::size_t i = 0; i < t.ids.size(); ++i)
+           if (t.ids[i] >= c.E / 2 && t.ids[i] != 5) t.ids[i] = -1;
+       }},
+  };
+  std::uint32_t seed = 500;
+  for (int T : {32, 96, 333, 1000}) {
+    std::printf("  lanes T=%-5d %s\n", T, layer.gemm_plan_for(T).c_str());
+    for (const auto& v : variants) {
+      const auto hidden = random_hidden(T, c.H, ++seed, c.hidden_std);
+      TopK topk = random_topk(T, c.E, c.k, ++seed);
+      v.edit(topk);
+      const std::vector<std::uint16_t> out = forward_on_device(layer, hidden, topk);
+      const auto rows = spread_rows(T, 48);
+      const auto ref = reference::moe_forward(w, take_rows(hidden, c.H, rows).data(), static_cast<int>(rows.size()), take_rows(topk, rows), c.act);
+      EXPECT_LT(relative_error(take_rows(out, c.H, rows), ref), kTolerance) << v.name << " T=" << T;
+      const std::vector<std::uint16_t> again = forward_on_device(layer, hidden, topk);
+      EXPECT_EQ(0, std::memcmp(out.data(), again.data(), out.size() * 2)) << v.name << " T=" << T << ": a second run differs";
+    }
+  }
+  EXPECT_NE(layer.gemm_plan_for(96).find("wgmma from"), std::string::npos) << layer.gemm_plan_for(96);
+}
+
+}  // namespace
+
+namespace {
+
 // Other implementations crashed at M x top-k = 131072 routed pairs (a reduction mode forced on at
 // large token counts): run the largest batch the test layer is built for, 32768 tokens x top-4.
 TEST(Layer, LargestBatchOf131072RoutedPairs) {

@@ -13,14 +13,19 @@ namespace mxmoe::kernels::gemm {
 // predecessor is GEMM1, which lets it launch only after passing its own wait, so the block list is
 // complete and GEMM2 may read it, and stream its first weight stages, before waiting for the
 // intermediate activations (Stage::kWaitAtStart false: the kernel waits after its weight prologue).
-// Returns whether `block` exists (blocks past *num_blocks exit at once).
+// A block past the align kernel's count waits too before it exits: a grid's completion must imply
+// its predecessor's, since the next kernel (a second lane, the combine) waits only for this one;
+// a lane whose blocks all exit at once would otherwise let it read an unfinished intermediate.
+// Returns whether `block` exists.
 template <class Stage>
 __device__ __forceinline__ bool begin_block(const MoeGemmParams& p, int block) {
   if constexpr (Stage::kWaitAtStart) {
     ptx::grid_dependency_wait();
     ptx::allow_dependents_launch();
   }
-  return block < *p.num_blocks;
+  if (block < *p.num_blocks) return true;
+  if constexpr (!Stage::kWaitAtStart) ptx::grid_dependency_wait();
+  return false;
 }
 
 // A block's kTokens slots: its expert's (token, slot) pairs first, padding (-1) after.

@@ -1,5 +1,6 @@
 // The GEMM plan: which configuration, format and split a problem runs with. Plain C++ (no CUDA),
 // so the CPU tests check every choice.
+#include <algorithm>
 #include <string>
 
 #include "kernels/gemm/configs.hpp"
@@ -32,6 +33,37 @@ GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_inva
   // lead (gpt-oss-120b 1536 tokens, 48 pairs: 1399 against 1347, within 4%).
   if (pairs_per_expert < 36.0 || batch_invariant) return GemmTile::Prefill;
   return GemmTile::Wgmma;
+}
+
+int max_lane_blocks(int pairs, int num_experts, int block_tokens, int min_pairs, int below_pairs) {
+  if (pairs <= 0) return 0;
+  const int experts = std::min(num_experts, pairs / std::max(min_pairs, 1));
+  int blocks = pairs / block_tokens + experts;
+  if (below_pairs > 0) blocks = std::min(blocks, experts * ((below_pairs - 1 + block_tokens - 1) / block_tokens));
+  return blocks;
+}
+
+GemmLanes plan_gemm_lanes(GemmTile tile, int num_tokens, int top_k, int num_experts, bool batch_invariant) {
+  GemmLanes l;
+  const int pairs = num_tokens * top_k;
+  l.narrow = tile == GemmTile::Auto ? choose_gemm(num_tokens, top_k, num_experts, batch_invariant) : tile;
+  const int bt = gemm_tokens_per_block(l.narrow);
+  const bool wide = tile == GemmTile::Auto && !batch_invariant && num_tokens >= kWideLaneMinTokens &&
+                    l.narrow != GemmTile::Tiny && l.narrow != GemmTile::Wgmma;
+  if (!wide) {
+    l.narrow_max_blocks = max_lane_blocks(pairs, num_experts, bt);
+    return l;
+  }
+  l.wide_from = bt + 1;
+  l.narrow_max_blocks = max_lane_blocks(pairs, num_experts, bt, 1, l.wide_from);
+  l.wide_max_blocks = max_lane_blocks(pairs, num_experts, gemm_tokens_per_block(GemmTile::Wgmma), l.wide_from);
+  return l;
+}
+
+std::string gemm_lanes_name(const GemmLanes& lanes) {
+  std::string name = gemm_tile_name(lanes.narrow);
+  if (lanes.wide_from > 0) name += std::string(" + ") + gemm_tile_name(GemmTile::Wgmma) + " from " + std::to_string(lanes.wide_from) + " pairs";
+  return name;
 }
 
 int gemm2_k_splits(GemmTile tile, int hidden, int max_blocks, int sm_count, bool batch_invariant) {

@@ -23,7 +23,7 @@ int MoeLayer::num_experts() const { return 0; }
 int MoeLayer::max_tokens() const { return 0; }
 float MoeLayer::prepare_ms() const { return 0.0f; }
 const char* MoeLayer::gemm_format() const { return "none"; }
-GemmTile MoeLayer::gemm_tile_for(int) const { return GemmTile::Auto; }
+std::string MoeLayer::gemm_plan_for(int) const { return {}; }
 std::size_t MoeLayer::device_bytes() const { return 0; }
 
 }  // namespace mxmoe
