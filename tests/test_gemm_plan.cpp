@@ -47,11 +47,12 @@ TEST(GemmPlan, ConfigurationsByPairsPerExpert) {
   EXPECT_EQ(choose_gemm(64, 8, 256), GemmTile::Decode);
   EXPECT_EQ(choose_gemm(256, 8, 256), GemmTile::Small);
   EXPECT_EQ(choose_gemm(512, 8, 256), GemmTile::Medium);
-  EXPECT_EQ(choose_gemm(1024, 8, 256), GemmTile::Prefill) << "32 pairs per expert: mma.sync";
-  EXPECT_EQ(choose_gemm(1536, 6, 256), GemmTile::Wgmma) << "36 pairs per expert: warpgroup MMA";
+  EXPECT_EQ(choose_gemm(896, 8, 256), GemmTile::Medium) << "28 pairs per expert: mma.sync";
+  EXPECT_EQ(choose_gemm(1024, 8, 256), GemmTile::Wgmma) << "32 pairs per expert: warpgroup MMA";
   EXPECT_EQ(choose_gemm(4096, 8, 256), GemmTile::Wgmma);
   EXPECT_EQ(gemm_tokens_per_block(GemmTile::Wgmma), 128);
   EXPECT_EQ(choose_gemm(4096, 8, 256, true), GemmTile::Prefill) << "batch-invariant: mma.sync only";
+  EXPECT_EQ(choose_gemm(1024, 8, 256, true), GemmTile::Prefill);
   EXPECT_EQ(choose_gemm(1, 8, 256, true), GemmTile::Tiny);
   EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 2, 132, false), kTinyGemm2Splits) << "2 blocks x 128 CTAs < 3 per SM";
   EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 2, 132, true), 1) << "batch-invariant: no split";

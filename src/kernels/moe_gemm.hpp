@@ -34,9 +34,10 @@ struct GemmMedium {
 struct GemmPrefill {  // many tokens per expert: reuse each dequantised fragment across 64 tokens
   static constexpr int kTokens = 64, kWarps = 4, kTilesPerWarp = 2, kChunksPerStage = 1, kStages = 3;
 };
-// The compute-bound path (sm_90a warpgroup MMA, gemm/wgmma_kernel.cuh): three warpgroups (192
-// weight rows), each one m64nNk16 per k16 step over up to 128 routed pairs (N = 64 or 128 by the
-// block's live pairs), so every dequantised fragment serves up to 128 tokens. Measured on an H200
+// The compute-bound path (sm_90a warpgroup MMA, gemm/wgmma_kernel.cuh): three consumer warpgroups
+// (192 weight rows) and a producer warpgroup; each consumer warpgroup runs one m64nNk16 per k16 step
+// over up to 128 routed pairs (N = 16, 32, 64 or 128 by the block's live pairs), so every
+// dequantised fragment serves up to 128 tokens. Measured on an H200
 // (bench/results/20261130-1230-H200-wgmma-crossover): three warpgroups against two, 6-15% faster
 // from 2048 tokens up (the warps are latency-bound: a third per scheduler hides more); blocks of 256
 // at N = 256, 3-7% faster at 16384 tokens but 5-15% slower at 4096, where an expert's one block of

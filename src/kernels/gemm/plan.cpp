@@ -27,11 +27,11 @@ GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_inva
   if (pairs_per_expert <= 6.5) return GemmTile::Decode;
   if (pairs_per_expert <= 12.0) return GemmTile::Small;
   if (pairs_per_expert <= 28.0) return GemmTile::Medium;
-  // From 36 pairs per expert the warpgroup-MMA path leads; measured on an H200 with both forced
-  // (bench/results/20261130-1230-H200-wgmma-crossover): dsv4-flash 1536 tokens (36 pairs) 2567 us
-  // against 2641, gpt-oss-120b 2048 (64 pairs) 1564 against 1913; below, mma.sync's smaller blocks
-  // lead (gpt-oss-120b 1536 tokens, 48 pairs: 1399 against 1347, within 4%).
-  if (pairs_per_expert < 36.0 || batch_invariant) return GemmTile::Prefill;
+  if (batch_invariant) return GemmTile::Prefill;
+  // Above 28 pairs per expert the warpgroup-MMA path leads, now that its blocks fit N to the live
+  // pairs (16..128) and a producer warpgroup copies. Measured on an H200
+  // (bench/results/20261130-1505-H200-lanes-probe): gpt-oss-120b 1024 tokens (32 pairs) 1031 us on
+  // wgmma against 1260 on mma.sync; dsv4-flash 1024 (24 pairs) 1882 against 1788 on Medium.
   return GemmTile::Wgmma;
 }
 
