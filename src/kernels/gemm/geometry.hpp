@@ -35,37 +35,26 @@ struct Geometry : WeightGeometry<Cfg, kGroup> {
   static_assert(kStageBytes % 16 == 0, "stages must stay 16-byte aligned");
 };
 
-// kN: the N of the blocks the layout serves (16..kTokens). The CTA's shared memory is sized for
-// Cfg::kStages stages of kTokens-row slabs; a block of fewer live pairs needs narrower slabs, so the
-// same memory holds more of its stages (kStages): a deeper pipeline, more weight bytes in flight
-// where the MMAs are short and the stream is what limits.
-template <class Cfg, int kGroup, int kN = Cfg::kTokens>
+template <class Cfg, int kGroup>
 struct WgmmaGeometry : WeightGeometry<Cfg, kGroup> {
   using W = WeightGeometry<Cfg, kGroup>;
   static constexpr int kWarpgroups = Cfg::kWarps / 4;
   static_assert(Cfg::kWarps % 4 == 0 && Cfg::kTilesPerWarp == 1, "a warpgroup is four warps, one 16-row tile each");
-  static_assert(kN % 8 == 0 && kN <= Cfg::kTokens && Cfg::kTokens <= 256, "wgmma N is a multiple of 8 up to 256");
-  static constexpr int stage_bytes(int rows) {  // rows x 64 16-bit values per chunk, then weights, scales
-    return (Cfg::kChunksPerStage * rows * 128 + W::kWeightBytes + W::kScaleBytes + 1023) / 1024 * 1024;
-  }
-  static constexpr int kSlabBytes = kN * 128;  // one chunk: kN rows x 64 16-bit values
+  static constexpr int kSlabBytes = Cfg::kTokens * 128;  // one chunk: kTokens rows x 64 16-bit values
   static constexpr int kActBytes = Cfg::kChunksPerStage * kSlabBytes;
   static constexpr int kActOffset = 0, kWeightOffset = kActBytes, kScaleOffset = kActBytes + W::kWeightBytes;
-  static constexpr int kStageBytes = stage_bytes(kN);
-  static constexpr int kMaxStages = 12;  // the CTA's mbarrier pairs
-  static constexpr int kStagesBytes = Cfg::kStages * stage_bytes(Cfg::kTokens);
-  static constexpr int kStages = kStagesBytes / kStageBytes < kMaxStages ? kStagesBytes / kStageBytes : kMaxStages;
-  static constexpr int kSmemBytes = kStagesBytes + 1024;  // + the base's alignment to 1024
-  static_assert(kStages >= Cfg::kStages, "narrower blocks never get fewer stages");
+  static constexpr int kStageBytes = (kScaleOffset + W::kScaleBytes + 1023) / 1024 * 1024;
+  static constexpr int kSmemBytes = Cfg::kStages * kStageBytes + 1024;  // + the base's alignment to 1024
+  static_assert(Cfg::kTokens % 8 == 0 && Cfg::kTokens <= 256, "wgmma N is a multiple of 8 up to 256");
   // kWarps consumer warps (dequantisation, MMA) and one producer warpgroup that does every copy.
   static constexpr int kProducerThreads = 128;
   static constexpr int kBlockThreads = Cfg::kWarps * 32 + kProducerThreads;
 };
 
 // The wgmma kernel's stage layout as its producer warpgroup copies it.
-template <class Cfg, int kGroup, int kN = Cfg::kTokens>
-struct WgmmaProducerGeometry : WgmmaGeometry<Cfg, kGroup, kN> {
-  static constexpr int kThreads = WgmmaGeometry<Cfg, kGroup, kN>::kProducerThreads;
+template <class Cfg, int kGroup>
+struct WgmmaProducerGeometry : WgmmaGeometry<Cfg, kGroup> {
+  static constexpr int kThreads = WgmmaGeometry<Cfg, kGroup>::kProducerThreads;
 };
 
 }  // namespace mxmoe::kernels::gemm

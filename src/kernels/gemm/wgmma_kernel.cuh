@@ -23,9 +23,7 @@
 //
 // N follows the block: a block holds up to kTokens (128) pairs of one expert; the CTA runs the main
 // loop instantiated for N = 16, 32, 64 or 128, the smallest that covers its live pairs, so a block
-// of an expert with few pairs costs no more MMA (nor activation copies) than it needs, and its
-// narrower stages let the same shared memory pipeline more of them (geometry.hpp: 10 stages at
-// N = 16, 8 at 32, 6 at 64, 4 at 128), where the weight stream rather than the MMA limits.
+// of an expert with few pairs costs no more MMA (nor activation copies) than it needs.
 //
 // Pipeline per consumer warpgroup: each stage holds two chunks, one per A register set; per chunk
 // it dequantises, issues four wgmma, commits them as a group, then waits for the previous group, so
@@ -54,8 +52,8 @@ template <int kTokens>
 struct WgmmaCta {
   std::uint8_t* smem;  // 1024-byte aligned stages
   const BlockPairs<kTokens>* pairs;
-  std::uint64_t* full;   // [stages]: the producer's copies of the stage have landed
-  std::uint64_t* empty;  // [stages]: every consumer warp is done reading the stage
+  std::uint64_t* full;   // [kStages]: the producer's copies of the stage have landed
+  std::uint64_t* empty;  // [kStages]: every consumer warp is done reading the stage
   int expert, tile0, tid;
 };
 
@@ -64,8 +62,8 @@ constexpr int kWgmmaProducerRegs = 72, kWgmmaConsumerRegs = 144;  // 3 x 128 x 1
 // The producer warpgroup: every copy of every stage. ptid: 0..127.
 template <int kN, class Cfg, class Format, class Stage>
 __device__ __forceinline__ void wgmma_produce(const MoeGemmParams& p, const WgmmaCta<Cfg::kTokens>& cta, int ptid) {
-  using PG = WgmmaProducerGeometry<Cfg, Format::kGroup, kN>;
-  constexpr int S = PG::kStages;
+  using PG = WgmmaProducerGeometry<Cfg, Format::kGroup>;
+  constexpr int S = Cfg::kStages;
   const int n_chunks = p.shape.chunks();
   const int k_iters = (n_chunks + Cfg::kChunksPerStage - 1) / Cfg::kChunksPerStage;
   const WeightLoader<Cfg, PG> weights(p, p.weights + cta.expert * p.expert_weight_stride,
@@ -93,10 +91,10 @@ __device__ __forceinline__ void wgmma_produce(const MoeGemmParams& p, const Wgmm
 // A consumer warpgroup: dequantisation, wgmma, then the stage's epilogue per 16-row tile.
 template <int kN, class Cfg, class Format, class Stage>
 __device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const WgmmaCta<Cfg::kTokens>& cta) {
-  using G = WgmmaGeometry<Cfg, Format::kGroup, kN>;
+  using G = WgmmaGeometry<Cfg, Format::kGroup>;
   using Ops = typename Format::Ops;
   constexpr int kAcc = kN / 2;  // m64nN: N/2 fp32 per thread
-  constexpr int S = G::kStages;
+  constexpr int S = Cfg::kStages;
   const int tid = cta.tid, warp = tid / 32, lane = tid % 32;
   const int k_iters = (p.shape.chunks() + 1) / 2;  // a stage past the last chunk is zero codes
 
@@ -168,10 +166,10 @@ __global__ void __launch_bounds__(WgmmaGeometry<Cfg, Format::kGroup>::kBlockThre
 
   extern __shared__ __align__(16) std::uint8_t smem_raw[];
   __shared__ BlockPairs<Cfg::kTokens> pairs;
-  __shared__ __align__(8) std::uint64_t full[G::kMaxStages], empty[G::kMaxStages];
+  __shared__ __align__(8) std::uint64_t full[Cfg::kStages], empty[Cfg::kStages];
   const int tid = threadIdx.x;
   if (tid == 0)
-    for (int s = 0; s < G::kMaxStages; ++s) {
+    for (int s = 0; s < Cfg::kStages; ++s) {
       ptx::mbarrier_init(&full[s], G::kProducerThreads);  // one arrival per producer thread
       ptx::mbarrier_init(&empty[s], Cfg::kWarps);         // one per consumer warp
     }
