@@ -36,7 +36,7 @@ struct GemmPrefill {  // many tokens per expert: reuse each dequantised fragment
 };
 // The compute-bound path (sm_90a warpgroup MMA, gemm/wgmma_kernel.cuh): three consumer warpgroups
 // (192 weight rows) and a producer warpgroup; each consumer warpgroup runs one m64nNk16 per k16 step
-// over up to 128 routed pairs (N = 16, 32, 64 or 128 by the block's live pairs), so every
+// over up to 128 routed pairs (N = 64 or 128 by the block's live pairs), so every
 // dequantised fragment serves up to 128 tokens. Measured on an H200
 // (bench/results/20261130-1230-H200-wgmma-crossover): three warpgroups against two, 6-15% faster
 // from 2048 tokens up (the warps are latency-bound: a third per scheduler hides more); blocks of 256
@@ -158,9 +158,13 @@ struct MoeGemmParams {
   float* partial_out;
   std::int64_t partial_split_stride;  // floats between the outputs of consecutive K splits
   int k_splits;                       // GEMM2 only; 1 = no split
+  // The wgmma kernel's grid: persistent CTAs, each taking (tile group, block) items in turn (the
+  // SM count: one CTA fits an SM); 0 = one CTA per item.
+  int persistent_ctas;
 };
 
-// Grid: one CTA per (row tile group, token block); blocks past *num_blocks exit at once.
+// Grid: one CTA per (row tile group, token block), blocks past *num_blocks exiting at once; or
+// for the wgmma configuration p.persistent_ctas CTAs that loop over them.
 void launch_moe_gemm1(GemmTile tile, GemmFormat format, const MoeGemmParams& p, int max_blocks, cudaStream_t stream);
 void launch_moe_gemm2(GemmTile tile, GemmFormat format, const MoeGemmParams& p, int max_blocks, cudaStream_t stream);
 // Raises the dynamic shared-memory limit of every instantiation (once per process and device; cheap

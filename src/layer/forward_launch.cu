@@ -91,6 +91,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   kernels::MoeGemmParams p{};
   p.num_experts = E;
   p.k_splits = 1;
+  p.persistent_ctas = sm_count;
 
   p.weights = w.w13;
   p.scales = w.w13_scale;

@@ -16,15 +16,25 @@ namespace mxmoe::kernels::gemm {
 // A block past the align kernel's count waits too before it exits: a grid's completion must imply
 // its predecessor's, since the next kernel (a second lane, the combine) waits only for this one;
 // a lane whose blocks all exit at once would otherwise let it read an unfinished intermediate.
-// Returns whether `block` exists.
+// blocks_ready: the stage's dependency wait where it comes first, then the block count;
+// exit_early: what a CTA with no block does before it returns.
 template <class Stage>
-__device__ __forceinline__ bool begin_block(const MoeGemmParams& p, int block) {
+__device__ __forceinline__ int blocks_ready(const MoeGemmParams& p) {
   if constexpr (Stage::kWaitAtStart) {
     ptx::grid_dependency_wait();
     ptx::allow_dependents_launch();
   }
-  if (block < *p.num_blocks) return true;
+  return *p.num_blocks;
+}
+template <class Stage>
+__device__ __forceinline__ void exit_early() {
   if constexpr (!Stage::kWaitAtStart) ptx::grid_dependency_wait();
+}
+// Whether `block` exists (the mma.sync kernel: one CTA per block).
+template <class Stage>
+__device__ __forceinline__ bool begin_block(const MoeGemmParams& p, int block) {
+  if (block < blocks_ready<Stage>(p)) return true;
+  exit_early<Stage>();
   return false;
 }
 
@@ -35,17 +45,21 @@ struct BlockPairs {
   std::int32_t act_row[kTokens];  // its activation row (pair / act_row_divisor) or -1
   float weight[kTokens];          // Stage::pair_weight (GEMM2's router weight; 1 for GEMM1)
 
+  // Slot `slot` of `block` (the align kernel's order), its act_row and weight.
+  template <class Stage>
+  __device__ int load_slot(const MoeGemmParams& p, int block, int slot) {
+    const int id = p.sorted_pairs[block * kTokens + slot];
+    pair[slot] = id;
+    act_row[slot] = id >= 0 ? id / p.act_row_divisor : -1;
+    weight[slot] = id >= 0 ? Stage::pair_weight(p, id) : 0.0f;
+    return id;
+  }
+
   // Threads 0..kTokens-1 load one slot each; returns the live pairs, after a barrier that makes the
   // whole block visible to every thread.
   template <class Stage>
   __device__ int load(const MoeGemmParams& p, int block, int tid) {
-    int id = -1;
-    if (tid < kTokens) {
-      id = p.sorted_pairs[block * kTokens + tid];
-      pair[tid] = id;
-      act_row[tid] = id >= 0 ? id / p.act_row_divisor : -1;
-      weight[tid] = id >= 0 ? Stage::pair_weight(p, id) : 0.0f;
-    }
+    const int id = tid < kTokens ? load_slot<Stage>(p, block, tid) : -1;
     return __syncthreads_count(id >= 0);
   }
 };

@@ -40,8 +40,14 @@ void launch_format(GemmTile tile, bool gate_up, const MoeGemmParams& p, int max_
       fail(ErrorCode::InvalidArgument, "GEMM launch: the wgmma configuration does not split K");
     auto launch_stage = [&](auto stage, const char* what) {
       using K = KernelOf<Cfg, Format, typename decltype(stage)::type>;
-      const dim3 grid((p.shape.tiles() + K::G::kTilesPerCta - 1) / K::G::kTilesPerCta, static_cast<unsigned>(max_blocks),
-                      static_cast<unsigned>(splits));
+      const int tiles_x = (p.shape.tiles() + K::G::kTilesPerCta - 1) / K::G::kTilesPerCta;
+      // mma.sync: a CTA per (tile group, block, split); wgmma: persistent CTAs over the
+      // (tile group, block) items, at most one per SM.
+      dim3 grid(tiles_x, static_cast<unsigned>(max_blocks), static_cast<unsigned>(splits));
+      if constexpr (K::kWgmma) {
+        const long long items = static_cast<long long>(tiles_x) * max_blocks;
+        grid = dim3(static_cast<unsigned>(p.persistent_ctas > 0 && p.persistent_ctas < items ? p.persistent_ctas : items), 1, 1);
+      }
       launch_dependent(K::function(), grid, dim3(K::G::kBlockThreads), K::G::kSmemBytes, stream, what, p);
     };
     if (gate_up) launch_stage(TypeTag<GateUpActivation<Format>>{}, "moe_gemm (w13)");

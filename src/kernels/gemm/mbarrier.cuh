@@ -34,6 +34,10 @@ __device__ __forceinline__ void mbarrier_wait(std::uint64_t* bar, std::uint32_t 
       : "memory");
 }
 
+// A barrier of `threads` threads (a warpgroup: 128) under hardware barrier `id` (0 is __syncthreads').
+template <int id, int threads>
+__device__ __forceinline__ void named_barrier_sync() { asm volatile("bar.sync %0, %1;\n" ::"n"(id), "n"(threads) : "memory"); }
+
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
 // Register budgets per warpgroup role (sm_90a; the kernel needs a register cap at entry).

@@ -22,8 +22,8 @@
 // bench/results/20261130-1450-H200-wgmma-ws): 7% faster at 1024 tokens, 2-4% at 4096, 1% at 16384.
 //
 // N follows the block: a block holds up to kTokens (128) pairs of one expert; the CTA runs the main
-// loop instantiated for N = 16, 32, 64 or 128, the smallest that covers its live pairs, so a block
-// of an expert with few pairs costs no more MMA (nor activation copies) than it needs.
+// loop instantiated for N = 64 or 128 (kWgmmaNarrowN), the smaller that covers its live pairs, so
+// an expert's partly filled block costs no more MMA (nor activation copies) than it needs.
 //
 // Pipeline per consumer warpgroup: each stage holds two chunks, one per A register set; per chunk
 // it dequantises, issues four wgmma, commits them as a group, then waits for the previous group, so
@@ -47,57 +47,73 @@
 
 namespace mxmoe::kernels::gemm {
 
-// What the CTA set up before its main loop.
+// The CTA's pipeline state: the stage ring and its barriers persist across the work items (a
+// (tile group, block) pair each) the CTA takes in turn; `iter` counts stages over all of them.
 template <int kTokens>
 struct WgmmaCta {
-  std::uint8_t* smem;  // 1024-byte aligned stages
-  const BlockPairs<kTokens>* pairs;
+  std::uint8_t* smem;    // 1024-byte aligned stages
   std::uint64_t* full;   // [kStages]: the producer's copies of the stage have landed
   std::uint64_t* empty;  // [kStages]: every consumer warp is done reading the stage
-  int expert, tile0, tid;
+  int tid;
+};
+// One work item: an expert's block of pairs (double-buffered in shared memory, so the producer may
+// stage the next item's while the consumers' epilogue reads this one's) x one group of row tiles.
+template <int kTokens>
+struct WgmmaItem {
+  const BlockPairs<kTokens>* pairs;
+  int expert, tile0;
 };
 
-constexpr int kWgmmaProducerRegs = 72, kWgmmaConsumerRegs = 144;  // 3 x 128 x 144 + 128 x 72 <= 65536
+// The N of a block: 64 up to 64 live pairs, else 128. With a loop over items around them, ptxas
+// keeps the wgmma asynchronous for two consumer bodies but serialises it (C7512, insufficient
+// registers) from three on, so N = 16 and 32 blocks, which the one-item-per-CTA form ran (7% faster
+// at gpt-oss-120b 1024 tokens: 1031 us against 1114), run at 64 here.
+constexpr int kWgmmaNarrowN = 64;
+constexpr int kWgmmaProducerRegs = 80, kWgmmaConsumerRegs = 144;  // 3 x 128 x 144 + 128 x 80 = 65536
 
-// The producer warpgroup: every copy of every stage. ptid: 0..127.
+// The producer warpgroup: every copy of every stage of one item. ptid: 0..127. The CTA's first
+// item streams its first stages' weights before the dependency wait (they do not depend on the
+// previous kernel), then their activations.
 template <int kN, class Cfg, class Format, class Stage>
-__device__ __forceinline__ void wgmma_produce(const MoeGemmParams& p, const WgmmaCta<Cfg::kTokens>& cta, int ptid) {
+__device__ __forceinline__ void wgmma_produce(const MoeGemmParams& p, const WgmmaCta<Cfg::kTokens>& cta,
+                                              const WgmmaItem<Cfg::kTokens>& item, int ptid, bool first, int& iter) {
   using PG = WgmmaProducerGeometry<Cfg, Format::kGroup>;
   constexpr int S = Cfg::kStages;
   const int n_chunks = p.shape.chunks();
   const int k_iters = (n_chunks + Cfg::kChunksPerStage - 1) / Cfg::kChunksPerStage;
-  const WeightLoader<Cfg, PG> weights(p, p.weights + cta.expert * p.expert_weight_stride,
-                                      p.scales + cta.expert * p.expert_scale_stride, cta.tile0, 0, n_chunks, ptid);
-  const SwizzledActLoader<Cfg, PG, kN> acts(p, 0, p.shape.k, cta.pairs->act_row, ptid);
-  const int first = k_iters < S ? k_iters : S;
-  // The first round: weights first (independent of the previous kernel), then the wait, then the
-  // activations; each stage's arrival covers every copy this thread issued before it.
-  for (int s = 0; s < first; ++s) weights.load_weights(cta.smem, s, s, ptid);
-  if constexpr (!Stage::kWaitAtStart) ptx::grid_dependency_wait();
-  for (int s = 0; s < first; ++s) {
-    acts.load_acts(cta.smem, s, s);
+  const WeightLoader<Cfg, PG> weights(p, p.weights + item.expert * p.expert_weight_stride,
+                                      p.scales + item.expert * p.expert_scale_stride, item.tile0, 0, n_chunks, ptid);
+  const SwizzledActLoader<Cfg, PG, kN> acts(p, 0, p.shape.k, item.pairs->act_row, ptid);
+  int kt = 0;
+  if (first) {  // iter == 0: every stage is free
+    const int n = k_iters < S ? k_iters : S;
+    for (int s = 0; s < n; ++s) weights.load_weights(cta.smem, s, s, ptid);
+    if constexpr (!Stage::kWaitAtStart) ptx::grid_dependency_wait();
+    for (int s = 0; s < n; ++s) {
+      acts.load_acts(cta.smem, s, s);
+      ptx::cp_async_mbarrier_arrive(&cta.full[s]);  // covers every copy this thread issued before it
+    }
+    kt = iter = n;
+  }
+  for (; kt < k_iters; ++kt, ++iter) {
+    const int s = iter % S;
+    if (iter >= S) ptx::mbarrier_wait(&cta.empty[s], static_cast<std::uint32_t>((iter / S - 1) & 1));
+    weights.load_weights(cta.smem, s, kt, ptid);
+    acts.load_acts(cta.smem, s, kt);
     ptx::cp_async_mbarrier_arrive(&cta.full[s]);
   }
-  for (int it = S; it < k_iters; ++it) {
-    const int s = it % S;
-    ptx::mbarrier_wait(&cta.empty[s], static_cast<std::uint32_t>((it / S - 1) & 1));
-    weights.load_weights(cta.smem, s, it, ptid);
-    acts.load_acts(cta.smem, s, it);
-    ptx::cp_async_mbarrier_arrive(&cta.full[s]);
-  }
-  ptx::cp_async_wait_all();
 }
 
-// A consumer warpgroup: dequantisation, wgmma, then the stage's epilogue per 16-row tile.
+// A consumer warpgroup on one item: dequantisation, wgmma, then the stage's epilogue per 16-row tile.
 template <int kN, class Cfg, class Format, class Stage>
-__device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const WgmmaCta<Cfg::kTokens>& cta) {
+__device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const WgmmaCta<Cfg::kTokens>& cta,
+                                              const WgmmaItem<Cfg::kTokens>& item, int& iter) {
   using G = WgmmaGeometry<Cfg, Format::kGroup>;
   using Ops = typename Format::Ops;
   constexpr int kAcc = kN / 2;  // m64nN: N/2 fp32 per thread
   constexpr int S = Cfg::kStages;
   const int tid = cta.tid, warp = tid / 32, lane = tid % 32;
   const int k_iters = (p.shape.chunks() + 1) / 2;  // a stage past the last chunk is zero codes
-
   float acc[kAcc];
 #pragma unroll
   for (int i = 0; i < kAcc; ++i) {
@@ -105,9 +121,11 @@ __device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const Wgmm
     ptx::fence_operand(acc[i]);
   }
   std::uint32_t a[2][4][4];
-  for (int kt = 0; kt < k_iters; ++kt) {
-    const int s = kt % S;
-    ptx::mbarrier_wait(&cta.full[s], static_cast<std::uint32_t>((kt / S) & 1));
+  // `iter` counts stages over the CTA's items; at each stage's first chunk the previous stage (this
+  // item's, or the previous item's last) is released once its last group has completed.
+  for (const int end = iter + k_iters; iter < end; ++iter) {
+    const int s = iter % S;
+    ptx::mbarrier_wait(&cta.full[s], static_cast<std::uint32_t>((iter / S) & 1));
     ptx::fence_proxy_async_shared();  // the copies, seen through the barrier, to wgmma's proxy
     const std::uint8_t* stage = cta.smem + s * G::kStageBytes;
 #pragma unroll
@@ -123,9 +141,9 @@ __device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const Wgmm
       for (int k16 = 0; k16 < 4; ++k16) ptx::wgmma_m64k16<typename Ops::WgmmaType>(acc, a[c][k16], desc + 2 * k16);
       ptx::wgmma_commit();
       ptx::wgmma_wait<1>();
-      if (c == 0 && kt > 0) {  // the previous stage's last group has completed: it may be refilled
+      if (c == 0 && iter > 0) {
         __syncwarp();
-        if (lane == 0) ptx::mbarrier_arrive(&cta.empty[(kt - 1) % S]);
+        if (lane == 0) ptx::mbarrier_arrive(&cta.empty[(iter - 1) % S]);
       }
     }
   }
@@ -133,64 +151,106 @@ __device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const Wgmm
 #pragma unroll
   for (int i = 0; i < kAcc; ++i) ptx::fence_operand(acc[i]);
 
-  const int tile = cta.tile0 + warp;
+  const int tile = item.tile0 + warp;
   if (tile >= p.shape.tiles()) return;
   const int g = lane / 4, t = lane % 4;
-  const Stage epilogue(p, cta.expert, tile, g, 0);
+  const Stage epilogue(p, item.expert, tile, g, 0);
 #pragma unroll
   for (int nt = 0; nt < kN / 8; ++nt)
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
       const int slot = nt * 8 + 2 * t + j;
-      if (cta.pairs->pair[slot] < 0) continue;
+      if (item.pairs->pair[slot] < 0) continue;
       // acc[4nt + j] and acc[4nt + 2 + j]: rows g and g+8 of the warp's tile.
-      epilogue.store(p, cta.pairs->pair[slot], cta.pairs->weight[slot], acc[4 * nt + j], acc[4 * nt + 2 + j]);
+      epilogue.store(p, item.pairs->pair[slot], item.pairs->weight[slot], acc[4 * nt + j], acc[4 * nt + 2 + j]);
     }
 }
 
-// One role's work for blocks of at most kN live pairs.
-template <int kN, class Cfg, class Format, class Stage>
-__device__ __forceinline__ void wgmma_role(const MoeGemmParams& p, const WgmmaCta<Cfg::kTokens>& cta, bool producer) {
-  if (producer) wgmma_produce<kN, Cfg, Format, Stage>(p, cta, cta.tid - Cfg::kWarps * 32);
-  else wgmma_consume<kN, Cfg, Format, Stage>(p, cta);
-}
+template <class G>
+__device__ __forceinline__ int wgmma_tiles_x(const MoeGemmParams& p) { return (p.shape.tiles() + G::kTilesPerCta - 1) / G::kTilesPerCta; }
+template <class G, class Stage>
+__device__ __forceinline__ int wgmma_items(const MoeGemmParams& p) { return wgmma_tiles_x<G>(p) * *p.num_blocks; }
 
+// Persistent CTAs: CTA c takes items c, c + gridDim.x, ... of tiles_x * *num_blocks, item i being
+// block i / tiles_x (so the CTAs running at once share blocks, hence activations, and an expert's
+// blocks, hence weights, in L2) and tile group i % tiles_x. A CTA's prologue (the stages' first
+// fill) and epilogue overlap its neighbouring items' work instead of standing alone.
+// Per item the producer stages the block's pairs in buffer j % 2 (after the consumers released it,
+// pairs_empty), counts the live ones, and publishes them (pairs_full); both roles then run the main
+// loop instantiated for the N that covers the live pairs.
 template <class Cfg, class Format, class Stage>
 __global__ void __launch_bounds__(WgmmaGeometry<Cfg, Format::kGroup>::kBlockThreads, 1) moe_gemm_wgmma_kernel(const MoeGemmParams p) {
   using G = WgmmaGeometry<Cfg, Format::kGroup>;
-  static_assert(Cfg::kTokens == 128, "blocks run N = 16, 32, 64 or 128");
+  static_assert(Cfg::kTokens == 128 && G::kProducerThreads == Cfg::kTokens, "a producer thread per slot");
   static_assert(Cfg::kChunksPerStage == 2, "one A register set per chunk of a stage");
-  const int block = blockIdx.y;
   if constexpr (!Stage::kWaitAtStart) ptx::allow_dependents_launch();  // the dependent waits for this grid anyway
-  if (!begin_block<Stage>(p, block)) return;
+  const int tiles_x = wgmma_tiles_x<G>(p);
+  const int items = tiles_x * blocks_ready<Stage>(p);
+  if (static_cast<int>(blockIdx.x) >= items) {
+    exit_early<Stage>();
+    return;
+  }
 
   extern __shared__ __align__(16) std::uint8_t smem_raw[];
-  __shared__ BlockPairs<Cfg::kTokens> pairs;
-  __shared__ __align__(8) std::uint64_t full[Cfg::kStages], empty[Cfg::kStages];
+  __shared__ BlockPairs<Cfg::kTokens> pairs[2];
+  __shared__ int live[2];
+  __shared__ __align__(8) std::uint64_t full[Cfg::kStages], empty[Cfg::kStages], pairs_full[2], pairs_empty[2];
   const int tid = threadIdx.x;
-  if (tid == 0)
+  if (tid == 0) {
     for (int s = 0; s < Cfg::kStages; ++s) {
       ptx::mbarrier_init(&full[s], G::kProducerThreads);  // one arrival per producer thread
       ptx::mbarrier_init(&empty[s], Cfg::kWarps);         // one per consumer warp
     }
-  const int live_pairs = pairs.template load<Stage>(p, block, tid);  // its barrier publishes the inits too
+    for (int b = 0; b < 2; ++b) {
+      ptx::mbarrier_init(&pairs_full[b], G::kProducerThreads);
+      ptx::mbarrier_init(&pairs_empty[b], Cfg::kWarps);
+    }
+  }
+  __syncthreads();  // the inits, to every thread
 
   WgmmaCta<Cfg::kTokens> cta;
   // The swizzle acts on absolute address bits: align the stages to 1024 bytes (G reserves the slack).
   cta.smem = smem_raw + ((1024u - (ptx::smem_addr(smem_raw) & 1023u)) & 1023u);
-  cta.pairs = &pairs;
   cta.full = full;
   cta.empty = empty;
-  cta.expert = p.block_expert[block];
-  cta.tile0 = blockIdx.x * G::kTilesPerCta;
   cta.tid = tid;
   const bool producer = tid >= Cfg::kWarps * 32;
-  if (producer) ptx::setmaxnreg_dec<kWgmmaProducerRegs>();
-  else ptx::setmaxnreg_inc<kWgmmaConsumerRegs>();
-  if (live_pairs <= 16) wgmma_role<16, Cfg, Format, Stage>(p, cta, producer);
-  else if (live_pairs <= 32) wgmma_role<32, Cfg, Format, Stage>(p, cta, producer);
-  else if (live_pairs <= 64) wgmma_role<64, Cfg, Format, Stage>(p, cta, producer);
-  else wgmma_role<128, Cfg, Format, Stage>(p, cta, producer);
+  int iter = 0;
+  if (producer) {
+    ptx::setmaxnreg_dec<kWgmmaProducerRegs>();
+    const int ptid = tid - Cfg::kWarps * 32;
+    int j = 0;
+    for (int i = blockIdx.x; i < items; i += gridDim.x, ++j) {
+      const int buf = j & 1, block = i / tiles_x;
+      if (j >= 2) ptx::mbarrier_wait(&pairs_empty[buf], static_cast<std::uint32_t>((j / 2 - 1) & 1));
+      // Live pairs come first in a block, and its first slot is live: one thread sees the last.
+      const int id = pairs[buf].template load_slot<Stage>(p, block, ptid);
+      const bool next_live = ptid + 1 < Cfg::kTokens && p.sorted_pairs[block * Cfg::kTokens + ptid + 1] >= 0;
+      if (id >= 0 && !next_live) live[buf] = ptid + 1;
+      ptx::named_barrier_sync<1, G::kProducerThreads>();
+      ptx::mbarrier_arrive(&pairs_full[buf]);
+      const WgmmaItem<Cfg::kTokens> item{&pairs[buf], p.block_expert[block], (i % tiles_x) * G::kTilesPerCta};
+      const int n = live[buf];
+      if (n <= kWgmmaNarrowN) wgmma_produce<kWgmmaNarrowN, Cfg, Format, Stage>(p, cta, item, ptid, j == 0, iter);
+      else wgmma_produce<128, Cfg, Format, Stage>(p, cta, item, ptid, j == 0, iter);
+    }
+    ptx::cp_async_wait_all();
+  } else {
+    ptx::setmaxnreg_inc<kWgmmaConsumerRegs>();
+    for (int i = blockIdx.x; i < wgmma_items<G, Stage>(p); i += gridDim.x) {
+      const int tiles_x = wgmma_tiles_x<G>(p);
+      const int j = (i - static_cast<int>(blockIdx.x)) / static_cast<int>(gridDim.x);  // the CTA's item count so far
+      const int buf = j & 1, block = i / tiles_x;
+      int iter = j * ((p.shape.chunks() + 1) / 2);  // every item runs the same stages
+      ptx::mbarrier_wait(&pairs_full[buf], static_cast<std::uint32_t>((j / 2) & 1));
+      const WgmmaItem<Cfg::kTokens> item{&pairs[buf], p.block_expert[block], (i % tiles_x) * G::kTilesPerCta};
+      const int n = live[buf];
+      if (n <= kWgmmaNarrowN) wgmma_consume<kWgmmaNarrowN, Cfg, Format, Stage>(p, cta, item, iter);
+      else wgmma_consume<128, Cfg, Format, Stage>(p, cta, item, iter);
+      __syncwarp();
+      if (tid % 32 == 0) ptx::mbarrier_arrive(&pairs_empty[buf]);  // its epilogue is done with the pairs
+    }
+  }
 }
 
 }  // namespace mxmoe::kernels::gemm
