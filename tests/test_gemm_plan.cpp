@@ -87,7 +87,14 @@ TEST(GemmPlan, WideLaneForExpertsBeyondOneNarrowBlock) {
   const GemmLanes one = plan_gemm_lanes(GemmTile::Auto, 1, 8, 256);
   EXPECT_EQ(one.narrow, GemmTile::Tiny);
   EXPECT_EQ(one.wide_from, 0);
-  EXPECT_EQ(one.narrow_max_blocks, 1 + 8) << "floor(8 / 8) + min(256, 8)";
+  EXPECT_TRUE(one.direct) << "one token: a block per routed pair, no alignment";
+  EXPECT_EQ(one.narrow_max_blocks, 8);
+  EXPECT_EQ(gemm_lanes_name(one), "tiny (direct: no alignment)");
+  const GemmLanes two = plan_gemm_lanes(GemmTile::Auto, 2, 8, 256);
+  EXPECT_FALSE(two.direct) << "two tokens may share experts: aligned";
+  EXPECT_EQ(two.narrow_max_blocks, 2 + 16) << "floor(16 / 8) + min(256, 16)";
+  EXPECT_FALSE(plan_gemm_lanes(GemmTile::Decode, 1, 8, 256).direct) << "only Tiny runs direct";
+  EXPECT_TRUE(plan_gemm_lanes(GemmTile::Auto, 1, 8, 256, true).direct) << "batch-invariant: the same sums";
 }
 
 // The grid rows of each lane bound the blocks the align kernel can make, for any routing: drawn
@@ -111,6 +118,10 @@ TEST(GemmPlan, LaneBlockBoundsHoldForAnyRouting) {
       const GemmLanes l = plan_gemm_lanes(tile, T, k, E);
       const int nb = gemm_tokens_per_block(l.narrow), wb = gemm_tokens_per_block(GemmTile::Wgmma);
       int narrow = 0, wide = 0;
+      if (l.direct) {  // a block per routed pair
+        ASSERT_EQ(l.narrow_max_blocks, T * k);
+        continue;
+      }
       for (int c : count) {
         if (l.wide_from > 0 && c >= l.wide_from) wide += (c + wb - 1) / wb;
         else narrow += (c + nb - 1) / nb;

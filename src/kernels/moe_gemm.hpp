@@ -101,13 +101,16 @@ GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_inva
 // wgmma streams few pairs at ~44% of the read floor against mma.sync's ~70%: hence per expert.
 struct GemmLanes {
   GemmTile narrow = GemmTile::Auto;
+  // One token: each routed pair is a block of its own (a token's experts are distinct), read
+  // straight from the topk ids, so the forward launches no alignment kernel.
+  bool direct = false;
   int wide_from = 0;  // 0: no wide lane (every expert runs `narrow`)
   int narrow_max_blocks = 0, wide_max_blocks = 0;  // grid rows: the most blocks each lane can get
 };
 // Forced tiles (anything but Auto) run one lane. Auto: choose_gemm's configuration, plus the wide
 // lane from kWideLaneMinTokens tokens on when that configuration is a mma.sync one other than Tiny
 // and the mode is not batch-invariant (the lane's sums are wgmma's); its threshold is one more
-// pair than a narrow block holds.
+// pair than a narrow block holds. One token on Tiny runs direct.
 constexpr int kWideLaneMinTokens = 32;
 GemmLanes plan_gemm_lanes(GemmTile tile, int num_tokens, int top_k, int num_experts, bool batch_invariant = false);
 // The most blocks of `block_tokens` slots a lane can need for `pairs` routed pairs when each of its
@@ -139,6 +142,11 @@ struct MoeGemmParams {
   const std::int32_t* sorted_pairs;
   const std::int32_t* block_expert;
   const std::int32_t* num_blocks;
+  // Direct blocks (GemmLanes::direct; the mma.sync kernel only): when not null, no alignment ran and
+  // block b is routed pair b alone, its expert direct_ids[b] (the forward's topk ids; an id outside
+  // 0..E-1 makes the block exit), direct_blocks blocks in all.
+  const std::int32_t* direct_ids;
+  int direct_blocks;
 
   const float* bias;  // canonical order: [E, 2I] for w13, [E, H] for w2; may be null
   // NVFP4's fp32 global scales (formats with kGlobalScale), [E, 2] (gate, up) for w13 and [E] for

@@ -71,7 +71,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   const kernels::AlignLane narrow{at(ws.sorted_pairs), at(ws.block_expert), at(ws.num_blocks), kernels::gemm_tokens_per_block(kind)};
   const kernels::AlignLane wide{at(ws.wide_sorted_pairs), at(ws.wide_block_expert), at(ws.wide_num_blocks),
                                 kernels::gemm_tokens_per_block(GemmTile::Wgmma)};
-  kernels::launch_align(a.topk_ids, pairs, E, narrow, wide, lanes.wide_from, stream);
+  if (!lanes.direct) kernels::launch_align(a.topk_ids, pairs, E, narrow, wide, lanes.wide_from, stream);
   // Each GEMM runs the narrow lane, then the wide one. Every block of a lane's kernel waits for its
   // predecessor before it exits (gemm/block_pairs.cuh), so each grid's completion implies the
   // completion of all before it, however many blocks a lane gets.
@@ -91,6 +91,8 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   kernels::MoeGemmParams p{};
   p.num_experts = E;
   p.k_splits = 1;
+  p.direct_ids = lanes.direct ? a.topk_ids : nullptr;
+  p.direct_blocks = lanes.direct ? pairs : 0;
   p.persistent_ctas = sm_count;
 
   p.weights = w.w13;

@@ -1,7 +1,7 @@
 // The forward's launch sequence over borrowed memory: prepared weights and one workspace that the
 // caller owns (MoeLayer's own buffer, or a tensor of torch's caching allocator for the C ABI).
 // align -> GEMM1 + activation -> GEMM2 x router weight -> combine, one stream, no host sync; each
-// GEMM in one or two lanes (kernels::GemmLanes).
+// GEMM in one or two lanes (kernels::GemmLanes); one token skips the alignment (direct blocks).
 #pragma once
 
 #include <cuda_runtime.h>

@@ -333,7 +333,7 @@ TEST(Layer, PreparesAWholeDsv4FlashLayerQuickly) {
 namespace {
 
 // The corners of token alignment at decode sizes: one expert taking every pair (more than a block
-// holds), ids that are -1 or past E, every id masked.
+// holds), ids that are -1 or past E, every id masked; and one token's direct blocks.
 TEST(Layer, AlignmentCornersMatchTheOracle) {
   MXMOE_REQUIRE_HOPPER();
   const Case c{"small-batch", 512, 256, 16, 8, ActivationConfig::silu_mul(), true, 2.0f};
@@ -355,6 +355,11 @@ TEST(Layer, AlignmentCornersMatchTheOracle) {
            if (i % 3 == 0) t.ids[i] = i % 2 ? -1 : c.E + 7;
        }},
       {"every id masked", 2, [](TopK& t) { std::fill(t.ids.begin(), t.ids.end(), -1); }},
+      // One token runs direct blocks (a block per routed pair, no alignment kernel): masked, past-E
+      // and repeated ids among its slots, and all of them masked.
+      {"one token: masked, past-E and repeated ids (direct)", 1,
+       [&](TopK& t) { t.ids = {-1, c.E + 3, 2, 2, 5, -1, 7, c.E - 1}; }},
+      {"one token, every id masked (direct)", 1, [](TopK& t) { std::fill(t.ids.begin(), t.ids.end(), -1); }},
   };
   std::uint32_t seed = 300;
   for (const auto& v : variants) {

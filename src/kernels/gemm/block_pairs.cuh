@@ -24,16 +24,26 @@ __device__ __forceinline__ int blocks_ready(const MoeGemmParams& p) {
     ptx::grid_dependency_wait();
     ptx::allow_dependents_launch();
   }
-  return *p.num_blocks;
+  return p.direct_ids ? p.direct_blocks : *p.num_blocks;
+}
+// The expert of `block` (direct blocks: its pair's id, possibly out of range).
+__device__ __forceinline__ int block_expert(const MoeGemmParams& p, int block) {
+  return p.direct_ids ? p.direct_ids[block] : p.block_expert[block];
 }
 template <class Stage>
 __device__ __forceinline__ void exit_early() {
   if constexpr (!Stage::kWaitAtStart) ptx::grid_dependency_wait();
 }
-// Whether `block` exists (the mma.sync kernel: one CTA per block).
+// Whether `block` exists (the mma.sync kernel: one CTA per block); a direct block whose id is
+// masked (-1) or out of range does not. The ids are read after the wait that makes them final
+// (GEMM1 waits first; GEMM2 launches after GEMM1's blocks passed theirs).
 template <class Stage>
 __device__ __forceinline__ bool begin_block(const MoeGemmParams& p, int block) {
-  if (block < blocks_ready<Stage>(p)) return true;
+  if (block < blocks_ready<Stage>(p)) {
+    if (!p.direct_ids) return true;
+    const int e = p.direct_ids[block];
+    if (e >= 0 && e < p.num_experts) return true;
+  }
   exit_early<Stage>();
   return false;
 }
@@ -48,7 +58,7 @@ struct BlockPairs {
   // Slot `slot` of `block` (the align kernel's order), its act_row and weight.
   template <class Stage>
   __device__ int load_slot(const MoeGemmParams& p, int block, int slot) {
-    const int id = p.sorted_pairs[block * kTokens + slot];
+    const int id = p.direct_ids ? (slot == 0 ? block : -1) : p.sorted_pairs[block * kTokens + slot];
     pair[slot] = id;
     act_row[slot] = id >= 0 ? id / p.act_row_divisor : -1;
     weight[slot] = id >= 0 ? Stage::pair_weight(p, id) : 0.0f;

@@ -38,6 +38,8 @@ void launch_format(GemmTile tile, bool gate_up, const MoeGemmParams& p, int max_
     const int splits = gate_up ? 1 : (p.k_splits > 0 ? p.k_splits : 1);
     if (UsesWgmma<Cfg>::value && splits != 1)
       fail(ErrorCode::InvalidArgument, "GEMM launch: the wgmma configuration does not split K");
+    if (UsesWgmma<Cfg>::value && p.direct_ids)
+      fail(ErrorCode::InvalidArgument, "GEMM launch: the wgmma configuration takes aligned blocks, not direct ones");
     auto launch_stage = [&](auto stage, const char* what) {
       using K = KernelOf<Cfg, Format, typename decltype(stage)::type>;
       const int tiles_x = (p.shape.tiles() + K::G::kTilesPerCta - 1) / K::G::kTilesPerCta;

@@ -35,7 +35,7 @@ __global__ void __launch_bounds__(Geometry<Cfg, Format::kGroup>::kThreads) moe_g
   __shared__ BlockPairs<Cfg::kTokens> pairs;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int expert = p.block_expert[block];
+  const int expert = block_expert(p, block);
   const int n_tiles = p.shape.tiles(), n_chunks = p.shape.chunks();
   // Split K (blockIdx.z, GEMM2 of tiny batches only): this CTA takes chunks [c_begin, c_begin +
   // n_local) and works on them as a problem of its own with K = k_local.

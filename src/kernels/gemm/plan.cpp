@@ -51,7 +51,8 @@ GemmLanes plan_gemm_lanes(GemmTile tile, int num_tokens, int top_k, int num_expe
   const bool wide = tile == GemmTile::Auto && !batch_invariant && num_tokens >= kWideLaneMinTokens &&
                     l.narrow != GemmTile::Tiny && l.narrow != GemmTile::Wgmma;
   if (!wide) {
-    l.narrow_max_blocks = max_lane_blocks(pairs, num_experts, bt);
+    l.direct = num_tokens == 1 && l.narrow == GemmTile::Tiny;
+    l.narrow_max_blocks = l.direct ? pairs : max_lane_blocks(pairs, num_experts, bt);
     return l;
   }
   l.wide_from = bt + 1;
@@ -62,6 +63,7 @@ GemmLanes plan_gemm_lanes(GemmTile tile, int num_tokens, int top_k, int num_expe
 
 std::string gemm_lanes_name(const GemmLanes& lanes) {
   std::string name = gemm_tile_name(lanes.narrow);
+  if (lanes.direct) name += " (direct: no alignment)";
   if (lanes.wide_from > 0) name += std::string(" + ") + gemm_tile_name(GemmTile::Wgmma) + " from " + std::to_string(lanes.wide_from) + " pairs";
   return name;
 }
