@@ -348,9 +348,11 @@ const RegisterCommand kBench{
                      "format's scale bytes")
           ->capture_default_str();
       sub.add_option("--gemm-tile", o->gemm_tile,
-                     "GEMM configuration: auto (by pairs per expert), or for tuning tiny or decode (8 routed pairs per "
-                     "block), small (16), medium (32), prefill (64) on mma.sync, or wgmma (128, Hopper's warpgroup MMA, "
-                     "the compute-bound path)")
+                     "GEMM configuration: auto (blocks sized by the average pairs per expert, plus a wgmma lane for "
+                     "the experts that hold more than one such block, counted on the GPU per forward; the plan of "
+                     "each row is printed under the table), or, forced for every expert, for tuning: tiny or decode "
+                     "(8 routed pairs per block), small (16), medium (32), prefill (64) on mma.sync, or wgmma (128, "
+                     "Hopper's warpgroup MMA, the compute-bound path)")
           ->capture_default_str();
       sub.add_flag("--batch-invariant", o->batch_invariant,
                    "time the layer in its batch-invariant mode (a token's output bit-identical in any batch: "
