@@ -168,7 +168,7 @@ __device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const Wgmm
 
 template <class G>
 __device__ __forceinline__ int wgmma_tiles_x(const MoeGemmParams& p) { return (p.shape.tiles() + G::kTilesPerCta - 1) / G::kTilesPerCta; }
-template <class G, class Stage>
+template <class G>
 __device__ __forceinline__ int wgmma_items(const MoeGemmParams& p) { return wgmma_tiles_x<G>(p) * *p.num_blocks; }
 
 // Persistent CTAs: CTA c takes items c, c + gridDim.x, ... of tiles_x * *num_blocks, item i being
@@ -215,11 +215,10 @@ __global__ void __launch_bounds__(WgmmaGeometry<Cfg, Format::kGroup>::kBlockThre
   cta.empty = empty;
   cta.tid = tid;
   const bool producer = tid >= Cfg::kWarps * 32;
-  int iter = 0;
   if (producer) {
     ptx::setmaxnreg_dec<kWgmmaProducerRegs>();
     const int ptid = tid - Cfg::kWarps * 32;
-    int j = 0;
+    int j = 0, iter = 0;
     for (int i = blockIdx.x; i < items; i += gridDim.x, ++j) {
       const int buf = j & 1, block = i / tiles_x;
       if (j >= 2) ptx::mbarrier_wait(&pairs_empty[buf], static_cast<std::uint32_t>((j / 2 - 1) & 1));
@@ -237,7 +236,9 @@ __global__ void __launch_bounds__(WgmmaGeometry<Cfg, Format::kGroup>::kBlockThre
     ptx::cp_async_wait_all();
   } else {
     ptx::setmaxnreg_inc<kWgmmaConsumerRegs>();
-    for (int i = blockIdx.x; i < wgmma_items<G, Stage>(p); i += gridDim.x) {
+    // The consumers re-derive the loop's values per item rather than carry them (tried while N had
+    // four bodies, against C7512; kept as measured).
+    for (int i = blockIdx.x; i < wgmma_items<G>(p); i += gridDim.x) {
       const int tiles_x = wgmma_tiles_x<G>(p);
       const int j = (i - static_cast<int>(blockIdx.x)) / static_cast<int>(gridDim.x);  // the CTA's item count so far
       const int buf = j & 1, block = i / tiles_x;
