@@ -29,9 +29,10 @@ GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_inva
   if (pairs_per_expert <= 28.0) return GemmTile::Medium;
   if (batch_invariant) return GemmTile::Prefill;
   // Above 28 pairs per expert the warpgroup-MMA path leads, now that its blocks fit N to the live
-  // pairs (16..128) and a producer warpgroup copies. Measured on an H200
-  // (bench/results/20261130-1505-H200-lanes-probe): gpt-oss-120b 1024 tokens (32 pairs) 1031 us on
-  // wgmma against 1260 on mma.sync; dsv4-flash 1024 (24 pairs) 1882 against 1788 on Medium.
+  // pairs and a producer warpgroup copies. Measured on an H200: gpt-oss-120b 1024 tokens (32 pairs)
+  // 1031 us on wgmma against 1260 on mma.sync (bench/results/20261130-1505-H200-lanes-probe); with
+  // persistent CTAs, 768 tokens (24 pairs) tie: 918 against 917, and dsv4-flash 1024 (24 pairs)
+  // 1806 against 1813 (the probe of bench/results/20261130-1545-H200-prefill-peers/README.md).
   return GemmTile::Wgmma;
 }
 
