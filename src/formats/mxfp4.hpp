@@ -144,4 +144,13 @@ inline void pack_codes(const std::uint8_t* codes, std::int64_t n, std::uint8_t* 
   for (std::int64_t i = 0; i < n / 2; ++i) packed[i] = pack_nibbles(codes[2 * i], codes[2 * i + 1]);
 }
 
+// The E4M3 byte nearest to e2m1(code) x 2^shift (W4A8's weight fold, prepare/w4a8_fold.hpp: exact
+// for shifts -8..6). Below 2^-40 every product (at most 6 x 2^shift) is far under half the smallest
+// E4M3 (2^-10): a signed zero; above it ldexp is exact in float, so the one rounding is
+// e4m3_encode's.
+inline std::uint8_t e4m3_of_e2m1(std::uint8_t code, int shift) {
+  if (shift < -40) return static_cast<std::uint8_t>(code & 8u ? 0x80u : 0u);
+  return e4m3_encode(std::ldexp(e2m1_decode(code), shift));
+}
+
 }  // namespace mxmoe::formats

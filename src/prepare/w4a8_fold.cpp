@@ -32,13 +32,7 @@ W4a8FoldCounts matrix_counts(const HostTensor& packed, const HostTensor& scales,
 
 }  // namespace
 
-std::uint8_t fold_element(std::uint8_t code, int shift) {
-  const float v = formats::e2m1_decode(code);
-  // Below 2^-40 every product (at most 6 x 2^shift) is far under half the smallest E4M3 (2^-10): a
-  // signed zero; above it ldexp is exact in float, so the one rounding is e4m3_encode's.
-  if (shift < -40) return static_cast<std::uint8_t>(code & 8u ? 0x80u : 0u);
-  return formats::e4m3_encode(std::ldexp(v, shift));
-}
+std::uint8_t fold_element(std::uint8_t code, int shift) { return formats::e4m3_of_e2m1(code, shift); }
 
 bool zero_group(const std::uint8_t* packed16) {
   std::uint64_t lo, hi;

@@ -1,0 +1,85 @@
+// W4A8 (issue 14): E2M1 weights into FP8 (E4M3) A-operand registers, one group shift at a time, with
+// byte permutes. Plain functions (host and device), so the CPU tests check the very bytes the GEMM
+// will feed its FP8 MMAs.
+//
+// The fold (prepare/w4a8_fold.hpp) gives every weight the E4M3 byte e4m3(e2m1(code) x 2^s), s the
+// shift of its (row, 32-group), and the epilogue 2^base per row. FP8 has no multiply to apply s, and
+// adding s to the exponent field is wrong for the zero code and the 0.5 code (a subnormal in E2M1).
+// So each (row, group) takes a table: the eight E4M3 bytes of the magnitudes 0..7 at its shift, made
+// by the same fold (formats::e4m3_of_e2m1, hence exact wherever the fold is exact and rounded as the
+// fold rounds elsewhere); one prmt looks four magnitudes up at once, and the sign (E4M3's bit 7 is its
+// sign, and the fold is symmetric) is OR'ed in.
+//
+// The prepared word (32 bits, 8 codes of one (row, group)): register A's four codes a0..a3 and
+// register B's b0..b3 (A and B: two 4-byte FP8 registers), placed so that
+//   magnitudes:  a_j & 7 at bits 4j..4j+2,        b_j & 7 at bits 16+4j..16+4j+2   (prmt selectors)
+//   signs:       a_j >> 3 at bit 8j+7,            b_j >> 3 at bit 8j+3              (nibble tops)
+// Every nibble's top bit, which a selector must have clear, holds a sign: A's already at its byte's
+// bit 7, B's four bits below, one shift away. So A is an AND, a prmt and a LOP3; B a shift, an AND,
+// a prmt, a shift and a LOP3: 8 integer operations per 8 weights, and two 32-bit table words per
+// (row, group).
+#pragma once
+
+#include <cstdint>
+
+#include "formats/host_device.hpp"
+#include "formats/mxfp4.hpp"
+
+namespace mxmoe::kernels::w4a8 {
+
+// Shifts whose tables differ: from kMinTableShift down every magnitude rounds to (signed) zero, and
+// kMaxTableShift is the fold's largest (prepare/w4a8_fold.hpp: kMaxShift).
+constexpr int kMinTableShift = -13, kMaxTableShift = 6;
+constexpr int kTableShifts = kMaxTableShift - kMinTableShift + 1;
+MXMOE_HD constexpr int table_index(int shift) {
+  return (shift < kMinTableShift ? kMinTableShift : shift > kMaxTableShift ? kMaxTableShift : shift) - kMinTableShift;
+}
+
+// The eight E4M3 bytes of the magnitude codes 0..7 at one shift: lo holds codes 0..3 (byte i = code
+// i), hi codes 4..7.
+struct MagnitudeTable {
+  std::uint32_t lo = 0, hi = 0;
+};
+
+// The table of `shift` (host: prepare builds the kTableShifts tables once, for the GEMM's shared
+// memory), from the fold's own element rounding.
+inline MagnitudeTable magnitude_table(int shift) {
+  const int s = table_index(shift) + kMinTableShift;
+  MagnitudeTable t;
+  for (int c = 0; c < 4; ++c) {
+    t.lo |= static_cast<std::uint32_t>(formats::e4m3_of_e2m1(static_cast<std::uint8_t>(c), s)) << (8 * c);
+    t.hi |= static_cast<std::uint32_t>(formats::e4m3_of_e2m1(static_cast<std::uint8_t>(c + 4), s)) << (8 * c);
+  }
+  return t;
+}
+
+// prmt.b32 in its default mode: byte i of the result is byte (sel >> 4i) & 7 of {hi:lo} (selector
+// nibbles with bit 3 clear, as every selector here has).
+MXMOE_HD std::uint32_t byte_perm(std::uint32_t lo, std::uint32_t hi, std::uint32_t sel) {
+#ifdef __CUDA_ARCH__
+  return __byte_perm(lo, hi, sel);
+#else
+  const std::uint64_t both = static_cast<std::uint64_t>(hi) << 32 | lo;
+  std::uint32_t r = 0;
+  for (int i = 0; i < 4; ++i) r |= static_cast<std::uint32_t>((both >> (8 * ((sel >> (4 * i)) & 7u))) & 0xffu) << (8 * i);
+  return r;
+#endif
+}
+
+// Registers A and B of a prepared word through its (row, group)'s table.
+MXMOE_HD void e4m3_registers(std::uint32_t word, const MagnitudeTable& t, std::uint32_t& a, std::uint32_t& b) {
+  a = byte_perm(t.lo, t.hi, word & 0x7777u) | (word & 0x80808080u);
+  b = byte_perm(t.lo, t.hi, (word >> 16) & 0x7777u) | ((word << 4) & 0x80808080u);
+}
+
+// The prepared word of codes a[0..3] (register A, byte j) and b[0..3] (register B, byte j).
+MXMOE_HD std::uint32_t prepared_word(const std::uint8_t (&a)[4], const std::uint8_t (&b)[4]) {
+  std::uint32_t w = 0;
+  for (int j = 0; j < 4; ++j) {
+    w |= static_cast<std::uint32_t>(a[j] & 7u) << (4 * j) | static_cast<std::uint32_t>(b[j] & 7u) << (16 + 4 * j);
+    w |= static_cast<std::uint32_t>(a[j] >> 3 & 1u) << (8 * j + 7) | static_cast<std::uint32_t>(b[j] >> 3 & 1u) << (8 * j + 3);
+  }
+  return w;
+}
+
+}  // namespace mxmoe::kernels::w4a8

@@ -1,0 +1,68 @@
+// W4A8's register conversion (src/kernels/w4a8_regs.hpp): a prepared word of eight E2M1 codes and
+// its (row, group)'s magnitude table give exactly the fold's E4M3 bytes
+// (formats::e4m3_of_e2m1(code, shift), which prepare/w4a8_fold.hpp's fold_element is), for every code
+// in every byte of both registers and every shift the fold produces (the exact ones -8..6, the
+// re-quantised ones below, which the table clamps at kMinTableShift).
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "formats/mxfp4.hpp"
+#include "kernels/w4a8_regs.hpp"
+#include "prepare/w4a8_fold.hpp"
+
+using namespace mxmoe;
+using namespace mxmoe::kernels::w4a8;
+
+TEST(W4a8Registers, EveryCodeInEveryByteAtEveryShiftIsTheFoldsByte) {
+  std::mt19937 rng(11);
+  for (int shift = -40; shift <= mxmoe::w4a8::kMaxShift; ++shift) {
+    const MagnitudeTable table = magnitude_table(shift);
+    for (int pos = 0; pos < 8; ++pos)
+      for (int code = 0; code < 16; ++code)
+        for (int trial = 0; trial < 4; ++trial) {
+          std::uint8_t a[4], b[4];
+          for (int j = 0; j < 4; ++j) {
+            a[j] = static_cast<std::uint8_t>(rng() % 16);
+            b[j] = static_cast<std::uint8_t>(rng() % 16);
+          }
+          (pos < 4 ? a[pos] : b[pos - 4]) = static_cast<std::uint8_t>(code);
+          std::uint32_t ra = 0, rb = 0;
+          e4m3_registers(prepared_word(a, b), table, ra, rb);
+          for (int j = 0; j < 4; ++j) {
+            ASSERT_EQ((ra >> (8 * j)) & 0xffu, mxmoe::w4a8::fold_element(a[j], shift)) << "A byte " << j << " code " << int(a[j]) << " shift " << shift;
+            ASSERT_EQ((rb >> (8 * j)) & 0xffu, mxmoe::w4a8::fold_element(b[j], shift)) << "B byte " << j << " code " << int(b[j]) << " shift " << shift;
+          }
+        }
+  }
+}
+
+// The word is a permutation of the codes' 32 bits: distinct code sets give distinct words, and each
+// code's four bits sit at their documented places.
+TEST(W4a8Registers, PreparedWordPlacesEveryBitOnce) {
+  for (int pos = 0; pos < 8; ++pos)
+    for (int bit = 0; bit < 4; ++bit) {
+      std::uint8_t a[4] = {0, 0, 0, 0}, b[4] = {0, 0, 0, 0};
+      (pos < 4 ? a[pos] : b[pos - 4]) = static_cast<std::uint8_t>(1u << bit);
+      const std::uint32_t w = prepared_word(a, b);
+      ASSERT_EQ(__builtin_popcount(w), 1) << "code " << pos << " bit " << bit;
+      const int j = pos % 4;
+      const int expect = bit == 3 ? (pos < 4 ? 8 * j + 7 : 8 * j + 3) : (pos < 4 ? 4 * j + bit : 16 + 4 * j + bit);
+      EXPECT_EQ(w, 1u << expect) << "code " << pos << " bit " << bit;
+    }
+}
+
+TEST(W4a8Registers, TablesClampWhereEveryMagnitudeRoundsToZero) {
+  EXPECT_EQ(table_index(-100), 0);
+  EXPECT_EQ(table_index(kMinTableShift), 0);
+  EXPECT_EQ(table_index(kMaxTableShift), kTableShifts - 1);
+  const MagnitudeTable floor = magnitude_table(kMinTableShift);
+  EXPECT_EQ(floor.lo, 0u);
+  EXPECT_EQ(floor.hi, 0u);
+  const MagnitudeTable above = magnitude_table(kMinTableShift + 1);
+  EXPECT_NE(above.hi, 0u) << "one shift up, 6 x 2^-12 rounds to the smallest subnormal";
+  // The exact top: magnitude 6 at shift 6 is 384 (E4M3 0x7C), 0.5 at shift 6 is 32 (0x60).
+  const MagnitudeTable top = magnitude_table(6);
+  EXPECT_EQ(top.hi >> 24, 0x7Cu);
+  EXPECT_EQ((top.lo >> 8) & 0xffu, 0x60u);
+}
