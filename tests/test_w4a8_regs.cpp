@@ -6,8 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <vector>
 
 #include "formats/mxfp4.hpp"
+#include "kernels/tile_layout_w4a8.hpp"
 #include "kernels/w4a8_regs.hpp"
 #include "prepare/w4a8_fold.hpp"
 
@@ -65,4 +67,45 @@ TEST(W4a8Registers, TablesClampWhereEveryMagnitudeRoundsToZero) {
   const MagnitudeTable top = magnitude_table(6);
   EXPECT_EQ(top.hi >> 24, 0x7Cu);
   EXPECT_EQ((top.lo >> 8) & 0xffu, 0x60u);
+}
+
+// The whole path on the CPU: a random MXFP4 matrix (w13 row order, K not a multiple of 64, scales
+// spread over more than the exact range) folded by prepare's fold_matrix, then tiled in the W4A8
+// layout; every lane of every tile and chunk turns its words and table indices into FP8 registers
+// as the kernel will, and each register byte must be the folded byte of the (row, k) that the e4m3
+// wgmma fragment gives it (0 past K).
+TEST(W4a8Registers, TiledLanesReproduceTheFoldedMatrix) {
+  using namespace mxmoe::tiling;
+  const TiledShape shape{64, 160, true};  // 4 tiles, K = 160: two chunks and a half
+  std::mt19937 rng(5);
+  std::vector<std::uint8_t> packed(static_cast<std::size_t>(shape.rows) * shape.k / 2), scales(static_cast<std::size_t>(shape.rows) * shape.groups());
+  for (auto& b : packed) b = static_cast<std::uint8_t>(rng());
+  for (auto& b : scales) b = static_cast<std::uint8_t>(100 + rng() % 40);  // spans up to 39: some groups re-quantised
+  const mxmoe::w4a8::FoldedMatrix folded = mxmoe::w4a8::fold_matrix(packed.data(), scales.data(), shape.rows, shape.k);
+  MagnitudeTable tables[kTableShifts];
+  for (int i = 0; i < kTableShifts; ++i) tables[i] = magnitude_table(i + kMinTableShift);
+  int checked = 0;
+  for (int tile = 0; tile < shape.tiles(); ++tile)
+    for (int chunk = 0; chunk < shape.chunks(); ++chunk)
+      for (int lane = 0; lane < 32; ++lane) {
+        const int g = lane / 4, t = lane % 4;
+        for (int w = 0; w < 4; ++w) {
+          const int s2 = w / 2, h = w % 2;
+          // The lane's table index for (row g + 8h, group s2): scale byte g*4 + s2*2 + h.
+          const std::uint8_t index = mxmoe::tiling::w4a8::tiled_table_index(scales.data(), folded.base.data(), shape, tile, chunk, g * 4 + s2 * 2 + h);
+          std::uint32_t ra = 0, rb = 0;
+          e4m3_registers(mxmoe::tiling::w4a8::tiled_word(packed.data(), shape, tile, chunk, lane, w), tables[index], ra, rb);
+          const int crow = canonical_row(shape, tile * kTileRows + g + 8 * h);
+          for (int j = 0; j < 4; ++j)
+            for (int reg = 0; reg < 2; ++reg) {
+              const int k = chunk * kChunkK + 32 * s2 + 16 * reg + 4 * t + j;
+              const unsigned got = ((reg == 0 ? ra : rb) >> (8 * j)) & 0xffu;
+              const unsigned want = k < shape.k ? folded.e4m3[static_cast<std::size_t>(crow) * shape.k + k] : 0u;
+              ASSERT_EQ(got, want) << "tile " << tile << " chunk " << chunk << " lane " << lane << " word " << w << " k " << k;
+              ++checked;
+            }
+        }
+      }
+  EXPECT_EQ(checked, shape.tiles() * shape.chunks() * 32 * 32) << "every slot of every chunk";
+  EXPECT_GT(folded.counts.requantized_groups, 0) << "the test spans re-quantised groups too";
 }
