@@ -63,18 +63,10 @@ TEST(VerifyCli, FailsWhenTheToleranceCannotBeMet) {
 TEST(VerifyCli, BadOptionsAndLayersAreNamed) {
   TempDir dir;
   const std::string path = write_layer(dir, MoeLayout::Fused, false);
-  CliResult r = run_cli("verify " + path + " --layer 9", dir);
-  EXPECT_EQ(r.rc, 2);
-  EXPECT_THAT(r.err, HasSubstr("has no MoE layer 9 (layers: 4)"));
-  r = run_cli("verify " + path + " --layer 4 --tokens 0", dir);
-  EXPECT_EQ(r.rc, 2);
-  EXPECT_THAT(r.err, HasSubstr("--tokens must be at least 1, got 0"));
-  r = run_cli("verify " + path + " --layer 4 --activation relu", dir);
-  EXPECT_EQ(r.rc, 2);
-  EXPECT_THAT(r.err, HasSubstr("unknown activation 'relu'"));
-  r = run_cli("verify " + path + " --layer 4 --top-k 7", dir);
-  EXPECT_EQ(r.rc, 2);
-  EXPECT_THAT(r.err, HasSubstr("top_k"));
+  test::expect_cli_refuses("verify " + path + " --layer 9", "has no MoE layer 9 (layers: 4)");
+  test::expect_cli_refuses("verify " + path + " --layer 4 --tokens 0", "--tokens must be at least 1, got 0");
+  test::expect_cli_refuses("verify " + path + " --layer 4 --activation relu", "unknown activation 'relu'");
+  test::expect_cli_refuses("verify " + path + " --layer 4 --top-k 7", "top_k");
 }
 
 // --act fp8 (W4A8, issue 14): the CPU oracle's FP8 per-token mode, reported against the W4A16 oracle
@@ -93,15 +85,9 @@ TEST(VerifyCli, Fp8ReportsTheW4a8ErrorAgainstW4a16AndFloat64) {
   r = run_cli("verify " + path + " --layer 4 --tokens 16 --act fp8 --tolerance 1e-2", dir);
   EXPECT_EQ(r.rc, 1) << r.out;
   EXPECT_THAT(r.out, HasSubstr("FAIL"));
-  r = run_cli("verify " + path + " --layer 4 --act fp8 --backend gpu", dir);
-  EXPECT_EQ(r.rc, 2);
-  EXPECT_THAT(r.err, HasSubstr("FP8 (W4A8) GPU kernels do not exist yet"));
-  r = run_cli("verify " + path + " --layer 4 --act fp4", dir);
-  EXPECT_EQ(r.rc, 2);
-  EXPECT_THAT(r.err, HasSubstr("fp4"));
-  r = run_cli("verify " + path + " --layer 4 --act fp8 --source " + path, dir);
-  EXPECT_EQ(r.rc, 2);
-  EXPECT_THAT(r.err, HasSubstr("--act fp8 with --source: pick one report"));
+  test::expect_cli_refuses("verify " + path + " --layer 4 --act fp8 --backend gpu", "FP8 (W4A8) GPU kernels do not exist yet");
+  test::expect_cli_refuses("verify " + path + " --layer 4 --act fp4", "fp4");
+  test::expect_cli_refuses("verify " + path + " --layer 4 --act fp8 --source " + path, "--act fp8 with --source: pick one report");
   // W4A8 folds MXFP4 weights only: an NVFP4 layer is refused, naming it.
   SyntheticSpec spec;
   spec.num_experts = 3;
@@ -113,7 +99,5 @@ TEST(VerifyCli, Fp8ReportsTheW4a8ErrorAgainstW4a16AndFloat64) {
   nv.weights = make_synthetic_weights(spec);
   const std::string nv_path = dir / "nvfp4.safetensors";
   save_safetensors(nv_path, moe_layer_tensors(nv, MoeLayout::ModelOpt, "model.layers.2.mlp."));
-  r = run_cli("verify " + nv_path + " --layer 2 --act fp8", dir);
-  EXPECT_EQ(r.rc, 2) << r.out;
-  EXPECT_THAT(r.err, HasSubstr("--act fp8: W4A8 takes MXFP4 weights; layer 2 is NVFP4"));
+  test::expect_cli_refuses("verify " + nv_path + " --layer 2 --act fp8", "--act fp8: W4A8 takes MXFP4 weights; layer 2 is NVFP4");
 }

@@ -47,12 +47,10 @@ Tensors fused_with_f32_scale(float scale) {
   return t;
 }
 
-// Runs `mxmoe ARGS` on `file` and checks exit 2, the message, and that the file is byte for byte the same.
-void expect_cli_refuses(const TempDir& dir, const std::string& args, const std::string& file, const std::string& message) {
+// Runs `mxmoe ARGS` on `file`: refused (test::expect_cli_refuses), and the file byte for byte the same.
+void expect_cli_refuses(const std::string& args, const std::string& file, const std::string& message) {
   const std::string before = read_text(file);
-  const CliResult r = run_cli(args, dir);
-  EXPECT_EQ(r.rc, 2) << args << "\n" << r.out << r.err;
-  EXPECT_THAT(r.err, HasSubstr(message)) << args;
+  test::expect_cli_refuses(args, message);
   EXPECT_EQ(read_text(file), before) << "the input changed: " << file;
 }
 
@@ -67,15 +65,15 @@ TEST(LayoutDtypes, AnAnchorOfADtypeNoLayoutReadsIsNamedWithTheDtypesExpected) {
   save_safetensors(dir / "i32.safetensors", t);
   EXPECT_THAT(error_of([&] { find_moe_layers(Checkpoint::open(dir / "i32.safetensors")); }),
               HasSubstr("tensor '" + w13 + "' (the weights of an MoE layer) has dtype I32; " + expected));
-  expect_cli_refuses(dir, "inspect " + (dir / "i32.safetensors"), dir / "i32.safetensors", "has dtype I32");
-  expect_cli_refuses(dir, "inspect " + (dir / "i32.safetensors") + " --layer 7", dir / "i32.safetensors", "has dtype I32");
+  expect_cli_refuses("inspect " + (dir / "i32.safetensors"), dir / "i32.safetensors", "has dtype I32");
+  expect_cli_refuses("inspect " + (dir / "i32.safetensors") + " --layer 7", dir / "i32.safetensors", "has dtype I32");
 
   // BOOL has no mxmoe DType: the file is written by hand.
   const std::string header = "{\"" + w13 + "\":{\"dtype\":\"BOOL\",\"shape\":[2,64,16],\"data_offsets\":[0,2048]}}";
   write_file(dir / "bool.safetensors", raw_safetensors(header, 2048));
-  expect_cli_refuses(dir, "inspect " + (dir / "bool.safetensors"), dir / "bool.safetensors",
+  expect_cli_refuses("inspect " + (dir / "bool.safetensors"), dir / "bool.safetensors",
                      "tensor '" + w13 + "' (the weights of an MoE layer) has dtype BOOL; " + expected);
-  expect_cli_refuses(dir, "quantize " + (dir / "bool.safetensors") + " " + (dir / "out.safetensors") + " --layout fused",
+  expect_cli_refuses("quantize " + (dir / "bool.safetensors") + " " + (dir / "out.safetensors") + " --layout fused",
                      dir / "bool.safetensors", "has dtype BOOL");
   EXPECT_FALSE(std::filesystem::exists(dir / "out.safetensors"));
 }
@@ -88,8 +86,8 @@ TEST(LayoutDtypes, AFloatW13InAPackedLayerNamesW13) {
   save_safetensors(dir / "m.safetensors", t);
   const std::string message = "its weights mix dtypes: '" + ex + "w13_weight' is F16 (float) but '" + ex + "w2_weight' is U8 (packed E2M1)";
   EXPECT_THAT(error_of([&] { load_moe_layer(Checkpoint::open(dir / "m.safetensors"), 7); }), HasSubstr(message));
-  expect_cli_refuses(dir, "inspect " + (dir / "m.safetensors") + " --layer 7", dir / "m.safetensors", message);
-  expect_cli_refuses(dir, "quantize " + (dir / "m.safetensors") + " " + (dir / "out.safetensors") + " --layout fused",
+  expect_cli_refuses("inspect " + (dir / "m.safetensors") + " --layer 7", dir / "m.safetensors", message);
+  expect_cli_refuses("quantize " + (dir / "m.safetensors") + " " + (dir / "out.safetensors") + " --layout fused",
                      dir / "m.safetensors", message);
   EXPECT_FALSE(std::filesystem::exists(dir / "out.safetensors"));
 }
@@ -107,7 +105,7 @@ TEST(LayoutDtypes, AnExpertLeftInBf16IsNamed) {
   const std::string message = "expert 3's 'layers.7.ffn.experts.3.w1.weight' is BF16 (float): expert 3 was left unquantized";
   EXPECT_THAT(error_of([&] { load_moe_layer(ckpt, 7); }), HasSubstr(message));
   EXPECT_THAT(error_of([&] { load_moe_layer(ckpt, 7); }), HasSubstr("'layers.7.ffn.experts.0.w1.weight' is I8 (packed E2M1)"));
-  expect_cli_refuses(dir, "verify " + (dir / "m.safetensors") + " --layer 7 --backend cpu", dir / "m.safetensors", message);
+  expect_cli_refuses("verify " + (dir / "m.safetensors") + " --layer 7 --backend cpu", dir / "m.safetensors", message);
 }
 
 TEST(LayoutDtypes, FloatScalesOutsideE8m0OrNotPowersOfTwoSaySo) {
@@ -116,7 +114,7 @@ TEST(LayoutDtypes, FloatScalesOutsideE8m0OrNotPowersOfTwoSaySo) {
   save_safetensors(dir / "tiny.safetensors", fused_with_f32_scale(std::ldexp(1.0f, -130)));
   EXPECT_THAT(error_of([&] { load_moe_layer(Checkpoint::open(dir / "tiny.safetensors"), 7); }),
               HasSubstr("is 2^-130, an exact power of two outside E8M0's range 2^-127..2^127"));
-  expect_cli_refuses(dir, "verify " + (dir / "tiny.safetensors") + " --layer 7 --backend cpu", dir / "tiny.safetensors", "outside E8M0's range");
+  expect_cli_refuses("verify " + (dir / "tiny.safetensors") + " --layer 7 --backend cpu", dir / "tiny.safetensors", "outside E8M0's range");
   save_safetensors(dir / "sub.safetensors", fused_with_f32_scale(std::ldexp(1.0f, -149)));
   EXPECT_THAT(error_of([&] { load_moe_layer(Checkpoint::open(dir / "sub.safetensors"), 7); }),
               HasSubstr("is 2^-149, an exact power of two outside E8M0's range 2^-127..2^127"));
@@ -183,6 +181,6 @@ TEST(LayoutDtypes, EveryE8m0ByteLoadsUnlessABlockOverflowsFloat32) {
     const std::string e = error_of([&] { load_moe_layer(Checkpoint::open(dir / "bad.safetensors"), 7); });
     EXPECT_THAT(e, HasSubstr(where + std::to_string(byte) + " (2^" + std::to_string(byte - 127) + "), and with E2M1 code "));
     EXPECT_THAT(e, HasSubstr(shown + ") of its block the weight is infinite in float32"));
-    expect_cli_refuses(dir, "verify " + (dir / "bad.safetensors") + " --layer 7 --backend cpu", dir / "bad.safetensors", where);
+    expect_cli_refuses("verify " + (dir / "bad.safetensors") + " --layer 7 --backend cpu", dir / "bad.safetensors", where);
   }
 }

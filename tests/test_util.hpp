@@ -137,6 +137,14 @@ inline CliRun run_command(const std::string& command) {
 #ifdef MXMOE_CLI
 // The `mxmoe` executable of this build with `args`.
 inline CliRun run_cli(const std::string& args) { return run_command(std::string("'") + MXMOE_CLI + "' " + args); }
+
+// Runs `mxmoe ARGS` and checks that it refuses them as a usage or input error: exit 2, and
+// `message` on stderr.
+inline void expect_cli_refuses(const std::string& args, const std::string& message) {
+  const CliRun r = run_cli(args);
+  EXPECT_EQ(r.rc, 2) << args << "\n" << r.out << r.err;
+  EXPECT_NE(r.err.find(message), std::string::npos) << args << ": stderr lacks '" << message << "':\n" << r.err;
+}
 #endif
 
 }  // namespace mxmoe::test
