@@ -8,7 +8,6 @@
 #include <random>
 #include <vector>
 
-#include "formats/mxfp4.hpp"
 #include "kernels/tile_layout_w4a8.hpp"
 #include "kernels/w4a8_regs.hpp"
 #include "prepare/w4a8_fold.hpp"

@@ -123,7 +123,7 @@ int run_verify(const VerifyOptions& o) {
                                  "or auto runs the CPU oracle's FP8 mode");
   if (fp8 && !o.source.empty())
     fail(ErrorCode::InvalidArgument, "--act fp8 with --source: pick one report (the FP8 error, or the quantisation error)");
-  const double tolerance = o.tolerance_given ? o.tolerance : fp8 ? kFp8Tolerance : o.tolerance;
+  const double tolerance = fp8 && !o.tolerance_given ? kFp8Tolerance : o.tolerance;
   // The device is checked before any file is read: --backend gpu without a usable Hopper GPU says why.
   const DeviceCheck device = o.backend == "cpu" ? DeviceCheck{false, "--backend cpu"}
                              : fp8                ? DeviceCheck{false, "--act fp8: no FP8 GPU kernels yet"}

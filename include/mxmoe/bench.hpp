@@ -85,7 +85,7 @@ struct Row {
   std::map<std::string, double> path_us;
   std::map<std::string, std::string> path_note;  // why a path is absent, or a caveat
   double rel_err_vs_bf16 = -1.0;                 // ||mxmoe - cublas_bf16||_F / ||cublas_bf16||_F; -1: not checked
-  std::string mxmoe_gemm;                        // the GEMM configuration mxmoe ran (gemm_tile_name); empty: none
+  std::string mxmoe_gemm;                        // the GEMM plan mxmoe ran (MoeLayer::gemm_plan_for); empty: none
 };
 
 struct Limits {

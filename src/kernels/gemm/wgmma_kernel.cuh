@@ -48,8 +48,7 @@
 namespace mxmoe::kernels::gemm {
 
 // The CTA's pipeline state: the stage ring and its barriers persist across the work items (a
-// (tile group, block) pair each) the CTA takes in turn; `iter` counts stages over all of them.
-template <int kTokens>
+// (tile group, block) pair each) the CTA takes in turn; the roles' `iter` counts stages over all.
 struct WgmmaCta {
   std::uint8_t* smem;    // 1024-byte aligned stages
   std::uint64_t* full;   // [kStages]: the producer's copies of the stage have landed
@@ -75,7 +74,7 @@ constexpr int kWgmmaProducerRegs = 80, kWgmmaConsumerRegs = 144;  // 3 x 128 x 1
 // item streams its first stages' weights before the dependency wait (they do not depend on the
 // previous kernel), then their activations.
 template <int kN, class Cfg, class Format, class Stage>
-__device__ __forceinline__ void wgmma_produce(const MoeGemmParams& p, const WgmmaCta<Cfg::kTokens>& cta,
+__device__ __forceinline__ void wgmma_produce(const MoeGemmParams& p, const WgmmaCta& cta,
                                               const WgmmaItem<Cfg::kTokens>& item, int ptid, bool first, int& iter) {
   using PG = WgmmaProducerGeometry<Cfg, Format::kGroup>;
   constexpr int S = Cfg::kStages;
@@ -106,7 +105,7 @@ __device__ __forceinline__ void wgmma_produce(const MoeGemmParams& p, const Wgmm
 
 // A consumer warpgroup on one item: dequantisation, wgmma, then the stage's epilogue per 16-row tile.
 template <int kN, class Cfg, class Format, class Stage>
-__device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const WgmmaCta<Cfg::kTokens>& cta,
+__device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const WgmmaCta& cta,
                                               const WgmmaItem<Cfg::kTokens>& item, int& iter) {
   using G = WgmmaGeometry<Cfg, Format::kGroup>;
   using Ops = typename Format::Ops;
@@ -208,7 +207,7 @@ __global__ void __launch_bounds__(WgmmaGeometry<Cfg, Format::kGroup>::kBlockThre
   }
   __syncthreads();  // the inits, to every thread
 
-  WgmmaCta<Cfg::kTokens> cta;
+  WgmmaCta cta;
   // The swizzle acts on absolute address bits: align the stages to 1024 bytes (G reserves the slack).
   cta.smem = smem_raw + ((1024u - (ptx::smem_addr(smem_raw) & 1023u)) & 1023u);
   cta.full = full;
