@@ -43,8 +43,6 @@ inline void expect_error(const std::function<void()>& fn, ErrorCode code, const 
   }
 }
 
-// The expert MLP's activation of (gate, up) in float64, written from the definitions in
-// mxmoe/config.hpp (not through the library's own), for the tests' independent float64 models.
 // ---- float64 models of the element formats, from their definitions (independent of src/formats)
 
 // E2M1 nibble (sign bit 3) -> value.
@@ -71,6 +69,8 @@ inline int e4m3_nearest(double x) {
   return std::signbit(x) ? best | 0x80 : best;
 }
 
+// The expert MLP's activation of (gate, up) in float64, written from the definitions in
+// mxmoe/config.hpp (not through the library's own), for the tests' independent float64 models.
 inline double act_f64(double g, double u, const ActivationConfig& a) {
   if (a.kind != ActivationKind::SiluMul) {
     g = std::min(g, static_cast<double>(a.limit));

@@ -55,16 +55,21 @@ std::vector<std::uint16_t> forward_on_device(const MoeLayer& layer, const std::v
   return d_out.to_host<std::uint16_t>();
 }
 
+// The relative error of `out` against the oracle on up to `samples` tokens spread over the batch.
+double sampled_error(const CanonicalMoeWeights& w, const Case& c, const std::vector<std::uint16_t>& hidden, const TopK& topk,
+                     const std::vector<std::uint16_t>& out, int samples = 48) {
+  const auto rows = spread_rows(topk.num_tokens, samples);
+  const auto ref = reference::moe_forward(w, take_rows(hidden, c.H, rows).data(), static_cast<int>(rows.size()), take_rows(topk, rows), c.act);
+  return relative_error(take_rows(out, c.H, rows), ref);
+}
+
 // Runs forward for T tokens and checks up to 48 sampled tokens against the oracle.
 void check_forward(const MoeLayer& layer, const CanonicalMoeWeights& w, const Case& c, int T, bool mask_half,
                    std::uint32_t seed) {
   const auto hidden = random_hidden(T, c.H, seed, c.hidden_std);
   const TopK topk = random_topk(T, c.E, c.k, seed + 1, mask_half ? TopKMask::experts_from_id(c.E / 2) : TopKMask{});
   const std::vector<std::uint16_t> out = forward_on_device(layer, hidden, topk);
-  const auto rows = spread_rows(T, 48);
-  const auto sub_hidden = take_rows(hidden, c.H, rows);
-  const auto ref = reference::moe_forward(w, sub_hidden.data(), static_cast<int>(rows.size()), take_rows(topk, rows), c.act);
-  const double err = relative_error(take_rows(out, c.H, rows), ref);
+  const double err = sampled_error(w, c, hidden, topk, out);
   EXPECT_LT(err, kTolerance) << c.name << " T=" << T << (mask_half ? " masked" : "");
   // Tokens whose every slot is masked must come out exactly zero, not stale.
   for (int t = 0; t < T; ++t) {
@@ -230,9 +235,7 @@ TEST(Layer, BatchInvariantModeGivesATokenTheSameBitsInAnyBatch) {
           EXPECT_TRUE(same) << "T=" << T << " tokens from " << first << " differ from the same tokens at T=" << big;
         }
         differing += same ? 0 : 1;
-        const auto rows = spread_rows(T, 8);
-        const auto ref = reference::moe_forward(w, take_rows(h, c.H, rows).data(), static_cast<int>(rows.size()), take_rows(t, rows), c.act);
-        EXPECT_LT(relative_error(take_rows(out, c.H, rows), ref), kTolerance) << "T=" << T;
+        EXPECT_LT(sampled_error(w, c, h, t, out, 8), kTolerance) << "T=" << T;
       }
     }
     std::printf("  %s mode: %d of 12 sub-batches differ in some bit from the same tokens at T=%d\n",
@@ -438,9 +441,7 @@ TEST(Layer, SkewedRoutingRunsBothLanesLikeTheOracle) {
       TopK topk = random_topk(T, c.E, c.k, ++seed);
       v.edit(topk);
       const std::vector<std::uint16_t> out = forward_on_device(layer, hidden, topk);
-      const auto rows = spread_rows(T, 48);
-      const auto ref = reference::moe_forward(w, take_rows(hidden, c.H, rows).data(), static_cast<int>(rows.size()), take_rows(topk, rows), c.act);
-      EXPECT_LT(relative_error(take_rows(out, c.H, rows), ref), kTolerance) << v.name << " T=" << T;
+      EXPECT_LT(sampled_error(w, c, hidden, topk, out), kTolerance) << v.name << " T=" << T;
       const std::vector<std::uint16_t> again = forward_on_device(layer, hidden, topk);
       EXPECT_EQ(0, std::memcmp(out.data(), again.data(), out.size() * 2)) << v.name << " T=" << T << ": a second run differs";
     }
