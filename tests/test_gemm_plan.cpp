@@ -64,37 +64,43 @@ TEST(GemmPlan, ConfigurationsByPairsPerExpert) {
   expect_error([] { gemm_tokens_per_block(GemmTile::Auto); }, ErrorCode::InvalidArgument, "names no configuration");
 }
 
+// One dsv4-flash expert's prepared w13 + w2 bytes (12 MiB): large enough for the wide lane.
+constexpr std::int64_t kBigExpert = std::int64_t{3} * 4096 * 2048 / 2;
+
 // Auto adds the wide (wgmma) lane for experts holding more than one narrow block, from
 // kWideLaneMinTokens tokens, except where the narrow configuration is Tiny or already wgmma, for a
 // forced tile, and in the batch-invariant mode.
 TEST(GemmPlan, WideLaneForExpertsBeyondOneNarrowBlock) {
-  const GemmLanes mid = plan_gemm_lanes(GemmTile::Auto, 256, 6, 256);
+  const GemmLanes mid = plan_gemm_lanes(GemmTile::Auto, {256, 6, 256, kBigExpert});
   EXPECT_EQ(mid.narrow, GemmTile::Decode);
   EXPECT_EQ(mid.wide_from, gemm_tokens_per_block(GemmTile::Decode) + 1);
   EXPECT_EQ(gemm_lanes_name(mid), "decode + wgmma from 9 pairs");
   EXPECT_EQ(mid.narrow_max_blocks, 256) << "each narrow expert holds at most 8 pairs: one block each, <= E";
   EXPECT_EQ(mid.wide_max_blocks, 1536 / 128 + 1536 / 9);
-  const GemmLanes medium = plan_gemm_lanes(GemmTile::Auto, 1024, 6, 256);
+  const GemmLanes medium = plan_gemm_lanes(GemmTile::Auto, {1024, 6, 256, kBigExpert});
   EXPECT_EQ(medium.narrow, GemmTile::Medium);
   EXPECT_EQ(medium.wide_from, 33);
-  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, kWideLaneMinTokens - 1, 8, 256).wide_from, 0) << "too few tokens";
-  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, kWideLaneMinTokens, 8, 256).wide_from, 9);
-  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, 4096, 8, 256).narrow, GemmTile::Wgmma);
-  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, 4096, 8, 256).wide_from, 0) << "every expert is on wgmma already";
-  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, 1024, 6, 256, true).wide_from, 0) << "batch-invariant: mma.sync only";
-  EXPECT_EQ(plan_gemm_lanes(GemmTile::Medium, 1024, 6, 256).wide_from, 0) << "a forced tile runs alone";
-  EXPECT_EQ(gemm_lanes_name(plan_gemm_lanes(GemmTile::Medium, 1024, 6, 256)), "medium");
-  const GemmLanes one = plan_gemm_lanes(GemmTile::Auto, 1, 8, 256);
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {kWideLaneMinTokens - 1, 8, 256, kBigExpert}).wide_from, 0) << "too few tokens";
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {kWideLaneMinTokens, 8, 256, kBigExpert}).wide_from, 9);
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {4096, 8, 256, kBigExpert}).narrow, GemmTile::Wgmma);
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {4096, 8, 256, kBigExpert}).wide_from, 0) << "every expert is on wgmma already";
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1024, 6, 256, kBigExpert, true}).wide_from, 0) << "batch-invariant: mma.sync only";
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Medium, {1024, 6, 256, kBigExpert}).wide_from, 0) << "a forced tile runs alone";
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1024, 6, 256, kWideLaneMinExpertBytes - 1}).wide_from, 0)
+      << "small experts: re-reading costs less than the lane's launches";
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1024, 6, 256, kWideLaneMinExpertBytes}).wide_from, 33);
+  EXPECT_EQ(gemm_lanes_name(plan_gemm_lanes(GemmTile::Medium, {1024, 6, 256, kBigExpert})), "medium");
+  const GemmLanes one = plan_gemm_lanes(GemmTile::Auto, {1, 8, 256, kBigExpert});
   EXPECT_EQ(one.narrow, GemmTile::Tiny);
   EXPECT_EQ(one.wide_from, 0);
   EXPECT_TRUE(one.direct) << "one token: a block per routed pair, no alignment";
   EXPECT_EQ(one.narrow_max_blocks, 8);
   EXPECT_EQ(gemm_lanes_name(one), "tiny (direct: no alignment)");
-  const GemmLanes two = plan_gemm_lanes(GemmTile::Auto, 2, 8, 256);
+  const GemmLanes two = plan_gemm_lanes(GemmTile::Auto, {2, 8, 256, kBigExpert});
   EXPECT_FALSE(two.direct) << "two tokens may share experts: aligned";
   EXPECT_EQ(two.narrow_max_blocks, 2 + 16) << "floor(16 / 8) + min(256, 16)";
-  EXPECT_FALSE(plan_gemm_lanes(GemmTile::Decode, 1, 8, 256).direct) << "only Tiny runs direct";
-  EXPECT_TRUE(plan_gemm_lanes(GemmTile::Auto, 1, 8, 256, true).direct) << "batch-invariant: the same sums";
+  EXPECT_FALSE(plan_gemm_lanes(GemmTile::Decode, {1, 8, 256, kBigExpert}).direct) << "only Tiny runs direct";
+  EXPECT_TRUE(plan_gemm_lanes(GemmTile::Auto, {1, 8, 256, kBigExpert, true}).direct) << "batch-invariant: the same sums";
 }
 
 // The grid rows of each lane bound the blocks the align kernel can make, for any routing: drawn
@@ -115,7 +121,7 @@ TEST(GemmPlan, LaneBlockBoundsHoldForAnyRouting) {
         ++count[static_cast<std::size_t>(e)];
       }
     for (GemmTile tile : {GemmTile::Auto, GemmTile::Decode, GemmTile::Wgmma}) {
-      const GemmLanes l = plan_gemm_lanes(tile, T, k, E);
+      const GemmLanes l = plan_gemm_lanes(tile, {T, k, E, kBigExpert});
       const int nb = gemm_tokens_per_block(l.narrow), wb = gemm_tokens_per_block(GemmTile::Wgmma);
       int narrow = 0, wide = 0;
       if (l.direct) {  // a block per routed pair

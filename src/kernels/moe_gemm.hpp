@@ -107,12 +107,21 @@ struct GemmLanes {
   int wide_from = 0;  // 0: no wide lane (every expert runs `narrow`)
   int narrow_max_blocks = 0, wide_max_blocks = 0;  // grid rows: the most blocks each lane can get
 };
+// What the lane plan reads of a forward.
+struct GemmProblem {
+  int num_tokens = 0, top_k = 0, num_experts = 0;
+  std::int64_t expert_weight_bytes = 0;  // one expert's prepared w13 + w2 weight bytes
+  bool batch_invariant = false;
+};
 // Forced tiles (anything but Auto) run one lane. Auto: choose_gemm's configuration, plus the wide
-// lane from kWideLaneMinTokens tokens on when that configuration is a mma.sync one other than Tiny
-// and the mode is not batch-invariant (the lane's sums are wgmma's); its threshold is one more
-// pair than a narrow block holds. One token on Tiny runs direct.
+// lane from kWideLaneMinTokens tokens on when that configuration is a mma.sync one other than Tiny,
+// the mode is not batch-invariant (the lane's sums are wgmma's), and an expert's weights reach
+// kWideLaneMinExpertBytes (the lane's two launches cost a few microseconds, what re-reading a small
+// expert's weights a few times costs too); its threshold is one more pair than a narrow block
+// holds. One token on Tiny runs direct.
 constexpr int kWideLaneMinTokens = 32;
-GemmLanes plan_gemm_lanes(GemmTile tile, int num_tokens, int top_k, int num_experts, bool batch_invariant = false);
+constexpr std::int64_t kWideLaneMinExpertBytes = std::int64_t{4} << 20;
+GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& problem);
 // The most blocks of `block_tokens` slots a lane can need for `pairs` routed pairs when each of its
 // experts holds at least `min_pairs` and fewer than `below_pairs` (0: no upper limit) pairs:
 // sum_e ceil(c_e / B) <= floor(pairs / B) + (lane experts <= min(E, pairs / min_pairs)), and each

@@ -33,6 +33,7 @@ struct PreparedWeightsView {
   bool f16_activations() const { return format == kernels::GemmFormat::Nvfp4F16; }
   tiling::TiledShape w13_shape() const { return {2 * inter, hidden, true, group(), f16_activations()}; }
   tiling::TiledShape w2_shape() const { return {hidden, inter, false, group(), f16_activations()}; }
+  std::int64_t expert_weight_bytes() const { return w13_shape().weight_bytes() + w2_shape().weight_bytes(); }
 };
 
 // Byte offsets of the workspace's parts for forwards of up to `max_tokens` tokens; each part starts

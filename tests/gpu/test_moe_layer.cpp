@@ -404,7 +404,8 @@ void route(TopK& topk, int t, int s, int e) {
 // bits on every run (an expert's lane depends only on its count).
 TEST(Layer, SkewedRoutingRunsBothLanesLikeTheOracle) {
   MXMOE_REQUIRE_HOPPER();
-  const Case c{"lanes", 512, 256, 64, 4, ActivationConfig::clamped_silu_mul(10.0f), true, 4.0f};
+  // Experts of 4.7 MB: above kernels::kWideLaneMinExpertBytes, so auto opens the wide lane.
+  const Case c{"lanes", 2048, 1536, 64, 4, ActivationConfig::clamped_silu_mul(10.0f), true, 4.0f};
   const auto w = weights_for(c, 31);
   MoeLayer layer(w, options_for(c, 1024));
   struct Variant {

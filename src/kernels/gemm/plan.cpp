@@ -44,13 +44,14 @@ int max_lane_blocks(int pairs, int num_experts, int block_tokens, int min_pairs,
   return blocks;
 }
 
-GemmLanes plan_gemm_lanes(GemmTile tile, int num_tokens, int top_k, int num_experts, bool batch_invariant) {
+GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& pr) {
   GemmLanes l;
-  const int pairs = num_tokens * top_k;
-  l.narrow = tile == GemmTile::Auto ? choose_gemm(num_tokens, top_k, num_experts, batch_invariant) : tile;
+  const int pairs = pr.num_tokens * pr.top_k, num_tokens = pr.num_tokens, num_experts = pr.num_experts;
+  l.narrow = tile == GemmTile::Auto ? choose_gemm(num_tokens, pr.top_k, num_experts, pr.batch_invariant) : tile;
   const int bt = gemm_tokens_per_block(l.narrow);
-  const bool wide = tile == GemmTile::Auto && !batch_invariant && num_tokens >= kWideLaneMinTokens &&
-                    l.narrow != GemmTile::Tiny && l.narrow != GemmTile::Wgmma;
+  const bool wide = tile == GemmTile::Auto && !pr.batch_invariant && num_tokens >= kWideLaneMinTokens &&
+                    pr.expert_weight_bytes >= kWideLaneMinExpertBytes && l.narrow != GemmTile::Tiny &&
+                    l.narrow != GemmTile::Wgmma;
   if (!wide) {
     l.direct = num_tokens == 1 && l.narrow == GemmTile::Tiny;
     l.narrow_max_blocks = l.direct ? pairs : max_lane_blocks(pairs, num_experts, bt);
