@@ -21,6 +21,11 @@ TEST(GemmPlan, FormatFollowsGroupActivationsAndLargestScale) {
   EXPECT_EQ(choose_gemm_format(16, true, {200, 200}), GemmFormat::Nvfp4F16) << "the E8M0 bytes mean nothing for NVFP4";
   EXPECT_STREQ(gemm_format_name(GemmFormat::Mxfp4Wide), "mxfp4-wide");
   EXPECT_STREQ(gemm_format_name(GemmFormat::Mxfp4Shifted), "mxfp4-shifted");
+  // W4A8: every MXFP4 scale summary folds (Mxfp4E4m3); NVFP4 and fp16 activations are refused.
+  EXPECT_EQ(choose_gemm_format(32, false, {254, 200}, ActivationPrecision::Fp8PerToken), GemmFormat::Mxfp4E4m3);
+  EXPECT_STREQ(gemm_format_name(GemmFormat::Mxfp4E4m3), "mxfp4-e4m3");
+  EXPECT_THROW(choose_gemm_format(16, false, {}, ActivationPrecision::Fp8PerToken), Error);
+  EXPECT_THROW(choose_gemm_format(32, true, {}, ActivationPrecision::Fp8PerToken), Error);
   EXPECT_STREQ(gemm_format_name(GemmFormat::Nvfp4F16), "nvfp4-f16");
 }
 

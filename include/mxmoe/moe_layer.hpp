@@ -26,6 +26,13 @@ struct MoeLayerOptions {
   // routed pairs per expert up: 1.6x at 4096 and 16384 tokens on dsv4-flash
   // (bench/results/20261130-1239-H200-session, mxmoe bench --batch-invariant).
   bool batch_invariant = false;
+  // The activations the expert GEMMs take (issue 14). Bf16: W4A16, the default. Fp8PerToken: W4A8,
+  // MXFP4 weights only: the weights are prepared folded to E4M3 (prepare/w4a8_fold.hpp's rule, exact
+  // where a row's E8M0 bytes span at most 15 values, re-quantised below that), each token's hidden
+  // row and each (token, slot)'s intermediate are quantised to E4M3 with a per-row scale, and both
+  // GEMMs run FP8 warpgroup MMA; reference::moe_forward with the same precision is the oracle. Needs
+  // gemm_tile Auto or Wgmma and no batch_invariant.
+  ActivationPrecision activation_precision = ActivationPrecision::Bf16;
 };
 
 // What the device can do for us: true with the device's name, or false and why not.
@@ -64,7 +71,7 @@ class MoeLayer {
   int max_tokens() const;
   float prepare_ms() const;  // GPU time of the one-time weight preparation
   // The kernels' weight format, chosen at construction (src/kernels/moe_gemm.hpp: GemmFormat):
-  // "mxfp4", "mxfp4-shifted", "mxfp4-wide", "nvfp4-bf16" or "nvfp4-f16".
+  // "mxfp4", "mxfp4-shifted", "mxfp4-wide", "nvfp4-bf16", "nvfp4-f16" or "mxfp4-e4m3" (W4A8).
   const char* gemm_format() const;
   // The GEMM configurations a forward of `num_tokens` tokens runs: the option's, or auto's choice by
   // routed pairs per expert plus the wgmma lane for experts that hold more than one block

@@ -148,9 +148,9 @@ inline void pack_codes(const std::uint8_t* codes, std::int64_t n, std::uint8_t* 
 // for shifts -8..6). Below 2^-40 every product (at most 6 x 2^shift) is far under half the smallest
 // E4M3 (2^-10): a signed zero; above it ldexp is exact in float, so the one rounding is
 // e4m3_encode's.
-inline std::uint8_t e4m3_of_e2m1(std::uint8_t code, int shift) {
+MXMOE_HD std::uint8_t e4m3_of_e2m1(std::uint8_t code, int shift) {
   if (shift < -40) return static_cast<std::uint8_t>(code & 8u ? 0x80u : 0u);
-  return e4m3_encode(std::ldexp(e2m1_decode(code), shift));
+  return e4m3_encode(ldexpf(e2m1_decode(code), shift));  // ldexpf: the same on the host and the GPU
 }
 
 }  // namespace mxmoe::formats

@@ -56,7 +56,10 @@ struct GemmWgmma {
 //                 with a row that holds a byte above 128 and spans more than 128 bytes runs it
 //   Nvfp4Bf16     UE4M3 per 16 + global scales, bf16 activations
 //   Nvfp4F16      the same with fp16 activations
-enum class GemmFormat { Mxfp4, Mxfp4Shifted, Mxfp4Wide, Nvfp4Bf16, Nvfp4F16 };
+//   Mxfp4E4m3     W4A8 (ActivationPrecision::Fp8PerToken): MXFP4 weights folded to e4m3 with a
+//                 per-row 2^base (prepare/w4a8_fold.hpp), e4m3 activations with a scale per row; the
+//                 wgmma kernel only
+enum class GemmFormat { Mxfp4, Mxfp4Shifted, Mxfp4Wide, Nvfp4Bf16, Nvfp4F16, Mxfp4E4m3 };
 const char* gemm_format_name(GemmFormat format);
 
 // What the MXFP4 format choice reads of a layer's E8M0 scales, computed in one pass by
@@ -73,7 +76,10 @@ constexpr int kUnknownScaleSpan = 255;
 // summary (MXFP4 only): Mxfp4 when every byte is at most 128; Mxfp4Shifted when some byte is above
 // 128 and every row holding one spans at most 128 bytes; Mxfp4Wide otherwise. Throws
 // InvalidArgument for a combination no kernel runs.
-GemmFormat choose_gemm_format(int group, bool f16_activations, const E8m0ScaleSummary& scales = {});
+// With FP8 activations (W4A8) the format is Mxfp4E4m3 whatever the scales (the fold takes every
+// byte); it needs MXFP4 weights and bf16 activations (Unsupported / DType otherwise).
+GemmFormat choose_gemm_format(int group, bool f16_activations, const E8m0ScaleSummary& scales = {},
+                              ActivationPrecision precision = ActivationPrecision::Bf16);
 
 // The configurations by their public names (GemmTile in mxmoe/config.hpp: Tiny = GemmTiny, ...).
 // Auto is not a configuration: the functions below refuse it; choose_gemm resolves it.
@@ -143,9 +149,12 @@ struct MoeGemmParams {
   tiling::TiledShape shape;       // prepared rows (N) and K of one expert
   int num_experts;
 
-  // Activations: row r = pair / act_row_divisor of a [*, K] bf16 matrix.
+  // Activations: row r = pair / act_row_divisor of a [*, K] bf16 matrix (W4A16), or of an e4m3
+  // one whose row r is worth act_e4m3[r] x act_scale[r] (W4A8, the Mxfp4E4m3 format).
   const std::uint16_t* act;
   int act_row_divisor;
+  const std::uint8_t* act_e4m3;
+  const float* act_scale;
 
   // Alignment output: kTokens pair ids (or -1) per block, the block's expert, the block count.
   const std::int32_t* sorted_pairs;

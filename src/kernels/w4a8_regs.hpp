@@ -41,9 +41,9 @@ struct MagnitudeTable {
   std::uint32_t lo = 0, hi = 0;
 };
 
-// The table of `shift` (host: prepare builds the kTableShifts tables once, for the GEMM's shared
-// memory), from the fold's own element rounding.
-inline MagnitudeTable magnitude_table(int shift) {
+// The table of `shift`, from the fold's own element rounding (each W4A8 GEMM CTA builds the
+// kTableShifts tables in its shared memory at its start: gemm/weight_formats.cuh, Mxfp4E4m3).
+MXMOE_HD MagnitudeTable magnitude_table(int shift) {
   const int s = table_index(shift) + kMinTableShift;
   MagnitudeTable t;
   for (int c = 0; c < 4; ++c) {

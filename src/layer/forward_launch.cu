@@ -7,6 +7,7 @@
 #include "kernels/align.hpp"
 #include "kernels/combine.hpp"
 #include "kernels/moe_gemm.hpp"
+#include "kernels/quantize_e4m3.hpp"
 #include "mxmoe/error.hpp"
 
 namespace mxmoe::layer {
@@ -15,7 +16,7 @@ namespace {
 std::size_t round_up(std::size_t n) { return (n + 255) / 256 * 256; }
 }  // namespace
 
-WorkspaceLayout workspace_layout(int E, int H, int I, int max_tokens, int top_k) {
+WorkspaceLayout workspace_layout(int E, int H, int I, int max_tokens, int top_k, bool fp8) {
   const std::size_t pairs = static_cast<std::size_t>(max_tokens) * top_k;
   // The narrow lane: the largest block list of any configuration (a forced tile runs every expert
   // there); the wide lane: blocks of the wgmma configuration for experts of any count.
@@ -47,6 +48,11 @@ WorkspaceLayout workspace_layout(int E, int H, int I, int max_tokens, int top_k)
   l.partial = take(partial_pairs * H * 4);
   l.routed_ids = take(pairs * 4);
   l.routed_weights = take(pairs * 4);
+  const std::size_t tokens = fp8 ? static_cast<std::size_t>(max_tokens) : 0, fp8_pairs = fp8 ? pairs : 0;
+  l.hidden_e4m3 = take(tokens * H);
+  l.hidden_scale = take(tokens * 4);
+  l.inter_e4m3 = take(fp8_pairs * I);
+  l.inter_scale = take(fp8_pairs * 4);
   l.total = at;
   return l;
 }
@@ -65,13 +71,19 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   auto* partial = reinterpret_cast<float*>(base + ws.partial);
   const int E = w.num_experts, H = w.hidden, T = a.num_tokens, k = a.top_k;
 
-  const kernels::GemmLanes lanes = kernels::plan_gemm_lanes(tile, {T, k, E, w.expert_weight_bytes(), a.batch_invariant});
+  const bool fp8 = w.fp8_activations();
+  const kernels::GemmLanes lanes = kernels::plan_gemm_lanes(forward_tile(w, tile), {T, k, E, w.expert_weight_bytes(), a.batch_invariant});
   const GemmTile kind = lanes.narrow;
   const int pairs = T * k;
   const kernels::AlignLane narrow{at(ws.sorted_pairs), at(ws.block_expert), at(ws.num_blocks), kernels::gemm_tokens_per_block(kind)};
   const kernels::AlignLane wide{at(ws.wide_sorted_pairs), at(ws.wide_block_expert), at(ws.wide_num_blocks),
                                 kernels::gemm_tokens_per_block(GemmTile::Wgmma)};
   if (!lanes.direct) kernels::launch_align(a.topk_ids, pairs, E, narrow, wide, lanes.wide_from, stream);
+  auto* hidden_e4m3 = base + ws.hidden_e4m3;
+  auto* hidden_scale = reinterpret_cast<float*>(base + ws.hidden_scale);
+  auto* inter_e4m3 = base + ws.inter_e4m3;
+  auto* inter_scale = reinterpret_cast<float*>(base + ws.inter_scale);
+  if (fp8) kernels::launch_quantize_rows_e4m3(static_cast<const std::uint16_t*>(a.hidden), T, H, hidden_e4m3, hidden_scale, stream);
   // Each GEMM runs the narrow lane, then the wide one. Every block of a lane's kernel waits for its
   // predecessor before it exits (gemm/block_pairs.cuh), so each grid's completion implies the
   // completion of all before it, however many blocks a lane gets.
@@ -102,6 +114,8 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   p.shape = s13;
   p.act = static_cast<const std::uint16_t*>(a.hidden);
   p.act_row_divisor = k;
+  p.act_e4m3 = fp8 ? hidden_e4m3 : nullptr;
+  p.act_scale = fp8 ? hidden_scale : nullptr;
   p.bias = w.w13_bias;
   p.global_scale = w.w13_global_scale;
   p.row_factor = w.w13_row_factor;
@@ -110,6 +124,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   p.act_limit = act.limit;
   p.act_alpha = act.alpha;
   run_lanes(p, kernels::launch_moe_gemm1);
+  if (fp8) kernels::launch_quantize_rows_e4m3(inter, pairs, w.inter, inter_e4m3, inter_scale, stream);
 
   p.weights = w.w2;
   p.scales = w.w2_scale;
@@ -118,6 +133,8 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   p.shape = s2;
   p.act = inter;
   p.act_row_divisor = 1;
+  p.act_e4m3 = fp8 ? inter_e4m3 : nullptr;
+  p.act_scale = fp8 ? inter_scale : nullptr;
   p.bias = w.w2_bias;
   p.global_scale = w.w2_global_scale;
   p.row_factor = w.w2_row_factor;

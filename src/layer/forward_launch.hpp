@@ -2,6 +2,8 @@
 // caller owns (MoeLayer's own buffer, or a tensor of torch's caching allocator for the C ABI).
 // align -> GEMM1 + activation -> GEMM2 x router weight -> combine, one stream, no host sync; each
 // GEMM in one or two lanes (kernels::GemmLanes); one token skips the alignment (direct blocks).
+// W4A8 (PreparedWeightsView::fp8_activations) quantises the hidden states after the alignment and
+// the intermediate after GEMM1, and runs both GEMMs on the wgmma configuration.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -31,6 +33,8 @@ struct PreparedWeightsView {
 
   int group() const { return format == kernels::GemmFormat::Nvfp4Bf16 || format == kernels::GemmFormat::Nvfp4F16 ? 16 : 32; }
   bool f16_activations() const { return format == kernels::GemmFormat::Nvfp4F16; }
+  // W4A8: both GEMMs take e4m3 activations, quantised per row in the forward (kernels/quantize_e4m3).
+  bool fp8_activations() const { return format == kernels::GemmFormat::Mxfp4E4m3; }
   tiling::TiledShape w13_shape() const { return {2 * inter, hidden, true, group(), f16_activations()}; }
   tiling::TiledShape w2_shape() const { return {hidden, inter, false, group(), f16_activations()}; }
   std::int64_t expert_weight_bytes() const { return w13_shape().weight_bytes() + w2_shape().weight_bytes(); }
@@ -41,9 +45,12 @@ struct PreparedWeightsView {
 struct WorkspaceLayout {
   std::size_t sorted_pairs = 0, block_expert = 0, num_blocks = 0;                 // the narrow lane's block list
   std::size_t wide_sorted_pairs = 0, wide_block_expert = 0, wide_num_blocks = 0;  // the wide lane's
-  std::size_t inter = 0, partial = 0, routed_ids = 0, routed_weights = 0, total = 0;
+  std::size_t inter = 0, partial = 0, routed_ids = 0, routed_weights = 0;
+  // W4A8 only (empty otherwise): the hidden states and the intermediate as e4m3 rows, a scale per row.
+  std::size_t hidden_e4m3 = 0, hidden_scale = 0, inter_e4m3 = 0, inter_scale = 0;
+  std::size_t total = 0;
 };
-WorkspaceLayout workspace_layout(int num_experts, int hidden, int inter, int max_tokens, int top_k);
+WorkspaceLayout workspace_layout(int num_experts, int hidden, int inter, int max_tokens, int top_k, bool fp8_activations = false);
 
 struct ForwardArgs {
   const void* hidden;            // bf16 or fp16 (PreparedWeightsView::f16_activations) [T, H]
@@ -58,6 +65,9 @@ struct ForwardArgs {
 // InvalidArgument naming `entry` and `name` when `p` is null or not `alignment`-byte aligned: the
 // pointer checks of every forward entry point (MoeLayer, the C ABI).
 void check_device_pointer(const void* p, std::size_t alignment, const char* entry, const char* name);
+
+// The tile the forward plans its lanes with: `tile`, but Wgmma for W4A8 (its only configuration).
+inline GemmTile forward_tile(const PreparedWeightsView& w, GemmTile tile) { return w.fp8_activations() ? GemmTile::Wgmma : tile; }
 
 // Launches the forward. `workspace` holds workspace_layout(..., max_tokens >= num_tokens, top_k).total
 // bytes; `sm_count` is the device's SM count (the split-K choice of the tiniest batches). NVFP4 views

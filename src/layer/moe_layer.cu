@@ -56,15 +56,21 @@ DeviceBuffer upload(const HostTensor& t, const char* what) { return upload(t.dat
 
 // Uploads canonical weights a group of experts at a time through one staging buffer and tiles
 // them, so the device never holds two copies of the layer. Returns the tiling kernels' time.
-// `scales`: the canonical bytes, or Mxfp4Shifted's shifted copy of them.
+// `scales`: the canonical bytes, or Mxfp4Shifted's shifted copy of them. W4A8 (`w4a8_factors` not
+// null): the W4A8 tile layout, and the rows' factors 2^base written to it ([E, rows] fp32).
 float prepare_matrix(const HostTensor& weights, const std::uint8_t* scales, const tiling::TiledShape& shape, int E,
-                     DeviceBuffer& tiled_w, DeviceBuffer& tiled_s, cudaStream_t stream) {
+                     DeviceBuffer& tiled_w, DeviceBuffer& tiled_s, cudaStream_t stream, DeviceBuffer* w4a8_factors = nullptr) {
   const std::size_t w_bytes = static_cast<std::size_t>(shape.rows) * (shape.k / 2);
   const std::size_t s_bytes = static_cast<std::size_t>(shape.rows) * shape.groups();
   tiled_w = DeviceBuffer(static_cast<std::size_t>(shape.weight_bytes()) * E, "the prepared weights");
   tiled_s = DeviceBuffer(static_cast<std::size_t>(shape.scale_bytes()) * E, "the prepared scales");
   const int group = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(E, (256u << 20) / (w_bytes + s_bytes))));
   DeviceBuffer stage_w(w_bytes * group, "the weights' staging buffer"), stage_s(s_bytes * group, "the scales' staging buffer");
+  DeviceBuffer bases;
+  if (w4a8_factors) {
+    *w4a8_factors = DeviceBuffer(static_cast<std::size_t>(shape.rows) * E * sizeof(float), "the W4A8 row factors");
+    bases = DeviceBuffer(static_cast<std::size_t>(shape.rows) * group * sizeof(std::int32_t), "the W4A8 row bases");
+  }
   cudaEvent_t start, stop;
   check_cuda(cudaEventCreate(&start), "cudaEventCreate");
   check_cuda(cudaEventCreate(&stop), "cudaEventCreate");
@@ -74,9 +80,15 @@ float prepare_matrix(const HostTensor& weights, const std::uint8_t* scales, cons
     check_cuda(cudaMemcpyAsync(stage_w.as(), weights.as<std::uint8_t>() + w_bytes * e0, w_bytes * n, cudaMemcpyHostToDevice, stream), "upload weights");
     check_cuda(cudaMemcpyAsync(stage_s.as(), scales + s_bytes * e0, s_bytes * n, cudaMemcpyHostToDevice, stream), "upload scales");
     check_cuda(cudaEventRecord(start, stream), "cudaEventRecord");
-    tiling::launch_tile_matrices(stage_w.as<std::uint8_t>(), stage_s.as<std::uint8_t>(), shape, n,
-                                 tiled_w.as<std::uint8_t>() + shape.weight_bytes() * e0,
-                                 tiled_s.as<std::uint8_t>() + shape.scale_bytes() * e0, stream);
+    if (w4a8_factors)
+      tiling::launch_tile_matrices_w4a8(stage_w.as<std::uint8_t>(), stage_s.as<std::uint8_t>(), shape, n, bases.as<std::int32_t>(),
+                                        tiled_w.as<std::uint8_t>() + shape.weight_bytes() * e0,
+                                        tiled_s.as<std::uint8_t>() + shape.scale_bytes() * e0,
+                                        w4a8_factors->as<float>() + static_cast<std::size_t>(shape.rows) * e0, stream);
+    else
+      tiling::launch_tile_matrices(stage_w.as<std::uint8_t>(), stage_s.as<std::uint8_t>(), shape, n,
+                                   tiled_w.as<std::uint8_t>() + shape.weight_bytes() * e0,
+                                   tiled_s.as<std::uint8_t>() + shape.scale_bytes() * e0, stream);
     check_cuda(cudaEventRecord(stop, stream), "cudaEventRecord");
     check_cuda(cudaEventSynchronize(stop), "prepare");
     float ms = 0.0f;
@@ -117,14 +129,20 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
   m.device = o.device;
   m.gemm_tile = o.gemm_tile;
   m.batch_invariant = o.batch_invariant;
+  const bool fp8 = o.activation_precision == ActivationPrecision::Fp8PerToken;
+  if (fp8 && o.batch_invariant)
+    fail(ErrorCode::Unsupported, "MoeLayer: FP8 activations (W4A8) run on warpgroup MMA only, which the batch-invariant mode excludes");
+  if (fp8 && o.gemm_tile != GemmTile::Auto && o.gemm_tile != GemmTile::Wgmma)
+    fail(ErrorCode::InvalidArgument, std::string("MoeLayer: FP8 activations (W4A8) run on the wgmma configuration only; gemm_tile ") +
+                                         gemm_tile_name(o.gemm_tile) + " does not run them (use auto or wgmma)");
 
   const DeviceCheck dev = check_hopper_device(o.device);
   if (!dev.ok) fail(ErrorCode::Unsupported, dev.message);
   const int group = w.format.group_size;
   // MXFP4: one pass over the scales gives both the format and, for Mxfp4Shifted, the shifts.
   prepare::E8m0Shifts shifts;
-  if (group == 32) shifts = prepare::e8m0_shifts(w.w13_scale.as<std::uint8_t>(), w.w2_scale.as<std::uint8_t>(), m.E, m.H, m.I);
-  m.format = kernels::choose_gemm_format(group, w.format.activation_dtype == DType::F16, shifts.summary);
+  if (group == 32 && !fp8) shifts = prepare::e8m0_shifts(w.w13_scale.as<std::uint8_t>(), w.w2_scale.as<std::uint8_t>(), m.E, m.H, m.I);
+  m.format = kernels::choose_gemm_format(group, w.format.activation_dtype == DType::F16, shifts.summary, o.activation_precision);
   const bool shifted = m.format == kernels::GemmFormat::Mxfp4Shifted;
   // Mxfp4Shifted prepares shifted copies of the (small) scale tensors; the others the canonical bytes.
   std::vector<std::uint8_t> w13_scale_shifted, w2_scale_shifted;
@@ -142,10 +160,11 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
   cudaStream_t stream;
   check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
   try {
+    // W4A8's row factors 2^base come from its prepare, where Mxfp4Shifted's come from the host below.
     m.prepare_ms = prepare_matrix(w.w13, shifted ? w13_scale_shifted.data() : w.w13_scale.as<std::uint8_t>(), m.w13_shape,
-                                  m.E, m.w13, m.w13_scale, stream);
+                                  m.E, m.w13, m.w13_scale, stream, fp8 ? &m.w13_row_factor : nullptr);
     m.prepare_ms += prepare_matrix(w.w2, shifted ? w2_scale_shifted.data() : w.w2_scale.as<std::uint8_t>(), m.w2_shape, m.E,
-                                   m.w2, m.w2_scale, stream);
+                                   m.w2, m.w2_scale, stream, fp8 ? &m.w2_row_factor : nullptr);
   } catch (...) {
     cudaStreamDestroy(stream);
     throw;
@@ -162,7 +181,7 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
   }
   if (w.correction_bias) m.correction_bias = upload(*w.correction_bias, "correction_bias");
 
-  m.ws = layer::workspace_layout(m.E, m.H, m.I, m.max_tokens, m.top_k);
+  m.ws = layer::workspace_layout(m.E, m.H, m.I, m.max_tokens, m.top_k, fp8);
   m.workspace = DeviceBuffer(m.ws.total, "the forward workspace");
   for (const DeviceBuffer* b : {&m.w13, &m.w13_scale, &m.w2, &m.w2_scale, &m.w13_bias, &m.w2_bias, &m.w13_global_scale,
                                 &m.w2_global_scale, &m.w13_row_factor, &m.w2_row_factor, &m.correction_bias, &m.workspace})
@@ -204,7 +223,7 @@ const char* MoeLayer::gemm_format() const { return kernels::gemm_format_name(imp
 std::string MoeLayer::gemm_plan_for(int num_tokens) const {
   const Impl& m = *impl_;
   return kernels::gemm_lanes_name(
-      kernels::plan_gemm_lanes(m.gemm_tile, {num_tokens, m.top_k, m.E, m.view().expert_weight_bytes(), m.batch_invariant}));
+      kernels::plan_gemm_lanes(layer::forward_tile(m.view(), m.gemm_tile), {num_tokens, m.top_k, m.E, m.view().expert_weight_bytes(), m.batch_invariant}));
 }
 std::size_t MoeLayer::device_bytes() const { return impl_->bytes; }
 

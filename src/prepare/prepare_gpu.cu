@@ -3,6 +3,8 @@
 #include "mxmoe/device_buffer.hpp"
 #include "mxmoe/error.hpp"
 #include "prepare/prepare_gpu.hpp"
+#include "kernels/tile_layout_w4a8.hpp"
+#include "prepare/w4a8_row_base.hpp"
 
 namespace mxmoe::tiling {
 namespace {
@@ -80,6 +82,43 @@ __global__ void tile_scales_kernel(const std::uint8_t* __restrict__ scales, Tile
     if (i * 16 < n) dst[i] = *reinterpret_cast<const uint4*>(bytes + 16 * i);
 }
 
+// W4A8: one thread per (expert, canonical row): its base and factor 2^base (exact in fp32, a
+// subnormal down to 2^-133).
+__global__ void w4a8_bases_kernel(const std::uint8_t* __restrict__ weights, const std::uint8_t* __restrict__ scales, TiledShape s,
+                                  int num_experts, std::int32_t* __restrict__ bases, float* __restrict__ row_factor) {
+  const std::int64_t id = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= static_cast<std::int64_t>(s.rows) * num_experts) return;
+  const int base = ::mxmoe::w4a8::row_base(weights + id * (s.k / 2), scales + id * s.groups(), s.k);
+  bases[id] = base;
+  row_factor[id] = ldexpf(1.0f, base);
+}
+
+// W4A8: one thread per (expert, tile, chunk, lane): the lane's four prepared words; lanes 0 and 1 also
+// write the chunk's 32 table indices, 16 each.
+__global__ void tile_w4a8_kernel(const std::uint8_t* __restrict__ weights, const std::uint8_t* __restrict__ scales,
+                                 const std::int32_t* __restrict__ bases, TiledShape s, int num_experts,
+                                 std::uint8_t* __restrict__ tiled_weights, std::uint8_t* __restrict__ tiled_scales) {
+  const std::int64_t per_expert = static_cast<std::int64_t>(s.tiles()) * s.chunks() * 32;
+  const std::int64_t id = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= per_expert * num_experts) return;
+  const int expert = static_cast<int>(id / per_expert);
+  const std::int64_t rem = id % per_expert;
+  const int lane = static_cast<int>(rem % 32), chunk = static_cast<int>((rem / 32) % s.chunks()), tile = static_cast<int>(rem / 32 / s.chunks());
+  const std::uint8_t* mat = weights + static_cast<std::int64_t>(expert) * s.rows * (s.k / 2);
+  const uint4 v = make_uint4(w4a8::tiled_word(mat, s, tile, chunk, lane, 0), w4a8::tiled_word(mat, s, tile, chunk, lane, 1),
+                             w4a8::tiled_word(mat, s, tile, chunk, lane, 2), w4a8::tiled_word(mat, s, tile, chunk, lane, 3));
+  *reinterpret_cast<uint4*>(tiled_weights + expert * s.weight_bytes() + tiled_word_offset(s, tile, chunk, lane, 0)) = v;
+  if (lane < 2) {
+    const std::uint8_t* sc = scales + static_cast<std::int64_t>(expert) * s.rows * s.groups();
+    const std::int32_t* base = bases + static_cast<std::int64_t>(expert) * s.rows;
+    alignas(16) std::uint8_t bytes[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) bytes[i] = w4a8::tiled_table_index(sc, base, s, tile, chunk, 16 * lane + i);
+    *reinterpret_cast<uint4*>(tiled_scales + expert * s.scale_bytes() + tiled_scale_offset(s, tile, chunk, 16 * lane)) =
+        *reinterpret_cast<const uint4*>(bytes);
+  }
+}
+
 }  // namespace
 
 void launch_tile_matrices(const std::uint8_t* weights, const std::uint8_t* scales, const TiledShape& shape,
@@ -92,6 +131,20 @@ void launch_tile_matrices(const std::uint8_t* weights, const std::uint8_t* scale
   tile_scales_kernel<<<static_cast<unsigned>((scale_threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
       scales, shape, num_experts, tiled_scales);
   check_launch("prepare (tile layout) launch");
+}
+
+void launch_tile_matrices_w4a8(const std::uint8_t* weights, const std::uint8_t* scales, const TiledShape& shape, int num_experts,
+                               std::int32_t* bases, std::uint8_t* tiled_weights, std::uint8_t* tiled_scales, float* row_factor,
+                               cudaStream_t stream) {
+  if (shape.group != 32 || shape.f16) fail(ErrorCode::InvalidArgument, "prepare (W4A8): MXFP4 matrices with bf16 activations only");
+  constexpr int kThreads = 256;
+  const std::int64_t row_threads = static_cast<std::int64_t>(shape.rows) * num_experts;
+  const std::int64_t lane_threads = static_cast<std::int64_t>(shape.tiles()) * shape.chunks() * 32 * num_experts;
+  w4a8_bases_kernel<<<static_cast<unsigned>((row_threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      weights, scales, shape, num_experts, bases, row_factor);
+  tile_w4a8_kernel<<<static_cast<unsigned>((lane_threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      weights, scales, bases, shape, num_experts, tiled_weights, tiled_scales);
+  check_launch("prepare (W4A8 tile layout) launch");
 }
 
 }  // namespace mxmoe::tiling

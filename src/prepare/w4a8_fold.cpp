@@ -34,20 +34,6 @@ W4a8FoldCounts matrix_counts(const HostTensor& packed, const HostTensor& scales,
 
 std::uint8_t fold_element(std::uint8_t code, int shift) { return formats::e4m3_of_e2m1(code, shift); }
 
-bool zero_group(const std::uint8_t* packed16) {
-  std::uint64_t lo, hi;
-  std::memcpy(&lo, packed16, 8);
-  std::memcpy(&hi, packed16 + 8, 8);
-  return ((lo | hi) & 0x7777777777777777ull) == 0;  // every nibble's magnitude bits clear
-}
-
-int row_base(const std::uint8_t* packed, const std::uint8_t* scales, std::int64_t k) {
-  int b_max = -1;
-  for (std::int64_t g = 0; g < k / kGroup; ++g)
-    if (scales[g] > b_max && !zero_group(packed + g * (kGroup / 2))) b_max = scales[g];
-  return b_max < 0 ? 0 : (b_max - 127) - kBaseBelowMax;
-}
-
 int fold_row(const std::uint8_t* packed, const std::uint8_t* scales, std::int64_t k, std::uint8_t* e4m3, W4a8FoldCounts* counts) {
   const int base = row_base(packed, scales, k);
   const auto& table = exact_table();

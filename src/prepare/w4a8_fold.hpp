@@ -34,21 +34,15 @@
 #include <vector>
 
 #include "mxmoe/weights.hpp"
+#include "prepare/w4a8_row_base.hpp"  // zero_group, row_base, kBaseBelowMax
 
 namespace mxmoe::w4a8 {
 
-constexpr int kBaseBelowMax = 6;  // base = (b_max - 127) - 6: the largest group reaches 384
 constexpr int kMinExactShift = -8;
 constexpr int kMaxShift = 6;
 
 // The E4M3 byte nearest to e2m1(code) x 2^shift (round to nearest even; exact for shifts -8..6).
 std::uint8_t fold_element(std::uint8_t code, int shift);
-
-// Whether a group's 32 packed codes (16 bytes) are all +-0.
-bool zero_group(const std::uint8_t* packed16);
-
-// The base exponent of one row from its packed codes [k/2] and scales [k/32] (rule above).
-int row_base(const std::uint8_t* packed, const std::uint8_t* scales, std::int64_t k);
 
 // Folds one row (k a multiple of 32): writes k E4M3 bytes to `e4m3` (may be null: counts only) and adds
 // its groups to `counts` (may be null). Returns the row's base.

@@ -2,6 +2,9 @@
 // Tolerance: the GPU and the oracle dequantise exactly and accumulate in fp32; they differ by the
 // summation order and by bf16 rounding flips of the intermediate and the output, so the relative
 // Frobenius error sits near 1e-3; we require < 1e-2 (the peers reach 3e-3 to 5e-3). NaN fails.
+// W4A8 (FP8 activations) against the oracle's FP8 mode: the same quantisation of the same values
+// (hidden rows: identical; the intermediate: equal up to the bf16 flips above, each of which may move
+// one e4m3 rounding by a step of 1/16 relative), so the same tolerance holds.
 #include <cstring>
 #include <functional>
 #include <string>
@@ -57,19 +60,21 @@ std::vector<std::uint16_t> forward_on_device(const MoeLayer& layer, const std::v
 
 // The relative error of `out` against the oracle on up to `samples` tokens spread over the batch.
 double sampled_error(const CanonicalMoeWeights& w, const Case& c, const std::vector<std::uint16_t>& hidden, const TopK& topk,
-                     const std::vector<std::uint16_t>& out, int samples = 48) {
+                     const std::vector<std::uint16_t>& out, int samples = 48,
+                     ActivationPrecision precision = ActivationPrecision::Bf16) {
   const auto rows = spread_rows(topk.num_tokens, samples);
-  const auto ref = reference::moe_forward(w, take_rows(hidden, c.H, rows).data(), static_cast<int>(rows.size()), take_rows(topk, rows), c.act);
+  const auto ref = reference::moe_forward(w, take_rows(hidden, c.H, rows).data(), static_cast<int>(rows.size()), take_rows(topk, rows),
+                                          c.act, precision);
   return relative_error(take_rows(out, c.H, rows), ref);
 }
 
 // Runs forward for T tokens and checks up to 48 sampled tokens against the oracle.
 void check_forward(const MoeLayer& layer, const CanonicalMoeWeights& w, const Case& c, int T, bool mask_half,
-                   std::uint32_t seed) {
+                   std::uint32_t seed, ActivationPrecision precision = ActivationPrecision::Bf16) {
   const auto hidden = random_hidden(T, c.H, seed, c.hidden_std);
   const TopK topk = random_topk(T, c.E, c.k, seed + 1, mask_half ? TopKMask::experts_from_id(c.E / 2) : TopKMask{});
   const std::vector<std::uint16_t> out = forward_on_device(layer, hidden, topk);
-  const double err = sampled_error(w, c, hidden, topk, out);
+  const double err = sampled_error(w, c, hidden, topk, out, 48, precision);
   EXPECT_LT(err, kTolerance) << c.name << " T=" << T << (mask_half ? " masked" : "");
   // Tokens whose every slot is masked must come out exactly zero, not stale.
   for (int t = 0; t < T; ++t) {
@@ -78,23 +83,31 @@ void check_forward(const MoeLayer& layer, const CanonicalMoeWeights& w, const Ca
     if (!all_masked) continue;
     for (int h = 0; h < c.H; ++h) ASSERT_EQ(out[static_cast<std::size_t>(t) * c.H + h] & 0x7fff, 0) << "token " << t;
   }
-  std::printf("  %-22s T=%5d %-7s rel err %.2e\n", c.name.c_str(), T, mask_half ? "masked" : "", err);
+  if (precision == ActivationPrecision::Fp8PerToken)  // what FP8 activations cost against the W4A16 oracle (information)
+    std::printf("  %-22s T=%5d %-7s fp8: rel err %.2e vs the FP8 oracle, %.2e vs the W4A16 oracle\n", c.name.c_str(), T,
+                mask_half ? "masked" : "", err, sampled_error(w, c, hidden, topk, out, 16));
+  else
+    std::printf("  %-22s T=%5d %-7s rel err %.2e\n", c.name.c_str(), T, mask_half ? "masked" : "", err);
 }
 
 class LayerShapes : public ::testing::TestWithParam<Case> {};
 
 // One layer of the case, on a GEMM path (auto, or forced), checked at every token count given.
 void sweep_token_counts(const Case& c, GemmTile tile, std::uint64_t weight_seed, std::uint32_t seed, std::initializer_list<int> counts,
-                        std::initializer_list<int> masked_counts) {
+                        std::initializer_list<int> masked_counts, ActivationPrecision precision = ActivationPrecision::Bf16) {
   const auto w = weights_for(c, weight_seed);
   MoeLayerOptions o;
   o.max_tokens = 4096;
   o.top_k = c.k;
   o.activation = c.act;
   o.gemm_tile = tile;
+  o.activation_precision = precision;
   MoeLayer layer(w, o);
-  for (int T : counts) check_forward(layer, w, c, T, false, seed += 7);
-  for (int T : masked_counts) check_forward(layer, w, c, T, true, seed += 7);
+  if (precision == ActivationPrecision::Fp8PerToken) {
+    EXPECT_STREQ(layer.gemm_format(), "mxfp4-e4m3");
+  }
+  for (int T : counts) check_forward(layer, w, c, T, false, seed += 7, precision);
+  for (int T : masked_counts) check_forward(layer, w, c, T, true, seed += 7, precision);
 }
 
 TEST_P(LayerShapes, MatchesOracleAcrossTokenCounts) {
@@ -107,6 +120,13 @@ TEST_P(LayerShapes, MatchesOracleAcrossTokenCounts) {
 TEST_P(LayerShapes, WgmmaPathMatchesOracle) {
   MXMOE_REQUIRE_HOPPER();
   sweep_token_counts(GetParam(), GemmTile::Wgmma, 43, 900, {1, 3, 64, 333, 1024, 4096}, {16, 333, 2048});
+}
+
+// W4A8 (issue 14): FP8 activations on FP8 warpgroup MMA against the oracle's FP8 mode, from one token
+// (a block almost all padding) to 4096, with masks.
+TEST_P(LayerShapes, W4a8MatchesTheFp8Oracle) {
+  MXMOE_REQUIRE_HOPPER();
+  sweep_token_counts(GetParam(), GemmTile::Auto, 44, 1300, {1, 3, 64, 333, 1024, 4096}, {16, 333}, ActivationPrecision::Fp8PerToken);
 }
 
 // A preset's H, I, top-k, activation and biases (include/mxmoe/presets.hpp) with fewer experts, so
@@ -134,20 +154,28 @@ INSTANTIATE_TEST_SUITE_P(
 
 Case small_case() { return {"small", 512, 256, 16, 4, ActivationConfig::clamped_silu_mul(10.0f), true, 4.0f}; }
 
-// The layer options of the small case, with a GEMM configuration (auto, or a path forced).
-MoeLayerOptions options_for(const Case& c, int max_tokens, GemmTile tile = GemmTile::Auto) {
+// The layer options of the small case, with a GEMM configuration (auto, or a path forced) and an
+// activation precision.
+MoeLayerOptions options_for(const Case& c, int max_tokens, GemmTile tile = GemmTile::Auto,
+                            ActivationPrecision precision = ActivationPrecision::Bf16) {
   MoeLayerOptions o{max_tokens, c.k, c.act, 0};
   o.gemm_tile = tile;
+  o.activation_precision = precision;
   return o;
 }
 
-class LayerPaths : public ::testing::TestWithParam<GemmTile> {};
+// A GEMM path: the configuration and the activation precision (W4A8 runs on wgmma).
+struct Path {
+  GemmTile tile;
+  ActivationPrecision precision;
+};
+class LayerPaths : public ::testing::TestWithParam<Path> {};
 
 TEST_P(LayerPaths, RepeatedRunsAreBitwiseIdentical) {
   MXMOE_REQUIRE_HOPPER();
   const Case c = small_case();
   const auto w = weights_for(c, 5);
-  MoeLayer layer(w, options_for(c, 512, GetParam()));
+  MoeLayer layer(w, options_for(c, 512, GetParam().tile, GetParam().precision));
   for (int T : {1, 64, 512}) {
     const auto hidden = random_hidden(T, c.H, 9 + T, 2.0f);
     const TopK topk = random_topk(T, c.E, c.k, 10 + T);
@@ -165,7 +193,7 @@ TEST_P(LayerPaths, CudaGraphCaptureAndReplayWithNewInputs) {
   const Case c = small_case();
   const auto w = weights_for(c, 6);
   const int T = 96;
-  MoeLayer layer(w, options_for(c, T, GetParam()));
+  MoeLayer layer(w, options_for(c, T, GetParam().tile, GetParam().precision));
   DeviceBuffer d_hidden(static_cast<std::size_t>(T) * c.H * 2, "hidden"), d_out(static_cast<std::size_t>(T) * c.H * 2, "out");
   DeviceBuffer d_ids(static_cast<std::size_t>(T) * c.k * 4, "ids");
   DeviceBuffer d_w(static_cast<std::size_t>(T) * c.k * 4, "weights");
@@ -186,7 +214,7 @@ TEST_P(LayerPaths, CudaGraphCaptureAndReplayWithNewInputs) {
     d_out.fill(0xFF);
     check_cuda(cudaGraphLaunch(exec, stream), "graph launch");
     check_cuda(cudaStreamSynchronize(stream), "replay");
-    const auto ref = reference::moe_forward(w, hidden.data(), T, topk, c.act);
+    const auto ref = reference::moe_forward(w, hidden.data(), T, topk, c.act, GetParam().precision);
     EXPECT_LT(relative_error(d_out.to_host<std::uint16_t>(), ref), kTolerance) << "replay " << replay;
   }
   cudaGraphExecDestroy(exec);
@@ -194,8 +222,12 @@ TEST_P(LayerPaths, CudaGraphCaptureAndReplayWithNewInputs) {
   cudaStreamDestroy(stream);
 }
 
-INSTANTIATE_TEST_SUITE_P(Paths, LayerPaths, ::testing::Values(GemmTile::Auto, GemmTile::Wgmma),
-                         [](const auto& info) { return std::string(gemm_tile_name(info.param)); });
+INSTANTIATE_TEST_SUITE_P(Paths, LayerPaths,
+                         ::testing::Values(Path{GemmTile::Auto, ActivationPrecision::Bf16}, Path{GemmTile::Wgmma, ActivationPrecision::Bf16},
+                                           Path{GemmTile::Auto, ActivationPrecision::Fp8PerToken}),
+                         [](const auto& info) {
+                           return std::string(gemm_tile_name(info.param.tile)) + "_" + activation_precision_name(info.param.precision);
+                         });
 
 // Batch invariance (issue 15, item 3): in the batch-invariant mode a token's output has the same bits
 // whether it runs alone, in a small batch or in one large enough that the default mode would take the
@@ -289,6 +321,11 @@ TEST(Layer, RejectsBadInputWithClearErrors) {
   expect_error([&] { MoeLayer bad(w, {0, c.k, c.act, 0}); }, "max_tokens");
   expect_error([&] { MoeLayer bad(w, {8, c.k, ActivationConfig::clamped_silu_mul(-1.0f), 0}); }, "limit");
   expect_error([&] { MoeLayer bad(w, {8, c.k, c.act, 7}); }, "device 7");
+  // W4A8 runs on wgmma only, which the batch-invariant mode excludes.
+  MoeLayerOptions fp8 = options_for(c, 8, GemmTile::Auto, ActivationPrecision::Fp8PerToken);
+  fp8.batch_invariant = true;
+  expect_error([&] { MoeLayer bad(w, fp8); }, "batch-invariant");
+  expect_error([&] { MoeLayer bad(w, options_for(c, 8, GemmTile::Medium, ActivationPrecision::Fp8PerToken)); }, "gemm_tile medium");
   // Scale bytes above 128 are fine now (tests/gpu/test_layer_formats.cpp); the NaN byte is not.
   w.w2_scale.mutable_as<std::uint8_t>()[3 * (512 * 256 / 32) + 5] = 0xFF;  // expert 3
   expect_error([&] { MoeLayer bad(w, {8, c.k, c.act, 0}); }, "w2_scale");

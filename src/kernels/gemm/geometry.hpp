@@ -1,7 +1,8 @@
 // What a GEMM configuration (kernels/moe_gemm.hpp: GemmTiny ... GemmWgmma) and a weight format's
 // scale group make of one CTA: threads, tiles, and the bytes of each shared-memory pipeline stage.
 //   Geometry       the mma.sync kernel: [weights][scales][activation rows padded for ldmatrix]
-//   WgmmaGeometry  the wgmma kernel: [activations, one 128-byte-swizzled slab per 64-K chunk, the
+//   WgmmaGeometry  the wgmma kernel: [activations, 128-byte-swizzled slabs of kTokens rows x 128
+//                  bytes (one per 64-K chunk of 16-bit values, one per two chunks of e4m3), the
 //                  wgmma B operand][weights][scales], every stage 1024-byte aligned; its CTA adds a
 //                  producer warpgroup, which copies (WgmmaProducerGeometry)
 #pragma once
@@ -35,13 +36,18 @@ struct Geometry : WeightGeometry<Cfg, kGroup> {
   static_assert(kStageBytes % 16 == 0, "stages must stay 16-byte aligned");
 };
 
-template <class Cfg, int kGroup>
+// kActElemBytes: 2 (bf16/fp16 activations) or 1 (e4m3, W4A8).
+template <class Cfg, int kGroup, int kActElemBytes = 2>
 struct WgmmaGeometry : WeightGeometry<Cfg, kGroup> {
   using W = WeightGeometry<Cfg, kGroup>;
   static constexpr int kWarpgroups = Cfg::kWarps / 4;
   static_assert(Cfg::kWarps % 4 == 0 && Cfg::kTilesPerWarp == 1, "a warpgroup is four warps, one 16-row tile each");
-  static constexpr int kSlabBytes = Cfg::kTokens * 128;  // one chunk: kTokens rows x 64 16-bit values
-  static constexpr int kActBytes = Cfg::kChunksPerStage * kSlabBytes;
+  static constexpr int kActElem = kActElemBytes;
+  static constexpr int kSlabBytes = Cfg::kTokens * 128;  // kTokens rows x 128 bytes
+  static constexpr int kSlabK = 128 / kActElemBytes;     // the K values of a slab row
+  static constexpr int kSlabsPerStage = W::kStageK / kSlabK;
+  static_assert(kSlabsPerStage * kSlabK == W::kStageK, "a stage is whole slabs");
+  static constexpr int kActBytes = kSlabsPerStage * kSlabBytes;
   static constexpr int kActOffset = 0, kWeightOffset = kActBytes, kScaleOffset = kActBytes + W::kWeightBytes;
   static constexpr int kStageBytes = (kScaleOffset + W::kScaleBytes + 1023) / 1024 * 1024;
   static constexpr int kSmemBytes = Cfg::kStages * kStageBytes + 1024;  // + the base's alignment to 1024
@@ -52,9 +58,14 @@ struct WgmmaGeometry : WeightGeometry<Cfg, kGroup> {
 };
 
 // The wgmma kernel's stage layout as its producer warpgroup copies it.
-template <class Cfg, int kGroup>
-struct WgmmaProducerGeometry : WgmmaGeometry<Cfg, kGroup> {
-  static constexpr int kThreads = WgmmaGeometry<Cfg, kGroup>::kProducerThreads;
+template <class Cfg, int kGroup, int kActElemBytes = 2>
+struct WgmmaProducerGeometry : WgmmaGeometry<Cfg, kGroup, kActElemBytes> {
+  static constexpr int kThreads = WgmmaGeometry<Cfg, kGroup, kActElemBytes>::kProducerThreads;
 };
+// Both for a weight format (gemm/weight_formats.cuh), whose operand type gives the activation bytes.
+template <class Cfg, class Format>
+using WgmmaGeometryOf = WgmmaGeometry<Cfg, Format::kGroup, Format::Ops::kActBytes>;
+template <class Cfg, class Format>
+using WgmmaProducerGeometryOf = WgmmaProducerGeometry<Cfg, Format::kGroup, Format::Ops::kActBytes>;
 
 }  // namespace mxmoe::kernels::gemm

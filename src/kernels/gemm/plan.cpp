@@ -82,11 +82,19 @@ const char* gemm_format_name(GemmFormat format) {
     case GemmFormat::Mxfp4Wide: return "mxfp4-wide";
     case GemmFormat::Nvfp4Bf16: return "nvfp4-bf16";
     case GemmFormat::Nvfp4F16: return "nvfp4-f16";
+    case GemmFormat::Mxfp4E4m3: return "mxfp4-e4m3";
   }
   return "?";
 }
 
-GemmFormat choose_gemm_format(int group, bool f16_activations, const E8m0ScaleSummary& scales) {
+GemmFormat choose_gemm_format(int group, bool f16_activations, const E8m0ScaleSummary& scales, ActivationPrecision precision) {
+  if (precision == ActivationPrecision::Fp8PerToken) {
+    if (group != 32)
+      fail(ErrorCode::Unsupported, "GEMM format: FP8 activations (W4A8) take MXFP4 weights (group 32, E8M0 scales), got group " +
+                                       std::to_string(group) + (group == 16 ? " (NVFP4)" : ""));
+    if (f16_activations) fail(ErrorCode::DType, "GEMM format: FP8 activations (W4A8) are quantised from bf16, got fp16");
+    return GemmFormat::Mxfp4E4m3;
+  }
   if (group == 16) return f16_activations ? GemmFormat::Nvfp4F16 : GemmFormat::Nvfp4Bf16;
   if (group != 32)
     fail(ErrorCode::InvalidArgument, "GEMM format: the group must be 32 (MXFP4) or 16 (NVFP4), got " + std::to_string(group));

@@ -3,8 +3,9 @@
 // advance), so the K loop does no index arithmetic.
 //   WeightLoader       the stage's weight chunks and scales (both kernels)
 //   PaddedActLoader    the gathered activation rows, padded for ldmatrix (the mma.sync kernel)
-//   SwizzledActLoader  the gathered activation rows as 128-byte-swizzled slabs, one per 64-K chunk:
-//                      the K-major B operand of wgmma (the wgmma kernel)
+//   SwizzledActLoader  the gathered activation rows as 128-byte-swizzled slabs (128 bytes of K per
+//                      row: a 64-K chunk of 16-bit values, two of e4m3): the K-major B operand of
+//                      wgmma (the wgmma kernel)
 //   StageLoader        WeightLoader + PaddedActLoader
 // Activations: padding slots and K past the end read as zeros (the padded weights are zero codes,
 // but 0 x garbage could be NaN); rows of dead token tiles (act_row >= 0 only for live slots;
@@ -117,30 +118,40 @@ struct PaddedActLoader {
 
 template <class Cfg, class G, int kRows = Cfg::kTokens>
 struct SwizzledActLoader {
-  // Thread tid copies 16-byte unit tid % 8 (k 8u..8u+7 of each chunk) of rows tid / 8 + j * kRowStride
-  // below kRows (the block's N; rows past it are never read). kRowStride is a multiple of 8, so all
-  // of a thread's rows share one swizzle: one destination offset plus compile-time steps. Rows
-  // without a pair are written as zeros, so the copy has no branches: a few instructions per 16 bytes
-  // (where kRowStride does not divide kRows, the last row of some threads is a predicated-off copy).
+  // Thread tid copies 16-byte unit tid % 8 of every slab row tid / 8 + j * kRowStride below kRows
+  // (the block's N; rows past it are never read): k kUnitK u .. kUnitK (u + 1) - 1 of the slab's K
+  // (8 bf16/fp16 values, or 16 e4m3 ones). kRowStride is a multiple of 8, so all of a thread's rows
+  // share one swizzle: one destination offset plus compile-time steps. Rows without a pair are
+  // written as zeros, so the copy has no branches: a few instructions per 16 bytes (where kRowStride
+  // does not divide kRows, the last row of some threads is a predicated-off copy).
   static constexpr int kRowStride = G::kThreads / 8;
   static_assert(kRowStride % 8 == 0, "one swizzle per thread");
   static constexpr int kRowsPerThread = (kRows + kRowStride - 1) / kRowStride;
   static constexpr bool kRagged = kRows % kRowStride != 0;
+  static constexpr int kUnitK = 16 / G::kActElem;
 
-  const std::uint16_t* a_src[kRowsPerThread];  // the row at k = 8u of the first chunk (p.act for rows with no pair)
-  unsigned live = 0;                           // bit j: row j has a pair
-  bool last_in = true;                         // kRagged: this thread's last row is below kRows
+  const std::uint8_t* a_src[kRowsPerThread];  // the row's bytes at k = k_unit of the first slab (the base for rows with no pair)
+  unsigned live = 0;                          // bit j: row j has a pair
+  bool last_in = true;                        // kRagged: this thread's last row is below kRows
   int dst, K, k_unit;
 
+  // The activations: 16-bit (MoeGemmParams::act) or e4m3 (act_e4m3) rows of K values.
+  __device__ static const std::uint8_t* act_base(const MoeGemmParams& p) {
+    if constexpr (G::kActElem == 1) return p.act_e4m3;
+    else return reinterpret_cast<const std::uint8_t*>(p.act);
+  }
+
   __device__ SwizzledActLoader(const MoeGemmParams& p, int c_begin, int K_, const std::int32_t* s_act_row, int tid)
-      : dst(ptx::swizzled_k128_offset(tid / 8, tid % 8)), K(K_), k_unit((tid % 8) * 8) {
+      : dst(ptx::swizzled_k128_offset(tid / 8, tid % 8)), K(K_), k_unit((tid % 8) * kUnitK) {
     if constexpr (kRagged) last_in = tid / 8 + (kRowsPerThread - 1) * kRowStride < kRows;
+    const std::uint8_t* base = act_base(p);
 #pragma unroll
     for (int j = 0; j < kRowsPerThread; ++j) {
       const int row = tid / 8 + j * kRowStride;
       const int src_row = row < kRows ? s_act_row[row] : -1;
       live |= (src_row >= 0 ? 1u : 0u) << j;
-      a_src[j] = src_row >= 0 ? p.act + static_cast<std::int64_t>(src_row) * p.shape.k + c_begin * tiling::kChunkK + k_unit : p.act;
+      a_src[j] = src_row >= 0 ? base + (static_cast<std::int64_t>(src_row) * p.shape.k + c_begin * tiling::kChunkK + k_unit) * G::kActElem
+                              : base;
     }
   }
 
@@ -148,16 +159,17 @@ struct SwizzledActLoader {
     std::uint8_t* sx = smem + stage * G::kStageBytes + G::kActOffset + dst;
     const int k0 = k_iter * G::kStageK;
 #pragma unroll
-    for (int c = 0; c < Cfg::kChunksPerStage; ++c) {
-      const int k = k0 + c * tiling::kChunkK;
+    for (int sl = 0; sl < G::kSlabsPerStage; ++sl) {
+      const int k = k0 + sl * G::kSlabK;
       const bool in_k = k + k_unit < K;
 #pragma unroll
       for (int j = 0; j < kRowsPerThread; ++j) {
         const bool valid = in_k && ((live >> j) & 1u);
+        const std::uint8_t* src = a_src[j] + (valid ? k * G::kActElem : 0);
         if (kRagged && j == kRowsPerThread - 1)
-          ptx::cp_async16_if(last_in, sx + c * G::kSlabBytes + j * kRowStride * 128, a_src[j] + (valid ? k : 0), valid ? 16 : 0);
+          ptx::cp_async16_if(last_in, sx + sl * G::kSlabBytes + j * kRowStride * 128, src, valid ? 16 : 0);
         else
-          ptx::cp_async16(sx + c * G::kSlabBytes + j * kRowStride * 128, a_src[j] + (valid ? k : 0), valid ? 16 : 0);
+          ptx::cp_async16(sx + sl * G::kSlabBytes + j * kRowStride * 128, src, valid ? 16 : 0);
       }
     }
   }

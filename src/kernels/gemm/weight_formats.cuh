@@ -18,7 +18,16 @@
 //                 one row)
 //   Nvfp4<Ops>    UE4M3 per 16 (prepared as codes, tile_layout.hpp) and a global scale, bf16 or fp16
 //                 operands; the weights carry v x s x 2^-8 and the epilogue multiplies by 2^8 x global
-// Register r of step s holds (row g + 8*(r&1), k 16s + 2t + 8*(r>>1) + {0, 1}).
+//   Mxfp4E4m3     W4A8 (issue 14; the wgmma kernel only): the W4A8 tile layout
+//                 (tile_layout_w4a8.hpp), its 16 lane bytes becoming two k32 steps of e4m3 registers
+//                 through per-(row, group) magnitude tables in shared memory (w4a8_regs.hpp); the
+//                 epilogue multiplies by the pair's activation scale (kActScale) and the row's 2^base
+//                 (kRowFactor)
+// Register r of step s holds (row g + 8*(r&1), k 16s + 2t + 8*(r>>1) + {0, 1}) for the 16-bit
+// formats; Mxfp4E4m3's (row g + 8*(r&1), k 32s + 16*(r>>1) + 4t + {0..3}).
+// Every format also says whether its epilogue takes a per-pair activation scale (kActScale), whether
+// it runs on the wgmma kernel only (kWgmmaOnly), and what the CTA sets up in shared memory before
+// its first stage (init_shared, before the kernel's first CTA barrier).
 #pragma once
 
 #include <cstdint>
@@ -27,8 +36,15 @@
 #include "kernels/dequant.hpp"
 #include "kernels/gemm/operands.cuh"
 #include "kernels/tile_layout.hpp"
+#include "kernels/w4a8_regs.hpp"
 
 namespace mxmoe::kernels::gemm {
+
+// The W4A16 formats: bf16/fp16 activations as stored, both kernels, nothing in shared memory.
+struct W4a16Format {
+  static constexpr bool kActScale = false, kWgmmaOnly = false;
+  __device__ static void init_shared(int /*tid*/) {}
+};
 
 // The four registers of one step from the step's word, with row scales lo (row g) and hi (row g+8),
 // `Mul` applying a scale pair to a register (one or two multiplies).
@@ -40,7 +56,7 @@ __device__ __forceinline__ void dequant_step(std::uint32_t word, std::uint32_t (
   a[3] = mul(Ops::template nibbles<3>(word), 1);
 }
 
-struct Mxfp4 {
+struct Mxfp4 : W4a16Format {
   using Ops = Bf16Operands;
   static constexpr int kGroup = 32;
   static constexpr bool kGlobalScale = false;
@@ -66,7 +82,7 @@ struct Mxfp4Shifted : Mxfp4 {
   static constexpr bool kRowFactor = true;
 };
 
-struct Mxfp4Wide {
+struct Mxfp4Wide : W4a16Format {
   using Ops = Bf16Operands;
   static constexpr int kGroup = 32;
   static constexpr bool kGlobalScale = false;
@@ -94,7 +110,7 @@ struct Mxfp4Wide {
 };
 
 template <class Operands>
-struct Nvfp4 {
+struct Nvfp4 : W4a16Format {
   using Ops = Operands;
   static constexpr int kGroup = 16;
   static constexpr bool kGlobalScale = true;
@@ -116,6 +132,42 @@ struct Nvfp4 {
       const std::uint32_t w = step < 2 ? sc.x : sc.y, shift = 16 * (step % 2);
       const std::uint32_t s_lo = lifted_scale((w >> shift) & 0xffu), s_hi = lifted_scale((w >> (shift + 8)) & 0xffu);
       dequant_step<Ops>(words[step], a[step], [&](std::uint32_t v, int half) { return Ops::mul(v, half ? s_hi : s_lo); });
+    }
+  }
+};
+
+// W4A8's magnitude tables: entry i = kernels::w4a8::magnitude_table(i + kMinTableShift) as {lo, hi}
+// (160 bytes), one copy per CTA.
+__device__ __forceinline__ uint2* w4a8_tables() {
+  __shared__ uint2 tables[w4a8::kTableShifts];
+  return tables;
+}
+
+struct Mxfp4E4m3 {
+  using Ops = E4m3Operands;
+  static constexpr int kGroup = 32;
+  static constexpr bool kGlobalScale = false;
+  static constexpr int kGlobalFold = 0;
+  static constexpr bool kRowFactor = true;  // 2^base of the row (prepare/w4a8_fold.hpp's rule)
+  static constexpr bool kActScale = true, kWgmmaOnly = true;
+
+  __device__ static void init_shared(int tid) {
+    if (tid < w4a8::kTableShifts) {
+      const w4a8::MagnitudeTable t = w4a8::magnitude_table(tid + w4a8::kMinTableShift);
+      w4a8_tables()[tid] = make_uint2(t.lo, t.hi);
+    }
+  }
+  // Word w = 2 s2 + h of the lane (tile_layout_w4a8.hpp) is row g + 8h, k32 step s2 (the chunk's
+  // group s2): its A register is a[s2][h] (k 4t..), its B register a[s2][2 + h] (k 16 + 4t..). The
+  // chunk's scale word holds the table index of (row g + 8h, group s2) in byte 2 s2 + h = w.
+  __device__ static void dequant(const uint4& wv, const std::uint8_t* chunk_scales, int lane, std::uint32_t (&a)[4][4]) {
+    const std::uint32_t sc = *reinterpret_cast<const std::uint32_t*>(chunk_scales + (lane / 4) * 4);
+    const uint2* tables = w4a8_tables();
+    const std::uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      const uint2 t = tables[(sc >> (8 * w)) & 0xffu];
+      w4a8::e4m3_registers(words[w], w4a8::MagnitudeTable{t.x, t.y}, a[w / 2][w % 2], a[w / 2][2 + w % 2]);
     }
   }
 };

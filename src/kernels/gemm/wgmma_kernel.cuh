@@ -76,7 +76,7 @@ constexpr int kWgmmaProducerRegs = 80, kWgmmaConsumerRegs = 144;  // 3 x 128 x 1
 template <int kN, class Cfg, class Format, class Stage>
 __device__ __forceinline__ void wgmma_produce(const MoeGemmParams& p, const WgmmaCta& cta,
                                               const WgmmaItem<Cfg::kTokens>& item, int ptid, bool first, int& iter) {
-  using PG = WgmmaProducerGeometry<Cfg, Format::kGroup>;
+  using PG = WgmmaProducerGeometryOf<Cfg, Format>;
   constexpr int S = Cfg::kStages;
   const int n_chunks = p.shape.chunks();
   const int k_iters = (n_chunks + Cfg::kChunksPerStage - 1) / Cfg::kChunksPerStage;
@@ -103,11 +103,13 @@ __device__ __forceinline__ void wgmma_produce(const MoeGemmParams& p, const Wgmm
   }
 }
 
-// A consumer warpgroup on one item: dequantisation, wgmma, then the stage's epilogue per 16-row tile.
+// A consumer warpgroup on one item: dequantisation, wgmma (Ops::kStepsPerChunk instructions per
+// chunk: four k16 for 16-bit activations, two k32 for e4m3), then the stage's epilogue per 16-row
+// tile (W4A8: each pair's product times its activation row's scale first).
 template <int kN, class Cfg, class Format, class Stage>
 __device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const WgmmaCta& cta,
                                               const WgmmaItem<Cfg::kTokens>& item, int& iter) {
-  using G = WgmmaGeometry<Cfg, Format::kGroup>;
+  using G = WgmmaGeometryOf<Cfg, Format>;
   using Ops = typename Format::Ops;
   constexpr int kAcc = kN / 2;  // m64nN: N/2 fp32 per thread
   constexpr int S = Cfg::kStages;
@@ -132,12 +134,16 @@ __device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const Wgmm
       const int at = warp * 2 + c;  // this warp's tile, chunk c of the stage
       const uint4 wv = *reinterpret_cast<const uint4*>(stage + G::kWeightOffset + at * tiling::kChunkBytes + lane * 16);
       Format::dequant(wv, stage + G::kScaleOffset + at * G::kChunkScaleBytes, lane, a[c]);
-      // k16 step s starts 32 bytes further: 2 in the descriptor's address field (no carry out of
-      // it, the slab being 1024-byte aligned).
-      const std::uint64_t desc = ptx::smem_desc_k128_swizzled(ptx::smem_addr(stage + G::kActOffset + c * G::kSlabBytes));
       ptx::wgmma_fence();
 #pragma unroll
-      for (int k16 = 0; k16 < 4; ++k16) ptx::wgmma_m64k16<typename Ops::WgmmaType>(acc, a[c][k16], desc + 2 * k16);
+      for (int step = 0; step < Ops::kStepsPerChunk; ++step) {
+        // The stage's MMA step i reads slab i / 4 at byte (i % 4) x 32 of each row: 2 more in the
+        // descriptor's address field per step (no carry out of it, the slab being 1024-byte aligned).
+        constexpr int kSlabSteps = 4;
+        const int i = c * Ops::kStepsPerChunk + step;
+        const std::uint64_t desc = ptx::smem_desc_k128_swizzled(ptx::smem_addr(stage + G::kActOffset + (i / kSlabSteps) * G::kSlabBytes));
+        Ops::template wgmma_step<kAcc>(acc, a[c][step], desc + 2 * (i % kSlabSteps));
+      }
       ptx::wgmma_commit();
       ptx::wgmma_wait<1>();
       if (c == 0 && iter > 0) {
@@ -161,7 +167,13 @@ __device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const Wgmm
       const int slot = nt * 8 + 2 * t + j;
       if (item.pairs->pair[slot] < 0) continue;
       // acc[4nt + j] and acc[4nt + 2 + j]: rows g and g+8 of the warp's tile.
-      epilogue.store(p, item.pairs->pair[slot], item.pairs->weight[slot], acc[4 * nt + j], acc[4 * nt + 2 + j]);
+      float lo = acc[4 * nt + j], hi = acc[4 * nt + 2 + j];
+      if constexpr (Format::kActScale) {  // W4A8: the row scale of the pair's e4m3 activations
+        const float s = p.act_scale[item.pairs->act_row[slot]];
+        lo *= s;
+        hi *= s;
+      }
+      epilogue.store(p, item.pairs->pair[slot], item.pairs->weight[slot], lo, hi);
     }
 }
 
@@ -178,8 +190,8 @@ __device__ __forceinline__ int wgmma_items(const MoeGemmParams& p) { return wgmm
 // pairs_empty), counts the live ones, and publishes them (pairs_full); both roles then run the main
 // loop instantiated for the N that covers the live pairs.
 template <class Cfg, class Format, class Stage>
-__global__ void __launch_bounds__(WgmmaGeometry<Cfg, Format::kGroup>::kBlockThreads, 1) moe_gemm_wgmma_kernel(const MoeGemmParams p) {
-  using G = WgmmaGeometry<Cfg, Format::kGroup>;
+__global__ void __launch_bounds__(WgmmaGeometryOf<Cfg, Format>::kBlockThreads, 1) moe_gemm_wgmma_kernel(const MoeGemmParams p) {
+  using G = WgmmaGeometryOf<Cfg, Format>;
   static_assert(Cfg::kTokens == 128 && G::kProducerThreads == Cfg::kTokens, "a producer thread per slot");
   static_assert(Cfg::kChunksPerStage == 2, "one A register set per chunk of a stage");
   if constexpr (!Stage::kWaitAtStart) ptx::allow_dependents_launch();  // the dependent waits for this grid anyway
@@ -205,6 +217,7 @@ __global__ void __launch_bounds__(WgmmaGeometry<Cfg, Format::kGroup>::kBlockThre
       ptx::mbarrier_init(&pairs_empty[b], Cfg::kWarps);
     }
   }
+  Format::init_shared(tid);
   __syncthreads();  // the inits, to every thread
 
   WgmmaCta cta;
@@ -235,6 +248,9 @@ __global__ void __launch_bounds__(WgmmaGeometry<Cfg, Format::kGroup>::kBlockThre
     ptx::cp_async_wait_all();
   } else {
     ptx::setmaxnreg_inc<kWgmmaConsumerRegs>();
+    // The epilogue's activation scales come from the previous kernel (GEMM2's: the intermediate's
+    // quantisation), which only the producer waited for.
+    if constexpr (Format::kActScale && !Stage::kWaitAtStart) ptx::grid_dependency_wait();
     // The consumers re-derive the loop's values per item rather than carry them (tried while N had
     // four bodies, against C7512; kept as measured).
     for (int i = blockIdx.x; i < wgmma_items<G>(p); i += gridDim.x) {

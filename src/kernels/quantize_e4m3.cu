@@ -1,0 +1,69 @@
+#include "kernels/quantize_e4m3.hpp"
+
+#include "formats/bf16.hpp"
+#include "formats/e4m3.hpp"
+#include "mxmoe/device_buffer.hpp"
+
+namespace mxmoe::kernels {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ void unpack8(const uint4& v, float (&x)[8]) {
+  const std::uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    x[2 * i] = formats::bits_float(w[i] << 16);
+    x[2 * i + 1] = formats::bits_float(w[i] & 0xffff0000u);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) quantize_rows_kernel(const std::uint16_t* __restrict__ in, int cols,
+                                                                  std::uint8_t* __restrict__ out, float* __restrict__ scale) {
+  const std::int64_t row = blockIdx.x;
+  const uint4* src = reinterpret_cast<const uint4*>(in + row * cols);
+  const int units = cols / 8;
+  // amax over the row; NaN elements are skipped (fmaxf returns the other operand), as the oracle's
+  // comparison skips them.
+  float amax = 0.0f;
+  for (int u = threadIdx.x; u < units; u += kThreads) {
+    float x[8];
+    unpack8(src[u], x);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) amax = fmaxf(amax, fabsf(x[i]));
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  __shared__ float warp_max[kThreads / 32];
+  __shared__ float row_scale;
+  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = amax;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float m = 0.0f;
+    for (int w = 0; w < kThreads / 32; ++w) m = fmaxf(m, warp_max[w]);
+    row_scale = formats::fp8_row_scale(m);
+    scale[row] = row_scale;
+  }
+  __syncthreads();
+  const float inverse = 1.0f / row_scale;  // IEEE division (no fast math), as the oracle's
+  uint2* dst = reinterpret_cast<uint2*>(out + row * cols);
+  for (int u = threadIdx.x; u < units; u += kThreads) {
+    float x[8];
+    unpack8(src[u], x);
+    std::uint32_t b[2] = {0, 0};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) b[i / 4] |= static_cast<std::uint32_t>(formats::fp8_quantize(x[i], inverse)) << (8 * (i % 4));
+    dst[u] = make_uint2(b[0], b[1]);
+  }
+}
+
+}  // namespace
+
+void launch_quantize_rows_e4m3(const std::uint16_t* in, int rows, int cols, std::uint8_t* out, float* scale, cudaStream_t stream) {
+  if (rows <= 0) return;
+  if (cols % 8 != 0) fail(ErrorCode::InvalidArgument, "quantize_rows_e4m3: cols must be a multiple of 8, got " + std::to_string(cols));
+  quantize_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(in, cols, out, scale);
+  check_launch("quantize_rows_e4m3 launch");
+}
+
+}  // namespace mxmoe::kernels
