@@ -80,6 +80,7 @@ struct BenchOptions {
   std::uint64_t seed = 1;
   bool no_bf16 = false, no_torch = false, quiet = false, batch_invariant = false;
   std::string gemm_tile = "auto";
+  std::string act = "bf16";
   std::string format = "mxfp4";
   std::string torch_script = "bench/torch_grouped_mm.py", python = "python3", out_dir = "bench-out", commit = "unknown";
   int sweep_shapes = 0;
@@ -195,6 +196,7 @@ bench::BenchConfig make_config(const BenchOptions& o, const Resolved& r) {
   config.device = o.device;
   config.gemm_tile = r.gemm_tile;
   config.batch_invariant = o.batch_invariant;
+  config.activation_precision = parse_activation_precision(o.act);
   config.format = r.format;
   config.wide_scales = r.wide_scales;
   config.span_scales = r.span_scales;
@@ -353,6 +355,11 @@ const RegisterCommand kBench{
                      "each row is printed under the table), or, forced for every expert, for tuning: tiny or decode "
                      "(8 routed pairs per block), small (16), medium (32), prefill (64) on mma.sync, or wgmma (128, "
                      "Hopper's warpgroup MMA, the compute-bound path)")
+          ->capture_default_str();
+      sub.add_option("--act", o->act,
+                     "activation precision: bf16 (W4A16, the default) or fp8 (W4A8: each token's hidden row and each "
+                     "routed pair's intermediate quantised to E4M3 with a per-row scale, FP8 warpgroup MMA at twice "
+                     "the bf16 rate; MXFP4 weights only; the layer reports its format as mxfp4-e4m3)")
           ->capture_default_str();
       sub.add_flag("--batch-invariant", o->batch_invariant,
                    "time the layer in its batch-invariant mode (a token's output bit-identical in any batch: "

@@ -38,6 +38,7 @@ struct BenchConfig {
   int device = 0;
   GemmTile gemm_tile = GemmTile::Auto;
   bool batch_invariant = false;  // MoeLayerOptions::batch_invariant
+  ActivationPrecision activation_precision = ActivationPrecision::Bf16;  // MoeLayerOptions::activation_precision (--act)
   WeightFormat format;  // MXFP4 (bf16) or NVFP4 with bf16 / fp16 activations; shape.group follows it
   // MXFP4 only: one E8M0 byte (200) above 128 in expert 0's w2 (over a block of zero codes, so the
   // values do not change), which makes the layer run Mxfp4Shifted (a per-row shift, 2^d in the

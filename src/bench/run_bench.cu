@@ -130,6 +130,7 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
     options.device = config.device;
     options.gemm_tile = config.gemm_tile;
     options.batch_invariant = config.batch_invariant;
+    options.activation_precision = config.activation_precision;
     const auto t0 = std::chrono::steady_clock::now();
     layer = std::make_unique<MoeLayer>(weights, options);
     check(cudaDeviceSynchronize(), "layer preparation");
@@ -138,6 +139,7 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
     report.meta["gemm_format"] = layer->gemm_format();  // the kernels' format the layer picked
     report.meta["gemm_tile"] = gemm_tile_name(config.gemm_tile);
     report.meta["batch_invariant"] = config.batch_invariant ? "yes" : "no";
+    report.meta["act"] = activation_precision_name(config.activation_precision);
   } catch (const Error& e) {
     layer_error = std::string("MoeLayer could not be created: ") + e.what();
     report.meta["mxmoe_error"] = layer_error;
