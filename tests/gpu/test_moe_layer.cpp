@@ -3,8 +3,12 @@
 // summation order and by bf16 rounding flips of the intermediate and the output, so the relative
 // Frobenius error sits near 1e-3; we require < 1e-2 (the peers reach 3e-3 to 5e-3). NaN fails.
 // W4A8 (FP8 activations) against the oracle's FP8 mode: the same quantisation of the same values
-// (hidden rows: identical; the intermediate: equal up to the bf16 flips above, each of which may move
-// one e4m3 rounding by a step of 1/16 relative), so the same tolerance holds.
+// (hidden rows: identical; the intermediate: equal up to the bf16 flips above), but Hopper's FP8
+// tensor cores do not accumulate in full fp32 (DeepSeek-V3's report, section 3.3.2: about 14 bits
+// kept per addition), so over K = 2880..7168 the dot products drift by up to ~1e-2 relative: measured
+// 0.6e-3 to 1.6e-2 on the shapes below (bench/results/20261130-1805-H200-w4a8). We require < 3e-2
+// (kFp8Tolerance); a wrong table, layout or scale gives errors of order 1. The FP8 quantisation
+// itself costs ~4.7e-2 against the W4A16 oracle (printed, not asserted).
 #include <cstring>
 #include <functional>
 #include <string>
@@ -25,6 +29,10 @@ using namespace mxmoe::verify;
 namespace {
 
 constexpr double kTolerance = 1e-2;
+constexpr double kFp8Tolerance = 3e-2;
+double tolerance_for(ActivationPrecision precision) {
+  return precision == ActivationPrecision::Fp8PerToken ? kFp8Tolerance : kTolerance;
+}
 
 struct Case {
   std::string name;
@@ -75,7 +83,7 @@ void check_forward(const MoeLayer& layer, const CanonicalMoeWeights& w, const Ca
   const TopK topk = random_topk(T, c.E, c.k, seed + 1, mask_half ? TopKMask::experts_from_id(c.E / 2) : TopKMask{});
   const std::vector<std::uint16_t> out = forward_on_device(layer, hidden, topk);
   const double err = sampled_error(w, c, hidden, topk, out, 48, precision);
-  EXPECT_LT(err, kTolerance) << c.name << " T=" << T << (mask_half ? " masked" : "");
+  EXPECT_LT(err, tolerance_for(precision)) << c.name << " T=" << T << (mask_half ? " masked" : "");
   // Tokens whose every slot is masked must come out exactly zero, not stale.
   for (int t = 0; t < T; ++t) {
     bool all_masked = true;
@@ -215,7 +223,7 @@ TEST_P(LayerPaths, CudaGraphCaptureAndReplayWithNewInputs) {
     check_cuda(cudaGraphLaunch(exec, stream), "graph launch");
     check_cuda(cudaStreamSynchronize(stream), "replay");
     const auto ref = reference::moe_forward(w, hidden.data(), T, topk, c.act, GetParam().precision);
-    EXPECT_LT(relative_error(d_out.to_host<std::uint16_t>(), ref), kTolerance) << "replay " << replay;
+    EXPECT_LT(relative_error(d_out.to_host<std::uint16_t>(), ref), tolerance_for(GetParam().precision)) << "replay " << replay;
   }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
