@@ -30,8 +30,8 @@ struct MoeLayerOptions {
   // MXFP4 weights only: the weights are prepared folded to E4M3 (prepare/w4a8_fold.hpp's rule, exact
   // where a row's E8M0 bytes span at most 15 values, re-quantised below that), each token's hidden
   // row and each (token, slot)'s intermediate are quantised to E4M3 with a per-row scale, and both
-  // GEMMs run FP8 warpgroup MMA; reference::moe_forward with the same precision is the oracle. Needs
-  // gemm_tile Auto or Wgmma and no batch_invariant.
+  // GEMMs run FP8 MMAs (mma.sync m16n8k32 or warpgroup m64nNk32, chosen as for bf16);
+  // reference::moe_forward with the same precision is the oracle.
   ActivationPrecision activation_precision = ActivationPrecision::Bf16;
 };
 

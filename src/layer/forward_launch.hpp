@@ -3,7 +3,7 @@
 // align -> GEMM1 + activation -> GEMM2 x router weight -> combine, one stream, no host sync; each
 // GEMM in one or two lanes (kernels::GemmLanes); one token skips the alignment (direct blocks).
 // W4A8 (PreparedWeightsView::fp8_activations) quantises the hidden states after the alignment and
-// the intermediate after GEMM1, and runs both GEMMs on the wgmma configuration.
+// the intermediate after GEMM1; the GEMMs' plan is W4A16's (every configuration runs both).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -65,9 +65,6 @@ struct ForwardArgs {
 // InvalidArgument naming `entry` and `name` when `p` is null or not `alignment`-byte aligned: the
 // pointer checks of every forward entry point (MoeLayer, the C ABI).
 void check_device_pointer(const void* p, std::size_t alignment, const char* entry, const char* name);
-
-// The tile the forward plans its lanes with: `tile`, but Wgmma for W4A8 (its only configuration).
-inline GemmTile forward_tile(const PreparedWeightsView& w, GemmTile tile) { return w.fp8_activations() ? GemmTile::Wgmma : tile; }
 
 // Launches the forward. `workspace` holds workspace_layout(..., max_tokens >= num_tokens, top_k).total
 // bytes; `sm_count` is the device's SM count (the split-K choice of the tiniest batches). NVFP4 views

@@ -130,11 +130,6 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
   m.gemm_tile = o.gemm_tile;
   m.batch_invariant = o.batch_invariant;
   const bool fp8 = o.activation_precision == ActivationPrecision::Fp8PerToken;
-  if (fp8 && o.batch_invariant)
-    fail(ErrorCode::Unsupported, "MoeLayer: FP8 activations (W4A8) run on warpgroup MMA only, which the batch-invariant mode excludes");
-  if (fp8 && o.gemm_tile != GemmTile::Auto && o.gemm_tile != GemmTile::Wgmma)
-    fail(ErrorCode::InvalidArgument, std::string("MoeLayer: FP8 activations (W4A8) run on the wgmma configuration only; gemm_tile ") +
-                                         gemm_tile_name(o.gemm_tile) + " does not run them (use auto or wgmma)");
 
   const DeviceCheck dev = check_hopper_device(o.device);
   if (!dev.ok) fail(ErrorCode::Unsupported, dev.message);
@@ -223,7 +218,7 @@ const char* MoeLayer::gemm_format() const { return kernels::gemm_format_name(imp
 std::string MoeLayer::gemm_plan_for(int num_tokens) const {
   const Impl& m = *impl_;
   return kernels::gemm_lanes_name(
-      kernels::plan_gemm_lanes(layer::forward_tile(m.view(), m.gemm_tile), {num_tokens, m.top_k, m.E, m.view().expert_weight_bytes(), m.batch_invariant}));
+      kernels::plan_gemm_lanes(m.gemm_tile, {num_tokens, m.top_k, m.E, m.view().expert_weight_bytes(), m.batch_invariant}));
 }
 std::size_t MoeLayer::device_bytes() const { return impl_->bytes; }
 

@@ -137,6 +137,16 @@ TEST_P(LayerShapes, W4a8MatchesTheFp8Oracle) {
   sweep_token_counts(GetParam(), GemmTile::Auto, 44, 1300, {1, 3, 64, 333, 1024, 4096}, {16, 333}, ActivationPrecision::Fp8PerToken);
 }
 
+// W4A8 on every configuration forced (mma.sync m16n8k32 e4m3: tiny .. prefill; wgmma), with masks.
+TEST(Layer, W4a8RunsOnEveryConfiguration) {
+  MXMOE_REQUIRE_HOPPER();
+  const Case c{"w4a8-every-config", 1024, 384, 16, 4, ActivationConfig::clamped_silu_mul(10.0f), true, 4.0f};
+  for (GemmTile tile : {GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill, GemmTile::Wgmma}) {
+    SCOPED_TRACE(gemm_tile_name(tile));
+    sweep_token_counts(c, tile, 45, 1500, {1, 2, 7, 100}, {33}, ActivationPrecision::Fp8PerToken);
+  }
+}
+
 // A preset's H, I, top-k, activation and biases (include/mxmoe/presets.hpp) with fewer experts, so
 // the oracle stays quick; `tp` > 1 takes one tensor-parallel rank's slice of I.
 Case preset_case(const std::string& preset, int experts, float hidden_std, int tp = 1) {
@@ -232,7 +242,8 @@ TEST_P(LayerPaths, CudaGraphCaptureAndReplayWithNewInputs) {
 
 INSTANTIATE_TEST_SUITE_P(Paths, LayerPaths,
                          ::testing::Values(Path{GemmTile::Auto, ActivationPrecision::Bf16}, Path{GemmTile::Wgmma, ActivationPrecision::Bf16},
-                                           Path{GemmTile::Auto, ActivationPrecision::Fp8PerToken}),
+                                           Path{GemmTile::Auto, ActivationPrecision::Fp8PerToken},
+                                           Path{GemmTile::Wgmma, ActivationPrecision::Fp8PerToken}),
                          [](const auto& info) {
                            return std::string(gemm_tile_name(info.param.tile)) + "_" + activation_precision_name(info.param.precision);
                          });
@@ -241,7 +252,8 @@ INSTANTIATE_TEST_SUITE_P(Paths, LayerPaths,
 // whether it runs alone, in a small batch or in one large enough that the default mode would take the
 // wgmma path, at the front of the batch or at its end. The default mode is checked at every size on
 // its own (oracle), and how many sub-batches differ is printed: on the H200 only its K split (T = 1,
-// 2) did; its mma.sync sub-batches matched its wgmma batch bit for bit.
+// 2) did; its mma.sync sub-batches matched its wgmma batch bit for bit. W4A8 is checked in the
+// batch-invariant mode too (its quantisation is per token and per routed pair, so batch-free).
 TEST(Layer, BatchInvariantModeGivesATokenTheSameBitsInAnyBatch) {
   MXMOE_REQUIRE_HOPPER();
   const Case c{"batch-invariant", 1024, 512, 16, 4, ActivationConfig::silu_mul(), true, 2.0f};
@@ -260,8 +272,9 @@ TEST(Layer, BatchInvariantModeGivesATokenTheSameBitsInAnyBatch) {
                      topk.weights.begin() + static_cast<std::ptrdiff_t>(first + T) * c.k);
     return std::make_pair(h, t);
   };
-  for (bool invariant : {true, false}) {
-    MoeLayerOptions o = options_for(c, big);
+  for (const auto& [invariant, precision] : {std::pair{true, ActivationPrecision::Bf16}, std::pair{false, ActivationPrecision::Bf16},
+                                             std::pair{true, ActivationPrecision::Fp8PerToken}}) {
+    MoeLayerOptions o = options_for(c, big, GemmTile::Auto, precision);
     o.batch_invariant = invariant;
     MoeLayer layer(w, o);
     const std::vector<std::uint16_t> all = forward_on_device(layer, hidden, topk);
@@ -275,11 +288,11 @@ TEST(Layer, BatchInvariantModeGivesATokenTheSameBitsInAnyBatch) {
           EXPECT_TRUE(same) << "T=" << T << " tokens from " << first << " differ from the same tokens at T=" << big;
         }
         differing += same ? 0 : 1;
-        EXPECT_LT(sampled_error(w, c, h, t, out, 8), kTolerance) << "T=" << T;
+        EXPECT_LT(sampled_error(w, c, h, t, out, 8, precision), tolerance_for(precision)) << "T=" << T;
       }
     }
-    std::printf("  %s mode: %d of 12 sub-batches differ in some bit from the same tokens at T=%d\n",
-                invariant ? "batch-invariant" : "default", differing, big);
+    std::printf("  %s mode (%s): %d of 12 sub-batches differ in some bit from the same tokens at T=%d\n",
+                invariant ? "batch-invariant" : "default", activation_precision_name(precision), differing, big);
   }
 }
 
@@ -329,11 +342,6 @@ TEST(Layer, RejectsBadInputWithClearErrors) {
   expect_error([&] { MoeLayer bad(w, {0, c.k, c.act, 0}); }, "max_tokens");
   expect_error([&] { MoeLayer bad(w, {8, c.k, ActivationConfig::clamped_silu_mul(-1.0f), 0}); }, "limit");
   expect_error([&] { MoeLayer bad(w, {8, c.k, c.act, 7}); }, "device 7");
-  // W4A8 runs on wgmma only, which the batch-invariant mode excludes.
-  MoeLayerOptions fp8 = options_for(c, 8, GemmTile::Auto, ActivationPrecision::Fp8PerToken);
-  fp8.batch_invariant = true;
-  expect_error([&] { MoeLayer bad(w, fp8); }, "batch-invariant");
-  expect_error([&] { MoeLayer bad(w, options_for(c, 8, GemmTile::Medium, ActivationPrecision::Fp8PerToken)); }, "gemm_tile medium");
   // Scale bytes above 128 are fine now (tests/gpu/test_layer_formats.cpp); the NaN byte is not.
   w.w2_scale.mutable_as<std::uint8_t>()[3 * (512 * 256 / 32) + 5] = 0xFF;  // expert 3
   expect_error([&] { MoeLayer bad(w, {8, c.k, c.act, 0}); }, "w2_scale");

@@ -1,6 +1,7 @@
 // What a GEMM configuration (kernels/moe_gemm.hpp: GemmTiny ... GemmWgmma) and a weight format's
 // scale group make of one CTA: threads, tiles, and the bytes of each shared-memory pipeline stage.
-//   Geometry       the mma.sync kernel: [weights][scales][activation rows padded for ldmatrix]
+//   Geometry       the mma.sync kernel: [weights][scales][activation rows (16-bit or e4m3) padded
+//                  for ldmatrix]
 //   WgmmaGeometry  the wgmma kernel: [activations, 128-byte-swizzled slabs of kTokens rows x 128
 //                  bytes (one per 64-K chunk of 16-bit values, one per two chunks of e4m3), the
 //                  wgmma B operand][weights][scales], every stage 1024-byte aligned; its CTA adds a
@@ -24,11 +25,13 @@ struct WeightGeometry {
   static_assert(Cfg::kTokens % 8 == 0, "tokens come in n8 tiles");
 };
 
-template <class Cfg, int kGroup>
+// kActElemBytes: 2 (bf16/fp16 activations) or 1 (e4m3, W4A8).
+template <class Cfg, int kGroup, int kActElemBytes = 2>
 struct Geometry : WeightGeometry<Cfg, kGroup> {
   using W = WeightGeometry<Cfg, kGroup>;
+  static constexpr int kActElem = kActElemBytes;
   // Activation rows padded by 16 bytes so the eight rows of an ldmatrix hit distinct banks.
-  static constexpr int kActRowBytes = W::kStageK * 2 + 16;
+  static constexpr int kActRowBytes = W::kStageK * kActElemBytes + 16;
   static constexpr int kActBytes = Cfg::kTokens * kActRowBytes;
   static constexpr int kWeightOffset = 0, kScaleOffset = W::kWeightBytes, kActOffset = W::kWeightBytes + W::kScaleBytes;
   static constexpr int kStageBytes = kActOffset + kActBytes;
@@ -62,7 +65,9 @@ template <class Cfg, int kGroup, int kActElemBytes = 2>
 struct WgmmaProducerGeometry : WgmmaGeometry<Cfg, kGroup, kActElemBytes> {
   static constexpr int kThreads = WgmmaGeometry<Cfg, kGroup, kActElemBytes>::kProducerThreads;
 };
-// Both for a weight format (gemm/weight_formats.cuh), whose operand type gives the activation bytes.
+// Each for a weight format (gemm/weight_formats.cuh), whose operand type gives the activation bytes.
+template <class Cfg, class Format>
+using GeometryOf = Geometry<Cfg, Format::kGroup, Format::Ops::kActBytes>;
 template <class Cfg, class Format>
 using WgmmaGeometryOf = WgmmaGeometry<Cfg, Format::kGroup, Format::Ops::kActBytes>;
 template <class Cfg, class Format>

@@ -23,7 +23,7 @@ struct TypeTag {
 template <class Cfg, class Format, class Stage>
 struct KernelOf {
   static constexpr bool kWgmma = UsesWgmma<Cfg>::value;
-  using G = std::conditional_t<kWgmma, WgmmaGeometryOf<Cfg, Format>, Geometry<Cfg, Format::kGroup>>;
+  using G = std::conditional_t<kWgmma, WgmmaGeometryOf<Cfg, Format>, GeometryOf<Cfg, Format>>;
   static constexpr auto function() {
     if constexpr (kWgmma) return &moe_gemm_wgmma_kernel<Cfg, Format, Stage>;
     else return &moe_gemm_kernel<Cfg, Format, Stage>;
@@ -35,10 +35,6 @@ void launch_format(GemmTile tile, bool gate_up, const MoeGemmParams& p, int max_
   if (max_blocks <= 0) return;
   with_config(tile, [&](auto cfg) {
     using Cfg = decltype(cfg);
-    if constexpr (Format::kWgmmaOnly && !UsesWgmma<Cfg>::value) {
-      fail(ErrorCode::InvalidArgument, std::string("GEMM launch: the ") + gemm_tile_name(tile) +
-                                           " configuration does not run this weight format (W4A8 runs on wgmma only)");
-    } else {
     const int splits = gate_up ? 1 : (p.k_splits > 0 ? p.k_splits : 1);
     if (UsesWgmma<Cfg>::value && splits != 1)
       fail(ErrorCode::InvalidArgument, "GEMM launch: the wgmma configuration does not split K");
@@ -58,7 +54,6 @@ void launch_format(GemmTile tile, bool gate_up, const MoeGemmParams& p, int max_
     };
     if (gate_up) launch_stage(TypeTag<GateUpActivation<Format>>{}, "moe_gemm (w13)");
     else launch_stage(TypeTag<RouterWeightedPartial<Format>>{}, "moe_gemm (w2)");
-    }
   });
 }
 
@@ -66,14 +61,12 @@ template <class Format>
 void configure_format() {
   for_each_config([](auto cfg) {
     using Cfg = decltype(cfg);
-    if constexpr (!(Format::kWgmmaOnly && !UsesWgmma<Cfg>::value)) {
     using K13 = KernelOf<Cfg, Format, GateUpActivation<Format>>;
     using K2 = KernelOf<Cfg, Format, RouterWeightedPartial<Format>>;
     check_cuda(cudaFuncSetAttribute(K13::function(), cudaFuncAttributeMaxDynamicSharedMemorySize, K13::G::kSmemBytes),
                "cudaFuncSetAttribute(moe_gemm w13)");
     check_cuda(cudaFuncSetAttribute(K2::function(), cudaFuncAttributeMaxDynamicSharedMemorySize, K2::G::kSmemBytes),
                "cudaFuncSetAttribute(moe_gemm w2)");
-    }
   });
 }
 

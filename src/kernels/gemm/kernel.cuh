@@ -1,4 +1,5 @@
-// The grouped W4A16 GEMM kernel: E2M1 expert weights x 16-bit activations on mma.sync tensor cores,
+// The grouped GEMM kernel on mma.sync tensor cores: E2M1 expert weights x 16-bit activations (W4A16),
+// or x e4m3 activations with the weights converted to e4m3 (W4A8, the Mxfp4E4m3 format),
 // composed from a configuration (tile sizes, kernels/moe_gemm.hpp), a weight format (how a lane's
 // bytes become A fragments, gemm/weight_formats.cuh) and a stage (where the input comes from and
 // what the epilogue does, gemm/epilogues.cuh).
@@ -25,8 +26,8 @@
 namespace mxmoe::kernels::gemm {
 
 template <class Cfg, class Format, class Stage>
-__global__ void __launch_bounds__(Geometry<Cfg, Format::kGroup>::kThreads) moe_gemm_kernel(const MoeGemmParams p) {
-  using G = Geometry<Cfg, Format::kGroup>;
+__global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_kernel(const MoeGemmParams p) {
+  using G = GeometryOf<Cfg, Format>;
   using Ops = typename Format::Ops;
   const int block = blockIdx.y;
   if (!begin_block<Stage>(p, block)) return;
@@ -52,6 +53,7 @@ __global__ void __launch_bounds__(Geometry<Cfg, Format::kGroup>::kThreads) moe_g
   // live: the rows of the others are not loaded. Their columns of the product are garbage and never
   // stored; an MMA column depends only on its own B column. (Skipping their MMAs too, with a
   // run-time break in the unrolled loop, measured slower: it serialises the ldmatrix/mma stream.)
+  Format::init_shared(tid);  // before the first barrier (in load)
   const int live_pairs = pairs.template load<Stage>(p, block, tid);
   const int live_tiles = (live_pairs + 7) / 8;
 
@@ -104,15 +106,17 @@ __global__ void __launch_bounds__(Geometry<Cfg, Format::kGroup>::kThreads) moe_g
         const uint4 wv = *reinterpret_cast<const uint4*>(sw + (tl * Cfg::kChunksPerStage + c) * tiling::kChunkBytes + lane * 16);
         Format::dequant(wv, ss + (tl * Cfg::kChunksPerStage + c) * G::kChunkScaleBytes, lane, a[mt]);
       }
+      // One ldmatrix.x4 per 64 bytes of the chunk's activations (two for 16-bit values, one for e4m3)
+      // gives the B fragments of two MMA steps (k16 or k32): b0 b1 of the first, b2 b3 of the second.
 #pragma unroll
-      for (int s2 = 0; s2 < 2; ++s2) {
+      for (int s2 = 0; s2 < G::kActElem; ++s2) {
 #pragma unroll
         for (int nt = 0; nt < G::kTokenTiles; ++nt) {
-          // Matrices: tokens nt*8..+7 x k (c*64 + s2*32) + {0, 8, 16, 24}..+7 -> b0b1, b2b3 of two k16 steps.
+          // Matrices: tokens nt*8..+7 x bytes (c*64 + s2*32) x elem + {0, 16, 32, 48}..+15.
           std::uint32_t b[4];
           const int row = nt * 8 + (lane % 8);
-          const int kcol = c * tiling::kChunkK + s2 * 32 + 8 * (lane / 8);
-          ptx::ldmatrix_x4(b, sx + row * G::kActRowBytes + kcol * 2);
+          const int kbyte = c * tiling::kChunkK * G::kActElem + s2 * 64 + 16 * (lane / 8);
+          ptx::ldmatrix_x4(b, sx + row * G::kActRowBytes + kbyte);
 #pragma unroll
           for (int mt = 0; mt < Cfg::kTilesPerWarp; ++mt) {
             Ops::mma(acc[mt][nt], a[mt][2 * s2], b[0], b[1]);
@@ -137,7 +141,13 @@ __global__ void __launch_bounds__(Geometry<Cfg, Format::kGroup>::kThreads) moe_g
         const int slot = nt * 8 + 2 * t + j;
         if (pairs.pair[slot] < 0) continue;
         // acc[..][j] and acc[..][2 + j]: rows g and g+8 of the tile.
-        epilogue.store(p, pairs.pair[slot], pairs.weight[slot], acc[mt][nt][j], acc[mt][nt][2 + j]);
+        float lo = acc[mt][nt][j], hi = acc[mt][nt][2 + j];
+        if constexpr (Format::kActScale) {  // W4A8: the row scale of the pair's e4m3 activations
+          const float s = p.act_scale[pairs.act_row[slot]];
+          lo *= s;
+          hi *= s;
+        }
+        epilogue.store(p, pairs.pair[slot], pairs.weight[slot], lo, hi);
       }
   }
 }

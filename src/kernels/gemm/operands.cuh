@@ -1,6 +1,7 @@
 // The operand type of a GEMM: bf16 or fp16 (W4A16: how E2M1 nibbles become its bits, its exact
 // pairwise multiply, its tensor-core MMAs: mma.sync and wgmma), or e4m3 (W4A8: wgmma only, the
-// activations one byte each); and how an fp32 result (GEMM1's intermediate) is stored.
+// activations one byte each; mma.sync m16n8k32 and wgmma k32); and how an fp32 result (GEMM1's
+// intermediate) is stored.
 // For the wgmma kernel each type says how many one-instruction K steps a 64-K chunk takes
 // (kStepsPerChunk: k16 for 16-bit, k32 for e4m3) and issues one step; every step reads 32 bytes of a
 // 128-byte swizzled activation row (gemm/wgmma.cuh), so the kernel finds step i of a stage at slab
@@ -52,8 +53,12 @@ struct F16Operands {
 
 // W4A8: e4m3 weights (converted in registers, weight_formats.cuh: Mxfp4E4m3) x e4m3 activations
 // (quantised per row beforehand, kernels/quantize_e4m3.hpp); the intermediate GEMM1 writes is bf16.
+// Its mma.sync step is k32, so a[step] of the A fragments holds k32 steps 0 and 1 of a chunk.
 struct E4m3Operands {
   static constexpr int kActBytes = 1, kStepsPerChunk = 2;
+  __device__ static void mma(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+    ptx::mma_e4m3_16832(d, a, b0, b1);
+  }
   template <int kAcc>
   __device__ static void wgmma_step(float (&d)[kAcc], const std::uint32_t (&a)[4], std::uint64_t desc) {
     ptx::wgmma_m64k32_e4m3(d, a, desc);

@@ -2,7 +2,8 @@
 // cp.async. Each plan is fixed for the CTA's life (source pointers at k = 0 plus the per-stage
 // advance), so the K loop does no index arithmetic.
 //   WeightLoader       the stage's weight chunks and scales (both kernels)
-//   PaddedActLoader    the gathered activation rows, padded for ldmatrix (the mma.sync kernel)
+//   PaddedActLoader    the gathered activation rows (16-bit or e4m3), padded for ldmatrix (the
+//                      mma.sync kernel)
 //   SwizzledActLoader  the gathered activation rows as 128-byte-swizzled slabs (128 bytes of K per
 //                      row: a 64-K chunk of 16-bit values, two of e4m3): the K-major B operand of
 //                      wgmma (the wgmma kernel)
@@ -81,24 +82,31 @@ struct WeightLoader {
 
 template <class Cfg, class G>
 struct PaddedActLoader {
-  static constexpr int kPiecesPerRow = G::kStageK / 8, kActPieces = Cfg::kTokens * kPiecesPerRow;
+  static constexpr int kUnitK = 16 / G::kActElem;  // K values of a 16-byte piece (8 16-bit, 16 e4m3)
+  static constexpr int kPiecesPerRow = G::kStageK / kUnitK, kActPieces = Cfg::kTokens * kPiecesPerRow;
   static_assert(kActPieces % G::kThreads == 0, "activation pieces split evenly over threads");
   static constexpr int kActPerThread = kActPieces / G::kThreads;
 
-  const std::uint16_t* a_src[kActPerThread];
+  const std::uint8_t* a_src[kActPerThread];
   int a_k[kActPerThread];  // first K of the piece at stage 0, -1 for a dead token tile, huge for padding
-  const std::uint16_t* act;
+  const std::uint8_t* act;
   int K, tid;
 
+  // The activations: 16-bit (MoeGemmParams::act) or e4m3 (act_e4m3) rows of p.shape.k values.
+  __device__ static const std::uint8_t* act_base(const MoeGemmParams& p) {
+    if constexpr (G::kActElem == 1) return p.act_e4m3;
+    else return reinterpret_cast<const std::uint8_t*>(p.act);
+  }
+
   __device__ PaddedActLoader(const MoeGemmParams& p, int c_begin, int K_, const std::int32_t* s_act_row, int live_tiles, int tid_)
-      : act(p.act), K(K_), tid(tid_) {
+      : act(act_base(p)), K(K_), tid(tid_) {
 #pragma unroll
     for (int j = 0; j < kActPerThread; ++j) {
       const int i = tid + j * G::kThreads;
       const int row = i / kPiecesPerRow, piece = i % kPiecesPerRow;
       const int src_row = s_act_row[row];
-      a_k[j] = row >= live_tiles * 8 ? -1 : src_row >= 0 ? piece * 8 : (1 << 30);
-      a_src[j] = p.act + static_cast<std::int64_t>(src_row >= 0 ? src_row : 0) * p.shape.k + c_begin * tiling::kChunkK + piece * 8;
+      a_k[j] = row >= live_tiles * 8 ? -1 : src_row >= 0 ? piece * kUnitK : (1 << 30);
+      a_src[j] = act + (static_cast<std::int64_t>(src_row >= 0 ? src_row : 0) * p.shape.k + c_begin * tiling::kChunkK + piece * kUnitK) * G::kActElem;
     }
   }
 
@@ -110,7 +118,7 @@ struct PaddedActLoader {
       const int i = tid + j * G::kThreads;
       if (a_k[j] < 0) continue;
       const bool valid = k0 + a_k[j] < K;
-      ptx::cp_async16(sx + (i / kPiecesPerRow) * G::kActRowBytes + (i % kPiecesPerRow) * 16, valid ? a_src[j] + k0 : act,
+      ptx::cp_async16(sx + (i / kPiecesPerRow) * G::kActRowBytes + (i % kPiecesPerRow) * 16, valid ? a_src[j] + k0 * G::kActElem : act,
                       valid ? 16 : 0);
     }
   }

@@ -18,16 +18,16 @@
 //                 one row)
 //   Nvfp4<Ops>    UE4M3 per 16 (prepared as codes, tile_layout.hpp) and a global scale, bf16 or fp16
 //                 operands; the weights carry v x s x 2^-8 and the epilogue multiplies by 2^8 x global
-//   Mxfp4E4m3     W4A8 (issue 14; the wgmma kernel only): the W4A8 tile layout
+//   Mxfp4E4m3     W4A8 (issue 14): the W4A8 tile layout
 //                 (tile_layout_w4a8.hpp), its 16 lane bytes becoming two k32 steps of e4m3 registers
 //                 through per-(row, group) magnitude tables in shared memory (w4a8_regs.hpp); the
 //                 epilogue multiplies by the pair's activation scale (kActScale) and the row's 2^base
 //                 (kRowFactor)
 // Register r of step s holds (row g + 8*(r&1), k 16s + 2t + 8*(r>>1) + {0, 1}) for the 16-bit
 // formats; Mxfp4E4m3's (row g + 8*(r&1), k 32s + 16*(r>>1) + 4t + {0..3}).
-// Every format also says whether its epilogue takes a per-pair activation scale (kActScale), whether
-// it runs on the wgmma kernel only (kWgmmaOnly), and what the CTA sets up in shared memory before
-// its first stage (init_shared, before the kernel's first CTA barrier).
+// Every format also says whether its epilogue takes a per-pair activation scale (kActScale) and what
+// the CTA sets up in shared memory before its first stage (init_shared, before the kernel's first
+// CTA barrier).
 #pragma once
 
 #include <cstdint>
@@ -42,7 +42,7 @@ namespace mxmoe::kernels::gemm {
 
 // The W4A16 formats: bf16/fp16 activations as stored, both kernels, nothing in shared memory.
 struct W4a16Format {
-  static constexpr bool kActScale = false, kWgmmaOnly = false;
+  static constexpr bool kActScale = false;
   __device__ static void init_shared(int /*tid*/) {}
 };
 
@@ -149,7 +149,7 @@ struct Mxfp4E4m3 {
   static constexpr bool kGlobalScale = false;
   static constexpr int kGlobalFold = 0;
   static constexpr bool kRowFactor = true;  // 2^base of the row (prepare/w4a8_fold.hpp's rule)
-  static constexpr bool kActScale = true, kWgmmaOnly = true;
+  static constexpr bool kActScale = true;
 
   __device__ static void init_shared(int tid) {
     if (tid < w4a8::kTableShifts) {
