@@ -16,9 +16,11 @@
 extern "C" {
 #endif
 
-#define MXMOE_C_ABI_VERSION 5 /* 3: MXFP4 weights may carry E8M0 shift factors (mxmoe_weights);
+#define MXMOE_C_ABI_VERSION 6 /* 3: MXFP4 weights may carry E8M0 shift factors (mxmoe_weights);
                                 * 4: those factors are per weight row, [E, 2I] and [E, H];
-                                * 5: mxmoe_forward_cuda takes batch_invariant */
+                                * 5: mxmoe_forward_cuda takes batch_invariant;
+                                * 6: W4A8 (FP8 per-token activations): mxmoe_weights.fp8_activations,
+                                *    mxmoe_tile_experts_w4a8_cuda, mxmoe_workspace_bytes_fp8 */
 
 enum {
   MXMOE_OK = 0,
@@ -48,7 +50,11 @@ int mxmoe_check_device(int device);
  *     w2_global_scale [E]; bf16 or fp16 activations (f16_activations).
  * Canonical: w13 [E, 2I, H/2], w13_scale [E, 2I, H/group], w2 [E, H, I/2], w2_scale [E, H, I/group].
  * Prepared: the tiled bytes of mxmoe_prepared_bytes per expert. Biases fp32 [E, 2I] and [E, H],
- * canonical order, or NULL. A row's output is global x fp32 dot(e2m1 x scale, x), then the bias. */
+ * canonical order, or NULL. A row's output is global x fp32 dot(e2m1 x scale, x), then the bias.
+ * W4A8 (fp8_activations = 1; MXFP4 with bf16 hidden states only): the activations are quantised per
+ * row to E4M3 inside the forward (include/mxmoe/reference.hpp, ActivationPrecision::Fp8PerToken: each
+ * token's hidden row and each (token, slot) bf16 intermediate row, scale amax / 448) and the weights
+ * run folded to E4M3 x 2^base per row. */
 typedef struct {
   const void* w13;
   const void* w13_scale;
@@ -73,7 +79,16 @@ typedef struct {
                         * [E, H] (device, E x (2I + H) x 4 bytes); the forward multiplies each row's dot
                         * products by its factor. Without factors,
                         * bytes above 128 take one more multiply per weight register (slower). The CPU
-                        * oracle (mxmoe_forward_cpu) takes canonical bytes, no factors. */
+                        * oracle (mxmoe_forward_cpu) takes canonical bytes, no factors.
+                        * W4A8 (fp8_activations): ignored (the W4A8 tile layout takes every byte). */
+  int fp8_activations; /* ABI 6. 1: W4A8, FP8 (E4M3) per-token activations; MXFP4 (group 32) with bf16
+                        * hidden states only (NVFP4 is refused as unsupported, f16_activations as a dtype
+                        * error). mxmoe_forward_cuda: w13/w13_scale/w2/w2_scale from
+                        * mxmoe_tile_experts_w4a8_cuda, its row factors 2^base in w13_global_scale fp32
+                        * [E, 2I] and w2_global_scale fp32 [E, H] (device, both required), a workspace of
+                        * mxmoe_workspace_bytes_fp8. mxmoe_forward_cpu: the oracle's
+                        * FP8 mode on canonical weights (it folds them itself; no factors: both global
+                        * scale pointers NULL). 0: bf16/fp16 activations, everything as before. */
 } mxmoe_weights;
 
 /* kind: 0 silu(g)*u, 1 DeepSeek V4 clamped silu (limit), 2 gpt-oss SwiGLU (alpha, limit). */
@@ -112,14 +127,28 @@ int mxmoe_scales_to_e8m0(const float* scales, uint8_t* out, const int64_t* shape
 int mxmoe_tile_experts_cuda(const uint8_t* weights, const uint8_t* scales, int rows, int k, int gate_up, int group,
                             int f16, int num_experts, uint8_t* tiled_weights, uint8_t* tiled_scales, void* stream);
 
-/* Device workspace bytes of one forward of `num_tokens` tokens. */
+/* W4A8 (ABI 6), device: tiles `num_experts` consecutive canonical MXFP4 matrices (weights [rows, k/2],
+ * E8M0 scales [rows, k/32], every byte 0x00..0xFE) into the W4A8 tile layout: tiled_weights and
+ * tiled_scales of mxmoe_prepared_bytes(rows, k, 32) bytes per expert (the scales' place holds per
+ * (row, group) table indices), and each row's factor 2^base into row_factor fp32 [num_experts, rows]
+ * (canonical row order; what mxmoe_weights' w13_global_scale / w2_global_scale carry for W4A8).
+ * bases_scratch: int32 [num_experts, rows], overwritten. All device pointers, on `stream`. */
+int mxmoe_tile_experts_w4a8_cuda(const uint8_t* weights, const uint8_t* scales, int rows, int k, int gate_up,
+                                 int num_experts, uint8_t* tiled_weights, uint8_t* tiled_scales, float* row_factor,
+                                 int32_t* bases_scratch, void* stream);
+
+/* Device workspace bytes of one forward of `num_tokens` tokens (bf16 or fp16 activations). */
 int mxmoe_workspace_bytes(int num_experts, int hidden, int inter, int num_tokens, int top_k, int64_t* bytes);
+/* The same for W4A8 (mxmoe_weights.fp8_activations = 1; ABI 6): larger, as it also holds the E4M3 rows
+ * of the hidden states and of the intermediate and their scales. */
+int mxmoe_workspace_bytes_fp8(int num_experts, int hidden, int inter, int num_tokens, int top_k, int64_t* bytes);
 
 /* The fused forward on the device, prepared weights: hidden [T, H] bf16 (fp16 when
  * w->f16_activations), ids int32 [T, k] (-1 or >= E: skipped), weights fp32 [T, k], out [T, H] as
  * hidden; no host synchronisation, graph-capturable. The global scales are device pointers.
  * batch_invariant 1: a token's output bit-identical whatever batch it rides in (MoeLayerOptions::
- * batch_invariant: mma.sync only, no K split); 0: the fastest kernels. */
+ * batch_invariant: mma.sync only, no K split); 0: the fastest kernels. W4A8 (w->fp8_activations):
+ * FP8 MMAs on the same plan (batch_invariant too); workspace_bytes from mxmoe_workspace_bytes_fp8. */
 int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, const void* hidden, const int32_t* ids,
                        const float* topk_weights, void* out, int num_tokens, int top_k, void* workspace,
                        int64_t workspace_bytes, void* stream, int batch_invariant);
@@ -130,7 +159,9 @@ int mxmoe_route_cuda(const float* logits, const float* correction_bias, int num_
 
 /* The CPU oracle (include/mxmoe/reference.hpp), canonical weights in host memory (validated: every
  * scale byte, the global scales). hidden and out are bf16 bits, or fp16 bits when
- * w->f16_activations. ids outside -1..E-1 are an error. threads = 0: all cores. */
+ * w->f16_activations. ids outside -1..E-1 are an error. threads = 0: all cores.
+ * w->fp8_activations: the oracle's FP8 mode (ActivationPrecision::Fp8PerToken), canonical MXFP4
+ * weights without factors; results do not depend on batching, so it is batch-invariant too. */
 int mxmoe_forward_cpu(const mxmoe_weights* w, const mxmoe_activation* act, const uint16_t* hidden, const int32_t* ids,
                       const float* topk_weights, uint16_t* out, int num_tokens, int top_k, int threads);
 int mxmoe_route_cpu(const float* logits, const float* correction_bias, int num_tokens, int num_experts,

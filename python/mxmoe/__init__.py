@@ -1,5 +1,5 @@
-"""mxmoe: fused Mixture-of-Experts with MXFP4 or NVFP4 expert weights and 16-bit activations (W4A16) on Hopper,
-with a CPU oracle everywhere. `import mxmoe` registers torch.ops.mxmoe; the API is mxmoe.torch."""
+"""mxmoe: fused Mixture-of-Experts with MXFP4 or NVFP4 expert weights and 16-bit activations (W4A16), or MXFP4
+with FP8 per-token activations (W4A8, prepare's act="fp8"), on Hopper, with a CPU oracle everywhere. `import mxmoe` registers torch.ops.mxmoe; the API is mxmoe.torch."""
 from . import _capi
 from ._capi import Error
 

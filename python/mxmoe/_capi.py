@@ -81,7 +81,8 @@ class Weights(ctypes.Structure):
                 ("w2_scale", ctypes.c_void_p), ("w13_bias", ctypes.c_void_p), ("w2_bias", ctypes.c_void_p),
                 ("w13_global_scale", ctypes.c_void_p), ("w2_global_scale", ctypes.c_void_p),
                 ("num_experts", ctypes.c_int), ("hidden", ctypes.c_int), ("inter", ctypes.c_int),
-                ("group", ctypes.c_int), ("f16_activations", ctypes.c_int), ("max_scale_byte", ctypes.c_int)]
+                ("group", ctypes.c_int), ("f16_activations", ctypes.c_int), ("max_scale_byte", ctypes.c_int),
+                ("fp8_activations", ctypes.c_int)]
 
 
 class Activation(ctypes.Structure):
@@ -105,7 +106,9 @@ _SIGNATURES = {
     "mxmoe_prepared_bytes": ([_I, _I, _I, ctypes.POINTER(_L), ctypes.POINTER(_L)], _I),
     "mxmoe_scales_to_e8m0": ([_P, _P, ctypes.POINTER(_L), _I, ctypes.c_char_p], _I),
     "mxmoe_tile_experts_cuda": ([_P, _P, _I, _I, _I, _I, _I, _I, _P, _P, _P], _I),
+    "mxmoe_tile_experts_w4a8_cuda": ([_P, _P, _I, _I, _I, _I, _P, _P, _P, _P, _P], _I),
     "mxmoe_workspace_bytes": ([_I, _I, _I, _I, _I, ctypes.POINTER(_L)], _I),
+    "mxmoe_workspace_bytes_fp8": ([_I, _I, _I, _I, _I, ctypes.POINTER(_L)], _I),
     "mxmoe_forward_cuda": ([ctypes.POINTER(Weights), ctypes.POINTER(Activation), _P, _P, _P, _P, _I, _I, _P, _L, _P, _I], _I),
     "mxmoe_route_cuda": ([_P, _P, _I, _I, ctypes.POINTER(Routing), _P, _P, _P], _I),
     "mxmoe_forward_cpu": ([ctypes.POINTER(Weights), ctypes.POINTER(Activation), _P, _P, _P, _P, _I, _I, _I], _I),
@@ -119,7 +122,7 @@ _SIGNATURES = {
     "mxmoe_layer_close": ([_P], None),
     "mxmoe_fused_aliases": ([ctypes.c_char_p, ctypes.c_char_p, _L], _I),
 }
-ABI_VERSION = 5
+ABI_VERSION = 6
 
 
 def _load():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._capi import DTypeError, InvalidArgumentError, ShapeError
+from ._capi import DTypeError, InvalidArgumentError, ShapeError, UnsupportedError
 
 SCALE_DTYPES = (torch.uint8, torch.float32, torch.bfloat16, torch.float16) + (
     (torch.float8_e8m0fnu,) if hasattr(torch, "float8_e8m0fnu") else ())
@@ -50,6 +50,31 @@ def activation_dtype_for(group: int, dtype):
     if group == 32 and dtype != torch.bfloat16:
         raise DTypeError(f"activation_dtype: float16 with MXFP4 weights; they need bfloat16: {_WHY_BF16}")
     return dtype
+
+
+# Activation precisions (the C++ ActivationPrecision names, as `mxmoe bench --act` spells them): "bf16"
+# keeps the activations 16-bit (bfloat16, or NVFP4's float16), "fp8" is W4A8: each token's hidden row
+# and each (token, slot) intermediate row quantised to E4M3 with one fp32 scale (amax / 448), MXFP4
+# weights folded to E4M3 x 2^base per row (include/mxmoe/reference.hpp, Fp8PerToken).
+ACTIVATION_PRECISIONS = ("bf16", "fp8")
+
+
+def activation_precision(value, name: str, group: int, dtype=None) -> bool:
+    """True for "fp8" (W4A8), False for "bf16"; fp8 needs MXFP4 weights (group 32) and bfloat16
+    hidden states (`dtype`, None: not fixed yet)."""
+    key = str(value).lower() if isinstance(value, str) else None
+    if key not in ACTIVATION_PRECISIONS:
+        raise InvalidArgumentError(f"{name}: {value!r}, expected 'bf16' (16-bit activations) or 'fp8' (W4A8: FP8 "
+                                   f"per-token activations with MXFP4 weights)")
+    if key == "bf16":
+        return False
+    if group != 32:
+        raise UnsupportedError(f"{name}='fp8': FP8 activations (W4A8) take MXFP4 weights (E8M0 scales, one per 32); "
+                               f"these are NVFP4 (UE4M3 scales, one per 16), which run 16-bit activations only")
+    if dtype is not None and dtype != torch.bfloat16:
+        raise DTypeError(f"{name}='fp8': FP8 activations (W4A8) are quantised from bfloat16 hidden states, got "
+                         f"activation_dtype {_names((dtype,))}")
+    return True
 
 
 def activations(hidden: torch.Tensor, name: str, prepared):

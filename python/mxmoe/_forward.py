@@ -74,8 +74,12 @@ def fused_moe(hidden_states: torch.Tensor, prepared: PreparedWeights, topk_weigh
     would synchronise the host) refuses ids outside -1..E-1; unchecked, such ids contribute nothing.
     batch_invariant: a token's output bit-identical whatever batch it rides in (deterministic
     inference): on CUDA the mma.sync kernels only, no K split; costs nothing at 1-2 tokens and the
-    compute-bound path's lead from 36 routed pairs per expert up."""
+    compute-bound path's lead from 36 routed pairs per expert up.
+    The activation precision is the prepared weights' (prepare's act): with "fp8" (W4A8) each token's
+    hidden row and each intermediate row are quantised to E4M3 inside the op (CPU: the oracle's FP8
+    mode; CUDA: the W4A8 kernels, on the same plan, batch_invariant included)."""
     hidden = _hidden_for(hidden_states, prepared)
+    fp8 = prepared.fp8_activations
     T = hidden.shape[0]
     _checks.tensor(topk_ids, "topk_ids", _ID_DTYPES, ndim=2)
     _checks.tensor(topk_weights, "topk_weights", _WEIGHT_DTYPES, shape=tuple(topk_ids.shape))
@@ -109,7 +113,7 @@ def fused_moe(hidden_states: torch.Tensor, prepared: PreparedWeights, topk_weigh
     torch.ops.mxmoe.fused_moe(hidden, prepared.w13, prepared.w13_scale, prepared.w2, prepared.w2_scale,
                               prepared.w13_bias, prepared.w2_bias, prepared.w13_global_scale,
                               prepared.w2_global_scale, ids, weights, prepared.intermediate_size, prepared.group,
-                              prepared.max_scale_byte, act.kind, act.limit, act.alpha, out, bool(batch_invariant))
+                              prepared.max_scale_byte, act.kind, act.limit, act.alpha, out, bool(batch_invariant), fp8)
     return out
 
 
@@ -138,9 +142,11 @@ def fused_moe_from_logits(hidden_states: torch.Tensor, prepared: PreparedWeights
                           swiglu_alpha: float = 1.702, swiglu_limit: float = 7.0,
                           batch_invariant: bool = False) -> torch.Tensor:
     """Routing from router logits [T, E] and the fused MoE in one op (torch.ops.mxmoe.fused_moe_from_logits);
-    routing as in route(), activation and batch_invariant arguments as in fused_moe(). With expert parallelism, route
-    with route() and pass expert_map to fused_moe()."""
+    routing as in route(), activation and batch_invariant arguments as in fused_moe(), and the activation
+    precision the prepared weights' (fp8: W4A8). With expert parallelism, route with route() and pass
+    expert_map to fused_moe()."""
     hidden = _hidden_for(hidden_states, prepared).contiguous()
+    fp8 = prepared.fp8_activations
     T = hidden.shape[0]
     _checks.tensor(router_logits, "router_logits", (torch.float32, torch.bfloat16, torch.float16),
                    shape=(T, prepared.num_experts))
@@ -156,5 +162,5 @@ def fused_moe_from_logits(hidden_states: torch.Tensor, prepared: PreparedWeights
         prepared.w13_global_scale, prepared.w2_global_scale, router_logits.to(torch.float32).contiguous(),
         correction_bias, _config.routing_mode(routing), int(top_k), bool(renormalize), int(num_expert_group),
         int(topk_group), float(routed_scaling_factor), prepared.intermediate_size, prepared.group,
-        prepared.max_scale_byte, act.kind, act.limit, act.alpha, out, bool(batch_invariant))
+        prepared.max_scale_byte, act.kind, act.limit, act.alpha, out, bool(batch_invariant), fp8)
     return out

@@ -2,7 +2,8 @@
 MoE methods: create_weights (in the constructor) registers the checkpoint's tensors, the engine's
 loader fills them, process_weights_after_loading() takes them under any of their names (the C++
 alias table's; NVFP4 also ModelOpt's per-expert names), prepares them in place and frees the loader's
-copies, and forward() runs the fused MoE."""
+copies, and forward() runs the fused MoE. Mxfp4MoE(..., activation_precision="fp8") runs W4A8 (FP8 per-token
+activations); Nvfp4MoE refuses it."""
 from __future__ import annotations
 
 import ctypes
@@ -35,9 +36,12 @@ class _QuantizedMoE(torch.nn.Module):
     def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, *, activation: str = "silu",
                  clamp_limit: Optional[float] = None, swiglu_alpha: float = 1.702, swiglu_limit: float = 7.0,
                  routed_scaling_factor: Optional[float] = None, expert_map: Optional[torch.Tensor] = None,
-                 batch_invariant: bool = False):
+                 batch_invariant: bool = False, activation_precision: str = "bf16"):
         super().__init__()
         check(lib.mxmoe_check_problem(num_experts, hidden_size, intermediate_size, self.GROUP, 1, None))
+        # "bf16" or "fp8" (W4A8, MXFP4 only: refused here for NVFP4, before any weight is registered)
+        fp8 = _checks.activation_precision(activation_precision, "activation_precision", self.GROUP)
+        self.activation_precision = "fp8" if fp8 else "bf16"
         self.num_experts, self.hidden_size, self.intermediate_size = num_experts, hidden_size, intermediate_size
         self.activation = activation
         self.clamp_limit, self.swiglu_alpha, self.swiglu_limit = clamp_limit, swiglu_alpha, swiglu_limit
@@ -88,7 +92,7 @@ class _QuantizedMoE(torch.nn.Module):
 
     def _prepare(self, taken) -> PreparedWeights:
         return prepare(taken["w13"], taken["w13_scale"], taken["w2"], taken["w2_scale"], taken["w13_bias"],
-                       taken["w2_bias"], inplace=True)
+                       taken["w2_bias"], inplace=True, act=self.activation_precision)
 
     def _after_prepare(self):
         pass
@@ -189,7 +193,10 @@ class _QuantizedMoE(torch.nn.Module):
 
 
 class Mxfp4MoE(_QuantizedMoE):
-    """MXFP4 experts (E2M1, one E8M0 scale per 32 along K), bf16 activations."""
+    """MXFP4 experts (E2M1, one E8M0 scale per 32 along K), bf16 activations (hidden states and output).
+
+    activation_precision: "bf16" (W4A16, the default) or "fp8" (W4A8: inside the forward each token's
+    hidden row and each intermediate row are quantised to E4M3 with one fp32 scale; prepare's act)."""
 
     GROUP = 32
 
@@ -197,11 +204,11 @@ class Mxfp4MoE(_QuantizedMoE):
                  scale_dtype: torch.dtype = torch.float32, activation: str = "silu", has_bias: bool = False,
                  clamp_limit: Optional[float] = None, swiglu_alpha: float = 1.702, swiglu_limit: float = 7.0,
                  routed_scaling_factor: Optional[float] = None, expert_map: Optional[torch.Tensor] = None,
-                 device=None, batch_invariant: bool = False):
+                 device=None, batch_invariant: bool = False, activation_precision: str = "bf16"):
         super().__init__(num_experts, hidden_size, intermediate_size, activation=activation, clamp_limit=clamp_limit,
                          swiglu_alpha=swiglu_alpha, swiglu_limit=swiglu_limit,
                          routed_scaling_factor=routed_scaling_factor, expert_map=expert_map,
-                         batch_invariant=batch_invariant)
+                         batch_invariant=batch_invariant, activation_precision=activation_precision)
         self.create_weights(scale_dtype=scale_dtype, has_bias=has_bias, device=device)
 
     def create_weights(self, *, scale_dtype=torch.float32, has_bias=False, device=None):
@@ -247,7 +254,10 @@ class Nvfp4MoE(_QuantizedMoE):
     w13_weight_scale_2 fp32 [E, 2] (gate, up; a loader may put [E] there instead), w2_weight_scale_2 [E],
     and w13_input_scale/w2_input_scale (ignored). layout="per_expert" registers ModelOpt's checkpoint
     names, so load_state_dict takes them as stored: experts.{e}.{gate_proj,up_proj,down_proj}.{weight,
-    weight_scale, weight_scale_2, input_scale}."""
+    weight_scale, weight_scale_2, input_scale}.
+
+    activation_precision: "bf16" only (16-bit activations); "fp8" (W4A8) takes MXFP4 weights and is
+    refused here (UnsupportedError)."""
 
     GROUP = 16
     _INPUT_SCALES = ("w13_input_scale", "w2_input_scale")
@@ -257,11 +267,11 @@ class Nvfp4MoE(_QuantizedMoE):
                  scale_dtype: torch.dtype = _E4M3, activation: str = "silu", has_bias: bool = False,
                  clamp_limit: Optional[float] = None, swiglu_alpha: float = 1.702, swiglu_limit: float = 7.0,
                  routed_scaling_factor: Optional[float] = None, expert_map: Optional[torch.Tensor] = None,
-                 device=None, batch_invariant: bool = False):
+                 device=None, batch_invariant: bool = False, activation_precision: str = "bf16"):
         super().__init__(num_experts, hidden_size, intermediate_size, activation=activation, clamp_limit=clamp_limit,
                          swiglu_alpha=swiglu_alpha, swiglu_limit=swiglu_limit,
                          routed_scaling_factor=routed_scaling_factor, expert_map=expert_map,
-                         batch_invariant=batch_invariant)
+                         batch_invariant=batch_invariant, activation_precision=activation_precision)
         self.params_dtype = _checks.activation_dtype_for(16, params_dtype)
         if layout not in ("fused", "per_expert"):
             raise InvalidArgumentError(f"layout '{layout}': expected 'fused' or 'per_expert'")

@@ -10,7 +10,10 @@ along K, [E, rows, K/G]:
 On the CPU the oracle runs on the canonical tensors (scale bytes, fp32 biases and global scales). On
 a Hopper GPU the weights are tiled for the kernels (src/kernels/tile_layout.hpp); with inplace=True
 the tiling overwrites the canonical storage a group of experts at a time, so the peak extra memory is
-one staging group, not a second layer."""
+one staging group, not a second layer.
+W4A8 (act="fp8", MXFP4 only): the activations are quantised to E4M3 per row in the forward; on a GPU
+the weights take the W4A8 tile layout (same bytes) and each weight row's factor 2^base is kept where
+the MXFP4 shift factors go (w13_global_scale [E, 2I], w2_global_scale [E, H])."""
 from __future__ import annotations
 
 import ctypes
@@ -39,7 +42,12 @@ class PreparedWeights:
     d = max(0, the row's largest - 128) (e8m0_shifts) and keeps the factors 2^d as fp32
     w13_global_scale [E, 2I] and w2_global_scale [E, H] (canonical row order), which the kernels
     multiply back in the epilogue (one multiply per weight register; max_scale_byte is then 128). Only a row
-    spanning more than 128 bytes keeps its bytes (no factors) and runs the two-multiply format."""
+    spanning more than 128 bytes keeps its bytes (no factors) and runs the two-multiply format.
+    activation_precision: "bf16" (16-bit activations, as activation_dtype says) or "fp8" (W4A8, MXFP4
+    with bfloat16 hidden states: prepare's act): FP8 per-token activations, format "mxfp4-e4m3". Tiled,
+    w13_global_scale [E, 2I] and w2_global_scale [E, H] then hold each weight row's factor 2^base of
+    the W4A8 fold (the scale bytes' place holds the W4A8 table indices; max_scale_byte is unused);
+    canonical (CPU), no factors: the oracle folds the rows itself."""
 
     w13: torch.Tensor
     w13_scale: torch.Tensor
@@ -56,6 +64,7 @@ class PreparedWeights:
     group: int = 32
     activation_dtype: Optional[torch.dtype] = torch.bfloat16
     max_scale_byte: int = 127
+    activation_precision: str = "bf16"
 
     TENSORS = ("w13", "w13_scale", "w2", "w2_scale", "w13_bias", "w2_bias", "w13_global_scale", "w2_global_scale")
 
@@ -65,7 +74,15 @@ class PreparedWeights:
 
     @property
     def format(self) -> str:
-        return "nvfp4" if self.group == 16 else "mxfp4"
+        """"mxfp4", "nvfp4", or "mxfp4-e4m3" (W4A8: MXFP4 weights run against E4M3 activations)."""
+        if self.group == 16:
+            return "nvfp4"
+        return "mxfp4-e4m3" if self.fp8_activations else "mxfp4"
+
+    @property
+    def fp8_activations(self) -> bool:
+        """W4A8: FP8 (E4M3) per-token activations (prepare's act="fp8")."""
+        return self.activation_precision == "fp8"
 
     @property
     def f16_activations(self) -> bool:
@@ -190,22 +207,30 @@ def e8m0_shifts(s13: torch.Tensor, s2: torch.Tensor):
     return s13, s2, factors(d13), factors(d2), 128
 
 
-def _tile(w: torch.Tensor, s: torch.Tensor, rows: int, k: int, gate_up: bool, group: int, inplace: bool, f16: bool):
-    """Canonical [E, rows, k/2] + [E, rows, k/group] -> tiled [E, wb] + [E, sb] on w's device."""
+def _tile(w: torch.Tensor, s: torch.Tensor, rows: int, k: int, gate_up: bool, group: int, inplace: bool, f16: bool,
+          row_factor: Optional[torch.Tensor] = None):
+    """Canonical [E, rows, k/2] + [E, rows, k/group] -> tiled [E, wb] + [E, sb] on w's device. With
+    row_factor (fp32 [E, rows]): the W4A8 tile layout (MXFP4), each row's 2^base written there."""
     E = w.shape[0]
     wb, sb = ops.prepared_bytes(rows, k, group)
+
+    def tile(src_w, src_s, dst_w, dst_s, e0, e1):
+        if row_factor is None:
+            torch.ops.mxmoe.tile_experts(src_w, src_s, rows, k, gate_up, group, dst_w, dst_s, f16)
+        else:
+            torch.ops.mxmoe.tile_experts_w4a8(src_w, src_s, rows, k, gate_up, dst_w, dst_s, row_factor[e0:e1])
+
     if inplace and wb == rows * k // 2 and sb == rows * k // group:
         # Same bytes per expert (K a multiple of 64): tile each staging group back into its own storage.
         per_expert = wb + sb
         n = max(1, min(E, _STAGE_BYTES // per_expert))
         for e0 in range(0, E, n):
             e1 = min(E, e0 + n)
-            torch.ops.mxmoe.tile_experts(w[e0:e1].clone(), s[e0:e1].clone(), rows, k, gate_up, group, w[e0:e1],
-                                         s[e0:e1], f16)
+            tile(w[e0:e1].clone(), s[e0:e1].clone(), w[e0:e1], s[e0:e1], e0, e1)
         return w.view(E, wb), s.view(E, sb)
     tw = torch.empty(E, wb, dtype=torch.uint8, device=w.device)
     ts = torch.empty(E, sb, dtype=torch.uint8, device=w.device)
-    torch.ops.mxmoe.tile_experts(w, s, rows, k, gate_up, group, tw, ts, f16)
+    tile(w, s, tw, ts, 0, E)
     return tw, ts
 
 
@@ -221,7 +246,7 @@ def _group_of(w13_scale, E: int, I: int, H: int) -> int:
 
 def prepare(w13, w13_scale, w2, w2_scale, w13_bias=None, w2_bias=None, *, w13_global_scale=None,
             w2_global_scale=None, activation_dtype: Optional[torch.dtype] = None,
-            inplace: bool = False) -> PreparedWeights:
+            inplace: bool = False, act: str = "bf16") -> PreparedWeights:
     """Prepares canonical MXFP4 or NVFP4 expert weights for fused_moe on their device (CPU or a Hopper GPU).
 
     The format follows w13_scale's shape: [E, 2I, H/32] is MXFP4, [E, 2I, H/16] NVFP4, which also
@@ -231,7 +256,13 @@ def prepare(w13, w13_scale, w2, w2_scale, w13_bias=None, w2_bias=None, *, w13_gl
     one operand type; pass float16 for fp16 activations).
 
     inplace=False leaves the arguments untouched. inplace=True lets preparation reuse their storage
-    (the tensors' contents are then the prepared bytes): what an engine does once after loading."""
+    (the tensors' contents are then the prepared bytes): what an engine does once after loading.
+
+    act: "bf16" (default: 16-bit activations, bfloat16 or NVFP4's float16 as activation_dtype says) or
+    "fp8" (W4A8, MXFP4 weights with bfloat16 hidden states only): every forward with these weights
+    quantises each token's hidden row and each intermediate row to E4M3 with one fp32 scale (amax /
+    448); on a GPU the weights take the W4A8 tile layout and their row factors 2^base. NVFP4 weights
+    refuse it (UnsupportedError), float16 activations too (DTypeError)."""
     _checks.tensor(w13, "w13", (torch.uint8, torch.int8), ndim=3)
     E, two_i, half_h = w13.shape
     I, H = two_i // 2, half_h * 2
@@ -250,6 +281,7 @@ def prepare(w13, w13_scale, w2, w2_scale, w13_bias=None, w2_bias=None, *, w13_gl
         raise InvalidArgumentError("w13_global_scale/w2_global_scale: MXFP4 weights (E8M0 scales, one per 32) carry "
                                    "no global scales; NVFP4 scales are [E, 2I, H/16]")
     activation_dtype = _checks.activation_dtype_for(group, activation_dtype)
+    fp8 = _checks.activation_precision(act, "act", group, activation_dtype)
     if w13_bias is not None:
         _checks.tensor(w13_bias, "w13_bias", _checks.FLOAT_DTYPES, shape=(E, 2 * I))
     if w2_bias is not None:
@@ -278,11 +310,19 @@ def prepare(w13, w13_scale, w2, w2_scale, w13_bias=None, w2_bias=None, *, w13_gl
     b13 = None if w13_bias is None else w13_bias.detach().to(torch.float32).contiguous()
     b2 = None if w2_bias is None else w2_bias.detach().to(torch.float32).contiguous()
     extra = dict(w13_global_scale=g13, w2_global_scale=g2, group=group, activation_dtype=activation_dtype,
-                 max_scale_byte=max_byte)
+                 max_scale_byte=max_byte, activation_precision="fp8" if fp8 else "bf16")
     if device.type == "cpu":
         return PreparedWeights(w13u, s13, w2u, s2, b13, b2, E, H, I, "canonical", **extra)
     index = device.index if device.index is not None else torch.cuda.current_device()
     check(lib.mxmoe_check_device(index))
+    if fp8:
+        # W4A8: the fold takes every E8M0 byte (no shift); the row factors 2^base ride as the global scales.
+        f13 = torch.empty(E, 2 * I, dtype=torch.float32, device=device)
+        f2 = torch.empty(E, H, dtype=torch.float32, device=device)
+        tw13, ts13 = _tile(w13u, s13, 2 * I, H, True, group, inplace, False, row_factor=f13)
+        tw2, ts2 = _tile(w2u, s2, H, I, False, group, inplace, False, row_factor=f2)
+        extra.update(w13_global_scale=f13, w2_global_scale=f2)
+        return PreparedWeights(tw13, ts13, tw2, ts2, b13, b2, E, H, I, "tiled", **extra)
     if not nvfp4:
         # Bytes above 128: shifted per weight row, the factors 2^d [E, 2I] and [E, H] ride as the global scales.
         s13, s2, g13, g2, max_byte = e8m0_shifts(s13, s2)

@@ -30,6 +30,22 @@ WeightFormat format_of(const mxmoe_weights& w) {
   return f;
 }
 
+ActivationPrecision precision_of(const mxmoe_weights& w, const char* entry) {
+  if (w.fp8_activations != 0 && w.fp8_activations != 1)
+    fail(ErrorCode::InvalidArgument, std::string(entry) + ": mxmoe_weights.fp8_activations must be 0 (16-bit activations) or 1 "
+                                         "(W4A8: FP8 per-token activations), got " + std::to_string(w.fp8_activations));
+  if (!w.fp8_activations) return ActivationPrecision::Bf16;
+  if (w.group != 32 && w.group != 16) format_of(w);  // neither format: that error first
+  if (w.group != 32)
+    fail(ErrorCode::Unsupported, std::string(entry) + ": FP8 activations (W4A8, mxmoe_weights.fp8_activations) take MXFP4 "
+                                     "weights (group 32, E8M0 scales), got group " + std::to_string(w.group) +
+                                     (w.group == 16 ? " (NVFP4)" : ""));
+  if (w.f16_activations)
+    fail(ErrorCode::DType, std::string(entry) + ": FP8 activations (W4A8, mxmoe_weights.fp8_activations) are quantised from "
+                               "bf16 hidden states; f16_activations must be 0");
+  return ActivationPrecision::Fp8PerToken;
+}
+
 // Canonical weights viewing the caller's host memory (no copy).
 CanonicalMoeWeights host_weights(const mxmoe_weights& w) {
   const std::int64_t E = w.num_experts, H = w.hidden, I = w.inter;
@@ -146,6 +162,11 @@ int mxmoe_forward_cpu(const mxmoe_weights* w, const mxmoe_activation* act, const
     if (num_tokens < 1 || top_k < 1)
       fail(ErrorCode::InvalidArgument, std::string(entry) + ": num_tokens and top_k must be positive, got " +
                                            std::to_string(num_tokens) + " and " + std::to_string(top_k));
+    const ActivationPrecision precision = capi::precision_of(*w, entry);
+    if (precision == ActivationPrecision::Fp8PerToken && (w->w13_global_scale || w->w2_global_scale))
+      fail(ErrorCode::InvalidArgument, std::string(entry) + ": FP8 activations (W4A8) on the CPU take canonical MXFP4 weights "
+                                           "without factors (the oracle folds each row itself); w13_global_scale and "
+                                           "w2_global_scale must be null");
     const CanonicalMoeWeights cw = capi::host_weights(*w);
     cw.validate();
     TopK topk;
@@ -154,7 +175,7 @@ int mxmoe_forward_cpu(const mxmoe_weights* w, const mxmoe_activation* act, const
     const std::size_t pairs = static_cast<std::size_t>(num_tokens) * top_k;
     topk.ids.assign(ids, ids + pairs);
     topk.weights.assign(topk_weights, topk_weights + pairs);
-    const auto y = reference::moe_forward(cw, hidden, num_tokens, topk, capi::activation_of(*act), threads);
+    const auto y = reference::moe_forward(cw, hidden, num_tokens, topk, capi::activation_of(*act), precision, threads);
     std::copy(y.begin(), y.end(), out);
   });
 }

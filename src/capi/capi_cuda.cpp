@@ -90,12 +90,43 @@ int mxmoe_tile_experts_cuda(const uint8_t* weights, const uint8_t* scales, int r
   });
 }
 
-int mxmoe_workspace_bytes(int E, int H, int I, int num_tokens, int top_k, int64_t* bytes) {
-  return guarded("mxmoe_workspace_bytes", [&] {
-    require(bytes, "mxmoe_workspace_bytes", "bytes");
-    check_forward_shape(E, num_tokens, top_k);
-    *bytes = static_cast<int64_t>(layer::workspace_layout(E, H, I, num_tokens, top_k).total);
+int mxmoe_tile_experts_w4a8_cuda(const uint8_t* weights, const uint8_t* scales, int rows, int k, int gate_up, int num_experts,
+                                 uint8_t* tiled_weights, uint8_t* tiled_scales, float* row_factor, int32_t* bases_scratch,
+                                 void* stream) {
+  return guarded("mxmoe_tile_experts_w4a8_cuda", [&] {
+    const char* entry = "mxmoe_tile_experts_w4a8_cuda";
+    for (auto [p, name] : {std::pair<const void*, const char*>{weights, "weights"}, {scales, "scales"},
+                           {tiled_weights, "tiled_weights"}, {tiled_scales, "tiled_scales"}, {row_factor, "row_factor"},
+                           {bases_scratch, "bases_scratch"}})
+      require(p, entry, name);
+    constexpr int group = 32;  // W4A8 folds MXFP4 weights
+    if (rows <= 0 || rows % tiling::kTileRows || k <= 0 || k % group || num_experts <= 0 || (gate_up && rows % 32))
+      fail(ErrorCode::Shape, std::string(entry) + ": rows must be a positive multiple of 16 (32 for w13), K of the MXFP4 "
+                                 "group (32), got rows=" + std::to_string(rows) + " K=" + std::to_string(k) +
+                                 " experts=" + std::to_string(num_experts));
+    device_sm_count();
+    tiling::launch_tile_matrices_w4a8(weights, scales, {rows, k, gate_up != 0, group, false}, num_experts, bases_scratch,
+                                      tiled_weights, tiled_scales, row_factor, static_cast<cudaStream_t>(stream));
+    check_cuda(cudaGetLastError(), "tile_matrices_w4a8 launch");
   });
+}
+
+namespace {
+int workspace_bytes(const char* entry, int E, int H, int I, int num_tokens, int top_k, bool fp8, int64_t* bytes) {
+  return guarded(entry, [&] {
+    require(bytes, entry, "bytes");
+    check_forward_shape(E, num_tokens, top_k);
+    *bytes = static_cast<int64_t>(layer::workspace_layout(E, H, I, num_tokens, top_k, fp8).total);
+  });
+}
+}  // namespace
+
+int mxmoe_workspace_bytes(int E, int H, int I, int num_tokens, int top_k, int64_t* bytes) {
+  return workspace_bytes("mxmoe_workspace_bytes", E, H, I, num_tokens, top_k, false, bytes);
+}
+
+int mxmoe_workspace_bytes_fp8(int E, int H, int I, int num_tokens, int top_k, int64_t* bytes) {
+  return workspace_bytes("mxmoe_workspace_bytes_fp8", E, H, I, num_tokens, top_k, true, bytes);
 }
 
 int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, const void* hidden, const int32_t* ids,
@@ -108,9 +139,19 @@ int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, cons
     for (auto [p, name] : {std::pair<const void*, const char*>{w->w13, "w13"}, {w->w13_scale, "w13_scale"}, {w->w2, "w2"},
                            {w->w2_scale, "w2_scale"}})
       layer::check_device_pointer(p, 16, entry, name);
+    const bool fp8 = capi::precision_of(*w, entry) == ActivationPrecision::Fp8PerToken;  // its errors first
     const WeightFormat format = capi::format_of(*w);
     const bool has_global = w->w13_global_scale || w->w2_global_scale;
-    if (format.nvfp4() || has_global) {
+    if (fp8) {
+      // W4A8: the factors 2^base of mxmoe_tile_experts_w4a8_cuda ride in the global-scale pointers.
+      for (auto [p, name] : {std::pair<const float*, const char*>{w->w13_global_scale, "w13_global_scale"},
+                             {w->w2_global_scale, "w2_global_scale"}}) {
+        if (!p)
+          fail(ErrorCode::InvalidArgument, std::string(entry) + ": " + name + " is null; FP8 activations (W4A8) need the row "
+                                               "factors 2^base of mxmoe_tile_experts_w4a8_cuda there (fp32 [E, 2I] and [E, H])");
+        layer::check_device_pointer(p, 4, entry, name);
+      }
+    } else if (format.nvfp4() || has_global) {
       // NVFP4's global scales, or the per-row 2^d factors of MXFP4 scales prepared with a shift: both
       // or neither.
       for (auto [p, name] : {std::pair<const float*, const char*>{w->w13_global_scale, "w13_global_scale"},
@@ -125,7 +166,9 @@ int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, cons
       }
     }
     kernels::GemmFormat gemm_format;
-    if (!format.nvfp4() && has_global) {
+    if (fp8) {
+      gemm_format = kernels::choose_gemm_format(format.group_size, false, {}, ActivationPrecision::Fp8PerToken);
+    } else if (!format.nvfp4() && has_global) {
       if (w->max_scale_byte < 0 || w->max_scale_byte > kernels::kMaxFastScaleByte)
         fail(ErrorCode::InvalidArgument, std::string(entry) + ": MXFP4 weights with shift factors (w13_global_scale, "
                                              "w2_global_scale) hold prepared E8M0 bytes 0..128, but max_scale_byte is " +
@@ -143,15 +186,17 @@ int mxmoe_forward_cuda(const mxmoe_weights* w, const mxmoe_activation* act, cons
     layer::check_device_pointer(topk_weights, 4, entry, "topk_weights");
     layer::check_device_pointer(workspace, 256, entry, "workspace");
     check_forward_shape(w->num_experts, num_tokens, top_k);
-    const layer::WorkspaceLayout ws = layer::workspace_layout(w->num_experts, w->hidden, w->inter, num_tokens, top_k);
+    const layer::WorkspaceLayout ws = layer::workspace_layout(w->num_experts, w->hidden, w->inter, num_tokens, top_k, fp8);
     if (workspace_bytes < static_cast<int64_t>(ws.total))
       fail(ErrorCode::InvalidArgument, std::string(entry) + ": workspace holds " + std::to_string(workspace_bytes) + " bytes, " +
-                                           std::to_string(ws.total) + " needed");
+                                           std::to_string(ws.total) + " needed" +
+                                           (fp8 ? " (W4A8: mxmoe_workspace_bytes_fp8)" : ""));
     const int sm_count = device_sm_count();
     layer::PreparedWeightsView view{static_cast<const std::uint8_t*>(w->w13), static_cast<const std::uint8_t*>(w->w13_scale),
                                     static_cast<const std::uint8_t*>(w->w2),  static_cast<const std::uint8_t*>(w->w2_scale),
                                     w->w13_bias, w->w2_bias, w->num_experts, w->hidden, w->inter};
-    if (gemm_format == kernels::GemmFormat::Mxfp4Shifted) {  // MXFP4: the pointers hold per-row factors
+    if (gemm_format == kernels::GemmFormat::Mxfp4Shifted || gemm_format == kernels::GemmFormat::Mxfp4E4m3) {
+      // MXFP4: the pointers hold per-row factors (Mxfp4Shifted's 2^d, W4A8's 2^base)
       view.w13_row_factor = w->w13_global_scale;
       view.w2_row_factor = w->w2_global_scale;
     } else {

@@ -16,8 +16,14 @@ int mxmoe_check_device(int) { return guarded("mxmoe_check_device", [] { no_cuda(
 int mxmoe_tile_experts_cuda(const uint8_t*, const uint8_t*, int, int, int, int, int, int, uint8_t*, uint8_t*, void*) {
   return guarded("mxmoe_tile_experts_cuda", [] { no_cuda("mxmoe_tile_experts_cuda"); });
 }
+int mxmoe_tile_experts_w4a8_cuda(const uint8_t*, const uint8_t*, int, int, int, int, uint8_t*, uint8_t*, float*, int32_t*, void*) {
+  return guarded("mxmoe_tile_experts_w4a8_cuda", [] { no_cuda("mxmoe_tile_experts_w4a8_cuda"); });
+}
 int mxmoe_workspace_bytes(int, int, int, int, int, int64_t*) {
   return guarded("mxmoe_workspace_bytes", [] { no_cuda("mxmoe_workspace_bytes"); });
+}
+int mxmoe_workspace_bytes_fp8(int, int, int, int, int, int64_t*) {
+  return guarded("mxmoe_workspace_bytes_fp8", [] { no_cuda("mxmoe_workspace_bytes_fp8"); });
 }
 int mxmoe_forward_cuda(const mxmoe_weights*, const mxmoe_activation*, const void*, const int32_t*, const float*, void*, int, int,
                        void*, int64_t, void*, int) {

@@ -39,6 +39,10 @@ void require(const void* p, const char* entry, const char* name);
 ActivationConfig activation_of(const mxmoe_activation& a);
 // mxmoe_weights' group and f16_activations as a format (fp16 with MXFP4 refused, saying why).
 WeightFormat format_of(const mxmoe_weights& w);
+// mxmoe_weights.fp8_activations as a precision: 0 Bf16 (16-bit activations, as format_of says), 1
+// Fp8PerToken (W4A8), which needs MXFP4 (Unsupported otherwise) and bf16 (DType otherwise); errors name
+// `entry` and the field.
+ActivationPrecision precision_of(const mxmoe_weights& w, const char* entry);
 RoutingConfig routing_of(const mxmoe_routing& r, int num_experts);
 
 }  // namespace mxmoe::capi

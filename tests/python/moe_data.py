@@ -157,3 +157,52 @@ def wide_e8m0_layer(E=4, H=512, I=64, *, seed=0):
 def wide_hidden(T, hidden_scale, *, seed=1):
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(T, hidden_scale.shape[0], generator=g, dtype=torch.float64) * hidden_scale).to(torch.bfloat16)
+
+
+# -------------------------------------------------------------------------------------------- W4A8
+def fp8_rows(x: torch.Tensor):
+    """Each row of x (values an fp32 holds: bf16 inputs) quantised to E4M3 as include/mxmoe/reference.hpp
+    fixes it (formats/e4m3.hpp, fp8_row_scale and fp8_quantize), every step in fp32 as the oracle does it:
+    s = amax / 448 (at least 2^-126; 1 when amax is 0), q = e4m3(x x fp32(1 / s)), round to nearest even,
+    saturating at +-448 (the clamp: torch's cast would give NaN from 480 up). Returns (q, s) as float64:
+    q the E4M3 values [rows, K], s [rows, 1]; the row's value is q x s."""
+    e4m3 = getattr(torch, "float8_e4m3fn")
+    x = x.to(torch.float32)
+    amax = x.abs().amax(dim=1, keepdim=True)
+    s = torch.where(amax > 0, (amax / 448.0).clamp_min(2.0 ** -126), torch.ones_like(amax))
+    inv = 1.0 / s  # fp32: the reciprocal rounded once, then one multiply per element
+    q = (x * inv).clamp(-448.0, 448.0).to(e4m3).to(torch.float64)
+    return q, s.double()
+
+
+def reference_moe_w4a8_f64(layer, hidden, ids, weights, kind="silu", limit=0.0, alpha=1.702):
+    """W4A8 (FP8 per-token activations) in float64, written from the semantics of
+    include/mxmoe/reference.hpp (ActivationPrecision::Fp8PerToken), independently of the C++ oracle:
+    each token's hidden row quantised to E4M3 (fp8_rows); each MXFP4 weight dequantised exactly (the
+    oracle's fold to E4M3 x 2^base per row is exact when a row's E8M0 bytes span at most 15 values, as in
+    random_layer's 5); h = dot(W13 row, q) x s (+ bias); the intermediate activation(gate, up) rounded to
+    bf16, then each (token, slot) row quantised like the hidden rows; y = dot(W2 row, q_a) x s_a (+ bias);
+    weighted sum over slots (-1 skipped), rounded to bf16."""
+    assert layer.get("w13_global_scale") is None, "W4A8 takes MXFP4 weights"
+    H = hidden.shape[1]
+    decode = lambda s: torch.exp2(s.double() - 127)  # noqa: E731
+    W13 = _dequant_f64(layer["w13"], layer["w13_scale"], 32, decode)
+    W2 = _dequant_f64(layer["w2"], layer["w2_scale"], 32, decode)
+    E, two_i, _ = W13.shape
+    I = two_i // 2
+    xq, xs = fp8_rows(hidden)
+    out = torch.zeros(hidden.shape[0], H, dtype=torch.float64)
+    for e in range(E):
+        tok, slot = (ids == e).nonzero(as_tuple=True)
+        if tok.numel() == 0:
+            continue
+        h = (xq[tok] @ W13[e].T) * xs[tok]
+        if layer.get("w13_bias") is not None:
+            h = h + layer["w13_bias"][e].double()
+        a = activation(h[:, :I], h[:, I:], kind, limit, alpha).to(torch.bfloat16)
+        aq, as_ = fp8_rows(a)
+        y = (aq @ W2[e].T) * as_
+        if layer.get("w2_bias") is not None:
+            y = y + layer["w2_bias"][e].double()
+        out.index_add_(0, tok, y * weights[tok, slot].double()[:, None])
+    return out.to(torch.bfloat16)

@@ -1,7 +1,9 @@
 """The CUDA ops on a Hopper GPU against the CPU op (the oracle): MXFP4 (every E8M0 byte too) and NVFP4
 with bf16 and fp16 activations, shapes beyond the presets, K not a multiple of 64 (NVFP4: nor of 32),
 biases, every activation, skewed routing; CUDA-graph capture and replay with new inputs; bitwise
-repeat; in-place preparation's memory. Skipped, saying why, without a Hopper GPU.
+repeat; in-place preparation's memory; W4A8 (act="fp8") against the CPU op's FP8 mode (TOL_FP8 below
+says why its tolerance is wider), its graph capture and its module flow. Skipped, saying why, without a
+Hopper GPU.
 
 Tolerance: both accumulate exactly dequantised weights and 16-bit inputs in fp32, in different
 orders, and round the intermediate and output to the activation dtype: norm-wise relative error
@@ -257,3 +259,116 @@ def test_nvfp4_gpu_prepare_fixes_the_activation_dtype():
     assert mt.fused_moe(hidden, prepared, weights, ids).dtype == torch.bfloat16
     with pytest.raises(TypeError, match="prepared for bfloat16 activations"):
         mt.fused_moe(hidden.half(), prepared, weights, ids)
+
+
+# ------------------------------------------------------------------------------------- W4A8 (fp8)
+# The CUDA op and the CPU op in FP8 mode quantise the same values the same way (hidden rows: identically;
+# the intermediate: up to the bf16 rounding flips above), but Hopper's FP8 tensor cores keep only about
+# 14 bits per accumulation (DeepSeek-V3's report, section 3.3.2), so the dot products drift by up to
+# ~1e-2 relative over long K (the C++ GPU tests measured 0.6e-3..1.6e-2, bench/results/*-H200-w4a8):
+# norm-wise relative error below 3e-2. A wrong layout, table or row factor gives errors of order 1.
+TOL_FP8 = 3e-2
+
+
+def _powers_of_two(t: torch.Tensor) -> bool:
+    mantissa, _ = torch.frexp(t.cpu())
+    return bool(torch.all(mantissa == 0.5))
+
+
+@pytest.mark.parametrize("E,H,I,k,T,bias,act", SHAPES)
+@pytest.mark.parametrize("inplace", [False, True])
+def test_w4a8_cuda_matches_cpu_fp8_oracle(E, H, I, k, T, bias, act, inplace):
+    layer = random_layer(E, H, I, bias=bias, seed=E + T + 1)
+    hidden, ids, weights = random_tokens(T, H, E, k, seed=T + 1, skew=T == 37)
+    ids[0, 0] = -1  # a slot on no expert
+    cpu = mt.fused_moe(hidden, mt.prepare(**layer, act="fp8"), weights, ids, check_ids=False, **act)
+    cpu_bf16 = mt.fused_moe(hidden, mt.prepare(**layer), weights, ids, check_ids=False, **act)
+    prepared = mt.prepare(**on(layer, "cuda"), act="fp8", inplace=inplace)
+    assert prepared.layout == "tiled" and prepared.format == "mxfp4-e4m3" and prepared.fp8_activations
+    f13, f2 = prepared.w13_global_scale, prepared.w2_global_scale  # the row factors 2^base
+    assert f13.is_cuda and f13.dtype == torch.float32 and f13.shape == (E, 2 * I) and f2.shape == (E, H)
+    assert _powers_of_two(f13) and _powers_of_two(f2)
+    out = torch.full((T, H), float("nan"), dtype=torch.bfloat16, device="cuda")  # poisoned
+    mt.fused_moe(hidden.cuda(), prepared, weights.cuda(), ids.cuda(), out=out, **act)
+    err = rel_err(out.cpu(), cpu)
+    assert err < TOL_FP8
+    # W4A8, not W4A16: nearer the FP8 oracle than the bf16 one (which is ~4e-2 away from it).
+    assert err < rel_err(out.cpu(), cpu_bf16)
+
+
+def test_w4a8_from_logits_cuda_matches_cpu():
+    E, H, I, T = 16, 256, 128, 33
+    layer = random_layer(E, H, I, bias=True, seed=25)
+    hidden, _, _ = random_tokens(T, H, E, 4, seed=26)
+    logits = torch.randn(T, E, generator=torch.Generator().manual_seed(27))
+    cpu = mt.fused_moe_from_logits(hidden, mt.prepare(**layer, act="fp8"), logits, 4, routing="gpt_oss",
+                                   activation="swigluoai")
+    prepared = mt.prepare(**on(layer, "cuda"), act="fp8")
+    gpu = mt.fused_moe_from_logits(hidden.cuda(), prepared, logits.cuda(), 4, routing="gpt_oss",
+                                   activation="swigluoai")
+    assert rel_err(gpu.cpu(), cpu) < TOL_FP8
+
+
+def test_w4a8_batch_invariant_gives_a_token_the_same_bits_in_any_batch():
+    # As the bf16 test above, in W4A8: the quantisation is per token and per routed pair, so with
+    # batch_invariant (mma.sync FP8, no K split) sub-batches of 1, 2, 7, 64 tokens match the same tokens
+    # in a batch of 2048 bit for bit, and every one stays within TOL_FP8 of the CPU op's FP8 mode.
+    E, H, I, k, big = 32, 512, 256, 4, 2048
+    layer = random_layer(E, H, I, bias=True, seed=35)
+    prepared = mt.prepare(**on(layer, "cuda"), act="fp8")
+    hidden, ids, weights = random_tokens(big, H, E, k, seed=36)
+    full = mt.fused_moe(hidden.cuda(), prepared, weights.cuda(), ids.cuda(), batch_invariant=True)
+    for T in (1, 2, 7, 64):
+        for first in (0, big - T):
+            sl = slice(first, first + T)
+            part = mt.fused_moe(hidden[sl].cuda(), prepared, weights[sl].cuda(), ids[sl].cuda(), batch_invariant=True)
+            assert torch.equal(part, full[sl]), (T, first)
+    cpu = mt.fused_moe(hidden[:64], mt.prepare(**layer, act="fp8"), weights[:64], ids[:64])
+    assert rel_err(full[:64].cpu(), cpu) < TOL_FP8
+
+
+def test_w4a8_bitwise_repeat_and_graph_replay_with_new_inputs():
+    E, H, I, k, T = 32, 512, 256, 4, 64
+    prepared = mt.prepare(**on(random_layer(E, H, I, bias=True, seed=28), "cuda"), act="fp8")
+    hidden, ids, weights = (t.cuda() for t in random_tokens(T, H, E, k, seed=29))
+    first = mt.fused_moe(hidden, prepared, weights, ids)
+    for _ in range(3):
+        assert torch.equal(mt.fused_moe(hidden, prepared, weights, ids), first)
+
+    static_h, static_i, static_w = hidden.clone(), ids.clone(), weights.clone()
+    static_out = torch.empty_like(hidden)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up on the capture stream
+        mt.fused_moe(static_h, prepared, static_w, static_i, out=static_out)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        mt.fused_moe(static_h, prepared, static_w, static_i, out=static_out)
+    for seed in (30, 31, 32):
+        h2, i2, w2 = (t.cuda() for t in random_tokens(T, H, E, k, seed=seed, skew=seed == 31))
+        static_h.copy_(h2), static_i.copy_(i2), static_w.copy_(w2)
+        static_out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(static_out, mt.fused_moe(h2, prepared, w2, i2)), seed
+
+
+def test_w4a8_module_inplace_matches_functional_and_cpu():
+    E, H, I, k, T = 16, 512, 256, 4, 48
+    layer = random_layer(E, H, I, bias=True, seed=33)
+    reference = mt.prepare(**on(layer, "cuda"), act="fp8")
+    module = mt.Mxfp4MoE(E, H, I, scale_dtype=torch.uint8, has_bias=True, device="cuda", activation_precision="fp8")
+    with torch.no_grad():
+        for name, role in (("w13_weight", "w13"), ("w2_weight", "w2"), ("w13_weight_scale", "w13_scale"),
+                           ("w2_weight_scale", "w2_scale"), ("w13_bias", "w13_bias"), ("w2_bias", "w2_bias")):
+            getattr(module, name).copy_(layer[role])
+    module.process_weights_after_loading()
+    assert module.prepared.format == "mxfp4-e4m3" and module.prepared.layout == "tiled"
+    assert torch.equal(module.prepared.w13_global_scale, reference.w13_global_scale)
+    assert torch.equal(module.prepared.w2_global_scale, reference.w2_global_scale)
+    hidden, ids, weights = (t.cuda() for t in random_tokens(T, H, E, k, seed=34))
+    out = module(hidden, weights, ids)
+    assert torch.equal(out, mt.fused_moe(hidden, reference, weights, ids))
+    cpu = mt.fused_moe(hidden.cpu(), mt.prepare(**layer, act="fp8"), weights.cpu(), ids.cpu())
+    assert rel_err(out.cpu(), cpu) < TOL_FP8
