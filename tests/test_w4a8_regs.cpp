@@ -40,6 +40,15 @@ TEST(W4a8Registers, EveryCodeInEveryByteAtEveryShiftIsTheFoldsByte) {
 
 // The word is a permutation of the codes' 32 bits: distinct code sets give distinct words, and each
 // code's four bits sit at their documented places.
+// The GEMM's constant tables are magnitude_table's, shift by shift.
+TEST(W4a8Registers, ConstantTablesAreTheComputedOnes) {
+  for (int i = 0; i < kTableShifts; ++i) {
+    const MagnitudeTable t = magnitude_table(i + kMinTableShift);
+    EXPECT_EQ(kMagnitudeTables[i][0], t.lo) << "shift " << i + kMinTableShift;
+    EXPECT_EQ(kMagnitudeTables[i][1], t.hi) << "shift " << i + kMinTableShift;
+  }
+}
+
 TEST(W4a8Registers, PreparedWordPlacesEveryBitOnce) {
   for (int pos = 0; pos < 8; ++pos)
     for (int bit = 0; bit < 4; ++bit) {

@@ -2,6 +2,8 @@
 
 #include "formats/bf16.hpp"
 #include "formats/e4m3.hpp"
+#include "kernels/launch.hpp"
+#include "kernels/ptx.cuh"
 #include "mxmoe/device_buffer.hpp"
 
 namespace mxmoe::kernels {
@@ -18,8 +20,14 @@ __device__ __forceinline__ void unpack8(const uint4& v, float (&x)[8]) {
   }
 }
 
+// Programmatic dependent launch both ways: the next kernel (a GEMM, which waits for this grid before
+// it reads) may launch at once and stream its weights; this grid's completion implies its
+// predecessor's (it waits for it: first when it reads the predecessor's output, else last).
+template <bool kInputFromPrevious>
 __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(const std::uint16_t* __restrict__ in, int cols,
                                                                   std::uint8_t* __restrict__ out, float* __restrict__ scale) {
+  if constexpr (kInputFromPrevious) ptx::grid_dependency_wait();
+  ptx::allow_dependents_launch();
   const std::int64_t row = blockIdx.x;
   const uint4* src = reinterpret_cast<const uint4*>(in + row * cols);
   const int units = cols / 8;
@@ -55,15 +63,18 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(const std::uint
     for (int i = 0; i < 8; ++i) b[i / 4] |= static_cast<std::uint32_t>(formats::fp8_quantize(x[i], inverse)) << (8 * (i % 4));
     dst[u] = make_uint2(b[0], b[1]);
   }
+  if constexpr (!kInputFromPrevious) ptx::grid_dependency_wait();
 }
 
 }  // namespace
 
-void launch_quantize_rows_e4m3(const std::uint16_t* in, int rows, int cols, std::uint8_t* out, float* scale, cudaStream_t stream) {
+void launch_quantize_rows_e4m3(const std::uint16_t* in, int rows, int cols, std::uint8_t* out, float* scale, bool input_from_previous,
+                               cudaStream_t stream) {
   if (rows <= 0) return;
   if (cols % 8 != 0) fail(ErrorCode::InvalidArgument, "quantize_rows_e4m3: cols must be a multiple of 8, got " + std::to_string(cols));
-  quantize_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(in, cols, out, scale);
-  check_launch("quantize_rows_e4m3 launch");
+  const dim3 grid(static_cast<unsigned>(rows)), block(kThreads);
+  if (input_from_previous) launch_dependent(quantize_rows_kernel<true>, grid, block, 0, stream, "quantize_rows_e4m3", in, cols, out, scale);
+  else launch_dependent(quantize_rows_kernel<false>, grid, block, 0, stream, "quantize_rows_e4m3", in, cols, out, scale);
 }
 
 }  // namespace mxmoe::kernels

@@ -11,8 +11,10 @@ namespace mxmoe::kernels {
 
 // in [rows, cols] bf16 (cols a multiple of 8, rows 16-byte aligned) -> out [rows, cols] E4M3 and
 // scale [rows]. One CTA per row reads it twice (the amax, then the bytes: the second read hits L2).
-// An ordinary launch: it starts after all earlier work of the stream, so the next kernel's dependency
-// wait covers everything before it.
-void launch_quantize_rows_e4m3(const std::uint16_t* in, int rows, int cols, std::uint8_t* out, float* scale, cudaStream_t stream);
+// Launched as a programmatic dependent of the stream's previous kernel, which it waits for before
+// reading (input_from_previous: the intermediate GEMM1 wrote) or before it ends (the hidden states),
+// so its completion implies its predecessor's; the next kernel may launch as soon as it starts.
+void launch_quantize_rows_e4m3(const std::uint16_t* in, int rows, int cols, std::uint8_t* out, float* scale, bool input_from_previous,
+                               cudaStream_t stream);
 
 }  // namespace mxmoe::kernels

@@ -41,8 +41,8 @@ struct MagnitudeTable {
   std::uint32_t lo = 0, hi = 0;
 };
 
-// The table of `shift`, from the fold's own element rounding (each W4A8 GEMM CTA builds the
-// kTableShifts tables in its shared memory at its start: gemm/weight_formats.cuh, Mxfp4E4m3).
+// The table of `shift`, from the fold's own element rounding (the GEMM takes them as the constants
+// kMagnitudeTables below).
 MXMOE_HD MagnitudeTable magnitude_table(int shift) {
   const int s = table_index(shift) + kMinTableShift;
   MagnitudeTable t;
@@ -52,6 +52,35 @@ MXMOE_HD MagnitudeTable magnitude_table(int shift) {
   }
   return t;
 }
+
+// magnitude_table of every shift kMinTableShift..kMaxTableShift as constants ({lo, hi}; one literal
+// for the host array and the GEMM's __constant__ copy, gemm/weight_formats.cuh), which the GEMM copies
+// into shared memory at a CTA's start (computing them there cost a decode CTA about a microsecond:
+// 160 ldexpf and encodes); tests/test_w4a8_regs.cpp checks them against magnitude_table.
+#define MXMOE_W4A8_MAGNITUDE_TABLES \
+  { \
+  {0x00000000u, 0x00000000u}, /* shift -13 */ \
+  {0x00000000u, 0x01000000u}, /* shift -12 */ \
+  {0x00000000u, 0x02010100u}, /* shift -11 */ \
+  {0x01000000u, 0x03020201u}, /* shift -10 */ \
+  {0x02010000u, 0x06040302u}, /* shift -9 */ \
+  {0x03020100u, 0x0c080604u}, /* shift -8 */ \
+  {0x06040200u, 0x14100c08u}, /* shift -7 */ \
+  {0x0c080400u, 0x1c181410u}, /* shift -6 */ \
+  {0x14100800u, 0x24201c18u}, /* shift -5 */ \
+  {0x1c181000u, 0x2c282420u}, /* shift -4 */ \
+  {0x24201800u, 0x34302c28u}, /* shift -3 */ \
+  {0x2c282000u, 0x3c383430u}, /* shift -2 */ \
+  {0x34302800u, 0x44403c38u}, /* shift -1 */ \
+  {0x3c383000u, 0x4c484440u}, /* shift 0 */ \
+  {0x44403800u, 0x54504c48u}, /* shift 1 */ \
+  {0x4c484000u, 0x5c585450u}, /* shift 2 */ \
+  {0x54504800u, 0x64605c58u}, /* shift 3 */ \
+  {0x5c585000u, 0x6c686460u}, /* shift 4 */ \
+  {0x64605800u, 0x74706c68u}, /* shift 5 */ \
+  {0x6c686000u, 0x7c787470u}, /* shift 6 */ \
+  }
+constexpr std::uint32_t kMagnitudeTables[kTableShifts][2] = MXMOE_W4A8_MAGNITUDE_TABLES;
 
 // prmt.b32 in its default mode: byte i of the result is byte (sel >> 4i) & 7 of {hi:lo} (selector
 // nibbles with bit 3 clear, as every selector here has).

@@ -83,7 +83,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   auto* hidden_scale = reinterpret_cast<float*>(base + ws.hidden_scale);
   auto* inter_e4m3 = base + ws.inter_e4m3;
   auto* inter_scale = reinterpret_cast<float*>(base + ws.inter_scale);
-  if (fp8) kernels::launch_quantize_rows_e4m3(static_cast<const std::uint16_t*>(a.hidden), T, H, hidden_e4m3, hidden_scale, stream);
+  if (fp8) kernels::launch_quantize_rows_e4m3(static_cast<const std::uint16_t*>(a.hidden), T, H, hidden_e4m3, hidden_scale, false, stream);
   // Each GEMM runs the narrow lane, then the wide one. Every block of a lane's kernel waits for its
   // predecessor before it exits (gemm/block_pairs.cuh), so each grid's completion implies the
   // completion of all before it, however many blocks a lane gets.
@@ -124,7 +124,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   p.act_limit = act.limit;
   p.act_alpha = act.alpha;
   run_lanes(p, kernels::launch_moe_gemm1);
-  if (fp8) kernels::launch_quantize_rows_e4m3(inter, pairs, w.inter, inter_e4m3, inter_scale, stream);
+  if (fp8) kernels::launch_quantize_rows_e4m3(inter, pairs, w.inter, inter_e4m3, inter_scale, true, stream);
 
   p.weights = w.w2;
   p.scales = w.w2_scale;

@@ -138,6 +138,7 @@ struct Nvfp4 : W4a16Format {
 
 // W4A8's magnitude tables: entry i = kernels::w4a8::magnitude_table(i + kMinTableShift) as {lo, hi}
 // (160 bytes), one copy per CTA.
+static __constant__ std::uint32_t w4a8_constant_tables[w4a8::kTableShifts][2] = MXMOE_W4A8_MAGNITUDE_TABLES;
 __device__ __forceinline__ uint2* w4a8_tables() {
   __shared__ uint2 tables[w4a8::kTableShifts];
   return tables;
@@ -152,10 +153,7 @@ struct Mxfp4E4m3 {
   static constexpr bool kActScale = true;
 
   __device__ static void init_shared(int tid) {
-    if (tid < w4a8::kTableShifts) {
-      const w4a8::MagnitudeTable t = w4a8::magnitude_table(tid + w4a8::kMinTableShift);
-      w4a8_tables()[tid] = make_uint2(t.lo, t.hi);
-    }
+    if (tid < w4a8::kTableShifts) w4a8_tables()[tid] = make_uint2(w4a8_constant_tables[tid][0], w4a8_constant_tables[tid][1]);
   }
   // Word w = 2 s2 + h of the lane (tile_layout_w4a8.hpp) is row g + 8h, k32 step s2 (the chunk's
   // group s2): its A register is a[s2][h] (k 4t..), its B register a[s2][2 + h] (k 16 + 4t..). The
