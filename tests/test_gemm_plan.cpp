@@ -21,6 +21,12 @@ TEST(GemmPlan, FormatFollowsGroupActivationsAndLargestScale) {
   EXPECT_EQ(choose_gemm_format(16, true, {200, 200}), GemmFormat::Nvfp4F16) << "the E8M0 bytes mean nothing for NVFP4";
   EXPECT_STREQ(gemm_format_name(GemmFormat::Mxfp4Wide), "mxfp4-wide");
   EXPECT_STREQ(gemm_format_name(GemmFormat::Mxfp4Shifted), "mxfp4-shifted");
+  // W4A8 plans wgmma from above 7 pairs per expert (not in the batch-invariant mode).
+  EXPECT_EQ(choose_gemm(256, 8, 256, false, true), GemmTile::Wgmma);    // 8 pairs
+  EXPECT_EQ(choose_gemm(256, 6, 256, false, true), GemmTile::Decode);   // 6 pairs, as bf16
+  EXPECT_EQ(choose_gemm(256, 8, 256, false, false), GemmTile::Small);   // bf16: 8 pairs
+  EXPECT_EQ(choose_gemm(256, 8, 256, true, true), GemmTile::Small);     // batch-invariant: mma.sync
+  EXPECT_EQ(choose_gemm(2, 8, 2, false, true), GemmTile::Tiny);         // two tokens stay tiny
   // W4A8: every MXFP4 scale summary folds (Mxfp4E4m3); NVFP4 and fp16 activations are refused.
   EXPECT_EQ(choose_gemm_format(32, false, {254, 200}, ActivationPrecision::Fp8PerToken), GemmFormat::Mxfp4E4m3);
   EXPECT_STREQ(gemm_format_name(GemmFormat::Mxfp4E4m3), "mxfp4-e4m3");

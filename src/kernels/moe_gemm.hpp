@@ -96,7 +96,9 @@ constexpr int kTinyGemm2Splits = 2;
 // K split (gemm2_k_splits). The wgmma path is likely alike: in the default mode on the H200,
 // sub-batches on mma.sync matched the same tokens in a batch on wgmma bit for bit (10 of 12; the 2
 // others were the K split), but the mode with wgmma allowed has not run yet, so it stays excluded.
-GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_invariant = false);
+// fp8_activations (W4A8): the wgmma configuration from above kFp8WgmmaAbovePairs pairs per expert.
+constexpr double kFp8WgmmaAbovePairs = 7.0;
+GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_invariant = false, bool fp8_activations = false);
 // The forward's two lanes. Blocks are sized from the average pairs per expert, but routing is
 // rarely uniform: an expert holding more pairs than one block of the chosen configuration would
 // re-read its weights once per block. So the align kernel sends every expert with at least
@@ -118,6 +120,7 @@ struct GemmProblem {
   int num_tokens = 0, top_k = 0, num_experts = 0;
   std::int64_t expert_weight_bytes = 0;  // one expert's prepared w13 + w2 weight bytes
   bool batch_invariant = false;
+  bool fp8_activations = false;  // W4A8 (choose_gemm's own thresholds)
 };
 // Forced tiles (anything but Auto) run one lane. Auto: choose_gemm's configuration, plus the wide
 // lane from kWideLaneMinTokens tokens on when that configuration is a mma.sync one other than Tiny,

@@ -218,7 +218,8 @@ const char* MoeLayer::gemm_format() const { return kernels::gemm_format_name(imp
 std::string MoeLayer::gemm_plan_for(int num_tokens) const {
   const Impl& m = *impl_;
   return kernels::gemm_lanes_name(
-      kernels::plan_gemm_lanes(m.gemm_tile, {num_tokens, m.top_k, m.E, m.view().expert_weight_bytes(), m.batch_invariant}));
+      kernels::plan_gemm_lanes(m.gemm_tile, {num_tokens, m.top_k, m.E, m.view().expert_weight_bytes(), m.batch_invariant,
+                                                m.view().fp8_activations()}));
 }
 std::size_t MoeLayer::device_bytes() const { return impl_->bytes; }
 

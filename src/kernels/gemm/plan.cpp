@@ -20,10 +20,15 @@ int gemm_tokens_per_block(GemmTile tile) {
   return gemm::with_config(tile, [](auto cfg) { return decltype(cfg)::kTokens; });
 }
 
-GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_invariant) {
+GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_invariant, bool fp8_activations) {
   const double pairs_per_expert = static_cast<double>(num_tokens) * top_k / num_experts;
   // Thresholds from scripts/tune-gemm on an H100 (dsv4-flash and gpt-oss-120b, every tile forced).
   if (num_tokens <= 2) return GemmTile::Tiny;
+  // W4A8: FP8 wgmma runs twice the bf16 rate, so it leads much earlier. Measured on an H200 with every
+  // configuration forced (bench/results/20261130-1805-H200-w4a8/README.md): gpt-oss-120b 256 tokens
+  // (8 pairs per expert) 739 us on wgmma against 806 under the bf16 plan; dsv4-flash 256 (6 pairs)
+  // 1397 against 1287; 1024 tokens (24 pairs) 1576 against 1919.
+  if (fp8_activations && !batch_invariant && pairs_per_expert > kFp8WgmmaAbovePairs) return GemmTile::Wgmma;
   if (pairs_per_expert <= 6.5) return GemmTile::Decode;
   if (pairs_per_expert <= 12.0) return GemmTile::Small;
   if (pairs_per_expert <= 28.0) return GemmTile::Medium;
@@ -47,7 +52,7 @@ int max_lane_blocks(int pairs, int num_experts, int block_tokens, int min_pairs,
 GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& pr) {
   GemmLanes l;
   const int pairs = pr.num_tokens * pr.top_k, num_tokens = pr.num_tokens, num_experts = pr.num_experts;
-  l.narrow = tile == GemmTile::Auto ? choose_gemm(num_tokens, pr.top_k, num_experts, pr.batch_invariant) : tile;
+  l.narrow = tile == GemmTile::Auto ? choose_gemm(num_tokens, pr.top_k, num_experts, pr.batch_invariant, pr.fp8_activations) : tile;
   const int bt = gemm_tokens_per_block(l.narrow);
   const bool wide = tile == GemmTile::Auto && !pr.batch_invariant && num_tokens >= kWideLaneMinTokens &&
                     pr.expert_weight_bytes >= kWideLaneMinExpertBytes && l.narrow != GemmTile::Tiny &&
