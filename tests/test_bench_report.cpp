@@ -163,6 +163,18 @@ TEST(BenchReport, TableShowsTimesSpeedupsAndNotes) {
   EXPECT_NE(t.find("T=4096 cublas_bf16: does not fit"), std::string::npos) << t;
   EXPECT_NE(t.find("prepare (whole layer, once): 120.5 ms GPU"), std::string::npos) << t;
   EXPECT_NE(t.find("mxmoe GEMM: T=1 tiny, T=4096 wgmma\n"), std::string::npos) << t;
+  EXPECT_EQ(t.find("W4A8 fold"), std::string::npos) << t;  // bf16: no fold line
+  // W4A8: the groups prepare re-quantised, in describe_fold's words.
+  Report fp8 = sample_report();
+  W4a8FoldCounts c;
+  c.groups = 4096;
+  c.requantized_groups = 3;
+  c.changed_elements = 17;
+  fp8.meta["w4a8_fold"] = "w13 " + describe_fold(c) + "; w2 " + describe_fold(W4a8FoldCounts{});
+  EXPECT_NE(format_table(fp8).find("W4A8 fold: w13 3 of 4096 groups re-quantised (0.07%), 17 element(s) changed; w2 0 of 0 groups "
+                                   "re-quantised (0.00%), 0 element(s) changed\n"),
+            std::string::npos)
+      << format_table(fp8);
 }
 
 TEST(BenchReport, MergeTorchResult) {

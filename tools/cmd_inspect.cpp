@@ -24,13 +24,7 @@ void print_layer(const LoadedMoeLayer& l) {
   if (l.router_logit_bias) std::cout << "  note: router_logit_bias is added to the router logits (gpt-oss), not a correction bias\n";
 }
 
-std::string fold_line(const char* tensor, const W4a8FoldCounts& c) {
-  std::ostringstream o;
-  const double pct = c.groups ? 100.0 * static_cast<double>(c.requantized_groups) / static_cast<double>(c.groups) : 0.0;
-  o << "    " << tensor << ": " << c.requantized_groups << " of " << c.groups << " groups re-quantised (" << std::fixed
-    << std::setprecision(pct > 0.0 && pct < 0.01 ? 6 : 2) << pct << "%), " << c.changed_elements << " element(s) changed\n";
-  return o.str();
-}
+std::string fold_line(const char* tensor, const W4a8FoldCounts& c) { return std::string("    ") + tensor + ": " + describe_fold(c) + "\n"; }
 
 // --act fp8: for every MoE layer, the groups the W4A8 fold (MXFP4 weights to E4M3 with a per-row base
 // exponent) cannot represent exactly: those whose E8M0 exponent lies more than 14 below the largest of

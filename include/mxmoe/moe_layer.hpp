@@ -78,6 +78,10 @@ class MoeLayer {
   // (src/kernels/moe_gemm.hpp: GemmLanes), e.g. "medium + wgmma from 33 pairs".
   std::string gemm_plan_for(int num_tokens) const;
   std::size_t device_bytes() const;
+  // W4A8 (activation_precision Fp8PerToken): what its prepare re-quantised, per tensor (groups whose
+  // E8M0 exponent lies more than 14 below their row's largest; w4a8_fold_report in weights.hpp).
+  // All zero for bf16 activations.
+  W4a8FoldReport w4a8_fold() const;
 
   struct Impl;
 

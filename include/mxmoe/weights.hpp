@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <optional>
 
 #include "mxmoe/tensor.hpp"
@@ -72,6 +73,8 @@ struct W4a8FoldReport {
 // What folding every expert of `w` would re-quantise, per tensor. MXFP4 only (throws mxmoe::Error
 // Unsupported for NVFP4). Reads every scale byte and, only in re-quantised groups, the codes.
 W4a8FoldReport w4a8_fold_report(const CanonicalMoeWeights& w);
+// "N of M groups re-quantised (x%), K element(s) changed": one wording for inspect, bench and the layer.
+std::string describe_fold(const W4a8FoldCounts& counts);
 
 // Synthetic weights from a fixed seed: values drawn like a trained layer's (normal, std
 // `weight_std`), quantized by the OCP rule; biases and router included when asked.

@@ -143,6 +143,7 @@ std::string format_table(const Report& report) {
   if (report.prepare_ms >= 0)
     os << "prepare (whole layer, once): " << fmt("%.1f", report.prepare_ms) << " ms GPU, "
        << fmt("%.0f", report.prepare_wall_ms) << " ms wall with upload\n";
+  if (const auto fold = report.meta.find("w4a8_fold"); fold != report.meta.end()) os << "W4A8 fold: " << fold->second << "\n";
   constexpr std::size_t kCols = 16;
   const char* head[kCols] = {"T",       "hit",   "exp.hit", "wt MiB",    "floor us", "mxmoe us", "eff",      "roof",
                              "GB/s",    "TFLOP/s", "%gemm", "cublas us", "x",        "torch us", "x",        "err"};

@@ -140,6 +140,10 @@ BenchRun run_bench(const BenchConfig& config, const std::function<void(const std
     report.meta["gemm_tile"] = gemm_tile_name(config.gemm_tile);
     report.meta["batch_invariant"] = config.batch_invariant ? "yes" : "no";
     report.meta["act"] = activation_precision_name(config.activation_precision);
+    if (config.activation_precision == ActivationPrecision::Fp8PerToken) {
+      const W4a8FoldReport fold = layer->w4a8_fold();
+      report.meta["w4a8_fold"] = "w13 " + describe_fold(fold.w13) + "; w2 " + describe_fold(fold.w2);
+    }
   } catch (const Error& e) {
     layer_error = std::string("MoeLayer could not be created: ") + e.what();
     report.meta["mxmoe_error"] = layer_error;

@@ -31,6 +31,7 @@ struct MoeLayer::Impl {
   layer::WorkspaceLayout ws;
   float prepare_ms = 0.0f;
   std::size_t bytes = 0;
+  W4a8FoldReport fold;  // W4A8 only
 
   layer::PreparedWeightsView view() const {
     return {w13.as<std::uint8_t>(), w13_scale.as<std::uint8_t>(), w2.as<std::uint8_t>(), w2_scale.as<std::uint8_t>(),
@@ -175,6 +176,7 @@ MoeLayer::MoeLayer(const CanonicalMoeWeights& w, const MoeLayerOptions& o) : imp
     m.w2_row_factor = upload(f2.data(), f2.size() * sizeof(float), "the w2 shift factors");
   }
   if (w.correction_bias) m.correction_bias = upload(*w.correction_bias, "correction_bias");
+  if (fp8) m.fold = w4a8_fold_report(w);  // the groups the GPU prepare re-quantised, counted on the host
 
   m.ws = layer::workspace_layout(m.E, m.H, m.I, m.max_tokens, m.top_k, fp8);
   m.workspace = DeviceBuffer(m.ws.total, "the forward workspace");
@@ -222,5 +224,6 @@ std::string MoeLayer::gemm_plan_for(int num_tokens) const {
                                                 m.view().fp8_activations()}));
 }
 std::size_t MoeLayer::device_bytes() const { return impl_->bytes; }
+W4a8FoldReport MoeLayer::w4a8_fold() const { return impl_->fold; }
 
 }  // namespace mxmoe

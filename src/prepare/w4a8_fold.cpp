@@ -4,6 +4,8 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <iomanip>
+#include <sstream>
 
 #include "formats/e4m3.hpp"
 #include "formats/mxfp4.hpp"
@@ -96,6 +98,14 @@ W4a8FoldReport w4a8_fold_report(const CanonicalMoeWeights& w) {
   w.validate();
   const std::int64_t E = w.num_experts, H = w.hidden, I = w.inter;
   return {w4a8::matrix_counts(w.w13, w.w13_scale, E * 2 * I, H), w4a8::matrix_counts(w.w2, w.w2_scale, E * H, I)};
+}
+
+std::string describe_fold(const W4a8FoldCounts& c) {
+  std::ostringstream o;
+  const double pct = c.groups ? 100.0 * static_cast<double>(c.requantized_groups) / static_cast<double>(c.groups) : 0.0;
+  o << c.requantized_groups << " of " << c.groups << " groups re-quantised (" << std::fixed
+    << std::setprecision(pct > 0.0 && pct < 0.01 ? 6 : 2) << pct << "%), " << c.changed_elements << " element(s) changed";
+  return o.str();
 }
 
 }  // namespace mxmoe

@@ -113,6 +113,9 @@ void sweep_token_counts(const Case& c, GemmTile tile, std::uint64_t weight_seed,
   MoeLayer layer(w, o);
   if (precision == ActivationPrecision::Fp8PerToken) {
     EXPECT_STREQ(layer.gemm_format(), "mxfp4-e4m3");
+    // The layer reports what its prepare re-quantised: every group of both tensors looked at.
+    EXPECT_EQ(layer.w4a8_fold().w13.groups, static_cast<std::int64_t>(c.E) * 2 * c.I * c.H / 32);
+    EXPECT_EQ(layer.w4a8_fold().w2.groups, static_cast<std::int64_t>(c.E) * c.H * c.I / 32);
   }
   for (int T : counts) check_forward(layer, w, c, T, false, seed += 7, precision);
   for (int T : masked_counts) check_forward(layer, w, c, T, true, seed += 7, precision);

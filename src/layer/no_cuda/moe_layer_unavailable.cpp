@@ -25,5 +25,6 @@ float MoeLayer::prepare_ms() const { return 0.0f; }
 const char* MoeLayer::gemm_format() const { return "none"; }
 std::string MoeLayer::gemm_plan_for(int) const { return {}; }
 std::size_t MoeLayer::device_bytes() const { return 0; }
+W4a8FoldReport MoeLayer::w4a8_fold() const { return {}; }
 
 }  // namespace mxmoe
