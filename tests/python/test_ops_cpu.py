@@ -144,9 +144,10 @@ def test_torch_ops_are_registered():
     assert mxmoe.cuda_compiled() in (True, False)
 
 
-def test_torch_compile_fullgraph_cpu():
+@pytest.mark.parametrize("act", ["bf16", "fp8"])
+def test_torch_compile_fullgraph_cpu(act):
     layer = random_layer(E=4, H=128, I=64, seed=18)
-    prepared = mt.prepare(**layer)
+    prepared = mt.prepare(**layer, act=act)
     hidden, _, _ = random_tokens(8, 128, 4, 2, seed=19)
     logits = torch.randn(8, 4, generator=torch.Generator().manual_seed(20))
 

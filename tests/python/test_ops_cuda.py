@@ -75,9 +75,10 @@ def test_route_cuda_matches_cpu():
         assert torch.allclose(w_gpu.cpu(), w_cpu, rtol=1e-5, atol=1e-6), routing
 
 
-def test_bitwise_repeat_and_graph_replay_with_new_inputs():
+@pytest.mark.parametrize("act", ["bf16", "fp8"])
+def test_bitwise_repeat_and_graph_replay_with_new_inputs(act):
     E, H, I, k, T = 32, 512, 256, 4, 64
-    prepared = mt.prepare(**on(random_layer(E, H, I, seed=7), "cuda"))
+    prepared = mt.prepare(**on(random_layer(E, H, I, seed=7), "cuda"), act=act)
     hidden, ids, weights = (t.cuda() for t in random_tokens(T, H, E, k, seed=8))
     first = mt.fused_moe(hidden, prepared, weights, ids)
     for _ in range(3):
@@ -325,33 +326,6 @@ def test_w4a8_batch_invariant_gives_a_token_the_same_bits_in_any_batch():
             assert torch.equal(part, full[sl]), (T, first)
     cpu = mt.fused_moe(hidden[:64], mt.prepare(**layer, act="fp8"), weights[:64], ids[:64])
     assert rel_err(full[:64].cpu(), cpu) < TOL_FP8
-
-
-def test_w4a8_bitwise_repeat_and_graph_replay_with_new_inputs():
-    E, H, I, k, T = 32, 512, 256, 4, 64
-    prepared = mt.prepare(**on(random_layer(E, H, I, bias=True, seed=28), "cuda"), act="fp8")
-    hidden, ids, weights = (t.cuda() for t in random_tokens(T, H, E, k, seed=29))
-    first = mt.fused_moe(hidden, prepared, weights, ids)
-    for _ in range(3):
-        assert torch.equal(mt.fused_moe(hidden, prepared, weights, ids), first)
-
-    static_h, static_i, static_w = hidden.clone(), ids.clone(), weights.clone()
-    static_out = torch.empty_like(hidden)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):  # warm-up on the capture stream
-        mt.fused_moe(static_h, prepared, static_w, static_i, out=static_out)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        mt.fused_moe(static_h, prepared, static_w, static_i, out=static_out)
-    for seed in (30, 31, 32):
-        h2, i2, w2 = (t.cuda() for t in random_tokens(T, H, E, k, seed=seed, skew=seed == 31))
-        static_h.copy_(h2), static_i.copy_(i2), static_w.copy_(w2)
-        static_out.fill_(float("nan"))
-        graph.replay()
-        torch.cuda.synchronize()
-        assert torch.equal(static_out, mt.fused_moe(h2, prepared, w2, i2)), seed
 
 
 def test_w4a8_module_inplace_matches_functional_and_cpu():
