@@ -1,7 +1,8 @@
-// The compute-bound GEMM kernel (sm_90a): E2M1 expert weights x 16-bit activations on warpgroup
-// MMA, composed from the same pieces as the mma.sync kernel (kernel.cuh): a configuration with
-// kWgmma (kernels/moe_gemm.hpp: GemmWgmma), a weight format (gemm/weight_formats.cuh) and a stage
-// (gemm/epilogues.cuh).
+// The compute-bound GEMM kernel (sm_90a): E2M1 expert weights x 16-bit activations (W4A16: m64nNk16)
+// or x e4m3 activations (W4A8, the Mxfp4E4m3 format: m64nNk32) on warpgroup MMA, composed from the
+// same pieces as the mma.sync kernel (kernel.cuh): a configuration with kWgmma (kernels/moe_gemm.hpp:
+// GemmWgmma), a weight format (gemm/weight_formats.cuh, whose operand type says how many MMA steps a
+// chunk takes and how wide an activation is) and a stage (gemm/epilogues.cuh).
 //
 // Roles (warp specialisation, the producer/consumer form of CUTLASS's sm90 mainloops): the CTA is
 // Cfg::kWarps / 4 consumer warpgroups and one producer warpgroup.
@@ -10,11 +11,12 @@
 //   (cp.async.mbarrier.arrive.noinc: one arrival per producer thread). Before refilling a stage it
 //   waits on the stage's "empty" mbarrier.
 // - Consumer warp w dequantises weight tile tile0 + w exactly as the mma.sync kernel does (its 16
-//   lane bytes of a 64-K chunk are its A fragments for four k16 steps); wgmma's register A operand
-//   has mma.sync's fragment layout per warp, so the four warps of a warpgroup feed one m64nNk16
+//   lane bytes of a 64-K chunk are its A fragments for four k16 steps, or two k32 steps of e4m3);
+//   wgmma's register A operand has mma.sync's fragment layout per warp, so the four warps of a
+//   warpgroup feed one m64nNk16 (m64nNk32)
 //   whose N columns are routed pairs of one expert. The activations are the B operand, K-major in
-//   shared memory: one 128-byte-swizzled slab of rows x 64 K per chunk (stage_loader.cuh:
-//   SwizzledActLoader), read through a matrix descriptor. Once the wgmma group that read a stage has
+//   shared memory: 128-byte-swizzled slabs of rows x 128 bytes (64 K of 16-bit values, 128 K of
+//   e4m3; stage_loader.cuh: SwizzledActLoader), read through a matrix descriptor. Once the wgmma group that read a stage has
 //   completed, each consumer warp arrives on its "empty" barrier.
 // - setmaxnreg moves registers from the producer (copy addresses only) to the consumers
 //   (accumulators, two A register sets). No CTA-wide barrier sits in the K loop.
@@ -26,7 +28,7 @@
 // an expert's partly filled block costs no more MMA (nor activation copies) than it needs.
 //
 // Pipeline per consumer warpgroup: each stage holds two chunks, one per A register set; per chunk
-// it dequantises, issues four wgmma, commits them as a group, then waits for the previous group, so
+// it dequantises, issues its wgmma (four k16, or two k32), commits them as a group, then waits for the previous group, so
 // chunk c + 1's dequantisation runs while chunk c's MMAs do and a register set is rewritten only
 // after the group that read it has completed. No run-time branch may sit between wgmma groups
 // (ptxas would serialise them: measured). cp.async writes shared memory through the generic proxy
