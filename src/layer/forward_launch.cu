@@ -6,6 +6,7 @@
 
 #include "kernels/align.hpp"
 #include "kernels/combine.hpp"
+#include "kernels/gemm/configs.hpp"
 #include "kernels/moe_gemm.hpp"
 #include "kernels/quantize_e4m3.hpp"
 #include "mxmoe/error.hpp"
@@ -21,12 +22,12 @@ WorkspaceLayout workspace_layout(int E, int H, int I, int max_tokens, int top_k,
   // The narrow lane: the largest block list of any configuration (a forced tile runs every expert
   // there); the wide lane: blocks of the wgmma configuration for experts of any count.
   std::size_t max_blocks = 0, max_slots = 0;
-  for (GemmTile tile : {GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill, GemmTile::Wgmma}) {
-    const int bt = kernels::gemm_tokens_per_block(tile);
+  kernels::gemm::for_each_config([&](auto cfg) {
+    const int bt = decltype(cfg)::kTokens;
     const std::size_t blocks = kernels::max_lane_blocks(static_cast<int>(pairs), E, bt);
     max_blocks = std::max(max_blocks, blocks);
     max_slots = std::max(max_slots, blocks * bt);
-  }
+  });
   const int wide_bt = kernels::gemm_tokens_per_block(GemmTile::Wgmma);
   const std::size_t wide_blocks = kernels::max_lane_blocks(static_cast<int>(pairs), E, wide_bt);
   // Slot outputs; tiny batches may split GEMM2's K in two, each split writing its own copy.
