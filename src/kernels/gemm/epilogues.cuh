@@ -120,4 +120,17 @@ struct RouterWeightedPartial {
   }
 };
 
+// Both kernels' last step per pair: its rows g and g+8 (lo, hi) through the stage, W4A8's activation
+// row scale first (formats with kActScale: (acc x scale) x factor, the oracle's order).
+template <class Format, class Stage>
+__device__ __forceinline__ void store_pair(const MoeGemmParams& p, const Stage& epilogue, int pair, int act_row, float pair_weight,
+                                           float lo, float hi) {
+  if constexpr (Format::kActScale) {
+    const float s = p.act_scale[act_row];
+    lo *= s;
+    hi *= s;
+  }
+  epilogue.store(p, pair, pair_weight, lo, hi);
+}
+
 }  // namespace mxmoe::kernels::gemm

@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "kernels/gemm/block_pairs.cuh"
+#include "kernels/gemm/epilogues.cuh"
 #include "kernels/gemm/geometry.hpp"
 #include "kernels/gemm/stage_loader.cuh"
 #include "kernels/moe_gemm.hpp"
@@ -141,13 +142,7 @@ __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_ke
         const int slot = nt * 8 + 2 * t + j;
         if (pairs.pair[slot] < 0) continue;
         // acc[..][j] and acc[..][2 + j]: rows g and g+8 of the tile.
-        float lo = acc[mt][nt][j], hi = acc[mt][nt][2 + j];
-        if constexpr (Format::kActScale) {  // W4A8: the row scale of the pair's e4m3 activations
-          const float s = p.act_scale[pairs.act_row[slot]];
-          lo *= s;
-          hi *= s;
-        }
-        epilogue.store(p, pairs.pair[slot], pairs.weight[slot], lo, hi);
+        store_pair<Format>(p, epilogue, pairs.pair[slot], pairs.act_row[slot], pairs.weight[slot], acc[mt][nt][j], acc[mt][nt][2 + j]);
       }
   }
 }

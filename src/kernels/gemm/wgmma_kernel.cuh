@@ -40,6 +40,7 @@
 #include <cstdint>
 
 #include "kernels/gemm/block_pairs.cuh"
+#include "kernels/gemm/epilogues.cuh"
 #include "kernels/gemm/geometry.hpp"
 #include "kernels/gemm/mbarrier.cuh"
 #include "kernels/gemm/stage_loader.cuh"
@@ -169,13 +170,8 @@ __device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const Wgmm
       const int slot = nt * 8 + 2 * t + j;
       if (item.pairs->pair[slot] < 0) continue;
       // acc[4nt + j] and acc[4nt + 2 + j]: rows g and g+8 of the warp's tile.
-      float lo = acc[4 * nt + j], hi = acc[4 * nt + 2 + j];
-      if constexpr (Format::kActScale) {  // W4A8: the row scale of the pair's e4m3 activations
-        const float s = p.act_scale[item.pairs->act_row[slot]];
-        lo *= s;
-        hi *= s;
-      }
-      epilogue.store(p, item.pairs->pair[slot], item.pairs->weight[slot], lo, hi);
+      store_pair<Format>(p, epilogue, item.pairs->pair[slot], item.pairs->act_row[slot], item.pairs->weight[slot], acc[4 * nt + j],
+                         acc[4 * nt + 2 + j]);
     }
 }
 
