@@ -80,6 +80,14 @@ struct WeightLoader {
   }
 };
 
+// The activation rows both loaders gather, as bytes: 16-bit values (MoeGemmParams::act, kActElem 2)
+// or e4m3 (act_e4m3, kActElem 1), p.shape.k values per row.
+template <int kActElem>
+__device__ __forceinline__ const std::uint8_t* act_bytes(const MoeGemmParams& p) {
+  if constexpr (kActElem == 1) return p.act_e4m3;
+  else return reinterpret_cast<const std::uint8_t*>(p.act);
+}
+
 template <class Cfg, class G>
 struct PaddedActLoader {
   static constexpr int kUnitK = 16 / G::kActElem;  // K values of a 16-byte piece (8 16-bit, 16 e4m3)
@@ -92,14 +100,8 @@ struct PaddedActLoader {
   const std::uint8_t* act;
   int K, tid;
 
-  // The activations: 16-bit (MoeGemmParams::act) or e4m3 (act_e4m3) rows of p.shape.k values.
-  __device__ static const std::uint8_t* act_base(const MoeGemmParams& p) {
-    if constexpr (G::kActElem == 1) return p.act_e4m3;
-    else return reinterpret_cast<const std::uint8_t*>(p.act);
-  }
-
   __device__ PaddedActLoader(const MoeGemmParams& p, int c_begin, int K_, const std::int32_t* s_act_row, int live_tiles, int tid_)
-      : act(act_base(p)), K(K_), tid(tid_) {
+      : act(act_bytes<G::kActElem>(p)), K(K_), tid(tid_) {
 #pragma unroll
     for (int j = 0; j < kActPerThread; ++j) {
       const int i = tid + j * G::kThreads;
@@ -143,16 +145,10 @@ struct SwizzledActLoader {
   bool last_in = true;                        // kRagged: this thread's last row is below kRows
   int dst, K, k_unit;
 
-  // The activations: 16-bit (MoeGemmParams::act) or e4m3 (act_e4m3) rows of K values.
-  __device__ static const std::uint8_t* act_base(const MoeGemmParams& p) {
-    if constexpr (G::kActElem == 1) return p.act_e4m3;
-    else return reinterpret_cast<const std::uint8_t*>(p.act);
-  }
-
   __device__ SwizzledActLoader(const MoeGemmParams& p, int c_begin, int K_, const std::int32_t* s_act_row, int tid)
       : dst(ptx::swizzled_k128_offset(tid / 8, tid % 8)), K(K_), k_unit((tid % 8) * kUnitK) {
     if constexpr (kRagged) last_in = tid / 8 + (kRowsPerThread - 1) * kRowStride < kRows;
-    const std::uint8_t* base = act_base(p);
+    const std::uint8_t* base = act_bytes<G::kActElem>(p);
 #pragma unroll
     for (int j = 0; j < kRowsPerThread; ++j) {
       const int row = tid / 8 + j * kRowStride;
