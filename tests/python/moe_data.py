@@ -33,6 +33,15 @@ def random_tokens(T, H, E, k, *, seed=1, skew=False):
     return hidden, ids, weights / weights.sum(1, keepdim=True)
 
 
+# The activations the ops take, as (kind for activation() and the references, the op's keyword
+# arguments): the parametrisation every forward test shares.
+ACTIVATION_CASES = [
+    ("silu", dict(activation="silu")),
+    ("clamped", dict(activation="silu", clamp_limit=0.5)),
+    ("gpt", dict(activation="swigluoai", swiglu_alpha=1.702, swiglu_limit=0.5)),
+]
+
+
 def activation(g, u, kind, limit=0.0, alpha=1.702):
     if kind == "silu":
         return torch.nn.functional.silu(g) * u

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from mxmoe import torch as mt
-from moe_data import (_dequant_f64, random_layer, random_nvfp4_layer, random_tokens, reference_moe_f64, rel_err,
-                      wide_e8m0_layer, wide_hidden)
+from moe_data import (ACTIVATION_CASES, _dequant_f64, random_layer, random_nvfp4_layer, random_tokens, reference_moe_f64,
+                      rel_err, wide_e8m0_layer, wide_hidden)
 
 TOL = {torch.bfloat16: 1e-2, torch.float16: 2e-3}
 DTYPES = [torch.bfloat16, torch.float16]
@@ -25,11 +25,7 @@ def nv_prepare(layer, **kw):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("kind,act_kwargs", [
-    ("silu", dict(activation="silu")),
-    ("clamped", dict(activation="silu", clamp_limit=0.5)),
-    ("gpt", dict(activation="swigluoai", swiglu_alpha=1.702, swiglu_limit=0.5)),
-])
+@pytest.mark.parametrize("kind,act_kwargs", ACTIVATION_CASES)
 @pytest.mark.parametrize("bias", [False, True])
 def test_nvfp4_matches_float64_reference(dtype, kind, act_kwargs, bias):
     layer = random_nvfp4_layer(E, H, I, bias=bias, seed=41)

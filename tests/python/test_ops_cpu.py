@@ -9,16 +9,12 @@ import torch
 
 import mxmoe
 from mxmoe import torch as mt
-from moe_data import random_layer, random_tokens, reference_moe, rel_err
+from moe_data import ACTIVATION_CASES, random_layer, random_tokens, reference_moe, rel_err
 
 TOL = 1e-2
 
 
-@pytest.mark.parametrize("kind,act_kwargs", [
-    ("silu", dict(activation="silu")),
-    ("clamped", dict(activation="silu", clamp_limit=0.5)),
-    ("gpt", dict(activation="swigluoai", swiglu_alpha=1.702, swiglu_limit=0.5)),
-])
+@pytest.mark.parametrize("kind,act_kwargs", ACTIVATION_CASES)
 @pytest.mark.parametrize("bias", [False, True])
 def test_fused_moe_matches_reference(kind, act_kwargs, bias):
     layer = random_layer(bias=bias, seed=3)

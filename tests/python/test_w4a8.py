@@ -18,8 +18,8 @@ import torch
 import mxmoe
 from mxmoe import _capi
 from mxmoe import torch as mt
-from moe_data import (random_layer, random_nvfp4_layer, random_tokens, reference_moe_f64, reference_moe_w4a8_f64,
-                      rel_err)
+from moe_data import (ACTIVATION_CASES, random_layer, random_nvfp4_layer, random_tokens, reference_moe_f64,
+                      reference_moe_w4a8_f64, rel_err)
 
 TOL = 1e-3
 E, H, I = 8, 256, 128
@@ -27,11 +27,7 @@ E, H, I = 8, 256, 128
 pytestmark = pytest.mark.skipif(not hasattr(torch, "float8_e4m3fn"), reason="the emulation needs torch.float8_e4m3fn")
 
 
-@pytest.mark.parametrize("kind,act_kwargs", [
-    ("silu", dict(activation="silu")),
-    ("clamped", dict(activation="silu", clamp_limit=0.5)),
-    ("gpt", dict(activation="swigluoai", swiglu_alpha=1.702, swiglu_limit=0.5)),
-])
+@pytest.mark.parametrize("kind,act_kwargs", ACTIVATION_CASES)
 @pytest.mark.parametrize("bias", [False, True])
 def test_fp8_cpu_op_matches_float64_emulation(kind, act_kwargs, bias):
     layer = random_layer(bias=bias, seed=3)
