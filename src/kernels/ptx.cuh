@@ -20,6 +20,10 @@ __device__ __forceinline__ void cp_async16_if(bool pred, void* dst, const void* 
       "{\n.reg .pred p;\nsetp.ne.b32 p, %0, 0;\n@p cp.async.cg.shared.global [%1], [%2], 16, %3;\n}\n" ::"r"(static_cast<int>(pred)),
       "r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
 }
+// 4-byte global->shared copy through L1 (cp.async's smallest size; .cg takes 16 only).
+__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_addr(dst)), "l"(src));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }

@@ -121,16 +121,23 @@ struct RouterWeightedPartial {
 };
 
 // Both kernels' last step per pair: its rows g and g+8 (lo, hi) through the stage, W4A8's activation
-// row scale first (formats with kActScale: (acc x scale) x factor, the oracle's order).
+// row scale first (formats with kActScale: (acc x act_scale) x factor, the oracle's order; other
+// formats ignore act_scale).
 template <class Format, class Stage>
-__device__ __forceinline__ void store_pair(const MoeGemmParams& p, const Stage& epilogue, int pair, int act_row, float pair_weight,
+__device__ __forceinline__ void store_pair(const MoeGemmParams& p, const Stage& epilogue, int pair, float act_scale, float pair_weight,
                                            float lo, float hi) {
   if constexpr (Format::kActScale) {
-    const float s = p.act_scale[act_row];
-    lo *= s;
-    hi *= s;
+    lo *= act_scale;
+    hi *= act_scale;
   }
   epilogue.store(p, pair, pair_weight, lo, hi);
+}
+// The activation row scale of a pair read from global memory (the mma.sync kernel; the wgmma kernel
+// stages them in shared memory), 1 for formats without one.
+template <class Format>
+__device__ __forceinline__ float act_scale_of(const MoeGemmParams& p, int act_row) {
+  if constexpr (Format::kActScale) return p.act_scale[act_row];
+  else return 1.0f;
 }
 
 }  // namespace mxmoe::kernels::gemm

@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_ke
         const int slot = nt * 8 + 2 * t + j;
         if (pairs.pair[slot] < 0) continue;
         // acc[..][j] and acc[..][2 + j]: rows g and g+8 of the tile.
-        store_pair<Format>(p, epilogue, pairs.pair[slot], pairs.act_row[slot], pairs.weight[slot], acc[mt][nt][j], acc[mt][nt][2 + j]);
+        store_pair<Format>(p, epilogue, pairs.pair[slot], act_scale_of<Format>(p, pairs.act_row[slot]), pairs.weight[slot], acc[mt][nt][j], acc[mt][nt][2 + j]);
       }
   }
 }

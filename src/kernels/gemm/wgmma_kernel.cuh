@@ -60,9 +60,14 @@ struct WgmmaCta {
 };
 // One work item: an expert's block of pairs (double-buffered in shared memory, so the producer may
 // stage the next item's while the consumers' epilogue reads this one's) x one group of row tiles.
+// With W4A8 (Format::kActScale) the block's activation row scales sit beside its pairs (act_scale),
+// copied by the producer with the item's first stage (wgmma_produce), so the epilogue reads them
+// from shared memory: read from global memory per pair, the epilogue waited on each load in turn
+// (ncu at dsv4-flash 4096 tokens: a third of GEMM2's consumer time went to those waits).
 template <int kTokens>
 struct WgmmaItem {
   const BlockPairs<kTokens>* pairs;
+  float* act_scale;  // [kTokens]: slot i's activation row scale (W4A8 only; written by the producer)
   int expert, tile0;
 };
 
@@ -86,11 +91,23 @@ __device__ __forceinline__ void wgmma_produce(const MoeGemmParams& p, const Wgmm
   const WeightLoader<Cfg, PG> weights(p, p.weights + item.expert * p.expert_weight_stride,
                                       p.scales + item.expert * p.expert_scale_stride, item.tile0, 0, n_chunks, ptid);
   const SwizzledActLoader<Cfg, PG, kN> acts(p, 0, p.shape.k, item.pairs->act_row, ptid);
+  // The item's activation row scales travel with its first stage (the stage's full barrier covers
+  // them; issued after the dependency wait that makes them final, like the activations): the
+  // consumers read them after all its stages. Issued before the loop, not in it (the producer's 80
+  // registers would spill).
+  const auto load_act_scale = [&]() {
+    if constexpr (Format::kActScale) {
+      const int row = item.pairs->act_row[ptid];
+      if (row >= 0) ptx::cp_async4(&item.act_scale[ptid], p.act_scale + row);
+    }
+  };
   int kt = 0;
+  if (!first) load_act_scale();
   if (first) {  // iter == 0: every stage is free
     const int n = k_iters < S ? k_iters : S;
     for (int s = 0; s < n; ++s) weights.load_weights(cta.smem, s, s, ptid);
     if constexpr (!Stage::kWaitAtStart) ptx::grid_dependency_wait();
+    load_act_scale();
     for (int s = 0; s < n; ++s) {
       acts.load_acts(cta.smem, s, s);
       ptx::cp_async_mbarrier_arrive(&cta.full[s]);  // covers every copy this thread issued before it
@@ -170,7 +187,7 @@ __device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const Wgmm
       const int slot = nt * 8 + 2 * t + j;
       if (item.pairs->pair[slot] < 0) continue;
       // acc[4nt + j] and acc[4nt + 2 + j]: rows g and g+8 of the warp's tile.
-      store_pair<Format>(p, epilogue, item.pairs->pair[slot], item.pairs->act_row[slot], item.pairs->weight[slot], acc[4 * nt + j],
+      store_pair<Format>(p, epilogue, item.pairs->pair[slot], item.act_scale[slot], item.pairs->weight[slot], acc[4 * nt + j],
                          acc[4 * nt + 2 + j]);
     }
 }
@@ -202,6 +219,7 @@ __global__ void __launch_bounds__(WgmmaGeometryOf<Cfg, Format>::kBlockThreads, 1
 
   extern __shared__ __align__(16) std::uint8_t smem_raw[];
   __shared__ BlockPairs<Cfg::kTokens> pairs[2];
+  __shared__ float act_scales[2][Format::kActScale ? Cfg::kTokens : 1];
   __shared__ int live[2];
   __shared__ __align__(8) std::uint64_t full[Cfg::kStages], empty[Cfg::kStages], pairs_full[2], pairs_empty[2];
   const int tid = threadIdx.x;
@@ -238,7 +256,7 @@ __global__ void __launch_bounds__(WgmmaGeometryOf<Cfg, Format>::kBlockThreads, 1
       if (id >= 0 && !next_live) live[buf] = ptid + 1;
       ptx::named_barrier_sync<1, G::kProducerThreads>();
       ptx::mbarrier_arrive(&pairs_full[buf]);
-      const WgmmaItem<Cfg::kTokens> item{&pairs[buf], p.block_expert[block], (i % tiles_x) * G::kTilesPerCta};
+      const WgmmaItem<Cfg::kTokens> item{&pairs[buf], act_scales[buf], p.block_expert[block], (i % tiles_x) * G::kTilesPerCta};
       const int n = live[buf];
       if (n <= kWgmmaNarrowN) wgmma_produce<kWgmmaNarrowN, Cfg, Format, Stage>(p, cta, item, ptid, j == 0, iter);
       else wgmma_produce<128, Cfg, Format, Stage>(p, cta, item, ptid, j == 0, iter);
@@ -246,9 +264,6 @@ __global__ void __launch_bounds__(WgmmaGeometryOf<Cfg, Format>::kBlockThreads, 1
     ptx::cp_async_wait_all();
   } else {
     ptx::setmaxnreg_inc<kWgmmaConsumerRegs>();
-    // The epilogue's activation scales come from the previous kernel (GEMM2's: the intermediate's
-    // quantisation), which only the producer waited for.
-    if constexpr (Format::kActScale && !Stage::kWaitAtStart) ptx::grid_dependency_wait();
     // The consumers re-derive the loop's values per item rather than carry them (tried while N had
     // four bodies, against C7512; kept as measured).
     for (int i = blockIdx.x; i < wgmma_items<G>(p); i += gridDim.x) {
@@ -257,7 +272,7 @@ __global__ void __launch_bounds__(WgmmaGeometryOf<Cfg, Format>::kBlockThreads, 1
       const int buf = j & 1, block = i / tiles_x;
       int iter = j * ((p.shape.chunks() + 1) / 2);  // every item runs the same stages
       ptx::mbarrier_wait(&pairs_full[buf], static_cast<std::uint32_t>((j / 2) & 1));
-      const WgmmaItem<Cfg::kTokens> item{&pairs[buf], p.block_expert[block], (i % tiles_x) * G::kTilesPerCta};
+      const WgmmaItem<Cfg::kTokens> item{&pairs[buf], act_scales[buf], p.block_expert[block], (i % tiles_x) * G::kTilesPerCta};
       const int n = live[buf];
       if (n <= kWgmmaNarrowN) wgmma_consume<kWgmmaNarrowN, Cfg, Format, Stage>(p, cta, item, iter);
       else wgmma_consume<128, Cfg, Format, Stage>(p, cta, item, iter);
