@@ -8,16 +8,20 @@
 // i / 4, descriptor offset (i % 4) x 32 bytes, for either type.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
 
-#include "formats/bf16.hpp"
 #include "kernels/dequant.hpp"
 #include "kernels/gemm/wgmma.cuh"
 #include "kernels/ptx.cuh"
 
 namespace mxmoe::kernels::gemm {
+
+// An fp32 result as bf16 bits: the hardware's round-to-nearest-even conversion (one F2F), the same
+// bits as formats::float_to_bf16 for every non-NaN value (NaN becomes the canonical NaN).
+__device__ __forceinline__ std::uint16_t store_bf16(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
 
 struct Bf16Operands {
   using WgmmaType = ptx::Bf16Tag;
@@ -32,7 +36,7 @@ struct Bf16Operands {
   __device__ static void mma(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
     ptx::mma_bf16_16816(d, a, b0, b1);
   }
-  __device__ static std::uint16_t store(float v) { return formats::float_to_bf16(v); }
+  __device__ static std::uint16_t store(float v) { return store_bf16(v); }
 };
 
 struct F16Operands {
@@ -63,7 +67,7 @@ struct E4m3Operands {
   __device__ static void wgmma_step(float (&d)[kAcc], const std::uint32_t (&a)[4], std::uint64_t desc) {
     ptx::wgmma_m64k32_e4m3(d, a, desc);
   }
-  __device__ static std::uint16_t store(float v) { return formats::float_to_bf16(v); }
+  __device__ static std::uint16_t store(float v) { return store_bf16(v); }
 };
 
 }  // namespace mxmoe::kernels::gemm
