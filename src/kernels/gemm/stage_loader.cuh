@@ -30,17 +30,8 @@ struct WeightLoader {
   static constexpr int kScalePerThread = (kScalePieces + G::kThreads - 1) / G::kThreads;
   static constexpr int kScalePiecesPerChunk = G::kChunkScaleBytes / 16;
 
-  // Where the copying threads are a multiple of a tile's stage pieces (C chunks x 32), a thread's
-  // pieces share their chunk and offset and step through tiles evenly: one source pointer, a tile
-  // stride and a count of tiles below N replace the per-piece pointers (the wgmma producer's 80
-  // registers held twelve 64-bit pointers for W4A8's four-chunk stages, and spilled them).
-  static constexpr int kTilePieces = Cfg::kChunksPerStage * 32;
-  static constexpr bool kUniform = G::kThreads % kTilePieces == 0;
-  static constexpr int kTileStep = G::kThreads / kTilePieces;  // tiles between a thread's pieces (kUniform)
-  const std::uint8_t* w_src[kUniform ? 1 : kWeightPerThread];
-  int w_chunk[kUniform ? 1 : kWeightPerThread];  // chunk within the stage, or a huge value when the tile is past N
-  int w_live = 0;                                // kUniform: pieces j < w_live lie in tiles below N
-  std::int64_t w_stride = 0;                     // kUniform: bytes between piece j and j + 1
+  const std::uint8_t* w_src[kWeightPerThread];
+  int w_chunk[kWeightPerThread];  // chunk within the stage, or a huge value when the tile is past N
   const std::uint8_t* s_src[kScalePerThread];
   int s_chunk[kScalePerThread];
   int n_local;
@@ -52,22 +43,13 @@ struct WeightLoader {
                           int c_begin, int n_local_, int tid)
       : n_local(n_local_) {
     const int n_tiles = p.shape.tiles(), n_chunks = p.shape.chunks();
-    if constexpr (kUniform) {
-      const int tl = tid / kTilePieces, c = (tid / 32) % Cfg::kChunksPerStage, piece = tid % 32;
-      const int left = n_tiles - (tile0 + tl);  // tiles from this thread's first one to N
-      w_live = left <= 0 ? 0 : (left + kTileStep - 1) / kTileStep;
-      w_chunk[0] = c;
-      w_stride = static_cast<std::int64_t>(kTileStep) * n_chunks * tiling::kChunkBytes;
-      w_src[0] = w_expert + (static_cast<std::int64_t>(left > 0 ? tile0 + tl : 0) * n_chunks + c_begin + c) * tiling::kChunkBytes + piece * 16;
-    } else {
 #pragma unroll
-      for (int j = 0; j < kWeightPerThread; ++j) {
-        const int i = tid + j * G::kThreads;
-        const int tl = i / kTilePieces, c = (i / 32) % Cfg::kChunksPerStage, piece = i % 32;
-        const int tile = tile0 + tl;
-        w_chunk[j] = tile < n_tiles ? c : (1 << 30);
-        w_src[j] = w_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c_begin + c) * tiling::kChunkBytes + piece * 16;
-      }
+    for (int j = 0; j < kWeightPerThread; ++j) {
+      const int i = tid + j * G::kThreads;
+      const int tl = i / (Cfg::kChunksPerStage * 32), c = (i / 32) % Cfg::kChunksPerStage, piece = i % 32;
+      const int tile = tile0 + tl;
+      w_chunk[j] = tile < n_tiles ? c : (1 << 30);
+      w_src[j] = w_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c_begin + c) * tiling::kChunkBytes + piece * 16;
     }
 #pragma unroll
     for (int j = 0; j < kScalePerThread; ++j) {
@@ -86,14 +68,8 @@ struct WeightLoader {
     const int chunk0 = k_iter * Cfg::kChunksPerStage;
 #pragma unroll
     for (int j = 0; j < kWeightPerThread; ++j) {
-      if constexpr (kUniform) {
-        // Pieces of tiles past N read the thread's first piece with size 0 (a valid address).
-        const bool ok = j < w_live && chunk0 + w_chunk[0] < n_local;
-        ptx::cp_async16(sw + j * G::kThreads * 16, w_src[0] + (ok ? j * w_stride + chunk0 * tiling::kChunkBytes : 0), ok ? 16 : 0);
-      } else {
-        const bool ok = chunk0 + w_chunk[j] < n_local;
-        ptx::cp_async16(sw + j * G::kThreads * 16, w_src[j] + (ok ? chunk0 * tiling::kChunkBytes : 0), ok ? 16 : 0);
-      }
+      const bool ok = chunk0 + w_chunk[j] < n_local;
+      ptx::cp_async16(sw + j * G::kThreads * 16, w_src[j] + (ok ? chunk0 * tiling::kChunkBytes : 0), ok ? 16 : 0);
     }
 #pragma unroll
     for (int j = 0; j < kScalePerThread; ++j) {
