@@ -145,8 +145,11 @@ __device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const Wgmm
   // `iter` counts stages over the CTA's items; at each stage's first chunk the previous stage (this
   // item's, or the previous item's last) is released once its last group has completed.
   for (const int end = iter + k_iters; iter < end; ++iter) {
-    const int s = iter % S;
-    ptx::mbarrier_wait(&cta.full[s], static_cast<std::uint32_t>((iter / S) & 1));
+    // Unsigned: the stage, its parity and the previous stage are masks and shifts (a signed % and /
+    // cost a chain of uniform instructions per stage).
+    const unsigned u = static_cast<unsigned>(iter);
+    const int s = static_cast<int>(u % S);
+    ptx::mbarrier_wait(&cta.full[s], (u / S) & 1u);
     ptx::fence_proxy_async_shared();  // the copies, seen through the barrier, to wgmma's proxy
     const std::uint8_t* stage = cta.smem + s * G::kStageBytes;
 #pragma unroll
@@ -166,10 +169,9 @@ __device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const Wgmm
       }
       ptx::wgmma_commit();
       ptx::wgmma_wait<1>();
-      if (c == 0 && iter > 0) {
-        __syncwarp();
-        if (lane == 0) ptx::mbarrier_arrive(&cta.empty[(iter - 1) % S]);
-      }
+      // The wait above is warpgroup-collective (.sync.aligned): once it returns, every lane's reads
+      // of the previous stage are done, so lane 0 releases it for the warp without a __syncwarp.
+      if (c == 0 && iter > 0 && lane == 0) ptx::mbarrier_arrive(&cta.empty[(u - 1u) % S]);
     }
   }
   ptx::wgmma_wait<0>();
