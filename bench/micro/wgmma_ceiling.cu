@@ -62,11 +62,7 @@ __global__ void __launch_bounds__(kWgs * 128, 1) ceiling_kernel(int iterations, 
   __syncthreads();
 
   float acc[kAcc];
-#pragma unroll
-  for (int i = 0; i < kAcc; ++i) {
-    acc[i] = 0.0f;
-    ptx::fence_operand(acc[i]);
-  }
+  ptx::wgmma_zero_accumulators(acc);
   std::uint32_t a[2][4][4];
 #pragma unroll
   for (int c = 0; c < 2; ++c)

@@ -40,6 +40,15 @@ __device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence
 // Pins an accumulator register in program order against the wgmma asm statements (the compiler does
 // not know they complete asynchronously): applied before the first MMA and after the last wait.
 __device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+// A warpgroup's accumulators set to zero and pinned before its first wgmma.
+template <int N>
+__device__ __forceinline__ void wgmma_zero_accumulators(float (&acc)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    acc[i] = 0.0f;
+    fence_operand(acc[i]);
+  }
+}
 
 // One wrapper per shape, instantiated for both operand types (the type only names the PTX).
 #define MXMOE_WGMMA_M64N64K16(TYPE, Tag) \

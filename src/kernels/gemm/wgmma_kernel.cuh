@@ -136,11 +136,7 @@ __device__ __forceinline__ void wgmma_consume(const MoeGemmParams& p, const Wgmm
   const int tid = cta.tid, warp = tid / 32, lane = tid % 32;
   const int k_iters = (p.shape.chunks() + 1) / 2;  // a stage past the last chunk is zero codes
   float acc[kAcc];
-#pragma unroll
-  for (int i = 0; i < kAcc; ++i) {
-    acc[i] = 0.0f;
-    ptx::fence_operand(acc[i]);
-  }
+  ptx::wgmma_zero_accumulators(acc);
   std::uint32_t a[2][4][4];
   // `iter` counts stages over the CTA's items; at each stage's first chunk the previous stage (this
   // item's, or the previous item's last) is released once its last group has completed.
