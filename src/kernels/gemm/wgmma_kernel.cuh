@@ -102,7 +102,6 @@ __device__ __forceinline__ void wgmma_produce(const MoeGemmParams& p, const Wgmm
     }
   };
   int kt = 0;
-  if (!first) load_act_scale();
   if (first) {  // iter == 0: every stage is free
     const int n = k_iters < S ? k_iters : S;
     for (int s = 0; s < n; ++s) weights.load_weights(cta.smem, s, s, ptid);
@@ -113,6 +112,8 @@ __device__ __forceinline__ void wgmma_produce(const MoeGemmParams& p, const Wgmm
       ptx::cp_async_mbarrier_arrive(&cta.full[s]);  // covers every copy this thread issued before it
     }
     kt = iter = n;
+  } else {
+    load_act_scale();
   }
   for (; kt < k_iters; ++kt, ++iter) {
     const int s = iter % S;
