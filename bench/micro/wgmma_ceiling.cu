@@ -13,48 +13,43 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 
+#include "kernels/gemm/geometry.hpp"
 #include "kernels/gemm/weight_formats.cuh"
 #include "kernels/gemm/wgmma.cuh"
 #include "kernels/ptx.cuh"
+#include "mxmoe/device_buffer.hpp"
 
 namespace {
 
 using namespace mxmoe::kernels;
 
-#define CHECK(x)                                                                              \
-  do {                                                                                        \
-    cudaError_t e_ = (x);                                                                     \
-    if (e_ != cudaSuccess) {                                                                  \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                           \
-    }                                                                                         \
-  } while (0)
+using mxmoe::check_cuda;
 
-constexpr int kStages = 4;
+// The wgmma kernel's own stage layout (gemm/geometry.hpp) for kWgs consumer warpgroups over kN
+// tokens: [activation slabs][weight chunks][scales], two 64-K chunks per stage, four stages.
+template <int kN, int kWgs>
+struct CeilingCfg {
+  static constexpr int kTokens = kN, kWarps = 4 * kWgs, kTilesPerWarp = 1, kChunksPerStage = 2, kStages = 4;
+};
 
 // kN: wgmma N (64 or 128); kWgs: consumer warpgroups; kDequant: run Format::dequant per chunk.
 template <class Format, int kN, int kWgs, bool kDequant>
 __global__ void __launch_bounds__(kWgs * 128, 1) ceiling_kernel(int iterations, float* sink) {
   using Ops = typename Format::Ops;
-  constexpr int kAcc = kN / 2;
-  constexpr int kSlabBytes = kN * 128;
-  // Per stage: one activation slab per 64 K of 16-bit values (two chunks: 2 slabs), one per 128 K of
-  // e4m3 (1 slab), plus each warp's two 512-byte weight chunks and 16 scale bytes per lane group.
-  constexpr int kSlabs = Ops::kActBytes == 2 ? 2 : 1;
-  constexpr int kActBytes = kSlabs * kSlabBytes;
-  constexpr int kWeightBytes = kWgs * 4 * 2 * 512;
-  constexpr int kStageBytes = (kActBytes + kWeightBytes + kWgs * 4 * 2 * 64 + 1023) / 1024 * 1024;
+  using G = gemm::WgmmaGeometryOf<CeilingCfg<kN, kWgs>, Format>;
+  constexpr int kAcc = kN / 2, kStages = CeilingCfg<kN, kWgs>::kStages;
   extern __shared__ __align__(16) std::uint8_t smem_raw[];
   std::uint8_t* smem = smem_raw + ((1024u - (ptx::smem_addr(smem_raw) & 1023u)) & 1023u);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   // Activations: e4m3 0x30..0x37 (0.5..~0.9) or bf16 0x3f80 (1.0) pairs; weights: arbitrary codes;
   // scales: e8m0 bytes 127 (x1) for Mxfp4, table index 13 (shift 0) for Mxfp4E4m3.
-  for (int i = tid; i < kStages * kStageBytes / 4; i += blockDim.x) {
-    const int in_stage = (i * 4) % kStageBytes;
+  for (int i = tid; i < kStages * G::kStageBytes / 4; i += blockDim.x) {
+    const int in_stage = (i * 4) % G::kStageBytes;
     std::uint32_t v;
-    if (in_stage < kActBytes) v = Ops::kActBytes == 2 ? 0x3f803f80u : 0x33323130u + (i & 0x07070707u);
-    else if (in_stage < kActBytes + kWeightBytes) v = 0x9e3779b9u * (i + 1);
+    if (in_stage < G::kWeightOffset) v = Ops::kActBytes == 2 ? 0x3f803f80u : 0x33323130u + (i & 0x07070707u);
+    else if (in_stage < G::kScaleOffset) v = 0x9e3779b9u * (i + 1);
     else v = Format::kActScale ? 0x0d0d0d0du : 0x7f7f7f7fu;
     reinterpret_cast<std::uint32_t*>(smem)[i] = v;
   }
@@ -71,19 +66,19 @@ __global__ void __launch_bounds__(kWgs * 128, 1) ceiling_kernel(int iterations, 
 #pragma unroll
       for (int r = 0; r < 4; ++r) a[c][s][r] = Ops::kActBytes == 2 ? 0x3f803f80u : 0x38383838u;
   for (int it = 0; it < iterations; ++it) {
-    const std::uint8_t* stage = smem + (it % kStages) * kStageBytes;
+    const std::uint8_t* stage = smem + (it % kStages) * G::kStageBytes;
 #pragma unroll
     for (int c = 0; c < 2; ++c) {
       if constexpr (kDequant) {
-        const int at = (warp % (kWgs * 4)) * 2 + c;
-        const uint4 wv = *reinterpret_cast<const uint4*>(stage + kActBytes + at * 512 + lane * 16);
-        Format::dequant(wv, stage + kActBytes + kWeightBytes + at * 64, lane, a[c]);
+        const int at = warp * 2 + c;  // as the kernel: this warp's tile, chunk c
+        const uint4 wv = *reinterpret_cast<const uint4*>(stage + G::kWeightOffset + at * mxmoe::tiling::kChunkBytes + lane * 16);
+        Format::dequant(wv, stage + G::kScaleOffset + at * G::kChunkScaleBytes, lane, a[c]);
       }
       ptx::wgmma_fence();
 #pragma unroll
       for (int step = 0; step < Ops::kStepsPerChunk; ++step) {
         const int i = c * Ops::kStepsPerChunk + step;
-        const std::uint64_t desc = ptx::smem_desc_k128_swizzled(ptx::smem_addr(stage + (i / 4) * kSlabBytes));
+        const std::uint64_t desc = ptx::smem_desc_k128_swizzled(ptx::smem_addr(stage + G::kActOffset + (i / 4) * G::kSlabBytes));
         Ops::template wgmma_step<kAcc>(acc, a[c][step], desc + 2 * (i % 4));
       }
       ptx::wgmma_commit();
@@ -102,43 +97,40 @@ __global__ void __launch_bounds__(kWgs * 128, 1) ceiling_kernel(int iterations, 
 
 template <class Format, int kN, int kWgs, bool kDequant>
 void run(const char* name, int iterations, float* sink, int sms) {
-  using Ops = typename Format::Ops;
-  constexpr int kSlabs = Ops::kActBytes == 2 ? 2 : 1;
-  constexpr int kStageBytes = (kSlabs * kN * 128 + kWgs * 4 * 2 * 512 + kWgs * 4 * 2 * 64 + 1023) / 1024 * 1024;
-  const int smem = kStages * kStageBytes + 1024;
+  const int smem = gemm::WgmmaGeometryOf<CeilingCfg<kN, kWgs>, Format>::kSmemBytes;
   auto kernel = ceiling_kernel<Format, kN, kWgs, kDequant>;
-  CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "shared memory size");
   cudaEvent_t e0, e1;
-  CHECK(cudaEventCreate(&e0));
-  CHECK(cudaEventCreate(&e1));
+  check_cuda(cudaEventCreate(&e0), "cudaEventCreate");
+  check_cuda(cudaEventCreate(&e1), "cudaEventCreate");
   kernel<<<sms, kWgs * 128, smem>>>(iterations / 10, sink);  // warm-up (clocks, caches)
-  CHECK(cudaGetLastError());
+  check_cuda(cudaGetLastError(), "cudaGetLastError");
   float best = 1e30f;
   for (int r = 0; r < 5; ++r) {
-    CHECK(cudaEventRecord(e0));
+    check_cuda(cudaEventRecord(e0), "cudaEventRecord");
     kernel<<<sms, kWgs * 128, smem>>>(iterations, sink);
-    CHECK(cudaEventRecord(e1));
-    CHECK(cudaEventSynchronize(e1));
+    check_cuda(cudaEventRecord(e1), "cudaEventRecord");
+    check_cuda(cudaEventSynchronize(e1), "cudaEventSynchronize");
     float ms = 0.0f;
-    CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    check_cuda(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
     if (ms < best) best = ms;
   }
   // Per iteration and warpgroup: two chunks of 64 K x 64 rows x kN columns.
   const double flop = 2.0 * 64 * kN * 128 * static_cast<double>(iterations) * kWgs * sms;
   std::printf("%-12s N=%-3d warpgroups=%d dequant=%-6s %8.1f TFLOP/s  (%.3f ms)\n", name, kN, kWgs, kDequant ? "format" : "none",
               flop / (best * 1e-3) / 1e12, best);
-  CHECK(cudaEventDestroy(e0));
-  CHECK(cudaEventDestroy(e1));
+  check_cuda(cudaEventDestroy(e0), "cudaEventDestroy");
+  check_cuda(cudaEventDestroy(e1), "cudaEventDestroy");
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   const int iterations = argc > 1 ? std::atoi(argv[1]) : 20000;
   int sms = 0;
-  CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  float* sink = nullptr;
-  CHECK(cudaMalloc(&sink, 1024 * sizeof(float)));
+  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "cudaDeviceGetAttribute");
+  mxmoe::DeviceBuffer sink_buffer(1024 * sizeof(float), "sink");
+  float* sink = sink_buffer.as<float>();
   using gemm::Mxfp4;
   using gemm::Mxfp4E4m3;
   run<Mxfp4E4m3, 128, 1, false>("w4a8", iterations, sink, sms);
@@ -151,6 +143,8 @@ int main(int argc, char** argv) {
   run<Mxfp4, 128, 3, false>("w4a16", iterations, sink, sms);
   run<Mxfp4, 128, 2, true>("w4a16", iterations, sink, sms);
   run<Mxfp4, 128, 3, true>("w4a16", iterations, sink, sms);
-  CHECK(cudaFree(sink));
   return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "mxmoe_wgmma_ceiling: %s\n", e.what());
+  return 1;
 }
