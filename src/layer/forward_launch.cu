@@ -73,7 +73,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   const int E = w.num_experts, H = w.hidden, T = a.num_tokens, k = a.top_k;
 
   const bool fp8 = w.fp8_activations();
-  const kernels::GemmLanes lanes = kernels::plan_gemm_lanes(tile, {T, k, E, w.expert_weight_bytes(), a.batch_invariant, fp8});
+  const kernels::GemmLanes lanes = kernels::plan_gemm_lanes(tile, w.gemm_problem(T, k, a.batch_invariant));
   const GemmTile kind = lanes.narrow;
   const int pairs = T * k;
   const kernels::AlignLane narrow{at(ws.sorted_pairs), at(ws.block_expert), at(ws.num_blocks), kernels::gemm_tokens_per_block(kind)};
