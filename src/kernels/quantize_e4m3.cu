@@ -21,13 +21,19 @@ __device__ __forceinline__ void unpack8(const uint4& v, float (&x)[8]) {
 }
 
 // Programmatic dependent launch both ways: the next kernel (a GEMM, which waits for this grid before
-// it reads) may launch at once and stream its weights; this grid's completion implies its
-// predecessor's (it waits for it: first when it reads the predecessor's output, else last).
+// it reads its activations) may launch at once and stream its weights, also while this grid still
+// waits for its own predecessor; this grid's completion implies its predecessor's (it waits for it:
+// first when it reads the predecessor's output, else last). The intermediate's quantisation sits
+// between GEMM1 and GEMM2: allowing GEMM2 only after waiting for GEMM1 (as before) made GEMM2 start
+// its weight stream after GEMM1's last CTA, where W4A16's GEMM2 starts it while GEMM1's CTAs run.
+// What GEMM2 reads before its wait stays final: it launches after every CTA of this grid started,
+// hence after every GEMM1 CTA passed its own wait (gemm/block_pairs.cuh), so the block lists are
+// complete.
 template <bool kInputFromPrevious>
 __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(const std::uint16_t* __restrict__ in, int cols,
                                                                   std::uint8_t* __restrict__ out, float* __restrict__ scale) {
-  if constexpr (kInputFromPrevious) ptx::grid_dependency_wait();
   ptx::allow_dependents_launch();
+  if constexpr (kInputFromPrevious) ptx::grid_dependency_wait();
   const std::int64_t row = blockIdx.x;
   const uint4* src = reinterpret_cast<const uint4*>(in + row * cols);
   const int units = cols / 8;
