@@ -62,6 +62,8 @@ TEST(GemmPlan, ConfigurationsByPairsPerExpert) {
   EXPECT_EQ(choose_gemm(1024, 8, 256), GemmTile::Wgmma) << "32 pairs per expert: warpgroup MMA";
   EXPECT_EQ(choose_gemm(4096, 8, 256), GemmTile::Wgmma);
   EXPECT_EQ(gemm_tokens_per_block(GemmTile::Wgmma), 128);
+  EXPECT_EQ(gemm_tokens_per_block(GemmTile::WgmmaNarrow), 64);
+  EXPECT_EQ(gemm_ctas_per_block(GemmTile::WgmmaNarrow, 4096), 22) << "the same 12 tiles per CTA as wgmma";
   EXPECT_EQ(choose_gemm(4096, 8, 256, true), GemmTile::Prefill) << "batch-invariant: mma.sync only";
   EXPECT_EQ(choose_gemm(1024, 8, 256, true), GemmTile::Prefill);
   EXPECT_EQ(choose_gemm(1, 8, 256, true), GemmTile::Tiny);

@@ -9,6 +9,7 @@
 // 0.6e-3 to 1.6e-2 on the shapes below (bench/results/20261130-1805-H200-w4a8). We require < 3e-2
 // (kFp8Tolerance); a wrong table, layout or scale gives errors of order 1. The FP8 quantisation
 // itself costs ~4.7e-2 against the W4A16 oracle (printed, not asserted).
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -133,6 +134,13 @@ TEST_P(LayerShapes, WgmmaPathMatchesOracle) {
   sweep_token_counts(GetParam(), GemmTile::Wgmma, 43, 900, {1, 3, 64, 333, 1024, 4096}, {16, 333, 2048});
 }
 
+// The narrow warpgroup-MMA configuration (blocks of 64 pairs, N = 32 or 64 by the block's live pairs)
+// forced at every token count: blocks of a few pairs, remainders at N = 32, full blocks at N = 64.
+TEST_P(LayerShapes, WgmmaNarrowPathMatchesOracle) {
+  MXMOE_REQUIRE_HOPPER();
+  sweep_token_counts(GetParam(), GemmTile::WgmmaNarrow, 46, 900, {1, 3, 64, 333, 1024}, {16, 333});
+}
+
 // W4A8 (issue 14): FP8 activations on FP8 warpgroup MMA against the oracle's FP8 mode, from one token
 // (a block almost all padding) to 4096, with masks.
 TEST_P(LayerShapes, W4a8MatchesTheFp8Oracle) {
@@ -140,11 +148,13 @@ TEST_P(LayerShapes, W4a8MatchesTheFp8Oracle) {
   sweep_token_counts(GetParam(), GemmTile::Auto, 44, 1300, {1, 3, 64, 333, 1024, 4096}, {16, 333}, ActivationPrecision::Fp8PerToken);
 }
 
-// W4A8 on every configuration forced (mma.sync m16n8k32 e4m3: tiny .. prefill; wgmma), with masks.
+// W4A8 on every configuration forced (mma.sync m16n8k32 e4m3: tiny .. prefill; wgmma, wgmma-narrow),
+// with masks.
 TEST(Layer, W4a8RunsOnEveryConfiguration) {
   MXMOE_REQUIRE_HOPPER();
   const Case c{"w4a8-every-config", 1024, 384, 16, 4, ActivationConfig::clamped_silu_mul(10.0f), true, 4.0f};
-  for (GemmTile tile : {GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill, GemmTile::Wgmma}) {
+  for (GemmTile tile :
+       {GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill, GemmTile::Wgmma, GemmTile::WgmmaNarrow}) {
     SCOPED_TRACE(gemm_tile_name(tile));
     sweep_token_counts(c, tile, 45, 1500, {1, 2, 7, 100}, {33}, ActivationPrecision::Fp8PerToken);
   }
@@ -246,9 +256,13 @@ TEST_P(LayerPaths, CudaGraphCaptureAndReplayWithNewInputs) {
 INSTANTIATE_TEST_SUITE_P(Paths, LayerPaths,
                          ::testing::Values(Path{GemmTile::Auto, ActivationPrecision::Bf16}, Path{GemmTile::Wgmma, ActivationPrecision::Bf16},
                                            Path{GemmTile::Auto, ActivationPrecision::Fp8PerToken},
-                                           Path{GemmTile::Wgmma, ActivationPrecision::Fp8PerToken}),
+                                           Path{GemmTile::Wgmma, ActivationPrecision::Fp8PerToken},
+                                           Path{GemmTile::WgmmaNarrow, ActivationPrecision::Bf16},
+                                           Path{GemmTile::WgmmaNarrow, ActivationPrecision::Fp8PerToken}),
                          [](const auto& info) {
-                           return std::string(gemm_tile_name(info.param.tile)) + "_" + activation_precision_name(info.param.precision);
+                           std::string name = std::string(gemm_tile_name(info.param.tile)) + "_" + activation_precision_name(info.param.precision);
+                           std::replace(name.begin(), name.end(), '-', '_');  // test names take letters, digits, '_'
+                           return name;
                          });
 
 // Batch invariance (issue 15, item 3): in the batch-invariant mode a token's output has the same bits

@@ -19,6 +19,7 @@ auto with_config(GemmTile tile, F&& f) {
     case GemmTile::Medium: return f(GemmMedium{});
     case GemmTile::Prefill: return f(GemmPrefill{});
     case GemmTile::Wgmma: return f(GemmWgmma{});
+    case GemmTile::WgmmaNarrow: return f(GemmWgmmaNarrow{});
     case GemmTile::Auto: break;
   }
   fail(ErrorCode::InvalidArgument, std::string("GEMM tile '") + gemm_tile_name(tile) + "' names no configuration");
@@ -33,6 +34,7 @@ void for_each_config(F&& f) {
   f(GemmMedium{});
   f(GemmPrefill{});
   f(GemmWgmma{});
+  f(GemmWgmmaNarrow{});
 }
 
 // Whether a configuration runs the warpgroup-MMA kernel (it says kWgmma = true) or the mma.sync one.

@@ -23,8 +23,9 @@
 // Measured on an H200 against the previous form (every warp copying, a CTA barrier per stage;
 // bench/results/20261130-1450-H200-wgmma-ws): 7% faster at 1024 tokens, 2-4% at 4096, 1% at 16384.
 //
-// N follows the block: a block holds up to kTokens (128) pairs of one expert; the CTA runs the main
-// loop instantiated for N = 64 or 128 (kWgmmaNarrowN), the smaller that covers its live pairs, so
+// N follows the block: a block holds up to kTokens (GemmWgmma 128, GemmWgmmaNarrow 64) pairs of one
+// expert; the CTA runs the main loop instantiated for N = kNarrowN or kTokens, the smaller that
+// covers its live pairs, so
 // an expert's partly filled block costs no more MMA (nor activation copies) than it needs.
 //
 // Pipeline per consumer warpgroup: each stage holds two chunks, one per A register set; per chunk
@@ -71,12 +72,19 @@ struct WgmmaItem {
   int expert, tile0;
 };
 
-// The N of a block: 64 up to 64 live pairs, else 128. With a loop over items around them, ptxas
-// keeps the wgmma asynchronous for two consumer bodies but serialises it (C7512, insufficient
-// registers) from three on, so N = 16 and 32 blocks, which the one-item-per-CTA form ran (7% faster
-// at gpt-oss-120b 1024 tokens: 1031 us against 1114), run at 64 here.
-constexpr int kWgmmaNarrowN = 64;
+// The N of a block: Cfg::kNarrowN up to that many live pairs, else Cfg::kTokens (GemmWgmma: 64 or
+// 128; GemmWgmmaNarrow: 32 or 64). With a loop over items around them, ptxas keeps the wgmma
+// asynchronous for two consumer bodies but serialises it (C7512, insufficient registers) from three
+// on, so each configuration has two; smaller blocks are a configuration of their own.
 constexpr int kWgmmaProducerRegs = 80, kWgmmaConsumerRegs = 144;  // 3 x 128 x 144 + 128 x 80 = 65536
+
+// Whether producer thread ptid owns a block slot (every one of them with 128 slots, a test ptxas
+// does not see through: in the producer's 80 registers it spilled W4A8's GEMM1).
+template <class Cfg>
+__device__ __forceinline__ bool wgmma_slot_thread(int ptid) {
+  if constexpr (Cfg::kTokens == 128) return true;
+  else return ptid < Cfg::kTokens;
+}
 
 // The producer warpgroup: every copy of every stage of one item. ptid: 0..127. The CTA's first
 // item streams its first stages' weights before the dependency wait (they do not depend on the
@@ -97,7 +105,7 @@ __device__ __forceinline__ void wgmma_produce(const MoeGemmParams& p, const Wgmm
   // registers would spill).
   const auto load_act_scale = [&]() {
     if constexpr (Format::kActScale) {
-      const int row = item.pairs->act_row[ptid];
+      const int row = wgmma_slot_thread<Cfg>(ptid) ? item.pairs->act_row[ptid] : -1;
       if (row >= 0) ptx::cp_async4(&item.act_scale[ptid], p.act_scale + row);
     }
   };
@@ -206,7 +214,7 @@ __device__ __forceinline__ int wgmma_items(const MoeGemmParams& p) { return wgmm
 template <class Cfg, class Format, class Stage>
 __global__ void __launch_bounds__(WgmmaGeometryOf<Cfg, Format>::kBlockThreads, 1) moe_gemm_wgmma_kernel(const MoeGemmParams p) {
   using G = WgmmaGeometryOf<Cfg, Format>;
-  static_assert(Cfg::kTokens == 128 && G::kProducerThreads == Cfg::kTokens, "a producer thread per slot");
+  static_assert(Cfg::kTokens <= G::kProducerThreads && Cfg::kNarrowN < Cfg::kTokens, "a producer thread per slot; two N bodies");
   static_assert(Cfg::kChunksPerStage == 2, "one A register set per chunk of a stage");
   if constexpr (!Stage::kWaitAtStart) ptx::allow_dependents_launch();  // the dependent waits for this grid anyway
   const int tiles_x = wgmma_tiles_x<G>(p);
@@ -250,15 +258,18 @@ __global__ void __launch_bounds__(WgmmaGeometryOf<Cfg, Format>::kBlockThreads, 1
       const int buf = j & 1, block = i / tiles_x;
       if (j >= 2) ptx::mbarrier_wait(&pairs_empty[buf], static_cast<std::uint32_t>((j / 2 - 1) & 1));
       // Live pairs come first in a block, and its first slot is live: one thread sees the last.
-      const int id = pairs[buf].template load_slot<Stage>(p, block, ptid);
-      const bool next_live = ptid + 1 < Cfg::kTokens && p.sorted_pairs[block * Cfg::kTokens + ptid + 1] >= 0;
-      if (id >= 0 && !next_live) live[buf] = ptid + 1;
+      // (GemmWgmmaNarrow: slots 0..63; the other producer threads only copy.)
+      if (wgmma_slot_thread<Cfg>(ptid)) {
+        const int id = pairs[buf].template load_slot<Stage>(p, block, ptid);
+        const bool next_live = ptid + 1 < Cfg::kTokens && p.sorted_pairs[block * Cfg::kTokens + ptid + 1] >= 0;
+        if (id >= 0 && !next_live) live[buf] = ptid + 1;
+      }
       ptx::named_barrier_sync<1, G::kProducerThreads>();
       ptx::mbarrier_arrive(&pairs_full[buf]);
       const WgmmaItem<Cfg::kTokens> item{&pairs[buf], act_scales[buf], p.block_expert[block], (i % tiles_x) * G::kTilesPerCta};
       const int n = live[buf];
-      if (n <= kWgmmaNarrowN) wgmma_produce<kWgmmaNarrowN, Cfg, Format, Stage>(p, cta, item, ptid, j == 0, iter);
-      else wgmma_produce<128, Cfg, Format, Stage>(p, cta, item, ptid, j == 0, iter);
+      if (n <= Cfg::kNarrowN) wgmma_produce<Cfg::kNarrowN, Cfg, Format, Stage>(p, cta, item, ptid, j == 0, iter);
+      else wgmma_produce<Cfg::kTokens, Cfg, Format, Stage>(p, cta, item, ptid, j == 0, iter);
     }
     ptx::cp_async_wait_all();
   } else {
@@ -273,8 +284,8 @@ __global__ void __launch_bounds__(WgmmaGeometryOf<Cfg, Format>::kBlockThreads, 1
       ptx::mbarrier_wait(&pairs_full[buf], static_cast<std::uint32_t>((j / 2) & 1));
       const WgmmaItem<Cfg::kTokens> item{&pairs[buf], act_scales[buf], p.block_expert[block], (i % tiles_x) * G::kTilesPerCta};
       const int n = live[buf];
-      if (n <= kWgmmaNarrowN) wgmma_consume<kWgmmaNarrowN, Cfg, Format, Stage>(p, cta, item, iter);
-      else wgmma_consume<128, Cfg, Format, Stage>(p, cta, item, iter);
+      if (n <= Cfg::kNarrowN) wgmma_consume<Cfg::kNarrowN, Cfg, Format, Stage>(p, cta, item, iter);
+      else wgmma_consume<Cfg::kTokens, Cfg, Format, Stage>(p, cta, item, iter);
       __syncwarp();
       if (tid % 32 == 0) ptx::mbarrier_arrive(&pairs_empty[buf]);  // its epilogue is done with the pairs
     }
