@@ -21,9 +21,14 @@ TEST(GemmPlan, FormatFollowsGroupActivationsAndLargestScale) {
   EXPECT_EQ(choose_gemm_format(16, true, {200, 200}), GemmFormat::Nvfp4F16) << "the E8M0 bytes mean nothing for NVFP4";
   EXPECT_STREQ(gemm_format_name(GemmFormat::Mxfp4Wide), "mxfp4-wide");
   EXPECT_STREQ(gemm_format_name(GemmFormat::Mxfp4Shifted), "mxfp4-shifted");
-  // W4A8 plans wgmma from above 7 pairs per expert (not in the batch-invariant mode).
-  EXPECT_EQ(choose_gemm(256, 8, 256, false, true), GemmTile::Wgmma);    // 8 pairs
-  EXPECT_EQ(choose_gemm(256, 6, 256, false, true), GemmTile::Decode);   // 6 pairs, as bf16
+  // W4A8 plans wgmma from above 5 pairs per expert (not in the batch-invariant mode): the narrow
+  // configuration up to 40, then blocks of 128.
+  EXPECT_EQ(choose_gemm(256, 8, 256, false, true), GemmTile::WgmmaNarrow);  // 8 pairs
+  EXPECT_EQ(choose_gemm(256, 6, 256, false, true), GemmTile::WgmmaNarrow);  // 6 pairs (dsv4-flash 256 tokens)
+  EXPECT_EQ(choose_gemm(256, 5, 256, false, true), GemmTile::Decode);       // 5 pairs, as bf16
+  EXPECT_EQ(choose_gemm(1280, 8, 256, false, true), GemmTile::WgmmaNarrow);  // 40 pairs
+  EXPECT_EQ(choose_gemm(1281, 8, 256, false, true), GemmTile::Wgmma);
+  EXPECT_EQ(choose_gemm(4096, 8, 256, false, true), GemmTile::Wgmma);
   EXPECT_EQ(choose_gemm(256, 8, 256, false, false), GemmTile::Small);   // bf16: 8 pairs
   EXPECT_EQ(choose_gemm(256, 8, 256, true, true), GemmTile::Small);     // batch-invariant: mma.sync
   EXPECT_EQ(choose_gemm(2, 8, 2, false, true), GemmTile::Tiny);         // two tokens stay tiny
@@ -57,10 +62,15 @@ TEST(GemmPlan, ConfigurationsByPairsPerExpert) {
   EXPECT_EQ(choose_gemm(1, 8, 256), GemmTile::Tiny);
   EXPECT_EQ(choose_gemm(64, 8, 256), GemmTile::Decode);
   EXPECT_EQ(choose_gemm(256, 8, 256), GemmTile::Small);
-  EXPECT_EQ(choose_gemm(512, 8, 256), GemmTile::Medium);
-  EXPECT_EQ(choose_gemm(896, 8, 256), GemmTile::Medium) << "28 pairs per expert: mma.sync";
-  EXPECT_EQ(choose_gemm(1024, 8, 256), GemmTile::Wgmma) << "32 pairs per expert: warpgroup MMA";
+  EXPECT_EQ(choose_gemm(320, 8, 256), GemmTile::Small) << "10 pairs per expert";
+  EXPECT_EQ(choose_gemm(352, 8, 256), GemmTile::WgmmaNarrow) << "11 pairs: warpgroup MMA, blocks of 64";
+  EXPECT_EQ(choose_gemm(1024, 6, 256), GemmTile::WgmmaNarrow) << "dsv4-flash 1024 tokens: 24 pairs";
+  EXPECT_EQ(choose_gemm(1024, 8, 256), GemmTile::WgmmaNarrow) << "32 pairs";
+  EXPECT_EQ(choose_gemm(1280, 8, 256), GemmTile::WgmmaNarrow) << "40 pairs";
+  EXPECT_EQ(choose_gemm(1281, 8, 256), GemmTile::Wgmma) << "above 40 pairs: blocks of 128";
   EXPECT_EQ(choose_gemm(4096, 8, 256), GemmTile::Wgmma);
+  EXPECT_EQ(choose_gemm(512, 8, 256, true), GemmTile::Medium) << "batch-invariant: 16 pairs on mma.sync";
+  EXPECT_EQ(choose_gemm(320, 8, 256, true), GemmTile::Small);
   EXPECT_EQ(gemm_tokens_per_block(GemmTile::Wgmma), 128);
   EXPECT_EQ(gemm_tokens_per_block(GemmTile::WgmmaNarrow), 64);
   EXPECT_EQ(gemm_ctas_per_block(GemmTile::WgmmaNarrow, 4096), 22) << "the same 12 tiles per CTA as wgmma";
@@ -90,9 +100,13 @@ TEST(GemmPlan, WideLaneForExpertsBeyondOneNarrowBlock) {
   EXPECT_EQ(gemm_lanes_name(mid), "decode + wgmma from 9 pairs");
   EXPECT_EQ(mid.narrow_max_blocks, 256) << "each narrow expert holds at most 8 pairs: one block each, <= E";
   EXPECT_EQ(mid.wide_max_blocks, 1536 / 128 + 1536 / 9);
-  const GemmLanes medium = plan_gemm_lanes(GemmTile::Auto, {1024, 6, 256, kBigExpert});
-  EXPECT_EQ(medium.narrow, GemmTile::Medium);
-  EXPECT_EQ(medium.wide_from, 33);
+  const GemmLanes small = plan_gemm_lanes(GemmTile::Auto, {256, 8, 256, kBigExpert});
+  EXPECT_EQ(small.narrow, GemmTile::Small);
+  EXPECT_EQ(small.wide_from, 17);
+  const GemmLanes narrow = plan_gemm_lanes(GemmTile::Auto, {1024, 6, 256, kBigExpert});
+  EXPECT_EQ(narrow.narrow, GemmTile::WgmmaNarrow);
+  EXPECT_EQ(narrow.wide_from, 65) << "experts above one block of 64 run blocks of 128";
+  EXPECT_EQ(gemm_lanes_name(narrow), "wgmma-narrow + wgmma from 65 pairs");
   EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {kWideLaneMinTokens - 1, 8, 256, kBigExpert}).wide_from, 0) << "too few tokens";
   EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {kWideLaneMinTokens, 8, 256, kBigExpert}).wide_from, 9);
   EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {4096, 8, 256, kBigExpert}).narrow, GemmTile::Wgmma);
@@ -101,7 +115,7 @@ TEST(GemmPlan, WideLaneForExpertsBeyondOneNarrowBlock) {
   EXPECT_EQ(plan_gemm_lanes(GemmTile::Medium, {1024, 6, 256, kBigExpert}).wide_from, 0) << "a forced tile runs alone";
   EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1024, 6, 256, kWideLaneMinExpertBytes - 1}).wide_from, 0)
       << "small experts: re-reading costs less than the lane's launches";
-  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1024, 6, 256, kWideLaneMinExpertBytes}).wide_from, 33);
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1024, 6, 256, kWideLaneMinExpertBytes}).wide_from, 65);
   EXPECT_EQ(gemm_lanes_name(plan_gemm_lanes(GemmTile::Medium, {1024, 6, 256, kBigExpert})), "medium");
   const GemmLanes one = plan_gemm_lanes(GemmTile::Auto, {1, 8, 256, kBigExpert});
   EXPECT_EQ(one.narrow, GemmTile::Tiny);
@@ -133,7 +147,7 @@ TEST(GemmPlan, LaneBlockBoundsHoldForAnyRouting) {
         if (mode == 3) e = E - 1;
         ++count[static_cast<std::size_t>(e)];
       }
-    for (GemmTile tile : {GemmTile::Auto, GemmTile::Decode, GemmTile::Wgmma}) {
+    for (GemmTile tile : {GemmTile::Auto, GemmTile::Decode, GemmTile::Wgmma, GemmTile::WgmmaNarrow}) {
       const GemmLanes l = plan_gemm_lanes(tile, {T, k, E, kBigExpert});
       const int nb = gemm_tokens_per_block(l.narrow), wb = gemm_tokens_per_block(GemmTile::Wgmma);
       int narrow = 0, wide = 0;

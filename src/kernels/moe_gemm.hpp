@@ -107,8 +107,10 @@ constexpr int kTinyGemm2Splits = 2;
 // K split (gemm2_k_splits). The wgmma path is likely alike: in the default mode on the H200,
 // sub-batches on mma.sync matched the same tokens in a batch on wgmma bit for bit (10 of 12; the 2
 // others were the K split), but the mode with wgmma allowed has not run yet, so it stays excluded.
-// fp8_activations (W4A8): the wgmma configuration from above kFp8WgmmaAbovePairs pairs per expert.
-constexpr double kFp8WgmmaAbovePairs = 7.0;
+// fp8_activations (W4A8): the wgmma configurations from above kFp8WgmmaAbovePairs pairs per expert.
+// Both precisions run GemmWgmmaNarrow up to kWgmmaNarrowMaxPairs pairs per expert, GemmWgmma above.
+constexpr double kFp8WgmmaAbovePairs = 5.0;
+constexpr double kWgmmaNarrowMaxPairs = 40.0;
 GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_invariant = false, bool fp8_activations = false);
 // The forward's two lanes. Blocks are sized from the average pairs per expert, but routing is
 // rarely uniform: an expert holding more pairs than one block of the chosen configuration would
@@ -134,8 +136,9 @@ struct GemmProblem {
   bool fp8_activations = false;  // W4A8 (choose_gemm's own thresholds)
 };
 // Forced tiles (anything but Auto) run one lane. Auto: choose_gemm's configuration, plus the wide
-// lane from kWideLaneMinTokens tokens on when that configuration is a mma.sync one other than Tiny,
-// the mode is not batch-invariant (the lane's sums are wgmma's), and an expert's weights reach
+// lane from kWideLaneMinTokens tokens on when that configuration is a mma.sync one other than Tiny
+// or GemmWgmmaNarrow (whose experts above 64 pairs then run blocks of 128), the mode is not
+// batch-invariant (the lane's sums are wgmma's), and an expert's weights reach
 // kWideLaneMinExpertBytes (the lane's two launches cost a few microseconds, what re-reading a small
 // expert's weights a few times costs too); its threshold is one more pair than a narrow block
 // holds. One token on Tiny runs direct.

@@ -22,23 +22,22 @@ int gemm_tokens_per_block(GemmTile tile) {
 
 GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_invariant, bool fp8_activations) {
   const double pairs_per_expert = static_cast<double>(num_tokens) * top_k / num_experts;
-  // Thresholds from scripts/tune-gemm on an H100 (dsv4-flash and gpt-oss-120b, every tile forced).
   if (num_tokens <= 2) return GemmTile::Tiny;
-  // W4A8: FP8 wgmma runs twice the bf16 rate, so it leads much earlier. Measured on an H200 with every
-  // configuration forced (bench/results/20261130-1805-H200-w4a8/README.md): gpt-oss-120b 256 tokens
-  // (8 pairs per expert) 739 us on wgmma against 806 under the bf16 plan; dsv4-flash 256 (6 pairs)
-  // 1397 against 1287; 1024 tokens (24 pairs) 1576 against 1919.
-  if (fp8_activations && !batch_invariant && pairs_per_expert > kFp8WgmmaAbovePairs) return GemmTile::Wgmma;
+  // The warpgroup-MMA pair: blocks of 64 at N = 32 or 64 up to kWgmmaNarrowMaxPairs, blocks of 128
+  // at N = 64 or 128 above. Measured on an H200 with every configuration forced
+  // (bench/results/20261201-0110-H200-wgmma-narrow): bf16, dsv4-flash 1024 tokens (24 pairs) 1458 us
+  // on wgmma-narrow against 1748 on wgmma and 1824 on medium; 512 (12 pairs) 1379 against small's
+  // 1517; gpt-oss-120b 1024 (32 pairs) 821 against 897; at 48 pairs a tie (2025 against 2020), at 64
+  // wgmma leads (1141 against 1308). Small still leads at 8 pairs (696 against 705), Decode at 6.
+  const GemmTile wgmma = pairs_per_expert <= kWgmmaNarrowMaxPairs ? GemmTile::WgmmaNarrow : GemmTile::Wgmma;
+  // W4A8: FP8 wgmma runs twice the bf16 rate, so it leads much earlier: dsv4-flash 256 tokens
+  // (6 pairs) 1158 us on wgmma-narrow against 1262 under the bf16 plan and 1300 on wgmma.
+  if (fp8_activations && !batch_invariant && pairs_per_expert > kFp8WgmmaAbovePairs) return wgmma;
   if (pairs_per_expert <= 6.5) return GemmTile::Decode;
-  if (pairs_per_expert <= 12.0) return GemmTile::Small;
-  if (pairs_per_expert <= 28.0) return GemmTile::Medium;
-  if (batch_invariant) return GemmTile::Prefill;
-  // Above 28 pairs per expert the warpgroup-MMA path leads, now that its blocks fit N to the live
-  // pairs and a producer warpgroup copies. Measured on an H200: gpt-oss-120b 1024 tokens (32 pairs)
-  // 1031 us on wgmma against 1260 on mma.sync (bench/results/20261130-1505-H200-lanes-probe); with
-  // persistent CTAs, 768 tokens (24 pairs) tie: 918 against 917, and dsv4-flash 1024 (24 pairs)
-  // 1806 against 1813 (the probe of bench/results/20261130-1545-H200-prefill-peers/README.md).
-  return GemmTile::Wgmma;
+  // batch_invariant keeps the mma.sync configurations (thresholds from scripts/tune-gemm on an H100).
+  if (batch_invariant) return pairs_per_expert <= 12.0 ? GemmTile::Small : pairs_per_expert <= 28.0 ? GemmTile::Medium : GemmTile::Prefill;
+  if (pairs_per_expert <= 10.0) return GemmTile::Small;
+  return wgmma;
 }
 
 int max_lane_blocks(int pairs, int num_experts, int block_tokens, int min_pairs, int below_pairs) {
