@@ -136,8 +136,8 @@ struct GemmProblem {
   bool fp8_activations = false;  // W4A8 (choose_gemm's own thresholds)
 };
 // Forced tiles (anything but Auto) run one lane. Auto: choose_gemm's configuration, plus the wide
-// lane from kWideLaneMinTokens tokens on when that configuration is a mma.sync one other than Tiny
-// or GemmWgmmaNarrow (whose experts above 64 pairs then run blocks of 128), the mode is not
+// lane from kWideLaneMinTokens tokens on when that configuration is any but Tiny and GemmWgmma (so
+// under GemmWgmmaNarrow the experts above 64 pairs run blocks of 128), the mode is not
 // batch-invariant (the lane's sums are wgmma's), and an expert's weights reach
 // kWideLaneMinExpertBytes (the lane's two launches cost a few microseconds, what re-reading a small
 // expert's weights a few times costs too); its threshold is one more pair than a narrow block
