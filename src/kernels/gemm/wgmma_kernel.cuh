@@ -78,11 +78,12 @@ struct WgmmaItem {
 // on, so each configuration has two; smaller blocks are a configuration of their own.
 constexpr int kWgmmaProducerRegs = 80, kWgmmaConsumerRegs = 144;  // 3 x 128 x 144 + 128 x 80 = 65536
 
-// Whether producer thread ptid owns a block slot (every one of them with 128 slots, a test ptxas
-// does not see through: in the producer's 80 registers it spilled W4A8's GEMM1).
-template <class Cfg>
+// Whether producer thread ptid owns a block slot: every one of them where the block has a slot per
+// producer thread, decided at compile time (a run-time test, which ptxas does not see through,
+// spilled W4A8's GEMM1 in the producer's 80 registers).
+template <class Cfg, class G>
 __device__ __forceinline__ bool wgmma_slot_thread(int ptid) {
-  if constexpr (Cfg::kTokens == 128) return true;
+  if constexpr (Cfg::kTokens == G::kProducerThreads) return true;
   else return ptid < Cfg::kTokens;
 }
 
@@ -105,7 +106,7 @@ __device__ __forceinline__ void wgmma_produce(const MoeGemmParams& p, const Wgmm
   // registers would spill).
   const auto load_act_scale = [&]() {
     if constexpr (Format::kActScale) {
-      const int row = wgmma_slot_thread<Cfg>(ptid) ? item.pairs->act_row[ptid] : -1;
+      const int row = wgmma_slot_thread<Cfg, PG>(ptid) ? item.pairs->act_row[ptid] : -1;
       if (row >= 0) ptx::cp_async4(&item.act_scale[ptid], p.act_scale + row);
     }
   };
@@ -259,7 +260,7 @@ __global__ void __launch_bounds__(WgmmaGeometryOf<Cfg, Format>::kBlockThreads, 1
       if (j >= 2) ptx::mbarrier_wait(&pairs_empty[buf], static_cast<std::uint32_t>((j / 2 - 1) & 1));
       // Live pairs come first in a block, and its first slot is live: one thread sees the last.
       // (GemmWgmmaNarrow: slots 0..63; the other producer threads only copy.)
-      if (wgmma_slot_thread<Cfg>(ptid)) {
+      if (wgmma_slot_thread<Cfg, G>(ptid)) {
         const int id = pairs[buf].template load_slot<Stage>(p, block, ptid);
         const bool next_live = ptid + 1 < Cfg::kTokens && p.sorted_pairs[block * Cfg::kTokens + ptid + 1] >= 0;
         if (id >= 0 && !next_live) live[buf] = ptid + 1;
