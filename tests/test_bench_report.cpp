@@ -233,7 +233,7 @@ TEST(BenchCli, BadOptionsExitTwoWithAMessage) {
   EXPECT_NE(out.find("--skew must be >= 0"), std::string::npos) << out;
   out.clear();
   EXPECT_EQ(run_cli("bench --gemm-tile 16", &out), 2);
-  EXPECT_NE(out.find("unknown GEMM tile '16' (known: auto, tiny, decode, small, medium, prefill, wgmma, wgmma-narrow)"), std::string::npos) << out;
+  EXPECT_NE(out.find("unknown GEMM tile '16' (known: auto, tiny, decode, small, medium, prefill, wgmma, wgmma-narrow, wgmma-small)"), std::string::npos) << out;
 }
 
 TEST(BenchCli, SweepOptionsAreChecked) {

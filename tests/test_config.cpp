@@ -122,7 +122,7 @@ TEST(Presets, UnknownNameListsTheKnownOnes) {
 TEST(Names, ActivationAndGemmTileNamesRoundTrip) {
   for (ActivationKind k : {ActivationKind::SiluMul, ActivationKind::ClampedSiluMul, ActivationKind::GptOssSwiglu})
     EXPECT_EQ(parse_activation_kind(activation_kind_name(k)), k) << activation_kind_name(k);
-  for (GemmTile t : {GemmTile::Auto, GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill, GemmTile::Wgmma, GemmTile::WgmmaNarrow})
+  for (GemmTile t : {GemmTile::Auto, GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill, GemmTile::Wgmma, GemmTile::WgmmaNarrow, GemmTile::WgmmaSmall})
     EXPECT_EQ(parse_gemm_tile(gemm_tile_name(t)), t) << gemm_tile_name(t);
   EXPECT_STREQ(activation_kind_name(ActivationKind::ClampedSiluMul), "clamped-silu");
   try {
@@ -135,6 +135,6 @@ TEST(Names, ActivationAndGemmTileNamesRoundTrip) {
     parse_gemm_tile("16");
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("unknown GEMM tile '16' (known: auto, tiny, decode, small, medium, prefill, wgmma, wgmma-narrow)"));
+    EXPECT_THAT(e.what(), HasSubstr("unknown GEMM tile '16' (known: auto, tiny, decode, small, medium, prefill, wgmma, wgmma-narrow, wgmma-small)"));
   }
 }

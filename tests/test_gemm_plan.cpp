@@ -74,6 +74,7 @@ TEST(GemmPlan, ConfigurationsByPairsPerExpert) {
   EXPECT_EQ(gemm_tokens_per_block(GemmTile::Wgmma), 128);
   EXPECT_EQ(gemm_tokens_per_block(GemmTile::WgmmaNarrow), 64);
   EXPECT_EQ(gemm_ctas_per_block(GemmTile::WgmmaNarrow, 4096), 22) << "the same 12 tiles per CTA as wgmma";
+  EXPECT_EQ(gemm_tokens_per_block(GemmTile::WgmmaSmall), 32);
   EXPECT_EQ(choose_gemm(4096, 8, 256, true), GemmTile::Prefill) << "batch-invariant: mma.sync only";
   EXPECT_EQ(choose_gemm(1024, 8, 256, true), GemmTile::Prefill);
   EXPECT_EQ(choose_gemm(1, 8, 256, true), GemmTile::Tiny);
@@ -147,7 +148,7 @@ TEST(GemmPlan, LaneBlockBoundsHoldForAnyRouting) {
         if (mode == 3) e = E - 1;
         ++count[static_cast<std::size_t>(e)];
       }
-    for (GemmTile tile : {GemmTile::Auto, GemmTile::Decode, GemmTile::Wgmma, GemmTile::WgmmaNarrow}) {
+    for (GemmTile tile : {GemmTile::Auto, GemmTile::Decode, GemmTile::Wgmma, GemmTile::WgmmaNarrow, GemmTile::WgmmaSmall}) {
       const GemmLanes l = plan_gemm_lanes(tile, {T, k, E, kBigExpert});
       const int nb = gemm_tokens_per_block(l.narrow), wb = gemm_tokens_per_block(GemmTile::Wgmma);
       int narrow = 0, wide = 0;

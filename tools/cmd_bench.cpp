@@ -355,7 +355,7 @@ const RegisterCommand kBench{
                      "each row is printed under the table), or, forced for every expert, for tuning: tiny or decode "
                      "(8 routed pairs per block), small (16), medium (32), prefill (64) on mma.sync, wgmma (128, "
                      "Hopper's warpgroup MMA, the compute-bound path; N 64 or 128 by a block's live pairs), or "
-                     "wgmma-narrow (64, N 32 or 64: experts holding a few tens of pairs)")
+                     "wgmma-narrow (64, N 32 or 64: experts holding a few tens of pairs), or wgmma-small (32, N 16 or 32)")
           ->capture_default_str();
       sub.add_option("--act", o->act,
                      "activation precision: bf16 (W4A16, the default) or fp8 (W4A8: each token's hidden row and each "

@@ -49,9 +49,9 @@ struct ActivationConfig {
 
 // Which GEMM configuration (src/kernels/moe_gemm.hpp) runs the forward, by its routed (token, slot)
 // pairs per block: Tiny and Decode 8 (Tiny with narrow CTAs, for one or two tokens in all), Small 16,
-// Medium 32, Prefill 64, all on mma.sync; Wgmma 128 and WgmmaNarrow 64 on Hopper's warpgroup MMA (the compute-bound path). Auto picks per call from the average pairs per expert; a fixed choice is
+// Medium 32, Prefill 64, all on mma.sync; Wgmma 128, WgmmaNarrow 64 and WgmmaSmall 32 on Hopper's warpgroup MMA (the compute-bound path). Auto picks per call from the average pairs per expert; a fixed choice is
 // for tuning and benchmarks.
-enum class GemmTile { Auto, Tiny, Decode, Small, Medium, Prefill, Wgmma, WgmmaNarrow };
+enum class GemmTile { Auto, Tiny, Decode, Small, Medium, Prefill, Wgmma, WgmmaNarrow, WgmmaSmall };
 
 // The precision the expert GEMMs take their activations in (issue 14). Bf16: the activation dtype as
 // stored (W4A16, the default). Fp8PerToken (W4A8, MXFP4 weights only): each token's hidden row, and

@@ -90,7 +90,7 @@ E parse_name(const std::string& name, const E (&all)[N], const char* (*name_of)(
 
 constexpr ActivationKind kActivationKinds[] = {ActivationKind::SiluMul, ActivationKind::ClampedSiluMul, ActivationKind::GptOssSwiglu};
 constexpr GemmTile kGemmTiles[] = {GemmTile::Auto, GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill,
-                                 GemmTile::Wgmma, GemmTile::WgmmaNarrow};
+                                 GemmTile::Wgmma, GemmTile::WgmmaNarrow, GemmTile::WgmmaSmall};
 constexpr ActivationPrecision kActivationPrecisions[] = {ActivationPrecision::Bf16, ActivationPrecision::Fp8PerToken};
 
 }  // namespace
@@ -118,6 +118,7 @@ const char* gemm_tile_name(GemmTile tile) {
     case GemmTile::Prefill: return "prefill";
     case GemmTile::Wgmma: return "wgmma";
     case GemmTile::WgmmaNarrow: return "wgmma-narrow";
+    case GemmTile::WgmmaSmall: return "wgmma-small";
   }
   return "?";
 }

@@ -57,6 +57,15 @@ struct GemmWgmmaNarrow {
   static constexpr int kNarrowN = 32;
   static constexpr bool kWgmma = true;
 };
+// EXPERIMENT (not run on a GPU): blocks of 32 at N = 16 or 32, for 6-16 pairs per expert, where
+// Decode and Small stream at 53-62% of the read floor and GemmWgmmaNarrow's N = 32 MMAs take about
+// as long per stage as the stage's weight bytes (gpt-oss-120b 256 tokens: Small 696 us, wgmma-narrow
+// 705, Humming 688).
+struct GemmWgmmaSmall {
+  static constexpr int kTokens = 32, kWarps = 12, kTilesPerWarp = 1, kChunksPerStage = 2, kStages = 4;
+  static constexpr int kNarrowN = 16;
+  static constexpr bool kWgmma = true;
+};
 
 // The weight formats the kernels run (kernels/gemm/weight_formats.cuh):
 //   Mxfp4         E8M0 scale bytes 0..128, bf16 (every real MXFP4 checkpoint seen: scales <= 2)

@@ -141,6 +141,12 @@ TEST_P(LayerShapes, WgmmaNarrowPathMatchesOracle) {
   sweep_token_counts(GetParam(), GemmTile::WgmmaNarrow, 46, 900, {1, 3, 64, 333, 1024}, {16, 333});
 }
 
+// The small warpgroup-MMA configuration (blocks of 32 pairs, N = 16 or 32) forced likewise.
+TEST_P(LayerShapes, WgmmaSmallPathMatchesOracle) {
+  MXMOE_REQUIRE_HOPPER();
+  sweep_token_counts(GetParam(), GemmTile::WgmmaSmall, 47, 900, {1, 3, 64, 333, 1024}, {16, 333});
+}
+
 // W4A8 (issue 14): FP8 activations on FP8 warpgroup MMA against the oracle's FP8 mode, from one token
 // (a block almost all padding) to 4096, with masks.
 TEST_P(LayerShapes, W4a8MatchesTheFp8Oracle) {
@@ -154,7 +160,8 @@ TEST(Layer, W4a8RunsOnEveryConfiguration) {
   MXMOE_REQUIRE_HOPPER();
   const Case c{"w4a8-every-config", 1024, 384, 16, 4, ActivationConfig::clamped_silu_mul(10.0f), true, 4.0f};
   for (GemmTile tile :
-       {GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill, GemmTile::Wgmma, GemmTile::WgmmaNarrow}) {
+       {GemmTile::Tiny, GemmTile::Decode, GemmTile::Small, GemmTile::Medium, GemmTile::Prefill, GemmTile::Wgmma, GemmTile::WgmmaNarrow,
+        GemmTile::WgmmaSmall}) {
     SCOPED_TRACE(gemm_tile_name(tile));
     sweep_token_counts(c, tile, 45, 1500, {1, 2, 7, 100}, {33}, ActivationPrecision::Fp8PerToken);
   }
@@ -258,7 +265,9 @@ INSTANTIATE_TEST_SUITE_P(Paths, LayerPaths,
                                            Path{GemmTile::Auto, ActivationPrecision::Fp8PerToken},
                                            Path{GemmTile::Wgmma, ActivationPrecision::Fp8PerToken},
                                            Path{GemmTile::WgmmaNarrow, ActivationPrecision::Bf16},
-                                           Path{GemmTile::WgmmaNarrow, ActivationPrecision::Fp8PerToken}),
+                                           Path{GemmTile::WgmmaNarrow, ActivationPrecision::Fp8PerToken},
+                                           Path{GemmTile::WgmmaSmall, ActivationPrecision::Bf16},
+                                           Path{GemmTile::WgmmaSmall, ActivationPrecision::Fp8PerToken}),
                          [](const auto& info) {
                            std::string name = std::string(gemm_tile_name(info.param.tile)) + "_" + activation_precision_name(info.param.precision);
                            std::replace(name.begin(), name.end(), '-', '_');  // test names take letters, digits, '_'

@@ -20,6 +20,7 @@ auto with_config(GemmTile tile, F&& f) {
     case GemmTile::Prefill: return f(GemmPrefill{});
     case GemmTile::Wgmma: return f(GemmWgmma{});
     case GemmTile::WgmmaNarrow: return f(GemmWgmmaNarrow{});
+    case GemmTile::WgmmaSmall: return f(GemmWgmmaSmall{});
     case GemmTile::Auto: break;
   }
   fail(ErrorCode::InvalidArgument, std::string("GEMM tile '") + gemm_tile_name(tile) + "' names no configuration");
@@ -35,6 +36,7 @@ void for_each_config(F&& f) {
   f(GemmPrefill{});
   f(GemmWgmma{});
   f(GemmWgmmaNarrow{});
+  f(GemmWgmmaSmall{});
 }
 
 // Whether a configuration runs the warpgroup-MMA kernel (it says kWgmma = true) or the mma.sync one.

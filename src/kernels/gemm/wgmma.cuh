@@ -3,7 +3,7 @@
 // mma.sync.m16n8k16's A, which the tile layout already gives each lane; B (tokens x K, K-major)
 // from shared memory through a matrix descriptor; fp32 accumulators in the m16n8 C layout per
 // n8 block: d[4j + {0,1}] row g, d[4j + {2,3}] row g + 8, columns 8j + 2t + {0,1}.
-// The m64nNk16 wrappers are written for N = 32, 64 and 128 (one asm statement per shape and type;
+// The m64nNk16 wrappers are written for N = 16, 32, 64 and 128 (one asm statement per shape and type;
 // the PTX syntax is the ISA's, operands in order d, a, b-desc, scale-d, imm-scale-a, imm-scale-b,
 // imm-trans-b).
 #pragma once
@@ -51,6 +51,15 @@ __device__ __forceinline__ void wgmma_zero_accumulators(float (&acc)[N]) {
 }
 
 // One wrapper per shape, instantiated for both operand types (the type only names the PTX).
+#define MXMOE_WGMMA_M64N16K16(TYPE, Tag) \
+  __device__ __forceinline__ void wgmma_m64n16k16(float(&d)[8], const std::uint32_t(&a)[4], std::uint64_t desc_b, Tag) { \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n" \
+                 "wgmma.mma_async.sync.aligned.m64n16k16.f32." TYPE "." TYPE " " \
+                 "{%0,%1,%2,%3,%4,%5,%6,%7}, " \
+                 "{%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}\n" \
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]) \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b)); \
+  }
 #define MXMOE_WGMMA_M64N32K16(TYPE, Tag) \
   __device__ __forceinline__ void wgmma_m64n32k16(float(&d)[16], const std::uint32_t(&a)[4], std::uint64_t desc_b, Tag) { \
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n" \
@@ -79,12 +88,15 @@ __device__ __forceinline__ void wgmma_zero_accumulators(float (&acc)[N]) {
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b)); \
   }
 
+MXMOE_WGMMA_M64N16K16("bf16", Bf16Tag)
+MXMOE_WGMMA_M64N16K16("f16", F16Tag)
 MXMOE_WGMMA_M64N32K16("bf16", Bf16Tag)
 MXMOE_WGMMA_M64N32K16("f16", F16Tag)
 MXMOE_WGMMA_M64N64K16("bf16", Bf16Tag)
 MXMOE_WGMMA_M64N64K16("f16", F16Tag)
 MXMOE_WGMMA_M64N128K16("bf16", Bf16Tag)
 MXMOE_WGMMA_M64N128K16("f16", F16Tag)
+#undef MXMOE_WGMMA_M64N16K16
 #undef MXMOE_WGMMA_M64N32K16
 #undef MXMOE_WGMMA_M64N64K16
 #undef MXMOE_WGMMA_M64N128K16
@@ -93,6 +105,14 @@ MXMOE_WGMMA_M64N128K16("f16", F16Tag)
 // 4t..4t+3 and 16+4t..16+4t+3: kernels/tile_layout_w4a8.hpp); B through the same K-major
 // 128-byte-swizzled descriptor, a k32 step of one-byte values spanning the 32 bytes of a bf16 k16
 // step. No imm-trans-b: 8-bit operands are K-major only.
+__device__ __forceinline__ void wgmma_m64n16k32(float (&d)[8], const std::uint32_t (&a)[4], std::uint64_t desc_b, E4m3Tag) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3 "
+               "{%0,%1,%2,%3,%4,%5,%6,%7}, "
+               "{%8,%9,%10,%11}, %12, p, 1, 1;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+}
 __device__ __forceinline__ void wgmma_m64n32k32(float (&d)[16], const std::uint32_t (&a)[4], std::uint64_t desc_b, E4m3Tag) {
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
                "wgmma.mma_async.sync.aligned.m64n32k32.f32.e4m3.e4m3 "
@@ -125,20 +145,22 @@ namespace mxmoe::kernels::ptx {
 // m64nNk16 by its accumulator count (N / 2 per thread) and operand type tag.
 template <class Tag, int kAcc>
 __device__ __forceinline__ void wgmma_m64k16(float (&d)[kAcc], const std::uint32_t (&a)[4], std::uint64_t desc_b) {
-  if constexpr (kAcc == 16) wgmma_m64n32k16(d, a, desc_b, Tag{});
+  if constexpr (kAcc == 8) wgmma_m64n16k16(d, a, desc_b, Tag{});
+  else if constexpr (kAcc == 16) wgmma_m64n32k16(d, a, desc_b, Tag{});
   else if constexpr (kAcc == 32) wgmma_m64n64k16(d, a, desc_b, Tag{});
   else {
-    static_assert(kAcc == 64, "wgmma N is 32, 64 or 128 here");
+    static_assert(kAcc == 64, "wgmma N is 16, 32, 64 or 128 here");
     wgmma_m64n128k16(d, a, desc_b, Tag{});
   }
 }
 // m64nNk32 e4m3 by its accumulator count.
 template <int kAcc>
 __device__ __forceinline__ void wgmma_m64k32_e4m3(float (&d)[kAcc], const std::uint32_t (&a)[4], std::uint64_t desc_b) {
-  if constexpr (kAcc == 16) wgmma_m64n32k32(d, a, desc_b, E4m3Tag{});
+  if constexpr (kAcc == 8) wgmma_m64n16k32(d, a, desc_b, E4m3Tag{});
+  else if constexpr (kAcc == 16) wgmma_m64n32k32(d, a, desc_b, E4m3Tag{});
   else if constexpr (kAcc == 32) wgmma_m64n64k32(d, a, desc_b, E4m3Tag{});
   else {
-    static_assert(kAcc == 64, "wgmma N is 32, 64 or 128 here");
+    static_assert(kAcc == 64, "wgmma N is 16, 32, 64 or 128 here");
     wgmma_m64n128k32(d, a, desc_b, E4m3Tag{});
   }
 }
