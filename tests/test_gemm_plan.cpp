@@ -21,15 +21,17 @@ TEST(GemmPlan, FormatFollowsGroupActivationsAndLargestScale) {
   EXPECT_EQ(choose_gemm_format(16, true, {200, 200}), GemmFormat::Nvfp4F16) << "the E8M0 bytes mean nothing for NVFP4";
   EXPECT_STREQ(gemm_format_name(GemmFormat::Mxfp4Wide), "mxfp4-wide");
   EXPECT_STREQ(gemm_format_name(GemmFormat::Mxfp4Shifted), "mxfp4-shifted");
-  // W4A8 plans wgmma from above 5 pairs per expert (not in the batch-invariant mode): the narrow
-  // configuration up to 40, then blocks of 128.
-  EXPECT_EQ(choose_gemm(256, 8, 256, false, true), GemmTile::WgmmaNarrow);  // 8 pairs
-  EXPECT_EQ(choose_gemm(256, 6, 256, false, true), GemmTile::WgmmaNarrow);  // 6 pairs (dsv4-flash 256 tokens)
-  EXPECT_EQ(choose_gemm(256, 5, 256, false, true), GemmTile::Decode);       // 5 pairs, as bf16
+  // W4A8 plans wgmma from above 1 pair per expert (not in the batch-invariant mode): blocks of 32
+  // up to 20 pairs, of 64 up to 40, then blocks of 128.
+  EXPECT_EQ(choose_gemm(256, 8, 256, false, true), GemmTile::WgmmaSmall);   // 8 pairs
+  EXPECT_EQ(choose_gemm(64, 6, 256, false, true), GemmTile::WgmmaSmall);    // 1.5 pairs (dsv4-flash 64 tokens)
+  EXPECT_EQ(choose_gemm(32, 8, 256, false, true), GemmTile::Decode);        // 1 pair, as bf16
+  EXPECT_EQ(choose_gemm(640, 8, 256, false, true), GemmTile::WgmmaSmall);   // 20 pairs
+  EXPECT_EQ(choose_gemm(641, 8, 256, false, true), GemmTile::WgmmaNarrow);
   EXPECT_EQ(choose_gemm(1280, 8, 256, false, true), GemmTile::WgmmaNarrow);  // 40 pairs
   EXPECT_EQ(choose_gemm(1281, 8, 256, false, true), GemmTile::Wgmma);
   EXPECT_EQ(choose_gemm(4096, 8, 256, false, true), GemmTile::Wgmma);
-  EXPECT_EQ(choose_gemm(256, 8, 256, false, false), GemmTile::Small);   // bf16: 8 pairs
+  EXPECT_EQ(choose_gemm(256, 8, 256, false, false), GemmTile::WgmmaSmall);  // bf16: 8 pairs
   EXPECT_EQ(choose_gemm(256, 8, 256, true, true), GemmTile::Small);     // batch-invariant: mma.sync
   EXPECT_EQ(choose_gemm(2, 8, 2, false, true), GemmTile::Tiny);         // two tokens stay tiny
   // W4A8: every MXFP4 scale summary folds (Mxfp4E4m3); NVFP4 and fp16 activations are refused.
@@ -61,9 +63,11 @@ TEST(GemmPlan, RefusesWhatNoKernelRuns) {
 TEST(GemmPlan, ConfigurationsByPairsPerExpert) {
   EXPECT_EQ(choose_gemm(1, 8, 256), GemmTile::Tiny);
   EXPECT_EQ(choose_gemm(64, 8, 256), GemmTile::Decode);
-  EXPECT_EQ(choose_gemm(256, 8, 256), GemmTile::Small);
-  EXPECT_EQ(choose_gemm(320, 8, 256), GemmTile::Small) << "10 pairs per expert";
-  EXPECT_EQ(choose_gemm(352, 8, 256), GemmTile::WgmmaNarrow) << "11 pairs: warpgroup MMA, blocks of 64";
+  EXPECT_EQ(choose_gemm(208, 8, 256), GemmTile::Decode) << "6.5 pairs per expert";
+  EXPECT_EQ(choose_gemm(209, 8, 256), GemmTile::WgmmaSmall) << "above 6.5 pairs: warpgroup MMA, blocks of 32";
+  EXPECT_EQ(choose_gemm(256, 8, 256), GemmTile::WgmmaSmall);
+  EXPECT_EQ(choose_gemm(640, 8, 256), GemmTile::WgmmaSmall) << "20 pairs";
+  EXPECT_EQ(choose_gemm(641, 8, 256), GemmTile::WgmmaNarrow) << "above 20 pairs: blocks of 64";
   EXPECT_EQ(choose_gemm(1024, 6, 256), GemmTile::WgmmaNarrow) << "dsv4-flash 1024 tokens: 24 pairs";
   EXPECT_EQ(choose_gemm(1024, 8, 256), GemmTile::WgmmaNarrow) << "32 pairs";
   EXPECT_EQ(choose_gemm(1280, 8, 256), GemmTile::WgmmaNarrow) << "40 pairs";
@@ -102,8 +106,9 @@ TEST(GemmPlan, WideLaneForExpertsBeyondOneNarrowBlock) {
   EXPECT_EQ(mid.narrow_max_blocks, 256) << "each narrow expert holds at most 8 pairs: one block each, <= E";
   EXPECT_EQ(mid.wide_max_blocks, 1536 / 128 + 1536 / 9);
   const GemmLanes small = plan_gemm_lanes(GemmTile::Auto, {256, 8, 256, kBigExpert});
-  EXPECT_EQ(small.narrow, GemmTile::Small);
-  EXPECT_EQ(small.wide_from, 17);
+  EXPECT_EQ(small.narrow, GemmTile::WgmmaSmall);
+  EXPECT_EQ(small.wide_from, 33);
+  EXPECT_EQ(gemm_lanes_name(small), "wgmma-small + wgmma from 33 pairs");
   const GemmLanes narrow = plan_gemm_lanes(GemmTile::Auto, {1024, 6, 256, kBigExpert});
   EXPECT_EQ(narrow.narrow, GemmTile::WgmmaNarrow);
   EXPECT_EQ(narrow.wide_from, 65) << "experts above one block of 64 run blocks of 128";

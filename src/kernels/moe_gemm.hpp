@@ -57,10 +57,10 @@ struct GemmWgmmaNarrow {
   static constexpr int kNarrowN = 32;
   static constexpr bool kWgmma = true;
 };
-// EXPERIMENT (not run on a GPU): blocks of 32 at N = 16 or 32, for 6-16 pairs per expert, where
-// Decode and Small stream at 53-62% of the read floor and GemmWgmmaNarrow's N = 32 MMAs take about
-// as long per stage as the stage's weight bytes (gpt-oss-120b 256 tokens: Small 696 us, wgmma-narrow
-// 705, Humming 688).
+// Blocks of 32 at N = 16 or 32, for experts holding a few to a few tens of pairs, where Decode and
+// Small stream at 53-62% of the read floor and GemmWgmmaNarrow's N = 32 MMAs take about as long per
+// stage as the stage's weight bytes (gpt-oss-120b 256 tokens: Small 702 us, wgmma-narrow 705,
+// wgmma-small 653, Humming 688).
 struct GemmWgmmaSmall {
   static constexpr int kTokens = 32, kWarps = 12, kTilesPerWarp = 1, kChunksPerStage = 2, kStages = 4;
   static constexpr int kNarrowN = 16;
@@ -116,9 +116,13 @@ constexpr int kTinyGemm2Splits = 2;
 // K split (gemm2_k_splits). The wgmma path is likely alike: in the default mode on the H200,
 // sub-batches on mma.sync matched the same tokens in a batch on wgmma bit for bit (10 of 12; the 2
 // others were the K split), but the mode with wgmma allowed has not run yet, so it stays excluded.
+// bf16: GemmDecode up to kDecodeMaxPairs pairs per expert, then the wgmma configurations.
 // fp8_activations (W4A8): the wgmma configurations from above kFp8WgmmaAbovePairs pairs per expert.
-// Both precisions run GemmWgmmaNarrow up to kWgmmaNarrowMaxPairs pairs per expert, GemmWgmma above.
-constexpr double kFp8WgmmaAbovePairs = 5.0;
+// Both precisions run GemmWgmmaSmall up to kWgmmaSmallMaxPairs pairs per expert, GemmWgmmaNarrow up
+// to kWgmmaNarrowMaxPairs, GemmWgmma above.
+constexpr double kDecodeMaxPairs = 6.5;
+constexpr double kFp8WgmmaAbovePairs = 1.0;
+constexpr double kWgmmaSmallMaxPairs = 20.0;
 constexpr double kWgmmaNarrowMaxPairs = 40.0;
 GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_invariant = false, bool fp8_activations = false);
 // The forward's two lanes. Blocks are sized from the average pairs per expert, but routing is

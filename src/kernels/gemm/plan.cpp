@@ -23,20 +23,22 @@ int gemm_tokens_per_block(GemmTile tile) {
 GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_invariant, bool fp8_activations) {
   const double pairs_per_expert = static_cast<double>(num_tokens) * top_k / num_experts;
   if (num_tokens <= 2) return GemmTile::Tiny;
-  // The warpgroup-MMA pair: blocks of 64 at N = 32 or 64 up to kWgmmaNarrowMaxPairs, blocks of 128
-  // at N = 64 or 128 above. Measured on an H200 with every configuration forced
-  // (bench/results/20261201-0110-H200-wgmma-narrow): bf16, dsv4-flash 1024 tokens (24 pairs) 1458 us
-  // on wgmma-narrow against 1748 on wgmma and 1824 on medium; 512 (12 pairs) 1379 against small's
-  // 1517; gpt-oss-120b 1024 (32 pairs) 821 against 897; at 48 pairs a tie (2025 against 2020), at 64
-  // wgmma leads (1141 against 1308). Small still leads at 8 pairs (696 against 705), Decode at 6.
-  const GemmTile wgmma = pairs_per_expert <= kWgmmaNarrowMaxPairs ? GemmTile::WgmmaNarrow : GemmTile::Wgmma;
-  // W4A8: FP8 wgmma runs twice the bf16 rate, so it leads much earlier: dsv4-flash 256 tokens
-  // (6 pairs) 1158 us on wgmma-narrow against 1262 under the bf16 plan and 1300 on wgmma.
+  // The warpgroup-MMA ladder: blocks of 32 at N = 16 or 32 up to kWgmmaSmallMaxPairs, of 64 at
+  // N = 32 or 64 up to kWgmmaNarrowMaxPairs, of 128 at N = 64 or 128 above. Measured on an H200 with
+  // every configuration forced (bench/results/20261201-0320-H200-next3, 30 replays): bf16 gpt-oss-120b
+  // 256 tokens (8 pairs) 653 us on wgmma-small against Small's 702 and wgmma-narrow's 705; 512 tokens
+  // (16 pairs) 702 against 726; dsv4-flash 512 (12 pairs) 1304 against 1379. Earlier
+  // (bench/results/20261201-0110-H200-wgmma-narrow): dsv4-flash 1024 tokens (24 pairs) 1458 us on
+  // wgmma-narrow against 1748 on wgmma; at 48 pairs a tie, at 64 wgmma leads.
+  const GemmTile wgmma = pairs_per_expert <= kWgmmaSmallMaxPairs    ? GemmTile::WgmmaSmall
+                         : pairs_per_expert <= kWgmmaNarrowMaxPairs ? GemmTile::WgmmaNarrow
+                                                                    : GemmTile::Wgmma;
+  // W4A8: FP8 wgmma runs twice the bf16 rate, so it leads much earlier: dsv4-flash 64 tokens
+  // (1.5 pairs) 858 us on wgmma-small against Decode's 944.
   if (fp8_activations && !batch_invariant && pairs_per_expert > kFp8WgmmaAbovePairs) return wgmma;
-  if (pairs_per_expert <= 6.5) return GemmTile::Decode;
+  if (pairs_per_expert <= kDecodeMaxPairs) return GemmTile::Decode;
   // batch_invariant keeps the mma.sync configurations (thresholds from scripts/tune-gemm on an H100).
   if (batch_invariant) return pairs_per_expert <= 12.0 ? GemmTile::Small : pairs_per_expert <= 28.0 ? GemmTile::Medium : GemmTile::Prefill;
-  if (pairs_per_expert <= 10.0) return GemmTile::Small;
   return wgmma;
 }
 
