@@ -21,13 +21,15 @@ TEST(GemmPlan, FormatFollowsGroupActivationsAndLargestScale) {
   EXPECT_EQ(choose_gemm_format(16, true, {200, 200}), GemmFormat::Nvfp4F16) << "the E8M0 bytes mean nothing for NVFP4";
   EXPECT_STREQ(gemm_format_name(GemmFormat::Mxfp4Wide), "mxfp4-wide");
   EXPECT_STREQ(gemm_format_name(GemmFormat::Mxfp4Shifted), "mxfp4-shifted");
-  // W4A8 plans wgmma from above 1 pair per expert (not in the batch-invariant mode): blocks of 32
-  // up to 20 pairs, of 64 up to 40, then blocks of 128.
+  // W4A8 plans wgmma from above 0.2 pairs per expert (not in the batch-invariant mode): blocks of 32
+  // up to 16 pairs, of 64 up to 40, then blocks of 128.
   EXPECT_EQ(choose_gemm(256, 8, 256, false, true), GemmTile::WgmmaSmall);   // 8 pairs
-  EXPECT_EQ(choose_gemm(64, 6, 256, false, true), GemmTile::WgmmaSmall);    // 1.5 pairs (dsv4-flash 64 tokens)
-  EXPECT_EQ(choose_gemm(32, 8, 256, false, true), GemmTile::Decode);        // 1 pair, as bf16
-  EXPECT_EQ(choose_gemm(640, 8, 256, false, true), GemmTile::WgmmaSmall);   // 20 pairs
-  EXPECT_EQ(choose_gemm(641, 8, 256, false, true), GemmTile::WgmmaNarrow);
+  EXPECT_EQ(choose_gemm(16, 6, 256, false, true), GemmTile::WgmmaSmall);    // 0.375 pairs (dsv4-flash 16 tokens)
+  EXPECT_EQ(choose_gemm(8, 4, 128, false, true), GemmTile::WgmmaSmall);     // 0.25 pairs (gpt-oss-120b 8 tokens)
+  EXPECT_EQ(choose_gemm(8, 6, 256, false, true), GemmTile::Decode);         // 0.19 pairs, as bf16
+  EXPECT_EQ(choose_gemm(512, 8, 256, false, true), GemmTile::WgmmaSmall);   // 16 pairs
+  EXPECT_EQ(choose_gemm(513, 8, 256, false, true), GemmTile::WgmmaNarrow);
+  EXPECT_EQ(choose_gemm(1024, 6, 256, false, true), GemmTile::WgmmaNarrow);  // 24 pairs: narrow for W4A8, small for bf16
   EXPECT_EQ(choose_gemm(1280, 8, 256, false, true), GemmTile::WgmmaNarrow);  // 40 pairs
   EXPECT_EQ(choose_gemm(1281, 8, 256, false, true), GemmTile::Wgmma);
   EXPECT_EQ(choose_gemm(4096, 8, 256, false, true), GemmTile::Wgmma);
@@ -66,9 +68,8 @@ TEST(GemmPlan, ConfigurationsByPairsPerExpert) {
   EXPECT_EQ(choose_gemm(208, 8, 256), GemmTile::Decode) << "6.5 pairs per expert";
   EXPECT_EQ(choose_gemm(209, 8, 256), GemmTile::WgmmaSmall) << "above 6.5 pairs: warpgroup MMA, blocks of 32";
   EXPECT_EQ(choose_gemm(256, 8, 256), GemmTile::WgmmaSmall);
-  EXPECT_EQ(choose_gemm(640, 8, 256), GemmTile::WgmmaSmall) << "20 pairs";
-  EXPECT_EQ(choose_gemm(641, 8, 256), GemmTile::WgmmaNarrow) << "above 20 pairs: blocks of 64";
-  EXPECT_EQ(choose_gemm(1024, 6, 256), GemmTile::WgmmaNarrow) << "dsv4-flash 1024 tokens: 24 pairs";
+  EXPECT_EQ(choose_gemm(1024, 6, 256), GemmTile::WgmmaSmall) << "dsv4-flash 1024 tokens: 24 pairs";
+  EXPECT_EQ(choose_gemm(769, 8, 256), GemmTile::WgmmaNarrow) << "above 24 pairs: blocks of 64";
   EXPECT_EQ(choose_gemm(1024, 8, 256), GemmTile::WgmmaNarrow) << "32 pairs";
   EXPECT_EQ(choose_gemm(1280, 8, 256), GemmTile::WgmmaNarrow) << "40 pairs";
   EXPECT_EQ(choose_gemm(1281, 8, 256), GemmTile::Wgmma) << "above 40 pairs: blocks of 128";
@@ -109,7 +110,7 @@ TEST(GemmPlan, WideLaneForExpertsBeyondOneNarrowBlock) {
   EXPECT_EQ(small.narrow, GemmTile::WgmmaSmall);
   EXPECT_EQ(small.wide_from, 33);
   EXPECT_EQ(gemm_lanes_name(small), "wgmma-small + wgmma from 33 pairs");
-  const GemmLanes narrow = plan_gemm_lanes(GemmTile::Auto, {1024, 6, 256, kBigExpert});
+  const GemmLanes narrow = plan_gemm_lanes(GemmTile::Auto, {1024, 8, 256, kBigExpert});
   EXPECT_EQ(narrow.narrow, GemmTile::WgmmaNarrow);
   EXPECT_EQ(narrow.wide_from, 65) << "experts above one block of 64 run blocks of 128";
   EXPECT_EQ(gemm_lanes_name(narrow), "wgmma-narrow + wgmma from 65 pairs");
@@ -117,12 +118,12 @@ TEST(GemmPlan, WideLaneForExpertsBeyondOneNarrowBlock) {
   EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {kWideLaneMinTokens, 8, 256, kBigExpert}).wide_from, 9);
   EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {4096, 8, 256, kBigExpert}).narrow, GemmTile::Wgmma);
   EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {4096, 8, 256, kBigExpert}).wide_from, 0) << "every expert is on wgmma already";
-  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1024, 6, 256, kBigExpert, true}).wide_from, 0) << "batch-invariant: mma.sync only";
-  EXPECT_EQ(plan_gemm_lanes(GemmTile::Medium, {1024, 6, 256, kBigExpert}).wide_from, 0) << "a forced tile runs alone";
-  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1024, 6, 256, kWideLaneMinExpertBytes - 1}).wide_from, 0)
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1024, 8, 256, kBigExpert, true}).wide_from, 0) << "batch-invariant: mma.sync only";
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Medium, {1024, 8, 256, kBigExpert}).wide_from, 0) << "a forced tile runs alone";
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1024, 8, 256, kWideLaneMinExpertBytes - 1}).wide_from, 0)
       << "small experts: re-reading costs less than the lane's launches";
-  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1024, 6, 256, kWideLaneMinExpertBytes}).wide_from, 65);
-  EXPECT_EQ(gemm_lanes_name(plan_gemm_lanes(GemmTile::Medium, {1024, 6, 256, kBigExpert})), "medium");
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1024, 8, 256, kWideLaneMinExpertBytes}).wide_from, 65);
+  EXPECT_EQ(gemm_lanes_name(plan_gemm_lanes(GemmTile::Medium, {1024, 8, 256, kBigExpert})), "medium");
   const GemmLanes one = plan_gemm_lanes(GemmTile::Auto, {1, 8, 256, kBigExpert});
   EXPECT_EQ(one.narrow, GemmTile::Tiny);
   EXPECT_EQ(one.wide_from, 0);

@@ -118,11 +118,13 @@ constexpr int kTinyGemm2Splits = 2;
 // others were the K split), but the mode with wgmma allowed has not run yet, so it stays excluded.
 // bf16: GemmDecode up to kDecodeMaxPairs pairs per expert, then the wgmma configurations.
 // fp8_activations (W4A8): the wgmma configurations from above kFp8WgmmaAbovePairs pairs per expert.
-// Both precisions run GemmWgmmaSmall up to kWgmmaSmallMaxPairs pairs per expert, GemmWgmmaNarrow up
-// to kWgmmaNarrowMaxPairs, GemmWgmma above.
+// The wgmma ladder: GemmWgmmaSmall up to kWgmmaSmallMaxPairs (bf16) or kFp8WgmmaSmallMaxPairs (W4A8;
+// FP8's cheaper MMAs let the wider blocks lead sooner) pairs per expert, GemmWgmmaNarrow up to
+// kWgmmaNarrowMaxPairs, GemmWgmma above.
 constexpr double kDecodeMaxPairs = 6.5;
-constexpr double kFp8WgmmaAbovePairs = 1.0;
-constexpr double kWgmmaSmallMaxPairs = 20.0;
+constexpr double kFp8WgmmaAbovePairs = 0.2;
+constexpr double kWgmmaSmallMaxPairs = 24.0;
+constexpr double kFp8WgmmaSmallMaxPairs = 16.0;
 constexpr double kWgmmaNarrowMaxPairs = 40.0;
 GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_invariant = false, bool fp8_activations = false);
 // The forward's two lanes. Blocks are sized from the average pairs per expert, but routing is

@@ -23,18 +23,24 @@ int gemm_tokens_per_block(GemmTile tile) {
 GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_invariant, bool fp8_activations) {
   const double pairs_per_expert = static_cast<double>(num_tokens) * top_k / num_experts;
   if (num_tokens <= 2) return GemmTile::Tiny;
-  // The warpgroup-MMA ladder: blocks of 32 at N = 16 or 32 up to kWgmmaSmallMaxPairs, of 64 at
-  // N = 32 or 64 up to kWgmmaNarrowMaxPairs, of 128 at N = 64 or 128 above. Measured on an H200 with
-  // every configuration forced (bench/results/20261201-0320-H200-next3, 30 replays): bf16 gpt-oss-120b
-  // 256 tokens (8 pairs) 653 us on wgmma-small against Small's 702 and wgmma-narrow's 705; 512 tokens
-  // (16 pairs) 702 against 726; dsv4-flash 512 (12 pairs) 1304 against 1379. Earlier
-  // (bench/results/20261201-0110-H200-wgmma-narrow): dsv4-flash 1024 tokens (24 pairs) 1458 us on
-  // wgmma-narrow against 1748 on wgmma; at 48 pairs a tie, at 64 wgmma leads.
-  const GemmTile wgmma = pairs_per_expert <= kWgmmaSmallMaxPairs    ? GemmTile::WgmmaSmall
+  // The warpgroup-MMA ladder: blocks of 32 at N = 16 or 32, then of 64 at N = 32 or 64 up to
+  // kWgmmaNarrowMaxPairs, then of 128 at N = 64 or 128. Measured on an H200
+  // (bench/results/20261201-0320-H200-next3 and 20261201-0400-H200-plan-small, auto plans side by
+  // side and every configuration forced):
+  //  - bf16 gpt-oss-120b 256 tokens (8 pairs) 663-668 us on wgmma-small against Small's 712;
+  //    384 (12 pairs) 684 against 729; dsv4-flash 384 (9 pairs) 1302 against 1423, 512 (12 pairs)
+  //    1352 against wgmma-narrow's 1448; at 24 pairs (dsv4-flash 1024, forced) 1480 against 1545,
+  //    at 32 (gpt-oss-120b 1024, forced) 996 against 824: the bf16 crossover lies between.
+  //  - W4A8: a tie at 12 and 16 pairs, wgmma-narrow ahead at 24 (1276 against 1296 us).
+  //  - wgmma-narrow against wgmma (bench/results/20261201-0110-H200-wgmma-narrow): a tie at 48
+  //    pairs, wgmma ahead at 64.
+  const double small_max = fp8_activations ? kFp8WgmmaSmallMaxPairs : kWgmmaSmallMaxPairs;
+  const GemmTile wgmma = pairs_per_expert <= small_max              ? GemmTile::WgmmaSmall
                          : pairs_per_expert <= kWgmmaNarrowMaxPairs ? GemmTile::WgmmaNarrow
                                                                     : GemmTile::Wgmma;
-  // W4A8: FP8 wgmma runs twice the bf16 rate, so it leads much earlier: dsv4-flash 64 tokens
-  // (1.5 pairs) 858 us on wgmma-small against Decode's 944.
+  // W4A8: FP8 wgmma runs twice the bf16 rate, so it leads from far fewer pairs: dsv4-flash 16
+  // tokens (0.375 pairs) 381 us on wgmma-small against Decode's 410, 32 tokens 610 against 665;
+  // gpt-oss-120b 8 tokens (0.25 pairs) 167 against 172; dsv4-flash 8 tokens (0.19 pairs) a tie.
   if (fp8_activations && !batch_invariant && pairs_per_expert > kFp8WgmmaAbovePairs) return wgmma;
   if (pairs_per_expert <= kDecodeMaxPairs) return GemmTile::Decode;
   // batch_invariant keeps the mma.sync configurations (thresholds from scripts/tune-gemm on an H100).
