@@ -25,7 +25,7 @@ GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_inva
   if (num_tokens <= 2) return GemmTile::Tiny;
   // The warpgroup-MMA ladder: blocks of 32 at N = 16 or 32, then of 64 at N = 32 or 64 up to
   // kWgmmaNarrowMaxPairs, then of 128 at N = 64 or 128. Measured on an H200
-  // (bench/results/20261201-0320-H200-next3 and 20261201-0400-H200-plan-small, auto plans side by
+  // (bench/results/20261201-0320-H200-next3 and 20261201-0329-H200-plan-small, auto plans side by
   // side and every configuration forced):
   //  - bf16 gpt-oss-120b 256 tokens (8 pairs) 663-668 us on wgmma-small against Small's 712;
   //    384 (12 pairs) 684 against 729; dsv4-flash 384 (9 pairs) 1302 against 1423, 512 (12 pairs)
