@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_ke
 
   static_assert(Cfg::kTokens <= G::kThreads, "one thread per token slot");
   // A block holds its expert's pairs first and padding after, so only the first token tiles are
-  // live: the rows of the others are not loaded. Their columns of the product are garbage and never
+  // live: the rows of the others are written as zeros (copies of 0 bytes). Their columns are never
   // stored; an MMA column depends only on its own B column. (Skipping their MMAs too, with a
   // run-time break in the unrolled loop, measured slower: it serialises the ldmatrix/mma stream.)
   Format::init_shared(tid);  // before the first barrier (in load)

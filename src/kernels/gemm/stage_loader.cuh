@@ -10,7 +10,8 @@
 //   StageLoader        WeightLoader + PaddedActLoader
 // Activations: padding slots and K past the end read as zeros (the padded weights are zero codes,
 // but 0 x garbage could be NaN); rows of dead token tiles (act_row >= 0 only for live slots;
-// live_tiles * 8 rows) are never copied, their product columns discarded.
+// live_tiles * 8 rows) are zeros too in the mma.sync kernel (a copy of 0 bytes: no predicate), and
+// their product columns are discarded.
 #pragma once
 
 #include <cstdint>
@@ -24,32 +25,42 @@ namespace mxmoe::kernels::gemm {
 
 template <class Cfg, class G>
 struct WeightLoader {
-  static constexpr int kWeightPieces = G::kWeightBytes / 16, kScalePieces = G::kScaleBytes / 16;
-  static_assert(kWeightPieces % G::kThreads == 0, "weight pieces split evenly over threads");
-  static constexpr int kWeightPerThread = kWeightPieces / G::kThreads;
+  // Thread tid copies piece tid % 32 of every chunk of the stage of its tiles tid / 32 + t x
+  // kTileLanes: a warp copies whole 512-byte chunks (coalesced), and a thread's copies of one tile
+  // are its first chunk's address plus compile-time steps, so a stage costs one 64-bit add per tile
+  // and no bounds test when all its chunks lie inside the split (every stage but maybe the last).
+  // (The per-piece bounds test and address select made a third of the decode K loop's instructions
+  // in the SASS, where the loop is issue-bound: bench/results/20261201-0347-H200-diagnose.)
+  static constexpr int kTileLanes = G::kThreads / 32;
+  static_assert(G::kTilesPerCta % kTileLanes == 0, "tiles split evenly over the tile lanes");
+  static constexpr int kTilesPerThread = G::kTilesPerCta / kTileLanes;
+  static constexpr int kScalePieces = G::kScaleBytes / 16;
   static constexpr int kScalePerThread = (kScalePieces + G::kThreads - 1) / G::kThreads;
   static constexpr int kScalePiecesPerChunk = G::kChunkScaleBytes / 16;
+  static constexpr int kTileStageBytes = Cfg::kChunksPerStage * tiling::kChunkBytes;  // one tile's chunks in a stage
 
-  const std::uint8_t* w_src[kWeightPerThread];
-  int w_chunk[kWeightPerThread];  // chunk within the stage, or a huge value when the tile is past N
+  const std::uint8_t* w_src[kTilesPerThread];  // the thread's piece of chunk c_begin of each of its tiles
+  int w_bytes[kTilesPerThread];                // 16, or 0 for a tile past N (its pieces are written as zeros)
+  int w_dst;                                   // the piece's offset in a stage's first tile of the thread
   const std::uint8_t* s_src[kScalePerThread];
-  int s_chunk[kScalePerThread];
+  int s_chunk[kScalePerThread];                // chunk within the stage
+  int s_bytes[kScalePerThread];                // 16, or 0 for a tile past N
+  bool s_active[kScalePerThread];              // the thread has this scale piece (the last round may be partial)
+  int s_dst;                                   // the thread's first scale piece in a stage
   int n_local;
 
-  // Each tile's chunks are contiguous in global memory, so consecutive threads copy consecutive pieces.
-  // A piece of a chunk past the end (n_local) or of a tile past N is written as zeros (codes 0 and
-  // scale bytes 0: weights exactly 0), so the copy has no branches and a kernel may run whole stages.
+  // Each tile's chunks are contiguous in global memory. A piece of a chunk past the end (n_local) or
+  // of a tile past N is written as zeros (codes 0 and scale bytes 0: weights exactly 0), so a kernel
+  // may run whole stages.
   __device__ WeightLoader(const MoeGemmParams& p, const std::uint8_t* w_expert, const std::uint8_t* s_expert, int tile0,
                           int c_begin, int n_local_, int tid)
-      : n_local(n_local_) {
+      : w_dst(((tid / 32) * kTileStageBytes) + (tid % 32) * 16), s_dst(tid * 16), n_local(n_local_) {
     const int n_tiles = p.shape.tiles(), n_chunks = p.shape.chunks();
 #pragma unroll
-    for (int j = 0; j < kWeightPerThread; ++j) {
-      const int i = tid + j * G::kThreads;
-      const int tl = i / (Cfg::kChunksPerStage * 32), c = (i / 32) % Cfg::kChunksPerStage, piece = i % 32;
-      const int tile = tile0 + tl;
-      w_chunk[j] = tile < n_tiles ? c : (1 << 30);
-      w_src[j] = w_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c_begin + c) * tiling::kChunkBytes + piece * 16;
+    for (int t = 0; t < kTilesPerThread; ++t) {
+      const int tile = tile0 + tid / 32 + t * kTileLanes;
+      w_bytes[t] = tile < n_tiles ? 16 : 0;
+      w_src[t] = w_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c_begin) * tiling::kChunkBytes + (tid % 32) * 16;
     }
 #pragma unroll
     for (int j = 0; j < kScalePerThread; ++j) {
@@ -57,25 +68,44 @@ struct WeightLoader {
       const int tl = i / (Cfg::kChunksPerStage * kScalePiecesPerChunk), c = (i / kScalePiecesPerChunk) % Cfg::kChunksPerStage;
       const int piece = i % kScalePiecesPerChunk;
       const int tile = tile0 + tl;
-      s_chunk[j] = tile < n_tiles ? c : (1 << 30);
+      s_chunk[j] = c;
+      s_bytes[j] = tile < n_tiles ? 16 : 0;
+      s_active[j] = i < kScalePieces;
       s_src[j] = s_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c_begin + c) * G::kChunkScaleBytes + piece * 16;
     }
   }
 
-  __device__ void load_weights(std::uint8_t* smem, int stage, int k_iter, int tid) const {
-    std::uint8_t* sw = smem + stage * G::kStageBytes + G::kWeightOffset + tid * 16;
-    std::uint8_t* ss = smem + stage * G::kStageBytes + G::kScaleOffset + tid * 16;
+  // Straight-line copies (predicated, no branches) on whole stages: each branch around a copy also
+  // costs the compiler's padding before it.
+  __device__ void load_weights(std::uint8_t* smem, int stage, int k_iter) const {
+    std::uint8_t* sw = smem + stage * G::kStageBytes + G::kWeightOffset + w_dst;
+    std::uint8_t* ss = smem + stage * G::kStageBytes + G::kScaleOffset + s_dst;
     const int chunk0 = k_iter * Cfg::kChunksPerStage;
+    if (chunk0 + Cfg::kChunksPerStage <= n_local) {  // warp-uniform: every chunk of the stage is inside the split
 #pragma unroll
-    for (int j = 0; j < kWeightPerThread; ++j) {
-      const bool ok = chunk0 + w_chunk[j] < n_local;
-      ptx::cp_async16(sw + j * G::kThreads * 16, w_src[j] + (ok ? chunk0 * tiling::kChunkBytes : 0), ok ? 16 : 0);
+      for (int t = 0; t < kTilesPerThread; ++t) {
+        const std::uint8_t* src = w_src[t] + chunk0 * tiling::kChunkBytes;
+#pragma unroll
+        for (int c = 0; c < Cfg::kChunksPerStage; ++c)
+          ptx::cp_async16(sw + t * kTileLanes * kTileStageBytes + c * tiling::kChunkBytes, src + c * tiling::kChunkBytes, w_bytes[t]);
+      }
+#pragma unroll
+      for (int j = 0; j < kScalePerThread; ++j)
+        ptx::cp_async16_if(s_active[j], ss + j * G::kThreads * 16, s_src[j] + chunk0 * G::kChunkScaleBytes, s_bytes[j]);
+      return;
     }
 #pragma unroll
+    for (int t = 0; t < kTilesPerThread; ++t)
+#pragma unroll
+      for (int c = 0; c < Cfg::kChunksPerStage; ++c) {
+        const bool ok = chunk0 + c < n_local;
+        ptx::cp_async16(sw + t * kTileLanes * kTileStageBytes + c * tiling::kChunkBytes,
+                        w_src[t] + (ok ? (chunk0 + c) * tiling::kChunkBytes : 0), ok ? w_bytes[t] : 0);
+      }
+#pragma unroll
     for (int j = 0; j < kScalePerThread; ++j) {
-      if (kScalePieces % G::kThreads != 0 && tid + j * G::kThreads >= kScalePieces) break;
       const bool ok = chunk0 + s_chunk[j] < n_local;
-      ptx::cp_async16(ss + j * G::kThreads * 16, s_src[j] + (ok ? chunk0 * G::kChunkScaleBytes : 0), ok ? 16 : 0);
+      ptx::cp_async16_if(s_active[j], ss + j * G::kThreads * 16, s_src[j] + (ok ? chunk0 * G::kChunkScaleBytes : 0), ok ? s_bytes[j] : 0);
     }
   }
 };
@@ -95,8 +125,10 @@ struct PaddedActLoader {
   static_assert(kActPieces % G::kThreads == 0, "activation pieces split evenly over threads");
   static constexpr int kActPerThread = kActPieces / G::kThreads;
 
-  const std::uint8_t* a_src[kActPerThread];
-  int a_k[kActPerThread];  // first K of the piece at stage 0, -1 for a dead token tile, huge for padding
+  const std::uint8_t* a_src[kActPerThread];  // the piece at stage 0 (a padding slot's or a dead tile's: in row 0, never read)
+  int a_k[kActPerThread];      // first K of the piece at stage 0
+  int a_bytes[kActPerThread];  // 16 for a live slot, 0 for padding and dead tiles (written as zeros)
+  int a_dst[kActPerThread];    // the piece's offset in a stage's activation rows
   const std::uint8_t* act;
   int K, tid;
 
@@ -107,21 +139,28 @@ struct PaddedActLoader {
       const int i = tid + j * G::kThreads;
       const int row = i / kPiecesPerRow, piece = i % kPiecesPerRow;
       const int src_row = s_act_row[row];
-      a_k[j] = row >= live_tiles * 8 ? -1 : src_row >= 0 ? piece * kUnitK : (1 << 30);
+      a_k[j] = piece * kUnitK;
+      a_bytes[j] = row < live_tiles * 8 && src_row >= 0 ? 16 : 0;
+      a_dst[j] = row * G::kActRowBytes + piece * 16;
       a_src[j] = act + (static_cast<std::int64_t>(src_row >= 0 ? src_row : 0) * p.shape.k + c_begin * tiling::kChunkK + piece * kUnitK) * G::kActElem;
     }
   }
 
+  // Every piece is copied, padding slots and dead token tiles as zeros (their sources lie in row 0
+  // and read nothing), so the copies need no predicate; a stage whose K lies inside the problem
+  // (every one but maybe the last) needs no bounds test either.
   __device__ void load_acts(std::uint8_t* smem, int stage, int k_iter) const {
     std::uint8_t* sx = smem + stage * G::kStageBytes + G::kActOffset;
     const int k0 = k_iter * G::kStageK;
+    if (k0 + G::kStageK <= K) {  // warp-uniform
+#pragma unroll
+      for (int j = 0; j < kActPerThread; ++j) ptx::cp_async16(sx + a_dst[j], a_src[j] + k0 * G::kActElem, a_bytes[j]);
+      return;
+    }
 #pragma unroll
     for (int j = 0; j < kActPerThread; ++j) {
-      const int i = tid + j * G::kThreads;
-      if (a_k[j] < 0) continue;
-      const bool valid = k0 + a_k[j] < K;
-      ptx::cp_async16(sx + (i / kPiecesPerRow) * G::kActRowBytes + (i % kPiecesPerRow) * 16, valid ? a_src[j] + k0 * G::kActElem : act,
-                      valid ? 16 : 0);
+      const bool valid = a_bytes[j] != 0 && k0 + a_k[j] < K;
+      ptx::cp_async16(sx + a_dst[j], valid ? a_src[j] + k0 * G::kActElem : act, valid ? 16 : 0);
     }
   }
 };
@@ -182,13 +221,12 @@ struct SwizzledActLoader {
 // The mma.sync kernel's loader: weights and padded activation rows.
 template <class Cfg, class G>
 struct StageLoader : WeightLoader<Cfg, G>, PaddedActLoader<Cfg, G> {
+  using WeightLoader<Cfg, G>::load_weights;
   __device__ StageLoader(const MoeGemmParams& p, const std::uint8_t* w_expert, const std::uint8_t* s_expert, int tile0, int c_begin,
                          int n_local, int K, const std::int32_t* s_act_row, int live_tiles, int tid)
       : WeightLoader<Cfg, G>(p, w_expert, s_expert, tile0, c_begin, n_local, tid),
         PaddedActLoader<Cfg, G>(p, c_begin, K, s_act_row, live_tiles, tid) {}
-  __device__ void load_weights(std::uint8_t* smem, int stage, int k_iter) const {
-    WeightLoader<Cfg, G>::load_weights(smem, stage, k_iter, PaddedActLoader<Cfg, G>::tid);
-  }
+
 };
 
 }  // namespace mxmoe::kernels::gemm
