@@ -23,7 +23,10 @@ struct GemmTiny {  // one or two tokens in all: narrow CTAs, so that the few exp
   static constexpr int kTokens = 8, kWarps = 2, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
 };
 struct GemmDecode {  // a few tokens per expert: all weight bytes, little reuse
-  static constexpr int kTokens = 8, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
+  // Three stages (38.8 KB) let five CTAs share an SM where four stages let four: the decode loop
+  // waits mostly on fixed-latency dependencies (ncu, bench/results/20261201-0347-H200-diagnose:
+  // "wait" the first stall reason, memory last), which more resident warps hide.
+  static constexpr int kTokens = 8, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 3;
 };
 struct GemmSmall {
   static constexpr int kTokens = 16, kWarps = 4, kTilesPerWarp = 2, kChunksPerStage = 4, kStages = 4;
