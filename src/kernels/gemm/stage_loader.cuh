@@ -1,13 +1,14 @@
 // The copy side of the GEMM's pipeline: which 16-byte pieces of a stage each thread copies with
 // cp.async. Each plan is fixed for the CTA's life (source pointers at k = 0 plus the per-stage
 // advance), so the K loop does no index arithmetic.
-//   WeightLoader       the stage's weight chunks and scales (both kernels)
+//   TileWeightLoader   the stage's weight chunks and scales, few instructions (the mma.sync kernel)
+//   WeightLoader       the same, few registers (the wgmma kernel's producer)
 //   PaddedActLoader    the gathered activation rows (16-bit or e4m3), padded for ldmatrix (the
 //                      mma.sync kernel)
 //   SwizzledActLoader  the gathered activation rows as 128-byte-swizzled slabs (128 bytes of K per
 //                      row: a 64-K chunk of 16-bit values, two of e4m3): the K-major B operand of
 //                      wgmma (the wgmma kernel)
-//   StageLoader        WeightLoader + PaddedActLoader
+//   StageLoader        TileWeightLoader + PaddedActLoader
 // Activations: padding slots and K past the end read as zeros (the padded weights are zero codes,
 // but 0 x garbage could be NaN); rows of dead token tiles (act_row >= 0 only for live slots;
 // live_tiles * 8 rows) are zeros too in the mma.sync kernel (a copy of 0 bytes: no predicate), and
@@ -24,8 +25,9 @@
 namespace mxmoe::kernels::gemm {
 
 template <class Cfg, class G>
-struct WeightLoader {
-  // Thread tid copies piece tid % 32 of every chunk of the stage of its tiles tid / 32 + t x
+struct TileWeightLoader {
+  // The mma.sync kernel's plan (its K loop is issue-bound). Thread tid copies piece tid % 32 of
+  // every chunk of the stage of its tiles tid / 32 + t x
   // kTileLanes: a warp copies whole 512-byte chunks (coalesced), and a thread's copies of one tile
   // are its first chunk's address plus compile-time steps, so a stage costs one 64-bit add per tile
   // and no bounds test when all its chunks lie inside the split (every stage but maybe the last).
@@ -52,7 +54,7 @@ struct WeightLoader {
   // Each tile's chunks are contiguous in global memory. A piece of a chunk past the end (n_local) or
   // of a tile past N is written as zeros (codes 0 and scale bytes 0: weights exactly 0), so a kernel
   // may run whole stages.
-  __device__ WeightLoader(const MoeGemmParams& p, const std::uint8_t* w_expert, const std::uint8_t* s_expert, int tile0,
+  __device__ TileWeightLoader(const MoeGemmParams& p, const std::uint8_t* w_expert, const std::uint8_t* s_expert, int tile0,
                           int c_begin, int n_local_, int tid)
       : w_dst(((tid / 32) * kTileStageBytes) + (tid % 32) * 16), s_dst(tid * 16), n_local(n_local_) {
     const int n_tiles = p.shape.tiles(), n_chunks = p.shape.chunks();
@@ -106,6 +108,68 @@ struct WeightLoader {
     for (int j = 0; j < kScalePerThread; ++j) {
       const bool ok = chunk0 + s_chunk[j] < n_local;
       ptx::cp_async16_if(s_active[j], ss + j * G::kThreads * 16, s_src[j] + (ok ? chunk0 * G::kChunkScaleBytes : 0), ok ? s_bytes[j] : 0);
+    }
+  }
+};
+
+// The wgmma kernel's producer plan: consecutive threads copy consecutive 16-byte pieces of the stage,
+// each piece with its own source pointer and a bounds test per copy. Its producer warpgroup holds the
+// plan in 80 registers and is not issue-bound; TileWeightLoader's plan there made GemmWgmma's GEMM2
+// spill (8-16 bytes with the Mxfp4Shifted and NVFP4 epilogues), so each kernel keeps its own.
+template <class Cfg, class G>
+struct WeightLoader {
+  static constexpr int kWeightPieces = G::kWeightBytes / 16, kScalePieces = G::kScaleBytes / 16;
+  static_assert(kWeightPieces % G::kThreads == 0, "weight pieces split evenly over threads");
+  static constexpr int kWeightPerThread = kWeightPieces / G::kThreads;
+  static constexpr int kScalePerThread = (kScalePieces + G::kThreads - 1) / G::kThreads;
+  static constexpr int kScalePiecesPerChunk = G::kChunkScaleBytes / 16;
+
+  const std::uint8_t* w_src[kWeightPerThread];
+  int w_chunk[kWeightPerThread];  // chunk within the stage, or a huge value when the tile is past N
+  const std::uint8_t* s_src[kScalePerThread];
+  int s_chunk[kScalePerThread];
+  int n_local;
+
+  // Each tile's chunks are contiguous in global memory, so consecutive threads copy consecutive pieces.
+  // A piece of a chunk past the end (n_local) or of a tile past N is written as zeros (codes 0 and
+  // scale bytes 0: weights exactly 0), so the copy has no branches and a kernel may run whole stages.
+  __device__ WeightLoader(const MoeGemmParams& p, const std::uint8_t* w_expert, const std::uint8_t* s_expert, int tile0,
+                          int c_begin, int n_local_, int tid)
+      : n_local(n_local_) {
+    const int n_tiles = p.shape.tiles(), n_chunks = p.shape.chunks();
+#pragma unroll
+    for (int j = 0; j < kWeightPerThread; ++j) {
+      const int i = tid + j * G::kThreads;
+      const int tl = i / (Cfg::kChunksPerStage * 32), c = (i / 32) % Cfg::kChunksPerStage, piece = i % 32;
+      const int tile = tile0 + tl;
+      w_chunk[j] = tile < n_tiles ? c : (1 << 30);
+      w_src[j] = w_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c_begin + c) * tiling::kChunkBytes + piece * 16;
+    }
+#pragma unroll
+    for (int j = 0; j < kScalePerThread; ++j) {
+      const int i = tid + j * G::kThreads;
+      const int tl = i / (Cfg::kChunksPerStage * kScalePiecesPerChunk), c = (i / kScalePiecesPerChunk) % Cfg::kChunksPerStage;
+      const int piece = i % kScalePiecesPerChunk;
+      const int tile = tile0 + tl;
+      s_chunk[j] = tile < n_tiles ? c : (1 << 30);
+      s_src[j] = s_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c_begin + c) * G::kChunkScaleBytes + piece * 16;
+    }
+  }
+
+  __device__ void load_weights(std::uint8_t* smem, int stage, int k_iter, int tid) const {
+    std::uint8_t* sw = smem + stage * G::kStageBytes + G::kWeightOffset + tid * 16;
+    std::uint8_t* ss = smem + stage * G::kStageBytes + G::kScaleOffset + tid * 16;
+    const int chunk0 = k_iter * Cfg::kChunksPerStage;
+#pragma unroll
+    for (int j = 0; j < kWeightPerThread; ++j) {
+      const bool ok = chunk0 + w_chunk[j] < n_local;
+      ptx::cp_async16(sw + j * G::kThreads * 16, w_src[j] + (ok ? chunk0 * tiling::kChunkBytes : 0), ok ? 16 : 0);
+    }
+#pragma unroll
+    for (int j = 0; j < kScalePerThread; ++j) {
+      if (kScalePieces % G::kThreads != 0 && tid + j * G::kThreads >= kScalePieces) break;
+      const bool ok = chunk0 + s_chunk[j] < n_local;
+      ptx::cp_async16(ss + j * G::kThreads * 16, s_src[j] + (ok ? chunk0 * G::kChunkScaleBytes : 0), ok ? 16 : 0);
     }
   }
 };
@@ -220,11 +284,11 @@ struct SwizzledActLoader {
 
 // The mma.sync kernel's loader: weights and padded activation rows.
 template <class Cfg, class G>
-struct StageLoader : WeightLoader<Cfg, G>, PaddedActLoader<Cfg, G> {
-  using WeightLoader<Cfg, G>::load_weights;
+struct StageLoader : TileWeightLoader<Cfg, G>, PaddedActLoader<Cfg, G> {
+  using TileWeightLoader<Cfg, G>::load_weights;
   __device__ StageLoader(const MoeGemmParams& p, const std::uint8_t* w_expert, const std::uint8_t* s_expert, int tile0, int c_begin,
                          int n_local, int K, const std::int32_t* s_act_row, int live_tiles, int tid)
-      : WeightLoader<Cfg, G>(p, w_expert, s_expert, tile0, c_begin, n_local, tid),
+      : TileWeightLoader<Cfg, G>(p, w_expert, s_expert, tile0, c_begin, n_local, tid),
         PaddedActLoader<Cfg, G>(p, c_begin, K, s_act_row, live_tiles, tid) {}
 
 };

@@ -113,7 +113,7 @@ __device__ __forceinline__ void wgmma_produce(const MoeGemmParams& p, const Wgmm
   int kt = 0;
   if (first) {  // iter == 0: every stage is free
     const int n = k_iters < S ? k_iters : S;
-    for (int s = 0; s < n; ++s) weights.load_weights(cta.smem, s, s);
+    for (int s = 0; s < n; ++s) weights.load_weights(cta.smem, s, s, ptid);
     if constexpr (!Stage::kWaitAtStart) ptx::grid_dependency_wait();
     load_act_scale();
     for (int s = 0; s < n; ++s) {
@@ -127,7 +127,7 @@ __device__ __forceinline__ void wgmma_produce(const MoeGemmParams& p, const Wgmm
   for (; kt < k_iters; ++kt, ++iter) {
     const int s = iter % S;
     if (iter >= S) ptx::mbarrier_wait(&cta.empty[s], static_cast<std::uint32_t>((iter / S - 1) & 1));
-    weights.load_weights(cta.smem, s, kt);
+    weights.load_weights(cta.smem, s, kt, ptid);
     acts.load_acts(cta.smem, s, kt);
     ptx::cp_async_mbarrier_arrive(&cta.full[s]);
   }
