@@ -27,10 +27,10 @@ namespace mxmoe::kernels::gemm {
 template <class Cfg, class G>
 struct TileWeightLoader {
   // The mma.sync kernel's plan (its K loop is issue-bound). Thread tid copies piece tid % 32 of
-  // every chunk of the stage of its tiles tid / 32 + t x
-  // kTileLanes: a warp copies whole 512-byte chunks (coalesced), and a thread's copies of one tile
-  // are its first chunk's address plus compile-time steps, so a stage costs one 64-bit add per tile
-  // and no bounds test when all its chunks lie inside the split (every stage but maybe the last).
+  // every chunk of the stage of its tiles tid / 32 + t x kTileLanes: a warp copies whole 512-byte
+  // chunks (coalesced), and a thread's copies of one tile are its first chunk's address plus
+  // compile-time steps, so a stage costs one 64-bit add per tile and no bounds test when all its
+  // chunks lie inside the split (every stage but maybe the last).
   // (The per-piece bounds test and address select made a third of the decode K loop's instructions
   // in the SASS, where the loop is issue-bound: bench/results/20261201-0347-H200-diagnose.)
   static constexpr int kTileLanes = G::kThreads / 32;
@@ -55,7 +55,7 @@ struct TileWeightLoader {
   // of a tile past N is written as zeros (codes 0 and scale bytes 0: weights exactly 0), so a kernel
   // may run whole stages.
   __device__ TileWeightLoader(const MoeGemmParams& p, const std::uint8_t* w_expert, const std::uint8_t* s_expert, int tile0,
-                          int c_begin, int n_local_, int tid)
+                              int c_begin, int n_local_, int tid)
       : w_dst(((tid / 32) * kTileStageBytes) + (tid % 32) * 16), s_dst(tid * 16), n_local(n_local_) {
     const int n_tiles = p.shape.tiles(), n_chunks = p.shape.chunks();
 #pragma unroll
