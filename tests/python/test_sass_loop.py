@@ -1,0 +1,73 @@
+"""scripts/sass-loop: the K loop and its counts from a cuobjdump listing (a hand-written one here, in
+cuobjdump's format, so no GPU tools are needed)."""
+import importlib.machinery
+import importlib.util
+import pathlib
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "sass-loop"
+
+
+@pytest.fixture(scope="module")
+def sass_loop():
+    loader = importlib.machinery.SourceFileLoader("sass_loop", str(SCRIPT))
+    spec = importlib.util.spec_from_loader("sass_loop", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+LISTING = """
+\tcode for sm_90a
+\t\tFunction : _Z6decodev
+\t.headerflags\t@"EF_CUDA_SM90"
+        /*0000*/                   LDC R1, c[0x0][0x28] ;                 /* 0x00000a00ff017b82 */
+                                                                          /* 0x000fe40000000800 */
+        /*0010*/                   ISETP.NE.AND P0, PT, R1, RZ, PT ;
+        /*0020*/                   LDGSTS.E.BYPASS.128 [R3], desc[UR8][R4.64], !P1 ;
+        /*0030*/                   LOP3.LUT R5, R6, 0x81c081c0, RZ, 0xc0, !PT ;
+        /*0040*/                   HMUL2.BF16_V2 R7, R5, R8 ;
+        /*0050*/                   HMMA.16816.F32.BF16 R20, R24, R12, R20 ;
+        /*0060*/              @!P0 BRA 0x20 ;
+        /*0070*/                   BRA 0x10 ;
+        /*0080*/                   EXIT ;
+\t\tFunction : _Z4copyv
+        /*0000*/                   LDG.E R2, desc[UR4][R2.64] ;
+        /*0010*/              @P0 BRA 0x0 ;
+        /*0020*/                   EXIT ;
+"""
+
+
+def test_parses_each_function_and_its_instructions(sass_loop):
+    functions = sass_loop.parse_functions(LISTING)
+    assert list(functions) == ["_Z6decodev", "_Z4copyv"]
+    assert functions["_Z6decodev"][0] == (0, "LDC R1, c[0x0][0x28]")
+    assert len(functions["_Z6decodev"]) == 9, "encoding-only lines are not instructions"
+
+
+def test_opcode_drops_predicate_and_modifiers(sass_loop):
+    assert sass_loop.opcode("@!P0 LDGSTS.E.BYPASS.128 [R3], desc[UR8][R4.64]") == "LDGSTS"
+    assert sass_loop.opcode("HMUL2.BF16_V2 R7, R5, R8") == "HMUL2"
+
+
+def test_k_loop_is_the_longest_back_edge_holding_an_mma(sass_loop):
+    functions = sass_loop.parse_functions(LISTING)
+    assert sass_loop.k_loop(functions["_Z6decodev"]) == (0x10, 0x70), "0x10-0x70 is longer than 0x20-0x60"
+    assert sass_loop.k_loop(functions["_Z4copyv"]) is None, "its loop has no MMA"
+
+
+def test_report_counts_the_loop(sass_loop):
+    functions = sass_loop.parse_functions(LISTING)
+    text = sass_loop.report("_Z6decodev", functions["_Z6decodev"])
+    assert "7 instructions, 1 MMA, 7.0 per MMA" in text, text
+    assert "BRA 2" in text and "HMMA 1" in text, text
+
+
+def test_main_names_a_missing_kernel(sass_loop, tmp_path, capsys):
+    listing = tmp_path / "k.sass"
+    listing.write_text(LISTING)
+    assert sass_loop.main(["sass-loop", str(listing), "Gemm"]) == 1
+    assert "no kernel matches 'Gemm' (2 in" in capsys.readouterr().err
+    assert sass_loop.main(["sass-loop", str(listing), "decode"]) == 0
+    assert "K loop 0x10-0x70" in capsys.readouterr().out
