@@ -290,7 +290,6 @@ struct StageLoader : TileWeightLoader<Cfg, G>, PaddedActLoader<Cfg, G> {
                          int n_local, int K, const std::int32_t* s_act_row, int live_tiles, int tid)
       : TileWeightLoader<Cfg, G>(p, w_expert, s_expert, tile0, c_begin, n_local, tid),
         PaddedActLoader<Cfg, G>(p, c_begin, K, s_act_row, live_tiles, tid) {}
-
 };
 
 }  // namespace mxmoe::kernels::gemm
