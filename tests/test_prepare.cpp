@@ -155,6 +155,19 @@ TEST(Dequant, BitTrickCoversEveryCodeInEveryRegister) {
     EXPECT_EQ(pair >> 16, pair & 0xffffu);
     EXPECT_EQ(static_cast<double>(formats::bf16_to_float(static_cast<std::uint16_t>(pair))), std::ldexp(1.0, b - 1)) << b;
   }
+  // The GEMM takes each of a scale word's four bytes with a byte permute and one multiply-add: the
+  // same pair as e8m0_scale_pair_bits for every byte it runs (0..128), whatever the other bytes.
+  for (int b = 0; b <= kernels::kMaxFastScaleByte; ++b)
+    for (std::uint32_t other : {0x00000000u, 0xFFFFFFFFu, 0x80808080u, 0x5A3C7F01u}) {
+      const std::uint32_t pair = kernels::e8m0_scale_pair_bits(static_cast<std::uint32_t>(b));
+      const auto with_byte = [&](int i) { return (other & ~(0xffu << (8 * i))) | (static_cast<std::uint32_t>(b) << (8 * i)); };
+      EXPECT_EQ(kernels::e8m0_scale_pair_bits_of_byte<0>(with_byte(0)), pair) << b;
+      EXPECT_EQ(kernels::e8m0_scale_pair_bits_of_byte<1>(with_byte(1)), pair) << b;
+      EXPECT_EQ(kernels::e8m0_scale_pair_bits_of_byte<2>(with_byte(2)), pair) << b;
+      EXPECT_EQ(kernels::e8m0_scale_pair_bits_of_byte<3>(with_byte(3)), pair) << b;
+    }
+  EXPECT_EQ(kernels::byte_perm(0x44332211u, 0x88776655u, 0x7531u), 0x88664422u) << "CUDA's documented selection";
+  EXPECT_EQ(kernels::byte_perm(0x44332211u, 0u, 0x4141u), 0x00220022u);
 }
 
 // ---- NVFP4 (group 16) and every E8M0 byte ----

@@ -33,6 +33,28 @@ MXMOE_HD std::uint32_t e2m1_pair_bits(std::uint32_t word) {
 // left out. bf16's exponent field is b + 126, so this is exact for every b in 0..128.
 MXMOE_HD std::uint32_t e8m0_scale_pair_bits(std::uint32_t b) { return ((b + 126u) << 7) * 0x00010001u; }
 
+// CUDA's __byte_perm on the host too, so the CPU tests check the device's expression: byte n of the
+// result is byte (s >> 4n) & 7 of the eight bytes {x, y} (x the low four).
+MXMOE_HD std::uint32_t byte_perm(std::uint32_t x, std::uint32_t y, std::uint32_t s) {
+#ifdef __CUDA_ARCH__
+  return __byte_perm(x, y, s);
+#else
+  const std::uint64_t xy = (static_cast<std::uint64_t>(y) << 32) | x;
+  std::uint32_t r = 0;
+  for (int n = 0; n < 4; ++n) r |= static_cast<std::uint32_t>((xy >> (8 * ((s >> (4 * n)) & 7u))) & 0xffu) << (8 * n);
+  return r;
+#endif
+}
+
+// e8m0_scale_pair_bits of byte I of a scale word in two operations: a byte permute puts the byte in
+// both halves (0x00bb00bb) and one multiply-add makes (b + 126) << 7 of each half; no carry crosses
+// the halves for b <= 254. (The shift-and-mask form took three: extract, mask, multiply-add.)
+template <int I>
+MXMOE_HD std::uint32_t e8m0_scale_pair_bits_of_byte(std::uint32_t word) {
+  static_assert(I >= 0 && I < 4, "a word holds four scale bytes");
+  return byte_perm(word, 0u, 0x4040u + 0x0101u * I) * 128u + 0x3F003F00u;
+}
+
 // The largest E8M0 byte the one-multiply path takes (2^(b-1) must stay a finite bf16).
 constexpr int kMaxFastScaleByte = 128;
 

@@ -68,8 +68,8 @@ struct Mxfp4 : W4a16Format {
     dequant_with(wv, *reinterpret_cast<const std::uint32_t*>(chunk_scales + (lane / 4) * 4), a);
   }
   __device__ static void dequant_with(const uint4& wv, std::uint32_t sc, std::uint32_t (&a)[4][4]) {
-    const std::uint32_t s[4] = {e8m0_scale_pair_bits(sc & 0xffu), e8m0_scale_pair_bits((sc >> 8) & 0xffu),
-                                e8m0_scale_pair_bits((sc >> 16) & 0xffu), e8m0_scale_pair_bits(sc >> 24)};
+    const std::uint32_t s[4] = {e8m0_scale_pair_bits_of_byte<0>(sc), e8m0_scale_pair_bits_of_byte<1>(sc),
+                                e8m0_scale_pair_bits_of_byte<2>(sc), e8m0_scale_pair_bits_of_byte<3>(sc)};
     const std::uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
 #pragma unroll
     for (int step = 0; step < 4; ++step)
