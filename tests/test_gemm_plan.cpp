@@ -103,12 +103,14 @@ TEST(GemmPlan, WideLaneForExpertsBeyondOneNarrowBlock) {
   const GemmLanes mid = plan_gemm_lanes(GemmTile::Auto, {256, 6, 256, kBigExpert});
   EXPECT_EQ(mid.narrow, GemmTile::Decode);
   EXPECT_EQ(mid.wide_from, gemm_tokens_per_block(GemmTile::Decode) + 1);
-  EXPECT_EQ(gemm_lanes_name(mid), "decode + wgmma from 9 pairs");
+  EXPECT_EQ(mid.wide, GemmTile::WgmmaNarrow) << "Decode's overflow: blocks of 64, not 128";
+  EXPECT_EQ(gemm_lanes_name(mid), "decode + wgmma-narrow from 9 pairs");
   EXPECT_EQ(mid.narrow_max_blocks, 256) << "each narrow expert holds at most 8 pairs: one block each, <= E";
-  EXPECT_EQ(mid.wide_max_blocks, 1536 / 128 + 1536 / 9);
+  EXPECT_EQ(mid.wide_max_blocks, 1536 / 64 + 1536 / 9);
   const GemmLanes small = plan_gemm_lanes(GemmTile::Auto, {256, 8, 256, kBigExpert});
   EXPECT_EQ(small.narrow, GemmTile::WgmmaSmall);
   EXPECT_EQ(small.wide_from, 33);
+  EXPECT_EQ(small.wide, GemmTile::Wgmma);
   EXPECT_EQ(gemm_lanes_name(small), "wgmma-small + wgmma from 33 pairs");
   const GemmLanes narrow = plan_gemm_lanes(GemmTile::Auto, {1024, 8, 256, kBigExpert});
   EXPECT_EQ(narrow.narrow, GemmTile::WgmmaNarrow);
@@ -156,7 +158,7 @@ TEST(GemmPlan, LaneBlockBoundsHoldForAnyRouting) {
       }
     for (GemmTile tile : {GemmTile::Auto, GemmTile::Decode, GemmTile::Wgmma, GemmTile::WgmmaNarrow, GemmTile::WgmmaSmall}) {
       const GemmLanes l = plan_gemm_lanes(tile, {T, k, E, kBigExpert});
-      const int nb = gemm_tokens_per_block(l.narrow), wb = gemm_tokens_per_block(GemmTile::Wgmma);
+      const int nb = gemm_tokens_per_block(l.narrow), wb = gemm_tokens_per_block(l.wide);
       int narrow = 0, wide = 0;
       if (l.direct) {  // a block per routed pair
         ASSERT_EQ(l.narrow_max_blocks, T * k);

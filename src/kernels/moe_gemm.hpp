@@ -144,6 +144,7 @@ struct GemmLanes {
   // straight from the topk ids, so the forward launches no alignment kernel.
   bool direct = false;
   int wide_from = 0;  // 0: no wide lane (every expert runs `narrow`)
+  GemmTile wide = GemmTile::Wgmma;  // the wide lane's configuration (wide_lane_for)
   int narrow_max_blocks = 0, wide_max_blocks = 0;  // grid rows: the most blocks each lane can get
 };
 // What the lane plan reads of a forward.
@@ -168,8 +169,10 @@ GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& problem);
 // sum_e ceil(c_e / B) <= floor(pairs / B) + (lane experts <= min(E, pairs / min_pairs)), and each
 // expert below `below_pairs` needs at most ceil((below_pairs - 1) / B) blocks.
 int max_lane_blocks(int pairs, int num_experts, int block_tokens, int min_pairs = 1, int below_pairs = 0);
-// A readable name of a plan: "medium", or "medium + wgmma from 33 pairs".
+// A readable name of a plan: "medium", or "decode + wgmma-narrow from 9 pairs".
 std::string gemm_lanes_name(const GemmLanes& lanes);
+// The wide lane's configuration under a narrow one (blocks larger than the narrow one's).
+GemmTile wide_lane_for(GemmTile narrow);
 
 // GEMM2's K splits: kTinyGemm2Splits for the Tiny configuration when its CTAs would leave SMs idle
 // (fewer than three per SM), else 1; always 1 when batch_invariant (a split changes the summation

@@ -19,8 +19,8 @@ std::size_t round_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
 WorkspaceLayout workspace_layout(int E, int H, int I, int max_tokens, int top_k, bool fp8) {
   const std::size_t pairs = static_cast<std::size_t>(max_tokens) * top_k;
-  // The narrow lane: the largest block list of any configuration (a forced tile runs every expert
-  // there); the wide lane: blocks of the wgmma configuration for experts of any count.
+  // Either lane: the largest block list of any configuration (a forced tile runs every expert in
+  // the narrow lane; the wide lane runs the plan's wide_lane_for configuration).
   std::size_t max_blocks = 0, max_slots = 0;
   kernels::gemm::for_each_config([&](auto cfg) {
     const int bt = decltype(cfg)::kTokens;
@@ -28,8 +28,6 @@ WorkspaceLayout workspace_layout(int E, int H, int I, int max_tokens, int top_k,
     max_blocks = std::max(max_blocks, blocks);
     max_slots = std::max(max_slots, blocks * bt);
   });
-  const int wide_bt = kernels::gemm_tokens_per_block(GemmTile::Wgmma);
-  const std::size_t wide_blocks = kernels::max_lane_blocks(static_cast<int>(pairs), E, wide_bt);
   // Slot outputs; tiny batches may split GEMM2's K in two, each split writing its own copy.
   const std::size_t partial_pairs = std::max(pairs, static_cast<std::size_t>(2 * top_k * kernels::kTinyGemm2Splits));
   WorkspaceLayout l;
@@ -42,8 +40,8 @@ WorkspaceLayout workspace_layout(int E, int H, int I, int max_tokens, int top_k,
   l.sorted_pairs = take(max_slots * 4);
   l.block_expert = take(max_blocks * 4);
   l.num_blocks = take(4);
-  l.wide_sorted_pairs = take(wide_blocks * wide_bt * 4);
-  l.wide_block_expert = take(wide_blocks * 4);
+  l.wide_sorted_pairs = take(max_slots * 4);
+  l.wide_block_expert = take(max_blocks * 4);
   l.wide_num_blocks = take(4);
   l.inter = take(pairs * I * 2);
   l.partial = take(partial_pairs * H * 4);
@@ -78,7 +76,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   const int pairs = T * k;
   const kernels::AlignLane narrow{at(ws.sorted_pairs), at(ws.block_expert), at(ws.num_blocks), kernels::gemm_tokens_per_block(kind)};
   const kernels::AlignLane wide{at(ws.wide_sorted_pairs), at(ws.wide_block_expert), at(ws.wide_num_blocks),
-                                kernels::gemm_tokens_per_block(GemmTile::Wgmma)};
+                                kernels::gemm_tokens_per_block(lanes.wide)};
   if (!lanes.direct) kernels::launch_align(a.topk_ids, pairs, E, narrow, wide, lanes.wide_from, stream);
   auto* hidden_e4m3 = base + ws.hidden_e4m3;
   auto* hidden_scale = reinterpret_cast<float*>(base + ws.hidden_scale);
@@ -97,7 +95,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
     p.sorted_pairs = wide.sorted_pairs;
     p.block_expert = wide.block_expert;
     p.num_blocks = wide.num_blocks;
-    launch(GemmTile::Wgmma, w.format, p, lanes.wide_max_blocks, stream);
+    launch(lanes.wide, w.format, p, lanes.wide_max_blocks, stream);
   };
 
   const tiling::TiledShape s13 = w.w13_shape(), s2 = w.w2_shape();

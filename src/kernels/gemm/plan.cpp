@@ -56,6 +56,13 @@ int max_lane_blocks(int pairs, int num_experts, int block_tokens, int min_pairs,
   return blocks;
 }
 
+GemmTile wide_lane_for(GemmTile narrow) {
+  // Decode's overflow (experts above 8 pairs) holds a few to a few tens of pairs at the token
+  // counts where Decode is chosen: blocks of 64 at N = 32 or 64 rather than 128 at N = 64, whose
+  // MMAs on a 9..16-pair block do four to seven times the live work.
+  return narrow == GemmTile::Decode ? GemmTile::WgmmaNarrow : GemmTile::Wgmma;
+}
+
 GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& pr) {
   GemmLanes l;
   const int pairs = pr.num_tokens * pr.top_k, num_tokens = pr.num_tokens, num_experts = pr.num_experts;
@@ -70,15 +77,16 @@ GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& pr) {
     return l;
   }
   l.wide_from = bt + 1;
+  l.wide = wide_lane_for(l.narrow);
   l.narrow_max_blocks = max_lane_blocks(pairs, num_experts, bt, 1, l.wide_from);
-  l.wide_max_blocks = max_lane_blocks(pairs, num_experts, gemm_tokens_per_block(GemmTile::Wgmma), l.wide_from);
+  l.wide_max_blocks = max_lane_blocks(pairs, num_experts, gemm_tokens_per_block(l.wide), l.wide_from);
   return l;
 }
 
 std::string gemm_lanes_name(const GemmLanes& lanes) {
   std::string name = gemm_tile_name(lanes.narrow);
   if (lanes.direct) name += " (direct: no alignment)";
-  if (lanes.wide_from > 0) name += std::string(" + ") + gemm_tile_name(GemmTile::Wgmma) + " from " + std::to_string(lanes.wide_from) + " pairs";
+  if (lanes.wide_from > 0) name += std::string(" + ") + gemm_tile_name(lanes.wide) + " from " + std::to_string(lanes.wide_from) + " pairs";
   return name;
 }
 
