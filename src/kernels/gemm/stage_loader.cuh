@@ -24,6 +24,21 @@
 
 namespace mxmoe::kernels::gemm {
 
+// Scale piece i of a stage (16 bytes of one tile's scales for one chunk; a stage holds
+// kChunksPerStage chunks of each of its tiles): which tile and chunk it belongs to, and where it
+// comes from. A tile past N (tile >= n_tiles) reads tile 0's bytes, copied as zero bytes by the
+// caller. Both weight loaders copy scales piece by piece this way.
+template <class Cfg, class G>
+struct ScalePiece {
+  static constexpr int kPiecesPerChunk = G::kChunkScaleBytes / 16;
+  int tile, chunk;  // tile: tile0 + the stage-local tile; chunk: within the stage
+  const std::uint8_t* src;
+  __device__ ScalePiece(int i, const std::uint8_t* s_expert, int tile0, int n_tiles, int n_chunks, int c_begin)
+      : tile(tile0 + i / (Cfg::kChunksPerStage * kPiecesPerChunk)), chunk((i / kPiecesPerChunk) % Cfg::kChunksPerStage),
+        src(s_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c_begin + chunk) * G::kChunkScaleBytes +
+            (i % kPiecesPerChunk) * 16) {}
+};
+
 template <class Cfg, class G>
 struct TileWeightLoader {
   // The mma.sync kernel's plan (its K loop is issue-bound). Thread tid copies piece tid % 32 of
@@ -38,7 +53,6 @@ struct TileWeightLoader {
   static constexpr int kTilesPerThread = G::kTilesPerCta / kTileLanes;
   static constexpr int kScalePieces = G::kScaleBytes / 16;
   static constexpr int kScalePerThread = (kScalePieces + G::kThreads - 1) / G::kThreads;
-  static constexpr int kScalePiecesPerChunk = G::kChunkScaleBytes / 16;
   static constexpr int kTileStageBytes = Cfg::kChunksPerStage * tiling::kChunkBytes;  // one tile's chunks in a stage
 
   const std::uint8_t* w_src[kTilesPerThread];  // the thread's piece of chunk c_begin of each of its tiles
@@ -67,13 +81,11 @@ struct TileWeightLoader {
 #pragma unroll
     for (int j = 0; j < kScalePerThread; ++j) {
       const int i = tid + j * G::kThreads;
-      const int tl = i / (Cfg::kChunksPerStage * kScalePiecesPerChunk), c = (i / kScalePiecesPerChunk) % Cfg::kChunksPerStage;
-      const int piece = i % kScalePiecesPerChunk;
-      const int tile = tile0 + tl;
-      s_chunk[j] = c;
-      s_bytes[j] = tile < n_tiles ? 16 : 0;
+      const ScalePiece<Cfg, G> sp(i, s_expert, tile0, n_tiles, n_chunks, c_begin);
+      s_chunk[j] = sp.chunk;
+      s_bytes[j] = sp.tile < n_tiles ? 16 : 0;
       s_active[j] = i < kScalePieces;
-      s_src[j] = s_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c_begin + c) * G::kChunkScaleBytes + piece * 16;
+      s_src[j] = sp.src;
     }
   }
 
@@ -122,7 +134,6 @@ struct WeightLoader {
   static_assert(kWeightPieces % G::kThreads == 0, "weight pieces split evenly over threads");
   static constexpr int kWeightPerThread = kWeightPieces / G::kThreads;
   static constexpr int kScalePerThread = (kScalePieces + G::kThreads - 1) / G::kThreads;
-  static constexpr int kScalePiecesPerChunk = G::kChunkScaleBytes / 16;
 
   const std::uint8_t* w_src[kWeightPerThread];
   int w_chunk[kWeightPerThread];  // chunk within the stage, or a huge value when the tile is past N
@@ -147,12 +158,9 @@ struct WeightLoader {
     }
 #pragma unroll
     for (int j = 0; j < kScalePerThread; ++j) {
-      const int i = tid + j * G::kThreads;
-      const int tl = i / (Cfg::kChunksPerStage * kScalePiecesPerChunk), c = (i / kScalePiecesPerChunk) % Cfg::kChunksPerStage;
-      const int piece = i % kScalePiecesPerChunk;
-      const int tile = tile0 + tl;
-      s_chunk[j] = tile < n_tiles ? c : (1 << 30);
-      s_src[j] = s_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c_begin + c) * G::kChunkScaleBytes + piece * 16;
+      const ScalePiece<Cfg, G> sp(tid + j * G::kThreads, s_expert, tile0, n_tiles, n_chunks, c_begin);
+      s_chunk[j] = sp.tile < n_tiles ? sp.chunk : (1 << 30);
+      s_src[j] = sp.src;
     }
   }
 
@@ -194,10 +202,10 @@ struct PaddedActLoader {
   int a_bytes[kActPerThread];  // 16 for a live slot, 0 for padding and dead tiles (written as zeros)
   int a_dst[kActPerThread];    // the piece's offset in a stage's activation rows
   const std::uint8_t* act;
-  int K, tid;
+  int K;
 
-  __device__ PaddedActLoader(const MoeGemmParams& p, int c_begin, int K_, const std::int32_t* s_act_row, int live_tiles, int tid_)
-      : act(act_bytes<G::kActElem>(p)), K(K_), tid(tid_) {
+  __device__ PaddedActLoader(const MoeGemmParams& p, int c_begin, int K_, const std::int32_t* s_act_row, int live_tiles, int tid)
+      : act(act_bytes<G::kActElem>(p)), K(K_) {
 #pragma unroll
     for (int j = 0; j < kActPerThread; ++j) {
       const int i = tid + j * G::kThreads;
