@@ -1,8 +1,9 @@
 // The oracle's W4A8 mode (reference::moe_forward with ActivationPrecision::Fp8PerToken, issue 14):
 // against a float64 model written here from the definitions (per-row E4M3 quantisation by a
 // nearest-value search, the weight fold by its rule, double sums), its error against the W4A16 oracle
-// and the unquantised-activation float64 forward (printed), bitwise stability over thread counts and
-// token batches, NVFP4 refused; and `mxmoe inspect --act fp8` on a small checkpoint.
+// and the unquantised-activation float64 forward (printed), how that error splits between the hidden
+// and the intermediate quantisation (the model run with either, both or neither), bitwise stability
+// over thread counts and token batches, NVFP4 refused; and `mxmoe inspect --act fp8` on a small checkpoint.
 //
 // Tolerance against the model: both quantise the same way, so what differs is fp32 against double
 // accumulation (~1e-6) and the bf16 roundings of the intermediate and the output (~2e-3 to 4e-3
@@ -12,10 +13,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cmath>
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <random>
+#include <unordered_map>
 #include <vector>
 
 #include "formats/bf16.hpp"
@@ -41,6 +44,15 @@ namespace {
 
 // The nearest E4M3 value by search (ties to the even byte, saturating at +-448).
 double nearest_e4m3(double x) { return e4m3_value(e4m3_nearest(x)); }
+
+// The nearest E4M3 by search, remembered: a folded weight row holds few distinct values (e2m1 x 2^n),
+// and the search over 126 bytes for each of millions of elements would take minutes.
+double nearest_e4m3_remembered(double x) {
+  static std::unordered_map<double, double> memo;
+  const auto [it, fresh] = memo.try_emplace(x, 0.0);
+  if (fresh) it->second = nearest_e4m3(x);
+  return it->second;
+}
 
 // Per-row quantisation by the definition: scale = amax / 448 in fp32 (1 for a zero row), the fp32
 // reciprocal, one fp32 multiply, the nearest E4M3. Returns the scale; v becomes the E4M3 values.
@@ -69,44 +81,103 @@ int folded_row(const HostTensor& packed, const HostTensor& scales, std::size_t r
   }
   const int base = b_max < 0 ? 0 : b_max - 127 - 6;
   out.resize(static_cast<std::size_t>(K));
-  for (int c = 0; c < K; ++c) out[static_cast<std::size_t>(c)] = nearest_e4m3(std::ldexp(v[static_cast<std::size_t>(c)], -base));
+  for (int c = 0; c < K; ++c) out[static_cast<std::size_t>(c)] = nearest_e4m3_remembered(std::ldexp(v[static_cast<std::size_t>(c)], -base));
   return base;
 }
 
 
-std::vector<double> w4a8_model(const CanonicalMoeWeights& w, const std::vector<std::uint16_t>& x, int T, const TopK& tk,
-                               const ActivationConfig& act) {
-  const int H = w.hidden, I = w.inter, k = tk.top_k;
-  std::vector<double> out(static_cast<std::size_t>(T) * H, 0.0), wrow;
+// Which activations the float64 model quantises to E4M3. The W4A8 mode does both; with neither it is
+// the bf16 math (the intermediate still rounded to bf16) on the folded weights, which equal the MXFP4
+// ones exactly wherever no group is re-quantised (rows spanning at most 15 exponents).
+struct Quantised {
+  bool hidden = true, intermediate = true;
+};
+
+// One mode's result: the output [T, H] and, when the intermediate is quantised, the sums over its
+// (token, slot) rows of (q(a) - a)^2 and a^2 (q(a) the E4M3 value times the row's scale).
+struct ModelRun {
+  std::vector<double> out;
+  double inter_error2 = 0.0, inter_norm2 = 0.0;
+};
+
+// The model, every mode of `modes` in one pass over the experts: each used expert's rows folded once,
+// its first GEMM computed once for each hidden variant (as read, or quantised) that some mode needs.
+std::vector<ModelRun> w4a8_model_runs(const CanonicalMoeWeights& w, const std::vector<std::uint16_t>& x, int T, const TopK& tk,
+                                      const ActivationConfig& act, const std::vector<Quantised>& modes) {
+  const int E = w.num_experts, H = w.hidden, I = w.inter, k = tk.top_k;
+  const std::size_t uH = static_cast<std::size_t>(H), uI = static_cast<std::size_t>(I);
+  std::vector<ModelRun> runs(modes.size());
+  for (ModelRun& r : runs) r.out.assign(static_cast<std::size_t>(T) * uH, 0.0);
+  // Each token's hidden row as read (bf16) and quantised (xq: E4M3 values, xs: the row's scale).
+  std::vector<std::vector<double>> xr(static_cast<std::size_t>(T)), xq(static_cast<std::size_t>(T));
+  std::vector<double> xs(static_cast<std::size_t>(T));
   for (int t = 0; t < T; ++t) {
-    std::vector<double> xq(static_cast<std::size_t>(H));
-    for (int c = 0; c < H; ++c) xq[static_cast<std::size_t>(c)] = formats::bf16_to_float(x[static_cast<std::size_t>(t) * H + c]);
-    const double xs = quantise_row(xq);
-    for (int s = 0; s < k; ++s) {
-      const int e = tk.ids[static_cast<std::size_t>(t * k + s)];
-      if (e < 0) continue;
-      std::vector<double> h(static_cast<std::size_t>(2 * I)), a(static_cast<std::size_t>(I));
-      for (int r = 0; r < 2 * I; ++r) {
-        const std::size_t row = static_cast<std::size_t>(e) * 2 * I + r;
-        const int base = folded_row(w.w13, w.w13_scale, row, H, wrow);
-        double d = 0;
-        for (int c = 0; c < H; ++c) d += wrow[static_cast<std::size_t>(c)] * xq[static_cast<std::size_t>(c)];
-        h[static_cast<std::size_t>(r)] = std::ldexp(d * xs, base) + (w.w13_bias ? w.w13_bias->as<float>()[row] : 0.0);
-      }
-      for (int i = 0; i < I; ++i)
-        a[static_cast<std::size_t>(i)] = formats::round_to_bf16(static_cast<float>(act_f64(h[static_cast<std::size_t>(i)], h[static_cast<std::size_t>(I + i)], act)));
-      const double as = quantise_row(a);
-      for (int r = 0; r < H; ++r) {
-        const std::size_t row = static_cast<std::size_t>(e) * H + r;
-        const int base = folded_row(w.w2, w.w2_scale, row, I, wrow);
-        double d = 0;
-        for (int i = 0; i < I; ++i) d += wrow[static_cast<std::size_t>(i)] * a[static_cast<std::size_t>(i)];
-        const double y = std::ldexp(d * as, base) + (w.w2_bias ? w.w2_bias->as<float>()[row] : 0.0);
-        out[static_cast<std::size_t>(t) * H + r] += tk.weights[static_cast<std::size_t>(t * k + s)] * y;
-      }
-    }
+    std::vector<double>& row = xr[static_cast<std::size_t>(t)];
+    row.resize(uH);
+    for (int c = 0; c < H; ++c) row[static_cast<std::size_t>(c)] = formats::bf16_to_float(x[static_cast<std::size_t>(t) * uH + c]);
+    xq[static_cast<std::size_t>(t)] = row;
+    xs[static_cast<std::size_t>(t)] = quantise_row(xq[static_cast<std::size_t>(t)]);
   }
-  return out;
+  std::vector<double> f13(2 * uI * uH), f2(uH * uI), wrow;
+  std::vector<int> b13(2 * uI), b2(uH);
+  for (int e = 0; e < E; ++e) {
+    bool used = false;
+    for (int p = 0; p < T * k; ++p) used = used || tk.ids[static_cast<std::size_t>(p)] == e;
+    if (!used) continue;
+    for (std::size_t r = 0; r < 2 * uI; ++r) {
+      b13[r] = folded_row(w.w13, w.w13_scale, static_cast<std::size_t>(e) * 2 * uI + r, H, wrow);
+      std::copy(wrow.begin(), wrow.end(), f13.begin() + static_cast<std::ptrdiff_t>(r * uH));
+    }
+    for (std::size_t r = 0; r < uH; ++r) {
+      b2[r] = folded_row(w.w2, w.w2_scale, static_cast<std::size_t>(e) * uH + r, I, wrow);
+      std::copy(wrow.begin(), wrow.end(), f2.begin() + static_cast<std::ptrdiff_t>(r * uI));
+    }
+    for (int t = 0; t < T; ++t)
+      for (int s = 0; s < k; ++s) {
+        if (tk.ids[static_cast<std::size_t>(t * k + s)] != e) continue;
+        // The bf16 intermediate from the hidden row as read [0] or quantised [1], computed when needed.
+        std::array<std::vector<double>, 2> inter;
+        for (std::size_t m = 0; m < modes.size(); ++m) {
+          std::vector<double>& a_in = inter[modes[m].hidden ? 1 : 0];
+          if (a_in.empty()) {
+            const std::vector<double>& xv = modes[m].hidden ? xq[static_cast<std::size_t>(t)] : xr[static_cast<std::size_t>(t)];
+            const double scale = modes[m].hidden ? xs[static_cast<std::size_t>(t)] : 1.0;
+            std::vector<double> h(2 * uI);
+            for (std::size_t r = 0; r < 2 * uI; ++r) {
+              const double* wr = f13.data() + r * uH;
+              double d = 0;
+              for (std::size_t c = 0; c < uH; ++c) d += wr[c] * xv[c];
+              h[r] = std::ldexp(d * scale, b13[r]) + (w.w13_bias ? w.w13_bias->as<float>()[static_cast<std::size_t>(e) * 2 * uI + r] : 0.0);
+            }
+            a_in.resize(uI);
+            for (std::size_t i = 0; i < uI; ++i) a_in[i] = formats::round_to_bf16(static_cast<float>(act_f64(h[i], h[uI + i], act)));
+          }
+          std::vector<double> a = a_in;
+          double as = 1.0;
+          if (modes[m].intermediate) {
+            as = quantise_row(a);
+            for (std::size_t i = 0; i < uI; ++i) {
+              runs[m].inter_error2 += (a[i] * as - a_in[i]) * (a[i] * as - a_in[i]);
+              runs[m].inter_norm2 += a_in[i] * a_in[i];
+            }
+          }
+          for (std::size_t r = 0; r < uH; ++r) {
+            const double* wr = f2.data() + r * uI;
+            double d = 0;
+            for (std::size_t i = 0; i < uI; ++i) d += wr[i] * a[i];
+            const double y = std::ldexp(d * as, b2[r]) + (w.w2_bias ? w.w2_bias->as<float>()[static_cast<std::size_t>(e) * uH + r] : 0.0);
+            runs[m].out[static_cast<std::size_t>(t) * uH + r] += tk.weights[static_cast<std::size_t>(t * k + s)] * y;
+          }
+        }
+      }
+  }
+  return runs;
+}
+
+// The model of the W4A8 mode (both quantisations), or of the one asked.
+std::vector<double> w4a8_model(const CanonicalMoeWeights& w, const std::vector<std::uint16_t>& x, int T, const TopK& tk,
+                               const ActivationConfig& act, Quantised q = {}) {
+  return w4a8_model_runs(w, x, T, tk, act, {q})[0].out;
 }
 
 
@@ -166,6 +237,109 @@ TEST(W4a8Reference, ErrorAgainstW4a16IsFp8Sized) {
     EXPECT_GT(vs_w4a16, 5e-3);
     EXPECT_LT(vs_w4a16, 6e-2);
     EXPECT_LT(vs_f64, 6e-2);
+  }
+}
+
+TEST(W4a8Reference, ErrorSplitsBetweenTheTwoQuantisations) {
+  // Where W4A8's error comes from: the float64 model with only the hidden rows quantised, only the
+  // intermediate rows, and both, each against the model with neither (the bf16 math on the same folded
+  // weights, exact here; it is within ~1.7e-3 of the library's float64 forward, the bf16 rounding of
+  // the intermediate). Measured (trained-like scales: weight std 0.02, hidden std 1):
+  //   E4M3 rounding of the rows themselves  hidden 2.62-2.63e-2, intermediate 2.41-2.58e-2
+  //   hidden only                           3.2e-2 (gpt-oss) to 3.8e-2 (silu, clamped silu)
+  //   intermediate only                     2.4-2.6e-2 (= the intermediate's rounding: GEMM2 is linear)
+  //   both                                  4.1-4.5e-2 (= sqrt(h^2 + i^2) within 1.5%)
+  // The hidden row's rounding reaches the output larger than it is because it enters both the gate and
+  // the up projection, whose product the activation takes (silu(g) u: ~sqrt(2) x; gpt-oss's (u + 1)
+  // damps the up part). So 2.5e-2 is below what single-pass per-row E4M3 activations reach on these
+  // layers: the hidden quantisation alone already costs more, the intermediate one alone about that
+  // much, and together they add in quadrature to 4.1-4.5e-2. None of it depends on the scale (the
+  // rounding of the rows matches the mantissa-only prediction below); all of it is first order in E4M3's
+  // unit roundoff, so meeting 2.5e-2 with both quantisations would need each one below ~1.8e-2 at the
+  // output, i.e. activations with a fourth mantissa bit (halving every number: ~2.2e-2), or leaving the
+  // hidden rows in bf16 and quantising only the intermediate (2.4-2.6e-2, at the limit).
+  //
+  // What the asserts rest on:
+  // - E4M3 round to nearest on the rows: a value m 2^e (m in [1, 2)) gets an error uniform within half
+  //   its step 2^(e-3), so sum (q(x)-x)^2 / sum x^2 = (2^-4 / sqrt(3))^2 x E_w[1/m^2], E_w the x^2-weighted
+  //   mean; for a smooth spread over several binades m is log-uniform under that weighting, E[1/m^2] =
+  //   3 / (8 ln 2), giving 2.654e-2 whatever the per-row scale. We require the hidden rows within 10% of
+  //   it (and, as a looser sanity range, within 1.5e-2..3.5e-2).
+  // - Intermediate only: GEMM2 is linear with random weights, which keep relative norms, so the output
+  //   error is the intermediate's rounding; we require it within 15% of it.
+  // - Hidden only: GEMM1 carries the rounding unchanged into gate and up, and the gated product passes
+  //   at least one of the two (and at most ~both plus silu's slope): we require 0.9 to 1.8 times the
+  //   hidden rows' rounding.
+  // - Each single quantisation: > 5e-3 (it did something) and < 6e-2.
+  // - Both: the two roundings are independent, so their output errors are uncorrelated and add in
+  //   quadrature, ||e_h + e_i||^2 = h^2 + i^2 + 2 <e_h, e_i> with the cross term ~0. With correlation
+  //   rho the ratio to sqrt(h^2 + i^2) is sqrt(1 + 2 rho h i / (h^2 + i^2)), within [0.9, 1.1] for
+  //   |rho| < 0.19; we require that (measured 0.985-1.013), and both > max(h, i) (a mode that applied
+  //   only one quantisation, or one twice, fails one or the other).
+  struct Shape {
+    const char* name;
+    int E, H, I, k, T;
+    bool biases;
+    ActivationConfig act;
+  };
+  const std::vector<Shape> shapes = {
+      {"dsv4-flash-like", 8, 1024, 512, 6, 16, false, ActivationConfig::clamped_silu_mul(10.0f)},
+      {"gpt-oss-like", 8, 768, 768, 4, 16, true, ActivationConfig::gpt_oss(1.702f, 7.0f)},
+      {"silu", 16, 512, 256, 4, 32, false, ActivationConfig::silu_mul()},
+  };
+  const std::vector<Quantised> modes = {{false, false}, {true, false}, {false, true}, {true, true}};
+  for (const Shape& sh : shapes) {
+    const CanonicalMoeWeights w = synthetic_weights(sh.E, sh.H, sh.I, sh.biases, static_cast<std::uint64_t>(sh.H * 3 + sh.I));
+    const W4a8FoldReport rep = w4a8_fold_report(w);
+    ASSERT_EQ(rep.w13.requantized_groups + rep.w2.requantized_groups, 0) << sh.name << ": the fold must be exact here";
+    const auto x = verify::random_hidden(sh.T, sh.H, 91);
+    const TopK tk = verify::random_topk(sh.T, sh.E, sh.k, 92);
+    const std::vector<ModelRun> runs = w4a8_model_runs(w, x, sh.T, tk, sh.act, modes);
+    const std::vector<double>& none = runs[0].out;
+    const double h = verify::relative_error(runs[1].out, none), i = verify::relative_error(runs[2].out, none),
+                 both = verify::relative_error(runs[3].out, none), quad = std::sqrt(h * h + i * i);
+    // E4M3 rounding measured on the data: the hidden rows (per-row scale as the mode does), and the
+    // intermediate rows the model quantised in the intermediate-only mode.
+    double xe2 = 0, xn2 = 0;
+    for (int t = 0; t < sh.T; ++t) {
+      std::vector<double> row(static_cast<std::size_t>(sh.H)), q;
+      for (int c = 0; c < sh.H; ++c) row[static_cast<std::size_t>(c)] = formats::bf16_to_float(x[static_cast<std::size_t>(t) * sh.H + c]);
+      q = row;
+      const double scale = quantise_row(q);
+      for (std::size_t c = 0; c < row.size(); ++c) {
+        xe2 += (q[c] * scale - row[c]) * (q[c] * scale - row[c]);
+        xn2 += row[c] * row[c];
+      }
+    }
+    const double x_round = std::sqrt(xe2 / xn2), a_round = std::sqrt(runs[2].inter_error2 / runs[2].inter_norm2);
+    // The unquantised float64 forward of the library (no bf16 rounding of the intermediate) and the
+    // W4A8 oracle against it: what the issue's 2.5e-2 is measured on.
+    std::vector<int> all(static_cast<std::size_t>(sh.T));
+    for (int t = 0; t < sh.T; ++t) all[static_cast<std::size_t>(t)] = t;
+    const auto f64 = reference::moe_forward_f64(w, x.data(), sh.T, tk, sh.act, all);
+    const auto oracle = reference::moe_forward(w, x.data(), sh.T, tk, sh.act, ActivationPrecision::Fp8PerToken);
+    const double none_vs_f64 = verify::relative_error(none, f64), both_vs_f64 = verify::relative_error(runs[3].out, f64);
+    const double oracle_vs_f64 = verify::compare(oracle, f64).relative_error;
+    std::printf("%s E=%d H=%d I=%d k=%d T=%d: hidden only %.3e, intermediate only %.3e, both %.3e (sqrt(h^2+i^2) %.3e, ratio %.3f); "
+                "E4M3 rounding of hidden rows %.3e, of intermediate rows %.3e; vs f64: none %.3e, both %.3e, W4A8 oracle %.3e\n",
+                sh.name, sh.E, sh.H, sh.I, sh.k, sh.T, h, i, both, quad, both / quad, x_round, a_round, none_vs_f64, both_vs_f64,
+                oracle_vs_f64);
+    const double predicted_rounding = 0.0625 / std::sqrt(3.0) * std::sqrt(3.0 / (8.0 * std::log(2.0)));  // 2.654e-2
+    EXPECT_GT(x_round, 1.5e-2) << sh.name;
+    EXPECT_LT(x_round, 3.5e-2) << sh.name;
+    EXPECT_NEAR(x_round / predicted_rounding, 1.0, 0.1) << sh.name;
+    for (const double single : {h, i}) {
+      EXPECT_GT(single, 5e-3) << sh.name;
+      EXPECT_LT(single, 6e-2) << sh.name;
+    }
+    EXPECT_NEAR(i / a_round, 1.0, 0.15) << sh.name;
+    EXPECT_GT(h, 0.9 * x_round) << sh.name;
+    EXPECT_LT(h, 1.8 * x_round) << sh.name;
+    EXPECT_GT(both, std::max(h, i)) << sh.name;
+    EXPECT_GT(both, 0.9 * quad) << sh.name;
+    EXPECT_LT(both, 1.1 * quad) << sh.name;
+    // The split's reference is the bf16 math: within the intermediate's bf16 rounding of the float64 forward.
+    EXPECT_LT(none_vs_f64, 5e-3) << sh.name;
   }
 }
 
