@@ -123,6 +123,22 @@ TEST(TileLayout, LaneFragmentsDecodeToTheCanonicalValues) {
   }
 }
 
+// The bf16 placement is a permutation of the word: the eight elements' four bits fill its 32 bits,
+// each once.
+TEST(TileLayout, Bf16PlacementUsesEveryBitOnce) {
+  std::uint32_t used = 0;
+  int count = 0;
+  for (int reg = 0; reg < 4; ++reg)
+    for (int half = 0; half < 2; ++half) {
+      const std::uint32_t bits = place_element(15u, reg, half);
+      EXPECT_EQ(used & bits, 0u) << "register " << reg << " half " << half << " reuses a bit";
+      used |= bits;
+      count += __builtin_popcount(bits);
+    }
+  EXPECT_EQ(used, 0xFFFFFFFFu);
+  EXPECT_EQ(count, 32);
+}
+
 TEST(Dequant, BitTrickCoversEveryCodeInEveryRegister) {
   for (int code = 0; code < 16; ++code) {
     // The code in both halves of all four registers.
@@ -342,7 +358,7 @@ TEST(DequantWide, EveryE8m0ByteAndCodeIsExact) {
 // of the GEMM decodes every A element of a random NVFP4 matrix to its canonical value.
 TEST(TileLayoutNvfp4, Fp16LaneFragmentsDecodeToTheCanonicalValues) {
   int used = 0;
-  for (int reg = 0; reg < 4; ++reg) used |= static_cast<int>(place_element(15u, reg, true));
+  for (int reg = 0; reg < 4; ++reg) used |= static_cast<int>(place_element(15u, reg, 0, true));
   EXPECT_EQ(used, 0xFFFF);
   const int rows = 32, k = 128, I = rows / 2;
   for (bool gate_up : {false, true}) {

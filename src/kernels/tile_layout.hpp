@@ -14,11 +14,13 @@
 // (k relative to 64*chunk + 16*s). E2M1 packs k and k+1 into one byte (low nibble even), so
 // register P of lane (g,t) takes both nibbles of one canonical byte: the low nibble for its low
 // bf16 half, the high nibble for its high half.
-// Inside each 16-bit half the four elements' bits (m, e0, e1, sign) sit where one mask (register
-// 0), one shift and a mask (registers 1, 2) or three (register 3) move them to bf16's bits 6, 7,
-// 8 and 15 (see kernels/dequant.hpp):
-//   register 0: m 6, e0 7, e1 8, sign 15     register 1: m 3, e0 4, e1 5, sign 12
-//   register 2: m 0, e0 1, e1 2, sign 9      register 3: m 11, e0 13, e1 14, sign 10
+// The eight elements' bits (m, e0, e1, sign) sit in the 32-bit word where one mask (register 0), a
+// rotation and a mask (registers 1, 2) or two of each (register 3) move them to bf16's bits 6, 7, 8
+// and 15 of the low half and 22, 23, 24, 31 of the high one (see kernels/dequant.hpp, e2m1_pair_bits):
+//   register 0: low m 6, e0 7, e1 8, sign 15      high m 22, e0 23, e1 24, sign 31   (mask)
+//   register 1: low m 2, e0 3, e1 4, sign 11      high m 18, e0 19, e1 20, sign 27   (rotate 4)
+//   register 2: low m 28, e0 29, e1 30, sign 5    high m 12, e0 13, e1 14, sign 21   (rotate 10)
+//   register 3: low m 0, e0 1, e1 26, sign 9      high m 16, e0 17, e1 10, sign 25   (rotate 6; e1: 14)
 // fp16 operands (NVFP4 with fp16 activations) take a layout of their own, placed for fp16's sign 15,
 // exponent 11..10 and top mantissa bit 9 (see kernels/dequant.hpp, e2m1_pair_bits_f16):
 //   register 0: m 9, e0 10, e1 11, sign 15   register 1: m 6, e0 7, e1 8, sign 12
@@ -111,27 +113,28 @@ MXMOE_HD std::uint8_t canonical_byte(const std::uint8_t* mat, const TiledShape& 
   return mat[static_cast<std::int64_t>(crow) * (s.k / 2) + kbyte];
 }
 
-// The 16-bit half holding E2M1 `code` (s e1 e0 m) as the element of A register `reg`, in the bf16
-// layout or (f16) the fp16 one.
-MXMOE_HD std::uint32_t place_element(std::uint32_t code, int reg, bool f16 = false) {
-  if (f16) {  // m e0 e1 contiguous from bit 9, 6, 3, 0; sign at 15, 12, 13, 14
+// The word bits holding E2M1 `code` (s e1 e0 m) as the element of A register `reg`, half `half`
+// (0: the low bf16, the canonical byte's low nibble), in the bf16 layout or (f16) the fp16 one.
+MXMOE_HD std::uint32_t place_element(std::uint32_t code, int reg, int half, bool f16 = false) {
+  if (f16) {  // per 16-bit half: m e0 e1 contiguous from bit 9, 6, 3, 0; sign at 15, 12, 13, 14
     const int mag = 9 - 3 * reg, sign = reg == 0 ? 15 : 11 + reg;
-    return (code & 7u) << mag | ((code >> 3) & 1u) << sign;
+    return ((code & 7u) << mag | ((code >> 3) & 1u) << sign) << (16 * half);
   }
-  switch (reg) {
-    case 0: return (code & 7u) << 6 | (code & 8u) << 12;
-    case 1: return (code & 7u) << 3 | (code & 8u) << 9;
-    case 2: return (code & 7u) | (code & 8u) << 6;
-    default: return (code & 1u) << 11 | (code & 6u) << 12 | (code & 8u) << 7;
-  }
+  // The table above: bit positions of m, e0, e1 and sign.
+  constexpr int kBits[4][2][4] = {{{6, 7, 8, 15}, {22, 23, 24, 31}},
+                                  {{2, 3, 4, 11}, {18, 19, 20, 27}},
+                                  {{28, 29, 30, 5}, {12, 13, 14, 21}},
+                                  {{0, 1, 26, 9}, {16, 17, 10, 25}}};
+  std::uint32_t w = 0;
+  for (int b = 0; b < 4; ++b) w |= ((code >> b) & 1u) << kBits[reg][half][b];
+  return w;
 }
 
 // A fragment word from the four canonical bytes feeding registers 0..3.
 MXMOE_HD std::uint32_t fragment_word(std::uint32_t b0, std::uint32_t b1, std::uint32_t b2, std::uint32_t b3, bool f16 = false) {
   const std::uint32_t bytes[4] = {b0, b1, b2, b3};
   std::uint32_t w = 0;
-  for (int reg = 0; reg < 4; ++reg)
-    w |= place_element(bytes[reg] & 15u, reg, f16) | place_element(bytes[reg] >> 4, reg, f16) << 16;
+  for (int reg = 0; reg < 4; ++reg) w |= place_element(bytes[reg] & 15u, reg, 0, f16) | place_element(bytes[reg] >> 4, reg, 1, f16);
   return w;
 }
 

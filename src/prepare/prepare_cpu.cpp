@@ -58,12 +58,19 @@ void untile_matrix_cpu(const TiledMatrix& tiled, const TiledShape& s, std::uint8
           for (int reg = 0; reg < 4; ++reg)
             for (int half = 0; half < 2; ++half) {
               // Register reg, half h holds A element (row g + 8*(reg&1), k 2t + 8*(reg>>1) + h),
-              // its bits (m, e0, e1, sign) at the positions the layout table gives.
-              static const int kBits[4][4] = {{6, 7, 8, 15}, {3, 4, 5, 12}, {0, 1, 2, 9}, {11, 13, 14, 10}};
+              // its bits (m, e0, e1, sign) at the word positions the layout table gives (bf16: per
+              // half; fp16: the same within each 16-bit half). Written out again rather than read
+              // from place_element, so that the round trip checks the layout independently.
+              static const int kBits[4][2][4] = {{{6, 7, 8, 15}, {22, 23, 24, 31}},
+                                                 {{2, 3, 4, 11}, {18, 19, 20, 27}},
+                                                 {{28, 29, 30, 5}, {12, 13, 14, 21}},
+                                                 {{0, 1, 26, 9}, {16, 17, 10, 25}}};
               static const int kBitsF16[4][4] = {{9, 10, 11, 15}, {6, 7, 8, 12}, {3, 4, 5, 13}, {0, 1, 2, 14}};
-              const int* bits = s.f16 ? kBitsF16[reg] : kBits[reg];
               std::uint8_t nib = 0;
-              for (int b = 0; b < 4; ++b) nib = static_cast<std::uint8_t>(nib | ((word >> (bits[b] + 16 * half)) & 1u) << b);
+              for (int b = 0; b < 4; ++b) {
+                const int at = s.f16 ? kBitsF16[reg][b] + 16 * half : kBits[reg][half][b];
+                nib = static_cast<std::uint8_t>(nib | ((word >> at) & 1u) << b);
+              }
               const int row = tile * 16 + lane / 4 + 8 * (reg & 1);
               const int k = chunk * 64 + step * 16 + 2 * (lane % 4) + 8 * (reg >> 1) + half;
               if (k >= s.k) continue;
