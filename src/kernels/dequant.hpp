@@ -7,11 +7,12 @@
 // top mantissa bit; code 0b001 (0.5) lands as a subnormal, which needs no special case. The tile
 // layout (kernels/tile_layout.hpp) stores each element's four bits where few operations reach those
 // positions, for both bf16 halves of a register at once: register 0 needs one mask, registers 1 and
-// 2 a rotation and a mask, register 3 two rotations and two masks: 9 integer operations per 8
-// values. (The sets of source bits are rotations of the mask 0x81C081C0; four rotations cannot
-// tile the 32 bits, since {0,1,2,9} does not tile Z/16, so one register takes two pieces: its e1
-// bits from one rotation, the rest from another. The earlier layout, shifts by 0, 3 and 6 and a
-// three-piece register 3, took 11.)
+// 2 a shift or rotation and a mask, register 3 two of each: 9 integer operations per 8 values, 7 of
+// them on the ALU pipe and 2 on the FMA pipe (with the 4 HMUL2). The sets of source bits are
+// rotations of the mask 0x81C081C0; four rotations cannot tile the 32 bits ({0,1,2,9} does not tile
+// Z/16), so one register takes two pieces: its e1 bits from one rotation, the rest from another.
+// The earlier layout (shifts by 0, 3 and 6 and a three-piece register 3) took 11: 8 on the ALU
+// pipe, 3 on the FMA pipe.
 #pragma once
 
 #include <cstdint>
@@ -38,10 +39,14 @@ template <int P>
 MXMOE_HD std::uint32_t e2m1_pair_bits(std::uint32_t word) {
   static_assert(P >= 0 && P < 4, "a word holds four registers");
   if constexpr (P == 0) return word & kBf16FieldMask;
-  if constexpr (P == 1) return rotl32<4>(word) & kBf16FieldMask;
+  // Plain left shifts where no needed bit wraps (ptxas issues them as IMAD.SHL on the FMA pipe,
+  // beside the LOP3s and rotations on the ALU pipe: each pipe takes a warp instruction every other
+  // cycle, so the split matters as much as the count; the all-rotation form, 9 ALU operations per 8
+  // values, measured slower than the old layout's 8).
+  if constexpr (P == 1) return (word << 4) & kBf16FieldMask;
   if constexpr (P == 2) return rotl32<10>(word) & kBf16FieldMask;
-  // e1 (bits 8 and 24) from the rotation by 14, sign, e0 and m from the rotation by 6.
-  return (rotl32<6>(word) & (kBf16FieldMask & ~0x01000100u)) | (rotl32<14>(word) & 0x01000100u);
+  // e1 (bits 8 and 24) from the rotation by 14, sign, e0 and m from the shift by 6.
+  return ((word << 6) & (kBf16FieldMask & ~0x01000100u)) | (rotl32<14>(word) & 0x01000100u);
 }
 
 // bf16x2 holding 2^(b-1) in both halves: the scale 2^(b-127) times the 2^126 the nibble trick
