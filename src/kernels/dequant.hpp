@@ -53,8 +53,11 @@ MXMOE_HD std::uint32_t e2m1_pair_bits(std::uint32_t word) {
 // left out. bf16's exponent field is b + 126, so this is exact for every b in 0..128.
 MXMOE_HD std::uint32_t e8m0_scale_pair_bits(std::uint32_t b) { return ((b + 126u) << 7) * 0x00010001u; }
 
-// CUDA's __byte_perm on the host too, so the CPU tests check the device's expression: byte n of the
-// result is byte (s >> 4n) & 7 of the eight bytes {x, y} (x the low four).
+// CUDA's __byte_perm (prmt.b32 in its default mode) on the host too, so the CPU tests check the
+// device's expression: byte n of the result is byte (s >> 4n) & 7 of the eight bytes {x, y} (x the
+// low four). Callers keep each selector nibble's bit 3 clear (that bit asks prmt for sign
+// replication, which the host twin does not model). The W4A16 scale pairs and the W4A8 magnitude
+// lookups (w4a8_regs.hpp) both use it.
 MXMOE_HD std::uint32_t byte_perm(std::uint32_t x, std::uint32_t y, std::uint32_t s) {
 #ifdef __CUDA_ARCH__
   return __byte_perm(x, y, s);

@@ -24,6 +24,7 @@
 
 #include "formats/host_device.hpp"
 #include "formats/mxfp4.hpp"
+#include "kernels/dequant.hpp"  // byte_perm (prmt.b32 with its host twin)
 
 namespace mxmoe::kernels::w4a8 {
 
@@ -82,18 +83,6 @@ MXMOE_HD MagnitudeTable magnitude_table(int shift) {
   }
 constexpr std::uint32_t kMagnitudeTables[kTableShifts][2] = MXMOE_W4A8_MAGNITUDE_TABLES;
 
-// prmt.b32 in its default mode: byte i of the result is byte (sel >> 4i) & 7 of {hi:lo} (selector
-// nibbles with bit 3 clear, as every selector here has).
-MXMOE_HD std::uint32_t byte_perm(std::uint32_t lo, std::uint32_t hi, std::uint32_t sel) {
-#ifdef __CUDA_ARCH__
-  return __byte_perm(lo, hi, sel);
-#else
-  const std::uint64_t both = static_cast<std::uint64_t>(hi) << 32 | lo;
-  std::uint32_t r = 0;
-  for (int i = 0; i < 4; ++i) r |= static_cast<std::uint32_t>((both >> (8 * ((sel >> (4 * i)) & 7u))) & 0xffu) << (8 * i);
-  return r;
-#endif
-}
 
 // Registers A and B of a prepared word through its (row, group)'s table.
 MXMOE_HD void e4m3_registers(std::uint32_t word, const MagnitudeTable& t, std::uint32_t& a, std::uint32_t& b) {
