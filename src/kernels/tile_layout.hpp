@@ -5,8 +5,8 @@
 // puts weight rows in the M slot of mma.sync.m16n8k16 (tokens in N), so the unit is a 16-row tile
 // x 64-K chunk, stored as 512 contiguous bytes: lane l (g = l/4, t = l%4) of a warp owns bytes
 // [16l, 16l+16), four 32-bit words, word s for the k16 step s. Inside a word the eight nibbles are
-// the eight A-fragment elements of that lane, placed so that one shift and one mask turn a pair
-// into a bf16x2 register (the pair shares a register half pattern: nibble q and q+4):
+// the eight A-fragment elements of that lane, placed so that a mask and at most two shifts or
+// rotations turn a pair into a bf16x2 register (nibble q and q+4 make one register):
 //   q = 0: (row g,   k 2t)    q = 4: (row g,   k 2t+1)     -> A register 0
 //   q = 1: (row g+8, k 2t)    q = 5: (row g+8, k 2t+1)     -> A register 1
 //   q = 2: (row g,   k 2t+8)  q = 6: (row g,   k 2t+9)     -> A register 2
@@ -15,18 +15,19 @@
 // register P of lane (g,t) takes both nibbles of one canonical byte: the low nibble for its low
 // bf16 half, the high nibble for its high half.
 // The eight elements' bits (m, e0, e1, sign) sit in the 32-bit word where one mask (register 0), a
-// rotation and a mask (registers 1, 2) or two of each (register 3) move them to bf16's bits 6, 7, 8
-// and 15 of the low half and 22, 23, 24, 31 of the high one (see kernels/dequant.hpp, e2m1_pair_bits):
+// shift or rotation and a mask (registers 1, 2) or two of each (register 3) move them to bf16's bits
+// 6, 7, 8 and 15 of the low half and 22, 23, 24, 31 of the high one (kernels/dequant.hpp,
+// e2m1_pair_bits; a left shift wherever no needed bit wraps):
 //   register 0: low m 6, e0 7, e1 8, sign 15      high m 22, e0 23, e1 24, sign 31   (mask)
-//   register 1: low m 2, e0 3, e1 4, sign 11      high m 18, e0 19, e1 20, sign 27   (rotate 4)
+//   register 1: low m 2, e0 3, e1 4, sign 11      high m 18, e0 19, e1 20, sign 27   (shift 4)
 //   register 2: low m 28, e0 29, e1 30, sign 5    high m 12, e0 13, e1 14, sign 21   (rotate 10)
-//   register 3: low m 0, e0 1, e1 26, sign 9      high m 16, e0 17, e1 10, sign 25   (rotate 6; e1: 14)
+//   register 3: low m 0, e0 1, e1 26, sign 9      high m 16, e0 17, e1 10, sign 25   (shift 6; e1: rotate 14)
 // fp16 operands (NVFP4 with fp16 activations) take a layout of their own, placed for fp16's sign 15,
 // exponent 11..10 and top mantissa bit 9 (see kernels/dequant.hpp, e2m1_pair_bits_f16):
 //   register 0: m 9, e0 10, e1 11, sign 15   register 1: m 6, e0 7, e1 8, sign 12
 //   register 2: m 3, e0 4, e1 5, sign 13     register 3: m 0, e0 1, e1 2, sign 14
 // (one mask, one shift and a mask, then two shifts for each of the last two: 11 operations per 8
-// values, as for bf16; fp16 on the bf16 layout took 17). TiledShape::f16 selects it.
+// values, against the bf16 layout's 9; fp16 on the bf16 layout took 17). TiledShape::f16 selects it.
 // The layout is a permutation of the canonical bits: the CPU twin's inverse recovers them exactly.
 // Chunks are ordered [tile][chunk], so one tile's K range is contiguous. K is padded to a multiple
 // of 64 with zero codes.
