@@ -176,3 +176,49 @@ TEST(GemmPlan, LaneBlockBoundsHoldForAnyRouting) {
     }
   }
 }
+
+// GEMM1's K split: Tiny only, when its CTAs are few and K long; never in the batch-invariant mode.
+TEST(GemmPlan, Gemm1SplitsKOnFewTinyCtasOverALongK) {
+  // e318 h3712 i320 k2 at one token: 2 direct blocks x 20 CTAs of 32 rows, 58 chunks of K.
+  EXPECT_EQ(gemm1_k_splits(GemmTile::Tiny, 640, 3712, 2, false), kMaxGemm1Splits) << "40, 80, 160 CTAs < 256";
+  EXPECT_EQ(gemm1_k_splits(GemmTile::Tiny, 640, 3712, 2, true), 1) << "batch-invariant: no split";
+  EXPECT_EQ(gemm1_k_splits(GemmTile::Decode, 640, 3712, 2, false), 1) << "only Tiny splits GEMM1";
+  EXPECT_EQ(gemm1_k_splits(GemmTile::Wgmma, 640, 3712, 2, false), 1);
+  EXPECT_EQ(gemm1_k_splits(GemmTile::Tiny, 640, 3712, 4, false), 4) << "80 CTAs: 160 < 256, 320 not";
+  EXPECT_EQ(gemm1_k_splits(GemmTile::Tiny, 640, 256, 2, false), 1) << "4 chunks: one stage, nothing to split";
+  EXPECT_EQ(gemm1_k_splits(GemmTile::Tiny, 640, 512, 2, false), 2) << "8 chunks: two splits of one stage";
+  EXPECT_EQ(gemm1_k_splits(GemmTile::Tiny, 640, 3712, 0, false), 1) << "no blocks";
+  EXPECT_EQ(gemm1_k_splits(GemmTile::Tiny, 4096, 4096, 6, false), 1) << "dsv4-flash one token: 768 CTAs";
+  EXPECT_EQ(gemm1_k_splits(GemmTile::Tiny, 5760, 2880, 4, false), 1) << "gpt-oss-120b one token: 720 CTAs";
+  // Through the plan: the shape must be known.
+  const std::int64_t bytes = std::int64_t{3} * 3712 * 320 / 2;
+  const GemmLanes one = plan_gemm_lanes(GemmTile::Auto, {1, 2, 318, bytes, false, false, 3712, 320});
+  EXPECT_TRUE(one.direct);
+  EXPECT_EQ(one.gemm1_splits, 8);
+  EXPECT_EQ(gemm_lanes_name(one), "tiny (direct: no alignment), w13 K in 8 splits");
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1, 2, 318, bytes}).gemm1_splits, 1) << "shape not given";
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1, 2, 318, bytes, true, false, 3712, 320}).gemm1_splits, 1) << "batch-invariant";
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {64, 2, 318, bytes, false, false, 3712, 320}).gemm1_splits, 1) << "Decode";
+}
+
+// The workspace's bound on the split sums holds for every shape, token count and tile: splits x
+// pairs x 2I <= gemm1_split_partial_floats(the layer's most pairs, I).
+TEST(GemmPlan, Gemm1SplitSumsFitTheirBound) {
+  std::mt19937 rng(11);
+  int split_cases = 0;
+  for (int trial = 0; trial < 20000; ++trial) {
+    const int E = 1 + static_cast<int>(rng() % 512), k = 1 + static_cast<int>(rng() % std::min(E, 8));
+    const int H = 32 * (1 + static_cast<int>(rng() % 256)), I = 16 * (1 + static_cast<int>(rng() % 512));
+    // Half the draws at one to four tokens, where the split happens.
+    const int max_tokens = 1 + static_cast<int>(rng() % 4096), T = 1 + static_cast<int>(rng() % (trial % 2 ? std::min(4, max_tokens) : max_tokens));
+    for (GemmTile tile : {GemmTile::Auto, GemmTile::Tiny, GemmTile::Decode}) {
+      const GemmLanes l = plan_gemm_lanes(tile, {T, k, E, kBigExpert, false, false, H, I});
+      const std::int64_t need = std::int64_t{l.gemm1_splits} * T * k * 2 * I;
+      split_cases += l.gemm1_splits > 1;
+      if (l.gemm1_splits > 1) {
+        ASSERT_LE(need, gemm1_split_partial_floats(max_tokens * k, I)) << E << " " << k << " " << H << " " << I << " T=" << T;
+      }
+    }
+  }
+  EXPECT_GT(split_cases, 100) << "the draw reaches the split";
+}

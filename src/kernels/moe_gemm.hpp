@@ -21,6 +21,7 @@ namespace mxmoe::kernels {
 struct GemmTiny {  // one or two tokens in all: narrow CTAs, so that the few experts hit spread over
                    // every SM
   static constexpr int kTokens = 8, kWarps = 2, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
+  static constexpr bool kSplitGateUp = true;  // GEMM1 may split K too (gemm1_k_splits)
 };
 struct GemmDecode {  // a few tokens per expert: all weight bytes, little reuse
   // Three stages (38.8 KB) let five CTAs share an SM where four stages let four: the decode loop
@@ -144,6 +145,7 @@ struct GemmLanes {
   // straight from the topk ids, so the forward launches no alignment kernel.
   bool direct = false;
   int wide_from = 0;  // 0: no wide lane (every expert runs `narrow`)
+  int gemm1_splits = 1;  // GEMM1's K splits (gemm1_k_splits; only without a wide lane)
   GemmTile wide = GemmTile::Wgmma;  // the wide lane's configuration (wide_lane_for)
   int narrow_max_blocks = 0, wide_max_blocks = 0;  // grid rows: the most blocks each lane can get
 };
@@ -153,6 +155,7 @@ struct GemmProblem {
   std::int64_t expert_weight_bytes = 0;  // one expert's prepared w13 + w2 weight bytes
   bool batch_invariant = false;
   bool fp8_activations = false;  // W4A8 (choose_gemm's own thresholds)
+  int hidden = 0, inter = 0;     // H and I (GEMM1's K and half its rows); 0: not known (no K split)
 };
 // Forced tiles (anything but Auto) run one lane. Auto: choose_gemm's configuration, plus the wide
 // lane from kWideLaneMinTokens tokens on when that configuration is any but Tiny and GemmWgmma (so
@@ -178,6 +181,27 @@ GemmTile wide_lane_for(GemmTile narrow);
 // (fewer than three per SM), else 1; always 1 when batch_invariant (a split changes the summation
 // order of one token's dot products with the batch size).
 int gemm2_k_splits(GemmTile tile, int hidden, int max_blocks, int sm_count, bool batch_invariant);
+
+// GEMM1's K splits. GEMM1's epilogue needs a row's whole sum (the activation is not linear), so it
+// used to run K whole; but a tiny batch on a layer with a small intermediate gives GEMM1 few CTAs,
+// each streaming all of K as a chain of memory latencies: e318 h3712 i320 k2 at one token ran GEMM1
+// on 40 CTAs for 18.5 us, three times the whole layer's read floor (ncu,
+// bench/results/20261201-0552-H200-shapes-tiles). A configuration with kSplitGateUp (Tiny) splits K
+// in two, four or eight (kMaxGemm1Splits) while its CTAs number fewer than kGemm1SplitBelowCtas
+// (about two per SM of a 132-SM Hopper; a constant, so that the workspace bound below needs no
+// device) and every split keeps at least one full stage of chunks. Each split writes its fp32
+// (gate, up) sums to the workspace (the GateUpPartial stage); kernels/gate_up_reduce adds them in
+// split order, so the result stays deterministic, and applies the activation. 1 for every other
+// configuration, for unknown shapes (k = 0) and in the batch-invariant mode (a split changes the
+// summation order with the batch size). `rows` = 2I (w13's prepared rows), `k` = H.
+constexpr int kMaxGemm1Splits = 8;
+constexpr int kGemm1SplitBelowCtas = 256;
+int gemm1_k_splits(GemmTile tile, int rows, int k, int max_blocks, bool batch_invariant);
+// The fp32 values the split GEMM1's sums may need for up to `pairs` routed pairs of a layer with
+// intermediate `inter`, for any token count and tile: splits x pairs x 2I, where a split only
+// happens on fewer than kGemm1SplitBelowCtas Tiny CTAs of 32 rows x 8 pair slots each, so
+// pairs x 2I stays below 256 x kGemm1SplitBelowCtas.
+std::int64_t gemm1_split_partial_floats(int pairs, int inter);
 
 struct MoeGemmParams {
   // Prepared weights of all experts (tile layout), expert e at e * expert_*_stride bytes.
@@ -218,10 +242,12 @@ struct MoeGemmParams {
   float act_limit, act_alpha;
 
   // GEMM2 (w2): pair_weight * (y + bias), written fp32 to partial_out[pair, H].
+  // GEMM1 with its K split (k_splits > 1, gemm1_k_splits): the (gate, up) sums, factors applied and
+  // biases on split 0, written fp32 to partial_out[pair, 2I] (gate at f, up at I + f) per split.
   const float* pair_weights;
   float* partial_out;
   std::int64_t partial_split_stride;  // floats between the outputs of consecutive K splits
-  int k_splits;                       // GEMM2 only; 1 = no split
+  int k_splits;                       // 1 = no split
   // The wgmma kernel's grid: persistent CTAs, each taking (tile group, block) items in turn (the
   // SM count: one CTA fits an SM); 0 = one CTA per item.
   int persistent_ctas;

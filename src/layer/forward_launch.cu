@@ -6,6 +6,7 @@
 
 #include "kernels/align.hpp"
 #include "kernels/combine.hpp"
+#include "kernels/gate_up_reduce.hpp"
 #include "kernels/gemm/configs.hpp"
 #include "kernels/moe_gemm.hpp"
 #include "kernels/quantize_e4m3.hpp"
@@ -45,6 +46,7 @@ WorkspaceLayout workspace_layout(int E, int H, int I, int max_tokens, int top_k,
   l.wide_num_blocks = take(4);
   l.inter = take(pairs * I * 2);
   l.partial = take(partial_pairs * H * 4);
+  l.gate_up_partial = take(static_cast<std::size_t>(kernels::gemm1_split_partial_floats(static_cast<int>(pairs), I)) * 4);
   l.routed_ids = take(pairs * 4);
   l.routed_weights = take(pairs * 4);
   const std::size_t tokens = fp8 ? static_cast<std::size_t>(max_tokens) : 0, fp8_pairs = fp8 ? pairs : 0;
@@ -122,7 +124,15 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   p.act_kind = act.kind;
   p.act_limit = act.limit;
   p.act_alpha = act.alpha;
+  // GEMM1's K split (tiny batches on few CTAs): the splits' sums in the workspace, then their sum
+  // in split order and the activation (kernels/gate_up_reduce).
+  p.k_splits = lanes.gemm1_splits;
+  p.partial_out = reinterpret_cast<float*>(base + ws.gate_up_partial);
+  p.partial_split_stride = static_cast<std::int64_t>(pairs) * 2 * w.inter;
   run_lanes(p, kernels::launch_moe_gemm1);
+  if (lanes.gemm1_splits > 1)
+    kernels::launch_gate_up_reduce(p.partial_out, lanes.gemm1_splits, p.partial_split_stride, a.topk_ids, pairs, w.inter, E, act,
+                                   w.f16_activations(), inter, stream);
   if (fp8) kernels::launch_quantize_rows_e4m3(inter, pairs, w.inter, inter_e4m3, inter_scale, true, stream);
 
   p.weights = w.w2;

@@ -40,7 +40,7 @@ struct PreparedWeightsView {
   std::int64_t expert_weight_bytes() const { return w13_shape().weight_bytes() + w2_shape().weight_bytes(); }
   // What the GEMM plan (kernels::plan_gemm_lanes) reads of a forward of `num_tokens` on these weights.
   kernels::GemmProblem gemm_problem(int num_tokens, int top_k, bool batch_invariant) const {
-    return {num_tokens, top_k, num_experts, expert_weight_bytes(), batch_invariant, fp8_activations()};
+    return {num_tokens, top_k, num_experts, expert_weight_bytes(), batch_invariant, fp8_activations(), hidden, inter};
   }
 };
 
@@ -50,6 +50,7 @@ struct WorkspaceLayout {
   std::size_t sorted_pairs = 0, block_expert = 0, num_blocks = 0;                 // the narrow lane's block list
   std::size_t wide_sorted_pairs = 0, wide_block_expert = 0, wide_num_blocks = 0;  // the wide lane's
   std::size_t inter = 0, partial = 0, routed_ids = 0, routed_weights = 0;
+  std::size_t gate_up_partial = 0;  // GEMM1's split sums (kernels::gemm1_split_partial_floats)
   // W4A8 only (empty otherwise): the hidden states and the intermediate as e4m3 rows, a scale per row.
   std::size_t hidden_e4m3 = 0, hidden_scale = 0, inter_e4m3 = 0, inter_scale = 0;
   std::size_t total = 0;

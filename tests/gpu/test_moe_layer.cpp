@@ -202,36 +202,9 @@ MoeLayerOptions options_for(const Case& c, int max_tokens, GemmTile tile = GemmT
   return o;
 }
 
-// A GEMM path: the configuration and the activation precision (W4A8 runs on wgmma).
-struct Path {
-  GemmTile tile;
-  ActivationPrecision precision;
-};
-class LayerPaths : public ::testing::TestWithParam<Path> {};
-
-TEST_P(LayerPaths, RepeatedRunsAreBitwiseIdentical) {
-  MXMOE_REQUIRE_HOPPER();
-  const Case c = small_case();
-  const auto w = weights_for(c, 5);
-  MoeLayer layer(w, options_for(c, 512, GetParam().tile, GetParam().precision));
-  for (int T : {1, 64, 512}) {
-    const auto hidden = random_hidden(T, c.H, 9 + T, 2.0f);
-    const TopK topk = random_topk(T, c.E, c.k, 10 + T);
-    std::vector<std::uint16_t> first;
-    for (int run = 0; run < 5; ++run) {
-      const std::vector<std::uint16_t> out = forward_on_device(layer, hidden, topk);
-      if (run == 0) first = out;
-      else ASSERT_EQ(0, std::memcmp(first.data(), out.data(), out.size() * 2)) << "T=" << T << " run " << run;
-    }
-  }
-}
-
-TEST_P(LayerPaths, CudaGraphCaptureAndReplayWithNewInputs) {
-  MXMOE_REQUIRE_HOPPER();
-  const Case c = small_case();
-  const auto w = weights_for(c, 6);
-  const int T = 96;
-  MoeLayer layer(w, options_for(c, T, GetParam().tile, GetParam().precision));
+// Captures one forward of T tokens in a CUDA graph and replays it three times with new inputs (the
+// second with half the experts masked), each against the oracle.
+void check_graph_replays(const MoeLayer& layer, const CanonicalMoeWeights& w, const Case& c, int T, ActivationPrecision precision) {
   DeviceBuffer d_hidden(static_cast<std::size_t>(T) * c.H * 2, "hidden"), d_out(static_cast<std::size_t>(T) * c.H * 2, "out");
   DeviceBuffer d_ids(static_cast<std::size_t>(T) * c.k * 4, "ids");
   DeviceBuffer d_w(static_cast<std::size_t>(T) * c.k * 4, "weights");
@@ -252,12 +225,48 @@ TEST_P(LayerPaths, CudaGraphCaptureAndReplayWithNewInputs) {
     d_out.fill(0xFF);
     check_cuda(cudaGraphLaunch(exec, stream), "graph launch");
     check_cuda(cudaStreamSynchronize(stream), "replay");
-    const auto ref = reference::moe_forward(w, hidden.data(), T, topk, c.act, GetParam().precision);
-    EXPECT_LT(relative_error(d_out.to_host<std::uint16_t>(), ref), tolerance_for(GetParam().precision)) << "replay " << replay;
+    const auto ref = reference::moe_forward(w, hidden.data(), T, topk, c.act, precision);
+    EXPECT_LT(relative_error(d_out.to_host<std::uint16_t>(), ref), tolerance_for(precision)) << c.name << " T=" << T << " replay " << replay;
   }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
+}
+
+// Five forwards of the same inputs give the same bits.
+void check_bitwise_repeats(const MoeLayer& layer, const Case& c, int T) {
+  const auto hidden = random_hidden(T, c.H, 9 + T, 2.0f);
+  const TopK topk = random_topk(T, c.E, c.k, 10 + T);
+  std::vector<std::uint16_t> first;
+  for (int run = 0; run < 5; ++run) {
+    const std::vector<std::uint16_t> out = forward_on_device(layer, hidden, topk);
+    if (run == 0) first = out;
+    else ASSERT_EQ(0, std::memcmp(first.data(), out.data(), out.size() * 2)) << c.name << " T=" << T << " run " << run;
+  }
+}
+
+// A GEMM path: the configuration and the activation precision (W4A8 runs on wgmma).
+struct Path {
+  GemmTile tile;
+  ActivationPrecision precision;
+};
+class LayerPaths : public ::testing::TestWithParam<Path> {};
+
+TEST_P(LayerPaths, RepeatedRunsAreBitwiseIdentical) {
+  MXMOE_REQUIRE_HOPPER();
+  const Case c = small_case();
+  const auto w = weights_for(c, 5);
+  MoeLayer layer(w, options_for(c, 512, GetParam().tile, GetParam().precision));
+  for (int T : {1, 64, 512}) check_bitwise_repeats(layer, c, T);
+}
+
+TEST_P(LayerPaths, CudaGraphCaptureAndReplayWithNewInputs) {
+  MXMOE_REQUIRE_HOPPER();
+  const Case c = small_case();
+  const auto w = weights_for(c, 6);
+  const int T = 96;
+  MoeLayer layer(w, options_for(c, T, GetParam().tile, GetParam().precision));
+  check_graph_replays(layer, w, c, T, GetParam().precision);
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, LayerPaths,
@@ -273,6 +282,35 @@ INSTANTIATE_TEST_SUITE_P(Paths, LayerPaths,
                            std::replace(name.begin(), name.end(), '-', '_');  // test names take letters, digits, '_'
                            return name;
                          });
+
+// GEMM1's K split (kernels::gemm1_k_splits): one or two tokens on a layer with a small intermediate
+// and a long K give GEMM1 few CTAs, so it splits K and kernels/gate_up_reduce sums the splits. On
+// shapes whose plan says so (checked, so that the test cannot pass without the split): the oracle
+// with and without masked experts, W4A8 against the FP8 oracle, five bit-identical repeats, and
+// graph replays with new inputs.
+TEST(Layer, Gemm1KSplitMatchesTheOracle) {
+  MXMOE_REQUIRE_HOPPER();
+  const Case cases[] = {{"e64-h3712-i320-k2", 3712, 320, 64, 2, ActivationConfig::silu_mul(), false, 1.0f},
+                        {"e32-h2880-i96-k4-gpt-oss", 2880, 96, 32, 4, ActivationConfig::gpt_oss(), true, 4.0f},
+                        {"e16-h1056-i64-k6-clamped", 1056, 64, 16, 6, ActivationConfig::clamped_silu_mul(10.0f), true, 4.0f}};
+  std::uint32_t seed = 700;
+  for (const Case& c : cases) {
+    const auto w = weights_for(c, seed);
+    for (ActivationPrecision precision : {ActivationPrecision::Bf16, ActivationPrecision::Fp8PerToken}) {
+      MoeLayer layer(w, options_for(c, 64, GemmTile::Auto, precision));
+      for (int T : {1, 2}) {
+        const std::string plan = layer.gemm_plan_for(T);
+        ASSERT_NE(plan.find("w13 K in"), std::string::npos) << c.name << " T=" << T << ": " << plan;
+        check_forward(layer, w, c, T, false, seed += 7, precision);
+        check_forward(layer, w, c, T, true, seed += 7, precision);
+      }
+      check_bitwise_repeats(layer, c, 1);
+      check_bitwise_repeats(layer, c, 2);
+      check_graph_replays(layer, w, c, 1, precision);
+      check_graph_replays(layer, w, c, 2, precision);
+    }
+  }
+}
 
 // Batch invariance (issue 15, item 3): in the batch-invariant mode a token's output has the same bits
 // whether it runs alone, in a small batch or in one large enough that the default mode would take the

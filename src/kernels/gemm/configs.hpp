@@ -45,4 +45,11 @@ struct UsesWgmma : std::false_type {};
 template <class Cfg>
 struct UsesWgmma<Cfg, std::void_t<decltype(Cfg::kWgmma)>> : std::bool_constant<Cfg::kWgmma> {};
 
+// Whether a configuration may split GEMM1's K (it says kSplitGateUp = true; gemm1_k_splits): its
+// GEMM1 then also runs the GateUpPartial stage.
+template <class Cfg, class = void>
+struct SplitsGateUp : std::false_type {};
+template <class Cfg>
+struct SplitsGateUp<Cfg, std::void_t<decltype(Cfg::kSplitGateUp)>> : std::bool_constant<Cfg::kSplitGateUp> {};
+
 }  // namespace mxmoe::kernels::gemm

@@ -5,6 +5,8 @@
 //     dependency; applies the format's factors (epilogue_factor) and bias to the
 //     (gate, up) pair of a lane's accumulators (rows g and g+8 of the interleaved tile), the
 //     activation, and stores the intermediate in the operand type.
+//   GateUpPartial (GEMM1 with its K split): the same factors and biases, the sums written fp32 per
+//     split; kernels/gate_up_reduce adds the splits and applies the activation.
 //   RouterWeightedPartial (GEMM2, w2): reads the intermediate, GEMM1 being its dependency, so it
 //     streams its first weight stages before waiting; y = (acc x factor + bias) x router weight,
 //     fp32, one row per (token, slot) and K split, for the combine to sum in a fixed order.
@@ -70,18 +72,51 @@ struct GateUpActivation {
     }
   }
 
-  // lo, hi: the gate and up accumulators of `pair`.
-  __device__ void store(const MoeGemmParams& p, int pair, float /*pair_weight*/, float lo, float hi) const {
-    const int inter = p.shape.rows / 2;
-    float gate = lo, up = hi;
+  // lo, hi: the gate and up accumulators of a pair; gate, up: with the factors and biases.
+  __device__ void gate_up(float lo, float hi, float& gate, float& up) const {
+    gate = lo;
+    up = hi;
     if constexpr (kHasFactor<Format>) {
       gate *= gate_factor;
       up *= up_factor;
     }
     gate += gate_bias;
     up += up_bias;
+  }
+
+  // lo, hi: the gate and up accumulators of `pair`.
+  __device__ void store(const MoeGemmParams& p, int pair, float /*pair_weight*/, float lo, float hi) const {
+    const int inter = p.shape.rows / 2;
+    float gate, up;
+    gate_up(lo, hi, gate, up);
     const float v = activate(p.act_kind, gate, up, p.act_limit, p.act_alpha);
     p.inter_out[static_cast<std::int64_t>(pair) * inter + feature] = Format::Ops::store(v);
+  }
+};
+
+// GEMM1 with its K split (gemm1_k_splits: tiny batches whose GEMM1 has few CTAs): each split writes
+// its (gate, up) sums, GateUpActivation's factors applied and the biases on split 0 only, as fp32 to
+// partial_out[split][pair][2I] (gate at feature f, up at I + f); kernels/gate_up_reduce adds the
+// splits in split order and applies the activation.
+template <class Format>
+struct GateUpPartial {
+  static constexpr bool kWaitAtStart = true;
+  static constexpr bool kSplitK = true;
+  __device__ static float pair_weight(const MoeGemmParams&, int) { return 1.0f; }
+
+  GateUpActivation<Format> rows;
+  float* out;  // this split's outputs, pair 0
+  __device__ GateUpPartial(const MoeGemmParams& p, int expert, int tile, int g, int split)
+      : rows(p, expert, tile, g, split), out(p.partial_out + split * p.partial_split_stride) {
+    if (split != 0) rows.gate_bias = rows.up_bias = 0.0f;
+  }
+
+  __device__ void store(const MoeGemmParams& p, int pair, float /*pair_weight*/, float lo, float hi) const {
+    float gate, up;
+    rows.gate_up(lo, hi, gate, up);
+    float* o = out + static_cast<std::int64_t>(pair) * p.shape.rows;
+    o[rows.feature] = gate;
+    o[p.shape.rows / 2 + rows.feature] = up;
   }
 };
 

@@ -1,7 +1,8 @@
 // Every instantiation of the GEMM kernels, in one list: each weight format's translation unit
 // (gemm/instances_*.cu) instantiates launch_format / configure_format for its format, which cover
 // the configurations (each runs the mma.sync kernel, or the wgmma one if it says kWgmma) x the two
-// stages. launch.cu maps GemmFormat to those.
+// stages, and GEMM1's split stage (GateUpPartial) for the configurations that say kSplitGateUp.
+// launch.cu maps GemmFormat to those.
 #pragma once
 
 #include "kernels/gemm/configs.hpp"
@@ -35,7 +36,7 @@ void launch_format(GemmTile tile, bool gate_up, const MoeGemmParams& p, int max_
   if (max_blocks <= 0) return;
   with_config(tile, [&](auto cfg) {
     using Cfg = decltype(cfg);
-    const int splits = gate_up ? 1 : (p.k_splits > 0 ? p.k_splits : 1);
+    const int splits = p.k_splits > 0 ? p.k_splits : 1;
     if (UsesWgmma<Cfg>::value && splits != 1)
       fail(ErrorCode::InvalidArgument, "GEMM launch: the wgmma configuration does not split K");
     if (UsesWgmma<Cfg>::value && p.direct_ids)
@@ -52,8 +53,10 @@ void launch_format(GemmTile tile, bool gate_up, const MoeGemmParams& p, int max_
       }
       launch_dependent(K::function(), grid, dim3(K::G::kBlockThreads), K::G::kSmemBytes, stream, what, p);
     };
-    if (gate_up) launch_stage(TypeTag<GateUpActivation<Format>>{}, "moe_gemm (w13)");
-    else launch_stage(TypeTag<RouterWeightedPartial<Format>>{}, "moe_gemm (w2)");
+    if (!gate_up) return launch_stage(TypeTag<RouterWeightedPartial<Format>>{}, "moe_gemm (w2)");
+    if (splits == 1) return launch_stage(TypeTag<GateUpActivation<Format>>{}, "moe_gemm (w13)");
+    if constexpr (SplitsGateUp<Cfg>::value) return launch_stage(TypeTag<GateUpPartial<Format>>{}, "moe_gemm (w13, K split)");
+    fail(ErrorCode::InvalidArgument, std::string("GEMM launch: the ") + gemm_tile_name(tile) + " configuration does not split GEMM1's K");
   });
 }
 
@@ -67,6 +70,11 @@ void configure_format() {
                "cudaFuncSetAttribute(moe_gemm w13)");
     check_cuda(cudaFuncSetAttribute(K2::function(), cudaFuncAttributeMaxDynamicSharedMemorySize, K2::G::kSmemBytes),
                "cudaFuncSetAttribute(moe_gemm w2)");
+    if constexpr (SplitsGateUp<Cfg>::value) {
+      using K13s = KernelOf<Cfg, Format, GateUpPartial<Format>>;
+      check_cuda(cudaFuncSetAttribute(K13s::function(), cudaFuncAttributeMaxDynamicSharedMemorySize, K13s::G::kSmemBytes),
+                 "cudaFuncSetAttribute(moe_gemm w13, K split)");
+    }
   });
 }
 

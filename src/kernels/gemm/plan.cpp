@@ -1,6 +1,7 @@
 // The GEMM plan: which configuration, format and split a problem runs with. Plain C++ (no CUDA),
 // so the CPU tests check every choice.
 #include <algorithm>
+#include <cstdint>
 #include <string>
 
 #include "kernels/gemm/configs.hpp"
@@ -74,6 +75,7 @@ GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& pr) {
   if (!wide) {
     l.direct = num_tokens == 1 && l.narrow == GemmTile::Tiny;
     l.narrow_max_blocks = l.direct ? pairs : max_lane_blocks(pairs, num_experts, bt);
+    l.gemm1_splits = gemm1_k_splits(l.narrow, 2 * pr.inter, pr.hidden, l.narrow_max_blocks, pr.batch_invariant);
     return l;
   }
   l.wide_from = bt + 1;
@@ -87,12 +89,44 @@ std::string gemm_lanes_name(const GemmLanes& lanes) {
   std::string name = gemm_tile_name(lanes.narrow);
   if (lanes.direct) name += " (direct: no alignment)";
   if (lanes.wide_from > 0) name += std::string(" + ") + gemm_tile_name(lanes.wide) + " from " + std::to_string(lanes.wide_from) + " pairs";
+  if (lanes.gemm1_splits > 1) name += ", w13 K in " + std::to_string(lanes.gemm1_splits) + " splits";
   return name;
 }
 
 int gemm2_k_splits(GemmTile tile, int hidden, int max_blocks, int sm_count, bool batch_invariant) {
   if (batch_invariant || tile != GemmTile::Tiny) return 1;
   return gemm_ctas_per_block(tile, hidden) * max_blocks < 3 * sm_count ? kTinyGemm2Splits : 1;
+}
+
+int gemm1_k_splits(GemmTile tile, int rows, int k, int max_blocks, bool batch_invariant) {
+  if (batch_invariant || max_blocks <= 0 || rows <= 0 || k <= 0) return 1;
+  return gemm::with_config(tile, [&](auto cfg) {
+    using Cfg = decltype(cfg);
+    if constexpr (!gemm::SplitsGateUp<Cfg>::value) {
+      return 1;
+    } else {
+      const std::int64_t ctas = static_cast<std::int64_t>(gemm_ctas_per_block(tile, rows)) * max_blocks;
+      const int chunks = (k + tiling::kChunkK - 1) / tiling::kChunkK;
+      int splits = 1;
+      while (splits < kMaxGemm1Splits && ctas * splits < kGemm1SplitBelowCtas && chunks >= 2 * splits * Cfg::kChunksPerStage)
+        splits *= 2;
+      return splits;
+    }
+  });
+}
+
+std::int64_t gemm1_split_partial_floats(int pairs, int inter) {
+  // Only GemmTiny splits (static_assert below): a split GEMM1 has ctas = ceil(2I / rows per CTA) x
+  // blocks < kGemm1SplitBelowCtas, and each block holds at most kTokens pairs (a direct block one),
+  // so pairs x 2I <= kTokens x rows per CTA x ctas.
+  static_assert(gemm::SplitsGateUp<GemmTiny>::value && !gemm::SplitsGateUp<GemmDecode>::value &&
+                    !gemm::SplitsGateUp<GemmSmall>::value && !gemm::SplitsGateUp<GemmMedium>::value &&
+                    !gemm::SplitsGateUp<GemmPrefill>::value,
+                "the bound assumes only GemmTiny splits GEMM1");
+  constexpr std::int64_t kRowsPerCta = GemmTiny::kWarps * GemmTiny::kTilesPerWarp * tiling::kTileRows;
+  constexpr std::int64_t kMaxValues = GemmTiny::kTokens * kRowsPerCta * kGemm1SplitBelowCtas;
+  const std::int64_t values = static_cast<std::int64_t>(std::max(pairs, 0)) * 2 * std::max(inter, 0);
+  return kMaxGemm1Splits * std::min(values, kMaxValues);
 }
 
 const char* gemm_format_name(GemmFormat format) {
