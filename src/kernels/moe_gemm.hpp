@@ -186,16 +186,28 @@ int gemm2_k_splits(GemmTile tile, int hidden, int max_blocks, int sm_count, bool
 // used to run K whole; but a tiny batch on a layer with a small intermediate gives GEMM1 few CTAs,
 // each streaming all of K as a chain of memory latencies: e318 h3712 i320 k2 at one token ran GEMM1
 // on 40 CTAs for 18.5 us, three times the whole layer's read floor (ncu,
-// bench/results/20261201-0552-H200-shapes-tiles). A configuration with kSplitGateUp (Tiny) splits K
-// in two, four or eight (kMaxGemm1Splits) while its CTAs number fewer than kGemm1SplitBelowCtas
-// (about two per SM of a 132-SM Hopper; a constant, so that the workspace bound below needs no
-// device) and every split keeps at least one full stage of chunks. Each split writes its fp32
-// (gate, up) sums to the workspace (the GateUpPartial stage); kernels/gate_up_reduce adds them in
-// split order, so the result stays deterministic, and applies the activation. 1 for every other
+// bench/results/20261201-0552-H200-shapes-tiles). A configuration with kSplitGateUp (Tiny) may split
+// K in two, four or eight (kMaxGemm1Splits) when its CTAs number fewer than kGemm1SplitBelowCtas (a
+// constant, so that the workspace bound below needs no device) and every split keeps at least one
+// full stage of chunks. Each split writes its fp32 (gate, up) sums to the workspace (the
+// GateUpPartial stage); kernels/gate_up_reduce adds them in split order, so the result stays
+// deterministic, and applies the activation. That reduce is one more kernel, ~2.5 us on the H200, so
+// the split must save more than it costs. The plan counts GEMM1's time in memory latencies: K's
+// chunks over the chunks a CTA keeps in flight (its stages), or the GEMM's bytes over what the card
+// streams in one latency (kGemm1SplitLatencyBytes), whichever is longer; it takes the split count
+// that saves the most, at least kGemm1SplitMinSavedLatencies, each doubling at least
+// kGemm1SplitMinStepLatencies more. Fitted on the H200 to the 20-shape sweep's one- and two-token
+// rows (bench/results/20261202-0050-H200-gemm1-split-ab): splitting whenever CTAs were few gained
+// 26% and 13% on e318 h3712 i320 k2 (58 chunks on 40 and 80 CTAs: ~3 latencies saved) and lost
+// 9-15% where it saved under two (K of 480 or 736; 236 CTAs that already stream). 1 for every other
 // configuration, for unknown shapes (k = 0) and in the batch-invariant mode (a split changes the
 // summation order with the batch size). `rows` = 2I (w13's prepared rows), `k` = H.
 constexpr int kMaxGemm1Splits = 8;
 constexpr int kGemm1SplitBelowCtas = 256;
+constexpr double kGemm1SplitLatencyBytes = 6.0 * 1024 * 1024;  // ~4.3 TB/s x ~1.5 us, loaded
+constexpr double kGemm1SplitBytesPerWeight = 0.5 + 1.0 / 32;  // E2M1 and its E8M0 scale
+constexpr double kGemm1SplitMinSavedLatencies = 2.25;          // the reduce costs ~1.7
+constexpr double kGemm1SplitMinStepLatencies = 0.25;
 int gemm1_k_splits(GemmTile tile, int rows, int k, int max_blocks, bool batch_invariant);
 // The fp32 values the split GEMM1's sums may need for up to `pairs` routed pairs of a layer with
 // intermediate `inter`, for any token count and tile: splits x pairs x 2I, where a split only

@@ -292,7 +292,7 @@ TEST(Layer, Gemm1KSplitMatchesTheOracle) {
   MXMOE_REQUIRE_HOPPER();
   const Case cases[] = {{"e64-h3712-i320-k2", 3712, 320, 64, 2, ActivationConfig::silu_mul(), false, 1.0f},
                         {"e32-h2880-i96-k4-gpt-oss", 2880, 96, 32, 4, ActivationConfig::gpt_oss(), true, 4.0f},
-                        {"e16-h1056-i64-k6-clamped", 1056, 64, 16, 6, ActivationConfig::clamped_silu_mul(10.0f), true, 4.0f}};
+                        {"e16-h4128-i64-k6-clamped", 4128, 64, 16, 6, ActivationConfig::clamped_silu_mul(10.0f), true, 4.0f}};
   std::uint32_t seed = 700;
   for (const Case& c : cases) {
     const auto w = weights_for(c, seed);

@@ -106,11 +106,25 @@ int gemm1_k_splits(GemmTile tile, int rows, int k, int max_blocks, bool batch_in
       return 1;
     } else {
       const std::int64_t ctas = static_cast<std::int64_t>(gemm_ctas_per_block(tile, rows)) * max_blocks;
+      if (ctas >= kGemm1SplitBelowCtas) return 1;
+      // The model (moe_gemm.hpp, above kGemm1SplitMinSavedLatencies), in memory latencies: a CTA
+      // keeps kStages x kChunksPerStage chunks in flight, so K alone takes chunks / that many round
+      // trips; the whole GEMM1 can not beat its bytes over what the card streams in one latency.
       const int chunks = (k + tiling::kChunkK - 1) / tiling::kChunkK;
-      int splits = 1;
-      while (splits < kMaxGemm1Splits && ctas * splits < kGemm1SplitBelowCtas && chunks >= 2 * splits * Cfg::kChunksPerStage)
-        splits *= 2;
-      return splits;
+      constexpr double kInFlight = Cfg::kStages * Cfg::kChunksPerStage;
+      constexpr int kRowsPerCta = Cfg::kWarps * Cfg::kTilesPerWarp * tiling::kTileRows;
+      const double stream = static_cast<double>(ctas) * kRowsPerCta * k * kGemm1SplitBytesPerWeight / kGemm1SplitLatencyBytes;
+      const double whole = chunks / kInFlight;
+      int best = 1;
+      double best_saved = 0.0;
+      for (int splits = 2; splits <= kMaxGemm1Splits && chunks >= splits * Cfg::kChunksPerStage; splits *= 2) {
+        const double saved = whole - std::max((chunks + splits - 1) / splits / kInFlight, stream);
+        if (saved >= kGemm1SplitMinSavedLatencies && saved >= best_saved + kGemm1SplitMinStepLatencies) {
+          best = splits;
+          best_saved = saved;
+        }
+      }
+      return best;
     }
   });
 }
