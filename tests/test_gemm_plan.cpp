@@ -133,8 +133,11 @@ TEST(GemmPlan, WideLaneForExpertsBeyondOneNarrowBlock) {
   EXPECT_EQ(one.narrow_max_blocks, 8);
   EXPECT_EQ(gemm_lanes_name(one), "tiny (direct: no alignment)");
   const GemmLanes two = plan_gemm_lanes(GemmTile::Auto, {2, 8, 256, kBigExpert});
-  EXPECT_FALSE(two.direct) << "two tokens may share experts: aligned";
-  EXPECT_EQ(two.narrow_max_blocks, 2 + 16) << "floor(16 / 8) + min(256, 16)";
+  EXPECT_TRUE(two.direct) << "two tokens: a block per routed pair, an expert's pairs in its first pair's block";
+  EXPECT_EQ(two.narrow_max_blocks, 16);
+  const GemmLanes three = plan_gemm_lanes(GemmTile::Tiny, {3, 8, 256, kBigExpert});
+  EXPECT_FALSE(three.direct) << "three tokens: aligned, even on Tiny";
+  EXPECT_EQ(three.narrow_max_blocks, 3 + 24) << "floor(24 / 8) + min(256, 24)";
   EXPECT_FALSE(plan_gemm_lanes(GemmTile::Decode, {1, 8, 256, kBigExpert}).direct) << "only Tiny runs direct";
   EXPECT_TRUE(plan_gemm_lanes(GemmTile::Auto, {1, 8, 256, kBigExpert, true}).direct) << "batch-invariant: the same sums";
 }

@@ -163,8 +163,9 @@ struct GemmProblem {
 // batch-invariant (the lane's sums are wgmma's), and an expert's weights reach
 // kWideLaneMinExpertBytes (the lane's two launches cost a few microseconds, what re-reading a small
 // expert's weights a few times costs too); its threshold is one more pair than a narrow block
-// holds. One token on Tiny runs direct.
+// holds. One or two tokens (kDirectMaxTokens) on Tiny run direct.
 constexpr int kWideLaneMinTokens = 32;
+constexpr int kDirectMaxTokens = 2;
 constexpr std::int64_t kWideLaneMinExpertBytes = std::int64_t{4} << 20;
 GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& problem);
 // The most blocks of `block_tokens` slots a lane can need for `pairs` routed pairs when each of its
@@ -235,8 +236,9 @@ struct MoeGemmParams {
   const std::int32_t* block_expert;
   const std::int32_t* num_blocks;
   // Direct blocks (GemmLanes::direct; the mma.sync kernel only): when not null, no alignment ran and
-  // block b is routed pair b alone, its expert direct_ids[b] (the forward's topk ids; an id outside
-  // 0..E-1 makes the block exit), direct_blocks blocks in all.
+  // block b stands for routed pair b, its expert direct_ids[b] (the forward's topk ids; an id outside
+  // 0..E-1 makes the block exit), direct_blocks blocks in all; the block of an expert's first pair
+  // runs its expert's pairs (up to kTokens; gemm/block_pairs.cuh), the others exit.
   const std::int32_t* direct_ids;
   int direct_blocks;
 

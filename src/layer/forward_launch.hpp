@@ -1,7 +1,7 @@
 // The forward's launch sequence over borrowed memory: prepared weights and one workspace that the
 // caller owns (MoeLayer's own buffer, or a tensor of torch's caching allocator for the C ABI).
 // align -> GEMM1 + activation -> GEMM2 x router weight -> combine, one stream, no host sync; each
-// GEMM in one or two lanes (kernels::GemmLanes); one token skips the alignment (direct blocks).
+// GEMM in one or two lanes (kernels::GemmLanes); one or two tokens skip the alignment (direct blocks).
 // W4A8 (PreparedWeightsView::fp8_activations) quantises the hidden states after the alignment and
 // the intermediate after GEMM1; the GEMMs' plan is W4A16's (every configuration runs both).
 #pragma once

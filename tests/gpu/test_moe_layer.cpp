@@ -453,7 +453,7 @@ TEST(Layer, PreparesAWholeDsv4FlashLayerQuickly) {
 namespace {
 
 // The corners of token alignment at decode sizes: one expert taking every pair (more than a block
-// holds), ids that are -1 or past E, every id masked; and one token's direct blocks.
+// holds), ids that are -1 or past E, every id masked; and the direct blocks of one and two tokens.
 TEST(Layer, AlignmentCornersMatchTheOracle) {
   MXMOE_REQUIRE_HOPPER();
   const Case c{"small-batch", 512, 256, 16, 8, ActivationConfig::silu_mul(), true, 2.0f};
@@ -480,6 +480,15 @@ TEST(Layer, AlignmentCornersMatchTheOracle) {
       {"one token: masked, past-E and repeated ids (direct)", 1,
        [&](TopK& t) { t.ids = {-1, c.E + 3, 2, 2, 5, -1, 7, c.E - 1}; }},
       {"one token, every id masked (direct)", 1, [](TopK& t) { std::fill(t.ids.begin(), t.ids.end(), -1); }},
+      // Two tokens run direct too: the block of an expert's first pair runs its pairs, up to a
+      // block's 8. Shared experts with masks and past-E ids between them; one expert in every
+      // slot (repeated ids: 16 pairs, two groups of 8); the same experts in both tokens.
+      {"two tokens share experts, masked and past-E ids (direct)", 2,
+       [&](TopK& t) { t.ids = {4, -1, 9, c.E + 1, 0, 12, 6, 3, 9, 4, c.E + 2, 1, -1, 12, 15, 3}; }},
+      {"two tokens, every pair on one expert (direct, two blocks of 8)", 2,
+       [](TopK& t) { std::fill(t.ids.begin(), t.ids.end(), 5); }},
+      {"two tokens, the same experts (direct)", 2,
+       [](TopK& t) { std::copy(t.ids.begin(), t.ids.begin() + t.top_k, t.ids.begin() + t.top_k); }},
   };
   std::uint32_t seed = 300;
   for (const auto& v : variants) {

@@ -34,15 +34,29 @@ template <class Stage>
 __device__ __forceinline__ void exit_early() {
   if constexpr (!Stage::kWaitAtStart) ptx::grid_dependency_wait();
 }
+// Direct blocks (no align kernel ran): block b stands for routed pair b. The pairs of one expert, in
+// pair order, are cut into groups of kTokens, and the block of a group's first pair runs the whole
+// group, as the align kernel would have made one block of them (two tokens sharing an expert read
+// its weights once); every other block exits. A token's experts are distinct, so at one or two
+// tokens a group is one or two pairs; repeated ids only make more of them. A pair's rank among its
+// expert's earlier pairs is a scan of the few ids before it (direct blocks run at one or two tokens).
+__device__ __forceinline__ int direct_rank(const MoeGemmParams& p, int pair) {
+  const int e = p.direct_ids[pair];
+  int rank = 0;
+  for (int q = 0; q < pair; ++q) rank += p.direct_ids[q] == e;
+  return rank;
+}
+
 // Whether `block` exists (the mma.sync kernel: one CTA per block); a direct block whose id is
-// masked (-1) or out of range does not. The ids are read after the wait that makes them final
-// (GEMM1 waits first; GEMM2 launches after GEMM1's blocks passed theirs).
-template <class Stage>
+// masked (-1) or out of range, or whose pair is not its group's first, does not. The ids are read
+// after the wait that makes them final (GEMM1 waits first; GEMM2 launches after GEMM1's blocks
+// passed theirs).
+template <class Stage, int kTokens>
 __device__ __forceinline__ bool begin_block(const MoeGemmParams& p, int block) {
   if (block < blocks_ready<Stage>(p)) {
     if (!p.direct_ids) return true;
     const int e = p.direct_ids[block];
-    if (e >= 0 && e < p.num_experts) return true;
+    if (e >= 0 && e < p.num_experts && direct_rank(p, block) % kTokens == 0) return true;
   }
   exit_early<Stage>();
   return false;
@@ -58,11 +72,20 @@ struct BlockPairs {
   // Slot `slot` of `block` (the align kernel's order), its act_row and weight.
   template <class Stage>
   __device__ int load_slot(const MoeGemmParams& p, int block, int slot) {
-    const int id = p.direct_ids ? (slot == 0 ? block : -1) : p.sorted_pairs[block * kTokens + slot];
+    const int id = p.direct_ids ? direct_slot(p, block, slot) : p.sorted_pairs[block * kTokens + slot];
     pair[slot] = id;
     act_row[slot] = id >= 0 ? id / p.act_row_divisor : -1;
     weight[slot] = id >= 0 ? Stage::pair_weight(p, id) : 0.0f;
     return id;
+  }
+
+  // A direct block's slot: the slot-th pair of its expert from the block's own pair on (its group's
+  // first; begin_block let only those run), or -1.
+  __device__ static int direct_slot(const MoeGemmParams& p, int block, int slot) {
+    const int e = p.direct_ids[block];
+    for (int q = block, seen = 0; q < p.direct_blocks; ++q)
+      if (p.direct_ids[q] == e && seen++ == slot) return q;
+    return -1;
   }
 
   // Threads 0..kTokens-1 load one slot each; returns the live pairs, after a barrier that makes the

@@ -31,7 +31,7 @@ __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_ke
   using G = GeometryOf<Cfg, Format>;
   using Ops = typename Format::Ops;
   const int block = blockIdx.y;
-  if (!begin_block<Stage>(p, block)) return;
+  if (!begin_block<Stage, Cfg::kTokens>(p, block)) return;
 
   extern __shared__ __align__(16) std::uint8_t smem[];
   __shared__ BlockPairs<Cfg::kTokens> pairs;

@@ -73,7 +73,7 @@ GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& pr) {
                     pr.expert_weight_bytes >= kWideLaneMinExpertBytes && l.narrow != GemmTile::Tiny &&
                     l.narrow != GemmTile::Wgmma;
   if (!wide) {
-    l.direct = num_tokens == 1 && l.narrow == GemmTile::Tiny;
+    l.direct = num_tokens <= kDirectMaxTokens && l.narrow == GemmTile::Tiny;
     l.narrow_max_blocks = l.direct ? pairs : max_lane_blocks(pairs, num_experts, bt);
     l.gemm1_splits = gemm1_k_splits(l.narrow, 2 * pr.inter, pr.hidden, l.narrow_max_blocks, pr.batch_invariant);
     return l;
@@ -131,7 +131,7 @@ int gemm1_k_splits(GemmTile tile, int rows, int k, int max_blocks, bool batch_in
 
 std::int64_t gemm1_split_partial_floats(int pairs, int inter) {
   // Only GemmTiny splits (static_assert below): a split GEMM1 has ctas = ceil(2I / rows per CTA) x
-  // blocks < kGemm1SplitBelowCtas, and each block holds at most kTokens pairs (a direct block one),
+  // blocks < kGemm1SplitBelowCtas, and each block holds at most kTokens pairs (a direct block too),
   // so pairs x 2I <= kTokens x rows per CTA x ctas.
   static_assert(gemm::SplitsGateUp<GemmTiny>::value && !gemm::SplitsGateUp<GemmDecode>::value &&
                     !gemm::SplitsGateUp<GemmSmall>::value && !gemm::SplitsGateUp<GemmMedium>::value &&
