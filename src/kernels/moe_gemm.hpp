@@ -163,9 +163,10 @@ struct GemmProblem {
 // batch-invariant (the lane's sums are wgmma's), and an expert's weights reach
 // kWideLaneMinExpertBytes (the lane's two launches cost a few microseconds, what re-reading a small
 // expert's weights a few times costs too); its threshold is one more pair than a narrow block
-// holds. One or two tokens (kDirectMaxTokens) on Tiny run direct.
+// holds. One or two tokens (kDirectMaxTokens) on Tiny run direct, up to kDirectMaxPairs routed pairs.
 constexpr int kWideLaneMinTokens = 32;
 constexpr int kDirectMaxTokens = 2;
+constexpr int kDirectMaxPairs = 16;  // and at most this many routed pairs (gemm/block_pairs.cuh)
 constexpr std::int64_t kWideLaneMinExpertBytes = std::int64_t{4} << 20;
 GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& problem);
 // The most blocks of `block_tokens` slots a lane can need for `pairs` routed pairs when each of its

@@ -38,13 +38,30 @@ __device__ __forceinline__ void exit_early() {
 // pair order, are cut into groups of kTokens, and the block of a group's first pair runs the whole
 // group, as the align kernel would have made one block of them (two tokens sharing an expert read
 // its weights once); every other block exits. A token's experts are distinct, so at one or two
-// tokens a group is one or two pairs; repeated ids only make more of them. A pair's rank among its
-// expert's earlier pairs is a scan of the few ids before it (direct blocks run at one or two tokens).
+// tokens a group is one or two pairs; repeated ids only make more of them. The plan runs direct
+// blocks only up to kDirectMaxPairs pairs, so a thread reads them all with independent loads (one
+// round trip, the line direct_ids[block] is on) instead of a chain of them at every CTA's start.
+// A pair's rank among its expert's earlier pairs:
 __device__ __forceinline__ int direct_rank(const MoeGemmParams& p, int pair) {
   const int e = p.direct_ids[pair];
   int rank = 0;
-  for (int q = 0; q < pair; ++q) rank += p.direct_ids[q] == e;
+#pragma unroll
+  for (int q = 0; q < kDirectMaxPairs; ++q) rank += q < pair && p.direct_ids[q] == e;
   return rank;
+}
+// The slot-th pair of `block`'s expert from the block's own pair on, or -1 (a direct block's slot:
+// begin_block lets only a group's first pair run, so these are its group).
+__device__ __forceinline__ int direct_slot(const MoeGemmParams& p, int block, int slot) {
+  const int e = p.direct_ids[block];
+  int found = -1, seen = 0;
+#pragma unroll
+  for (int q = 0; q < kDirectMaxPairs; ++q) {
+    if (q >= block && q < p.direct_blocks && p.direct_ids[q] == e) {
+      if (seen == slot) found = q;
+      ++seen;
+    }
+  }
+  return found;
 }
 
 // Whether `block` exists (the mma.sync kernel: one CTA per block); a direct block whose id is
@@ -77,15 +94,6 @@ struct BlockPairs {
     act_row[slot] = id >= 0 ? id / p.act_row_divisor : -1;
     weight[slot] = id >= 0 ? Stage::pair_weight(p, id) : 0.0f;
     return id;
-  }
-
-  // A direct block's slot: the slot-th pair of its expert from the block's own pair on (its group's
-  // first; begin_block let only those run), or -1.
-  __device__ static int direct_slot(const MoeGemmParams& p, int block, int slot) {
-    const int e = p.direct_ids[block];
-    for (int q = block, seen = 0; q < p.direct_blocks; ++q)
-      if (p.direct_ids[q] == e && seen++ == slot) return q;
-    return -1;
   }
 
   // Threads 0..kTokens-1 load one slot each; returns the live pairs, after a barrier that makes the

@@ -41,6 +41,9 @@ void launch_format(GemmTile tile, bool gate_up, const MoeGemmParams& p, int max_
       fail(ErrorCode::InvalidArgument, "GEMM launch: the wgmma configuration does not split K");
     if (UsesWgmma<Cfg>::value && p.direct_ids)
       fail(ErrorCode::InvalidArgument, "GEMM launch: the wgmma configuration takes aligned blocks, not direct ones");
+    if (p.direct_ids && p.direct_blocks > kDirectMaxPairs)
+      fail(ErrorCode::InvalidArgument, "GEMM launch: " + std::to_string(p.direct_blocks) + " direct blocks, more than kDirectMaxPairs (" +
+                                           std::to_string(kDirectMaxPairs) + ") read in one pass; align them");
     auto launch_stage = [&](auto stage, const char* what) {
       using K = KernelOf<Cfg, Format, typename decltype(stage)::type>;
       const int tiles_x = (p.shape.tiles() + K::G::kTilesPerCta - 1) / K::G::kTilesPerCta;

@@ -73,7 +73,7 @@ GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& pr) {
                     pr.expert_weight_bytes >= kWideLaneMinExpertBytes && l.narrow != GemmTile::Tiny &&
                     l.narrow != GemmTile::Wgmma;
   if (!wide) {
-    l.direct = num_tokens <= kDirectMaxTokens && l.narrow == GemmTile::Tiny;
+    l.direct = num_tokens <= kDirectMaxTokens && pairs <= kDirectMaxPairs && l.narrow == GemmTile::Tiny;
     l.narrow_max_blocks = l.direct ? pairs : max_lane_blocks(pairs, num_experts, bt);
     l.gemm1_splits = gemm1_k_splits(l.narrow, 2 * pr.inter, pr.hidden, l.narrow_max_blocks, pr.batch_invariant);
     return l;
