@@ -132,9 +132,19 @@ TEST(GemmPlan, WideLaneForExpertsBeyondOneNarrowBlock) {
   EXPECT_TRUE(one.direct) << "one token: a block per routed pair, no alignment";
   EXPECT_EQ(one.narrow_max_blocks, 8);
   EXPECT_EQ(gemm_lanes_name(one), "tiny (direct: no alignment)");
-  const GemmLanes two = plan_gemm_lanes(GemmTile::Auto, {2, 8, 256, kBigExpert});
-  EXPECT_TRUE(two.direct) << "two tokens: a block per routed pair, an expert's pairs in its first pair's block";
+  const GemmLanes two = plan_gemm_lanes(GemmTile::Auto, {2, 8, 256, kBigExpert, false, false, 4096, 1024});
+  EXPECT_TRUE(two.direct && two.direct_groups) << "two tokens: an expert's pairs in its first pair's block";
   EXPECT_EQ(two.narrow_max_blocks, 16);
+  EXPECT_FALSE(one.direct_groups) << "one token: a block per pair";
+  EXPECT_FALSE(plan_gemm_lanes(GemmTile::Auto, {2, 8, 256, kBigExpert}).direct) << "I not given";
+  EXPECT_TRUE(plan_gemm_lanes(GemmTile::Auto, {2, 8, 256, kBigExpert, false, false, 4096, 2048}).direct)
+      << "128 x 16 CTAs: at the bound";
+  EXPECT_FALSE(plan_gemm_lanes(GemmTile::Auto, {2, 8, 256, kBigExpert, false, false, 4096, 2080}).direct)
+      << "130 x 16 CTAs: above it";
+  EXPECT_FALSE(plan_gemm_lanes(GemmTile::Auto, {2, 6, 13, kBigExpert, false, false, 7936, 4928}).direct)
+      << "e13 h7936 i4928 k6: 308 x 12 CTAs, the id scans cost more than the align kernel";
+  const GemmLanes aligned_two = plan_gemm_lanes(GemmTile::Tiny, {2, 8, 256, kBigExpert, false, false, 4096, 4096});
+  EXPECT_EQ(aligned_two.narrow_max_blocks, 2 + 16) << "floor(16 / 8) + min(256, 16)";
   const GemmLanes three = plan_gemm_lanes(GemmTile::Tiny, {3, 8, 256, kBigExpert});
   EXPECT_FALSE(three.direct) << "three tokens: aligned, even on Tiny";
   EXPECT_TRUE(plan_gemm_lanes(GemmTile::Auto, {1, 16, 256, kBigExpert}).direct) << "16 pairs";

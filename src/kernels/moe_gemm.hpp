@@ -141,9 +141,12 @@ GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_inva
 // wgmma streams few pairs at ~44% of the read floor against mma.sync's ~70%: hence per expert.
 struct GemmLanes {
   GemmTile narrow = GemmTile::Auto;
-  // One token: each routed pair is a block of its own (a token's experts are distinct), read
-  // straight from the topk ids, so the forward launches no alignment kernel.
+  // One or two tokens: blocks read straight from the topk ids, a block per routed pair, so the
+  // forward launches no alignment kernel. One token's experts are distinct, so each pair is a block
+  // of its own; two tokens may share experts (direct_groups): the block of an expert's first pair
+  // runs its pairs, found by a scan of the ids at each CTA's start.
   bool direct = false;
+  bool direct_groups = false;
   int wide_from = 0;  // 0: no wide lane (every expert runs `narrow`)
   int gemm1_splits = 1;  // GEMM1's K splits (gemm1_k_splits; only without a wide lane)
   GemmTile wide = GemmTile::Wgmma;  // the wide lane's configuration (wide_lane_for)
@@ -163,10 +166,14 @@ struct GemmProblem {
 // batch-invariant (the lane's sums are wgmma's), and an expert's weights reach
 // kWideLaneMinExpertBytes (the lane's two launches cost a few microseconds, what re-reading a small
 // expert's weights a few times costs too); its threshold is one more pair than a narrow block
-// holds. One or two tokens (kDirectMaxTokens) on Tiny run direct, up to kDirectMaxPairs routed pairs.
+// holds. One token on Tiny runs direct; two (kDirectMaxTokens) do up to kDirectMaxPairs routed pairs
+// when GEMM1 has at most kDirectGroupMaxCtas CTAs: the id scan costs each CTA's start ~1 us, what the
+// align kernel it saves costs when GEMM1 runs in a few waves (H200: 2-6 us faster at two tokens on
+// small layers, 4% slower on layers of 34-62 MB experts, bench/results/20261202-0115-H200-direct-two).
 constexpr int kWideLaneMinTokens = 32;
 constexpr int kDirectMaxTokens = 2;
 constexpr int kDirectMaxPairs = 16;  // and at most this many routed pairs (gemm/block_pairs.cuh)
+constexpr std::int64_t kDirectGroupMaxCtas = 2048;
 constexpr std::int64_t kWideLaneMinExpertBytes = std::int64_t{4} << 20;
 GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& problem);
 // The most blocks of `block_tokens` slots a lane can need for `pairs` routed pairs when each of its
@@ -242,6 +249,7 @@ struct MoeGemmParams {
   // runs its expert's pairs (up to kTokens; gemm/block_pairs.cuh), the others exit.
   const std::int32_t* direct_ids;
   int direct_blocks;
+  bool direct_groups;  // GemmLanes::direct_groups: group an expert's pairs (else a block per pair)
 
   const float* bias;  // canonical order: [E, 2I] for w13, [E, H] for w2; may be null
   // NVFP4's fp32 global scales (formats with kGlobalScale), [E, 2] (gate, up) for w13 and [E] for

@@ -106,6 +106,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   p.k_splits = 1;
   p.direct_ids = lanes.direct ? a.topk_ids : nullptr;
   p.direct_blocks = lanes.direct ? pairs : 0;
+  p.direct_groups = lanes.direct_groups;
   p.persistent_ctas = sm_count;
 
   p.weights = w.w13;

@@ -43,6 +43,7 @@ __device__ __forceinline__ void exit_early() {
 // round trip, the line direct_ids[block] is on) instead of a chain of them at every CTA's start.
 // A pair's rank among its expert's earlier pairs:
 __device__ __forceinline__ int direct_rank(const MoeGemmParams& p, int pair) {
+  if (!p.direct_groups) return 0;  // one token: a block per pair
   const int e = p.direct_ids[pair];
   int rank = 0;
 #pragma unroll
@@ -52,6 +53,7 @@ __device__ __forceinline__ int direct_rank(const MoeGemmParams& p, int pair) {
 // The slot-th pair of `block`'s expert from the block's own pair on, or -1 (a direct block's slot:
 // begin_block lets only a group's first pair run, so these are its group).
 __device__ __forceinline__ int direct_slot(const MoeGemmParams& p, int block, int slot) {
+  if (!p.direct_groups) return slot == 0 ? block : -1;
   const int e = p.direct_ids[block];
   int found = -1, seen = 0;
 #pragma unroll

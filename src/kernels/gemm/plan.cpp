@@ -73,7 +73,10 @@ GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& pr) {
                     pr.expert_weight_bytes >= kWideLaneMinExpertBytes && l.narrow != GemmTile::Tiny &&
                     l.narrow != GemmTile::Wgmma;
   if (!wide) {
-    l.direct = num_tokens <= kDirectMaxTokens && pairs <= kDirectMaxPairs && l.narrow == GemmTile::Tiny;
+    const bool tiny = l.narrow == GemmTile::Tiny && pairs <= kDirectMaxPairs;
+    l.direct_groups = tiny && num_tokens == kDirectMaxTokens && pr.inter > 0 &&
+                      std::int64_t{gemm_ctas_per_block(GemmTile::Tiny, 2 * pr.inter)} * pairs <= kDirectGroupMaxCtas;
+    l.direct = (tiny && num_tokens == 1) || l.direct_groups;
     l.narrow_max_blocks = l.direct ? pairs : max_lane_blocks(pairs, num_experts, bt);
     l.gemm1_splits = gemm1_k_splits(l.narrow, 2 * pr.inter, pr.hidden, l.narrow_max_blocks, pr.batch_invariant);
     return l;
