@@ -169,7 +169,7 @@ struct GemmProblem {
 // holds. One token on Tiny runs direct; two (kDirectMaxTokens) do up to kDirectMaxPairs routed pairs
 // when GEMM1 has at most kDirectGroupMaxCtas CTAs: the id scan costs each CTA's start ~1 us, what the
 // align kernel it saves costs when GEMM1 runs in a few waves (H200: 2-6 us faster at two tokens on
-// small layers, 4% slower on layers of 34-62 MB experts, bench/results/20261202-0115-H200-direct-two).
+// small layers, 4% slower on layers of 34-62 MB experts, bench/results/20261202-0123-H200-direct-two-groups).
 constexpr int kWideLaneMinTokens = 32;
 constexpr int kDirectMaxTokens = 2;
 constexpr int kDirectMaxPairs = 16;  // and at most this many routed pairs (gemm/block_pairs.cuh)
