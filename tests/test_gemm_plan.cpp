@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/gemm/direct_blocks.hpp"
 #include "kernels/moe_gemm.hpp"
 #include "test_util.hpp"
 
@@ -245,4 +246,57 @@ TEST(GemmPlan, Gemm1SplitSumsFitTheirBound) {
     }
   }
   EXPECT_GT(split_cases, 100) << "the draw reaches the split";
+}
+
+// Direct blocks (gemm/direct_blocks.hpp, what the GEMM kernels run at one and two tokens without the
+// align kernel): for drawn ids with shared experts, masks, ids past E and repeats, the running blocks'
+// slots hold every routed pair of an expert exactly once, each block one expert's pairs in pair order,
+// at most kTokens of them, its own pair first; one token runs a block per valid pair.
+TEST(GemmPlan, DirectBlocksPartitionTheRoutedPairs) {
+  constexpr int kTokens = GemmTiny::kTokens;
+  std::mt19937 rng(23);
+  int shared = 0, split_groups = 0;
+  for (int trial = 0; trial < 5000; ++trial) {
+    const int E = 1 + static_cast<int>(rng() % 12), k = 1 + static_cast<int>(rng() % 8);
+    const int T = 1 + static_cast<int>(rng() % kDirectMaxTokens), pairs = T * k;
+    ASSERT_LE(pairs, kDirectMaxPairs);
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(pairs));
+    for (auto& id : ids) {
+      const unsigned r = rng() % 10;
+      id = r == 0 ? -1 : r == 1 ? E + static_cast<int>(rng() % 3) : static_cast<int>(rng() % E);
+    }
+    if (trial % 7 == 0) std::fill(ids.begin(), ids.end(), static_cast<std::int32_t>(rng() % E));  // one expert in every slot
+    const bool grouped = T == 2;
+    std::vector<int> held(static_cast<std::size_t>(pairs), 0);
+    for (int b = 0; b < pairs; ++b) {
+      if (!gemm::direct_block_runs<kTokens>(ids.data(), grouped, E, b)) continue;
+      int prev = -1, count = 0;
+      for (int s = 0; s < kTokens; ++s) {
+        const int q = gemm::direct_slot(ids.data(), grouped, pairs, b, s);
+        if (q < 0) {
+          for (int s2 = s + 1; s2 < kTokens; ++s2) ASSERT_EQ(gemm::direct_slot(ids.data(), grouped, pairs, b, s2), -1) << "padding last";
+          break;
+        }
+        ASSERT_EQ(ids[static_cast<std::size_t>(q)], ids[static_cast<std::size_t>(b)]) << "one expert per block";
+        ASSERT_GT(q, prev) << "pair order";
+        if (s == 0) {
+          ASSERT_EQ(q, b) << "the block's own pair first";
+        }
+        prev = q;
+        ++count;
+        ++held[static_cast<std::size_t>(q)];
+      }
+      shared += count > 1 && !std::all_of(ids.begin(), ids.end(), [&](std::int32_t id) { return id == ids[0]; });
+      split_groups += count == kTokens && pairs > kTokens;
+      if (!grouped) {
+        ASSERT_EQ(count, 1) << "one token: a block per pair";
+      }
+    }
+    for (int q = 0; q < pairs; ++q) {
+      const int id = ids[static_cast<std::size_t>(q)];
+      ASSERT_EQ(held[static_cast<std::size_t>(q)], id >= 0 && id < E ? 1 : 0) << "pair " << q << " (id " << id << "), trial " << trial;
+    }
+  }
+  EXPECT_GT(shared, 100) << "the draw reaches experts shared by two tokens";
+  EXPECT_GT(split_groups, 10) << "and an expert with more pairs than a block holds";
 }

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "kernels/gemm/direct_blocks.hpp"
 #include "kernels/moe_gemm.hpp"
 #include "kernels/ptx.cuh"
 
@@ -34,48 +35,15 @@ template <class Stage>
 __device__ __forceinline__ void exit_early() {
   if constexpr (!Stage::kWaitAtStart) ptx::grid_dependency_wait();
 }
-// Direct blocks (no align kernel ran): block b stands for routed pair b. The pairs of one expert, in
-// pair order, are cut into groups of kTokens, and the block of a group's first pair runs the whole
-// group, as the align kernel would have made one block of them (two tokens sharing an expert read
-// its weights once); every other block exits. A token's experts are distinct, so at one or two
-// tokens a group is one or two pairs; repeated ids only make more of them. The plan runs direct
-// blocks only up to kDirectMaxPairs pairs, so a thread reads them all with independent loads (one
-// round trip, the line direct_ids[block] is on) instead of a chain of them at every CTA's start.
-// A pair's rank among its expert's earlier pairs:
-__device__ __forceinline__ int direct_rank(const MoeGemmParams& p, int pair) {
-  if (!p.direct_groups) return 0;  // one token: a block per pair
-  const int e = p.direct_ids[pair];
-  int rank = 0;
-#pragma unroll
-  for (int q = 0; q < kDirectMaxPairs; ++q) rank += q < pair && p.direct_ids[q] == e;
-  return rank;
-}
-// The slot-th pair of `block`'s expert from the block's own pair on, or -1 (a direct block's slot:
-// begin_block lets only a group's first pair run, so these are its group).
-__device__ __forceinline__ int direct_slot(const MoeGemmParams& p, int block, int slot) {
-  if (!p.direct_groups) return slot == 0 ? block : -1;
-  const int e = p.direct_ids[block];
-  int found = -1, seen = 0;
-#pragma unroll
-  for (int q = 0; q < kDirectMaxPairs; ++q) {
-    if (q >= block && q < p.direct_blocks && p.direct_ids[q] == e) {
-      if (seen == slot) found = q;
-      ++seen;
-    }
-  }
-  return found;
-}
-
 // Whether `block` exists (the mma.sync kernel: one CTA per block); a direct block whose id is
-// masked (-1) or out of range, or whose pair is not its group's first, does not. The ids are read
-// after the wait that makes them final (GEMM1 waits first; GEMM2 launches after GEMM1's blocks
-// passed theirs).
+// masked (-1) or out of range, or whose pair is not its group's first, does not
+// (direct_blocks.hpp). The ids are read after the wait that makes them final (GEMM1 waits first;
+// GEMM2 launches after GEMM1's blocks passed theirs).
 template <class Stage, int kTokens>
 __device__ __forceinline__ bool begin_block(const MoeGemmParams& p, int block) {
   if (block < blocks_ready<Stage>(p)) {
     if (!p.direct_ids) return true;
-    const int e = p.direct_ids[block];
-    if (e >= 0 && e < p.num_experts && direct_rank(p, block) % kTokens == 0) return true;
+    if (direct_block_runs<kTokens>(p.direct_ids, p.direct_groups, p.num_experts, block)) return true;
   }
   exit_early<Stage>();
   return false;
@@ -91,7 +59,7 @@ struct BlockPairs {
   // Slot `slot` of `block` (the align kernel's order), its act_row and weight.
   template <class Stage>
   __device__ int load_slot(const MoeGemmParams& p, int block, int slot) {
-    const int id = p.direct_ids ? direct_slot(p, block, slot) : p.sorted_pairs[block * kTokens + slot];
+    const int id = p.direct_ids ? direct_slot(p.direct_ids, p.direct_groups, p.direct_blocks, block, slot) : p.sorted_pairs[block * kTokens + slot];
     pair[slot] = id;
     act_row[slot] = id >= 0 ? id / p.act_row_divisor : -1;
     weight[slot] = id >= 0 ? Stage::pair_weight(p, id) : 0.0f;
