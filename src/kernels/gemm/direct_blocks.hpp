@@ -8,8 +8,11 @@
 // runs the whole group, as the align kernel would have made one block of them (two tokens sharing an
 // expert read its weights once); every other block exits. Repeated ids within a token only make more
 // groups. The plan runs direct blocks only up to kDirectMaxPairs pairs, so a thread reads them all
-// with independent loads (one round trip, the line ids[block] is on) instead of a chain of them at
-// every CTA's start; the scan still costs a CTA's start ~1 us, hence one token without it.
+// with predicated loads in an unrolled loop. ptxas issues those in batches of four to six (it has
+// seven predicates), each batch's compares waiting on its loads: three round trips for the rank and
+// as many for the slots, against one before; that is the ~1 us each CTA's start pays (measured),
+// hence one token without it. Not yet tried: the CTA's first kDirectMaxPairs threads load one id
+// each into shared memory, one barrier, then the scans read shared memory (one round trip).
 #pragma once
 
 #include <cstdint>
