@@ -148,10 +148,10 @@ TEST(GemmPlan, WideLaneForExpertsBeyondOneNarrowBlock) {
   EXPECT_EQ(aligned_two.narrow_max_blocks, 2 + 16) << "floor(16 / 8) + min(256, 16)";
   const GemmLanes three = plan_gemm_lanes(GemmTile::Tiny, {3, 8, 256, kBigExpert});
   EXPECT_FALSE(three.direct) << "three tokens: aligned, even on Tiny";
+  EXPECT_EQ(three.narrow_max_blocks, 3 + 24) << "floor(24 / 8) + min(256, 24)";
   EXPECT_TRUE(plan_gemm_lanes(GemmTile::Auto, {1, 16, 256, kBigExpert}).direct) << "16 pairs";
   EXPECT_FALSE(plan_gemm_lanes(GemmTile::Auto, {2, 9, 256, kBigExpert}).direct) << "18 pairs: aligned";
   EXPECT_FALSE(plan_gemm_lanes(GemmTile::Auto, {1, 17, 256, kBigExpert}).direct) << "17 pairs: aligned";
-  EXPECT_EQ(three.narrow_max_blocks, 3 + 24) << "floor(24 / 8) + min(256, 24)";
   EXPECT_FALSE(plan_gemm_lanes(GemmTile::Decode, {1, 8, 256, kBigExpert}).direct) << "only Tiny runs direct";
   EXPECT_TRUE(plan_gemm_lanes(GemmTile::Auto, {1, 8, 256, kBigExpert, true}).direct) << "batch-invariant: the same sums";
 }

@@ -172,7 +172,7 @@ struct GemmProblem {
 // small layers, 4% slower on layers of 34-62 MB experts, bench/results/20261202-0123-H200-direct-two-groups).
 constexpr int kWideLaneMinTokens = 32;
 constexpr int kDirectMaxTokens = 2;
-constexpr int kDirectMaxPairs = 16;  // and at most this many routed pairs (gemm/block_pairs.cuh)
+constexpr int kDirectMaxPairs = 16;  // and at most this many routed pairs (gemm/direct_blocks.hpp)
 constexpr std::int64_t kDirectGroupMaxCtas = 2048;
 constexpr std::int64_t kWideLaneMinExpertBytes = std::int64_t{4} << 20;
 GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& problem);
@@ -246,7 +246,7 @@ struct MoeGemmParams {
   // Direct blocks (GemmLanes::direct; the mma.sync kernel only): when not null, no alignment ran and
   // block b stands for routed pair b, its expert direct_ids[b] (the forward's topk ids; an id outside
   // 0..E-1 makes the block exit), direct_blocks blocks in all; the block of an expert's first pair
-  // runs its expert's pairs (up to kTokens; gemm/block_pairs.cuh), the others exit.
+  // runs its expert's pairs (up to kTokens; gemm/direct_blocks.hpp), the others exit.
   const std::int32_t* direct_ids;
   int direct_blocks;
   bool direct_groups;  // GemmLanes::direct_groups: group an expert's pairs (else a block per pair)

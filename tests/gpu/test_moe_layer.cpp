@@ -21,6 +21,7 @@
 #include "mxmoe/presets.hpp"
 #include "mxmoe/reference.hpp"
 #include "mxmoe/verify.hpp"
+#include "kernels/moe_gemm.hpp"
 #include "test_util.hpp"
 
 using namespace mxmoe;
@@ -451,6 +452,26 @@ TEST(Layer, PreparesAWholeDsv4FlashLayerQuickly) {
 }  // namespace
 
 namespace {
+
+// What the plan never makes, the GEMM launch refuses with a message before any device work (so this
+// runs without a GPU): more direct blocks than one pass of the ids reads, direct blocks or a K split
+// on a wgmma configuration.
+TEST(GemmLaunch, RefusesBlocksThePlanNeverMakes) {
+  const std::int32_t ids[kernels::kDirectMaxPairs + 1] = {};
+  kernels::MoeGemmParams p{};
+  p.k_splits = 1;
+  p.direct_ids = ids;
+  p.direct_blocks = kernels::kDirectMaxPairs + 1;
+  mxmoe::test::expect_error([&] { kernels::launch_moe_gemm1(GemmTile::Tiny, kernels::GemmFormat::Mxfp4, p, p.direct_blocks, nullptr); },
+                            ErrorCode::InvalidArgument, "17 direct blocks, more than kDirectMaxPairs (16)");
+  p.direct_blocks = 2;
+  mxmoe::test::expect_error([&] { kernels::launch_moe_gemm2(GemmTile::Wgmma, kernels::GemmFormat::Mxfp4, p, 2, nullptr); },
+                            ErrorCode::InvalidArgument, "the wgmma configuration takes aligned blocks");
+  p.direct_ids = nullptr;
+  p.k_splits = 2;
+  mxmoe::test::expect_error([&] { kernels::launch_moe_gemm2(GemmTile::Wgmma, kernels::GemmFormat::Mxfp4, p, 2, nullptr); },
+                            ErrorCode::InvalidArgument, "the wgmma configuration does not split K");
+}
 
 // The corners of token alignment at decode sizes: one expert taking every pair (more than a block
 // holds), ids that are -1 or past E, every id masked; and the direct blocks of one and two tokens.
