@@ -83,7 +83,9 @@ TEST(GemmPlan, ConfigurationsByPairsPerExpert) {
   EXPECT_EQ(gemm_tokens_per_block(GemmTile::WgmmaSmall), 32);
   EXPECT_EQ(choose_gemm(4096, 8, 256, true), GemmTile::Prefill) << "batch-invariant: mma.sync only";
   EXPECT_EQ(choose_gemm(1024, 8, 256, true), GemmTile::Prefill);
-  EXPECT_EQ(choose_gemm(1, 8, 256, true), GemmTile::Tiny);
+  EXPECT_EQ(choose_gemm(1, 8, 256, true), GemmTile::Decode) << "batch-invariant: not Tiny's K slices";
+  EXPECT_EQ(choose_gemm(2, 8, 256, true), GemmTile::Decode);
+  EXPECT_EQ(choose_gemm(2, 8, 256, false), GemmTile::Tiny);
   EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 2, 132, false), kTinyGemm2Splits) << "2 blocks x 128 CTAs < 3 per SM";
   EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 2, 132, true), 1) << "batch-invariant: no split";
   EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 8, 132, false), 1) << "enough CTAs";
@@ -152,7 +154,8 @@ TEST(GemmPlan, WideLaneForExpertsBeyondOneNarrowBlock) {
   EXPECT_TRUE(plan_gemm_lanes(GemmTile::Auto, {1, 16, 256, kBigExpert}).direct) << "16 pairs";
   EXPECT_FALSE(plan_gemm_lanes(GemmTile::Auto, {2, 9, 256, kBigExpert}).direct) << "18 pairs: aligned";
   EXPECT_FALSE(plan_gemm_lanes(GemmTile::Auto, {1, 17, 256, kBigExpert}).direct) << "17 pairs: aligned";
-  EXPECT_FALSE(plan_gemm_lanes(GemmTile::Decode, {1, 8, 256, kBigExpert}).direct) << "only Tiny runs direct";
+  EXPECT_TRUE(plan_gemm_lanes(GemmTile::Decode, {1, 8, 256, kBigExpert}).direct) << "Decode's blocks hold 8 tokens too";
+  EXPECT_FALSE(plan_gemm_lanes(GemmTile::Small, {1, 8, 256, kBigExpert}).direct) << "only the 8-token configurations run direct";
   EXPECT_TRUE(plan_gemm_lanes(GemmTile::Auto, {1, 8, 256, kBigExpert, true}).direct) << "batch-invariant: the same sums";
 }
 

@@ -15,12 +15,13 @@ typedef struct CUstream_st* cudaStream_t;
 
 namespace mxmoe::kernels {
 
-// One CTA computes kTilesPerWarp * kWarps weight tiles (16 rows each) for a block of kTokens
-// routed (token, slot) pairs of one expert, over the whole K, streaming kChunksPerStage 64-wide
-// K chunks per pipeline stage through kStages shared-memory buffers.
+// One CTA computes kTilesPerWarp * kWarps / kKSlices weight tiles (16 rows each) for a block of
+// kTokens routed (token, slot) pairs of one expert, over the whole K, streaming kChunksPerStage
+// 64-wide K chunks per pipeline stage through kStages shared-memory buffers; kKSlices (1 where not
+// said) groups of warps share the tiles and split each stage's chunks (gemm/geometry.hpp).
 struct GemmTiny {  // one or two tokens in all: narrow CTAs, so that the few experts hit spread over
-                   // every SM
-  static constexpr int kTokens = 8, kWarps = 2, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
+                   // every SM; two K slices, so four warps per CTA for the shared memory of two
+  static constexpr int kTokens = 8, kWarps = 4, kKSlices = 2, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
   static constexpr bool kSplitGateUp = true;  // GEMM1 may split K too (gemm1_k_splits)
 };
 struct GemmDecode {  // a few tokens per expert: all weight bytes, little reuse

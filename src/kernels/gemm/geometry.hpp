@@ -8,15 +8,38 @@
 //                  producer warpgroup, which copies (WgmmaProducerGeometry)
 #pragma once
 
+#include <type_traits>
+
 #include "kernels/tile_layout.hpp"
 
 namespace mxmoe::kernels::gemm {
 
+// K slices (a configuration says kKSlices = S; 1 where it says nothing): the mma.sync kernel's warps
+// form S groups over the same weight tiles, group s taking chunks s, s + S, ... of every stage, and
+// add their sums through shared memory at the end in slice order (deterministic). S times the warps
+// for the same shared memory: the decode loop waits mostly on fixed-latency dependencies, which more
+// resident warps hide, and a CTA's K is no longer one warp's chain.
+template <class Cfg, class = void>
+struct KSlicesOf : std::integral_constant<int, 1> {};
+template <class Cfg>
+struct KSlicesOf<Cfg, std::void_t<decltype(Cfg::kKSlices)>> : std::integral_constant<int, Cfg::kKSlices> {};
+
+// The weight rows one CTA computes (plain C++: the plan counts CTAs with it).
+template <class Cfg>
+struct CtaTiles {
+  static constexpr int kKSlices = KSlicesOf<Cfg>::value;
+  static constexpr int kTileWarps = Cfg::kWarps / kKSlices;  // the warps of one K slice
+  static constexpr int kTilesPerCta = kTileWarps * Cfg::kTilesPerWarp;
+  static constexpr int kRowsPerCta = kTilesPerCta * tiling::kTileRows;
+  static_assert(Cfg::kWarps % kKSlices == 0 && Cfg::kChunksPerStage % kKSlices == 0,
+                "K slices split the warps and each stage's chunks evenly");
+};
+
 template <class Cfg, int kGroup>
-struct WeightGeometry {
+struct WeightGeometry : CtaTiles<Cfg> {
   static constexpr int kThreads = Cfg::kWarps * 32;  // the threads that copy (the loaders' plans)
   static constexpr int kBlockThreads = kThreads;      // the CTA's threads
-  static constexpr int kTilesPerCta = Cfg::kWarps * Cfg::kTilesPerWarp;
+  using CtaTiles<Cfg>::kTilesPerCta;
   static constexpr int kStageK = Cfg::kChunksPerStage * tiling::kChunkK;
   static constexpr int kChunkScaleBytes = tiling::chunk_scale_bytes(kGroup);
   static constexpr int kWeightBytes = kTilesPerCta * Cfg::kChunksPerStage * tiling::kChunkBytes;

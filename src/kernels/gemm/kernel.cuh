@@ -26,6 +26,34 @@
 
 namespace mxmoe::kernels::gemm {
 
+// K slices (geometry.hpp): slices 1.. leave their sums (kAccs float4 per lane) in the stages' shared
+// memory, no longer read by anyone, and slice 0 adds them in slice order (deterministic); returns
+// whether this warp goes on to the epilogue (slice 0's warps).
+template <class G, int kAccs>
+__device__ __forceinline__ bool add_k_slices(std::uint8_t* smem, float* acc, int slice, int warp, int lane) {
+  static_assert((G::kKSlices - 1) * G::kTileWarps * kAccs * 32 * 16 <= G::kSmemBytes, "the slices' sums fit the stages");
+  float4* sums = reinterpret_cast<float4*>(smem);
+  const auto at = [&](int s, int a) { return ((s - 1) * G::kTileWarps + warp) * kAccs * 32 + a * 32 + lane; };
+  __syncthreads();  // every warp is past its last stage
+  if (slice > 0) {
+#pragma unroll
+    for (int a = 0; a < kAccs; ++a) sums[at(slice, a)] = make_float4(acc[4 * a], acc[4 * a + 1], acc[4 * a + 2], acc[4 * a + 3]);
+  }
+  __syncthreads();
+  if (slice > 0) return false;
+#pragma unroll
+  for (int s = 1; s < G::kKSlices; ++s)
+#pragma unroll
+    for (int a = 0; a < kAccs; ++a) {
+      const float4 v = sums[at(s, a)];
+      acc[4 * a] += v.x;
+      acc[4 * a + 1] += v.y;
+      acc[4 * a + 2] += v.z;
+      acc[4 * a + 3] += v.w;
+    }
+  return true;
+}
+
 template <class Cfg, class Format, class Stage>
 __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_kernel(const MoeGemmParams p) {
   using G = GeometryOf<Cfg, Format>;
@@ -36,7 +64,9 @@ __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_ke
   extern __shared__ __align__(16) std::uint8_t smem[];
   __shared__ BlockPairs<Cfg::kTokens> pairs;
 
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int tid = threadIdx.x, lane = tid % 32;
+  // The warp's K slice and its place among the slice's warps (geometry.hpp: CtaTiles).
+  const int slice = G::kKSlices > 1 ? (tid / 32) / G::kTileWarps : 0, warp = (tid / 32) % G::kTileWarps;
   const int expert = block_expert(p, block);
   const int n_tiles = p.shape.tiles(), n_chunks = p.shape.chunks();
   // Split K (blockIdx.z, GEMM2 of tiny batches only): this CTA takes chunks [c_begin, c_begin +
@@ -98,7 +128,8 @@ __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_ke
     const int chunk0 = kt * Cfg::kChunksPerStage;
 
 #pragma unroll
-    for (int c = 0; c < Cfg::kChunksPerStage; ++c) {
+    for (int i = 0; i < Cfg::kChunksPerStage / G::kKSlices; ++i) {
+      const int c = slice + i * G::kKSlices;  // the slice's chunks of the stage
       if (chunk0 + c >= n_local) break;
       std::uint32_t a[Cfg::kTilesPerWarp][4][4];
 #pragma unroll
@@ -128,6 +159,9 @@ __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_ke
     }
   }
   ptx::cp_async_wait<0>();
+  if constexpr (G::kKSlices > 1) {
+    if (!add_k_slices<G, Cfg::kTilesPerWarp * G::kTokenTiles>(smem, &acc[0][0][0], slice, warp, lane)) return;
+  }
 
   const int g = lane / 4, t = lane % 4;
 #pragma unroll

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kernels/gemm/configs.hpp"
+#include "kernels/gemm/geometry.hpp"
 #include "kernels/dequant.hpp"
 #include "kernels/moe_gemm.hpp"
 
@@ -12,7 +13,7 @@ namespace mxmoe::kernels {
 
 int gemm_ctas_per_block(GemmTile tile, int rows) {
   return gemm::with_config(tile, [rows](auto cfg) {
-    constexpr int kTilesPerCta = decltype(cfg)::kWarps * decltype(cfg)::kTilesPerWarp;
+    constexpr int kTilesPerCta = gemm::CtaTiles<decltype(cfg)>::kTilesPerCta;
     return (rows / tiling::kTileRows + kTilesPerCta - 1) / kTilesPerCta;
   });
 }
@@ -23,7 +24,9 @@ int gemm_tokens_per_block(GemmTile tile) {
 
 GemmTile choose_gemm(int num_tokens, int top_k, int num_experts, bool batch_invariant, bool fp8_activations) {
   const double pairs_per_expert = static_cast<double>(num_tokens) * top_k / num_experts;
-  if (num_tokens <= 2) return GemmTile::Tiny;
+  // batch_invariant: every configuration it picks runs K in one order, one warp per row tile from
+  // chunk 0 up; Tiny's K slices add two halves (moe_gemm.hpp), so one and two tokens take Decode.
+  if (num_tokens <= 2) return batch_invariant ? GemmTile::Decode : GemmTile::Tiny;
   // The warpgroup-MMA ladder: blocks of 32 at N = 16 or 32, then of 64 at N = 32 or 64 up to
   // kWgmmaNarrowMaxPairs, then of 128 at N = 64 or 128. Measured on an H200
   // (bench/results/20261201-0320-H200-next3 and 20261201-0329-H200-plan-small, auto plans side by
@@ -73,10 +76,12 @@ GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& pr) {
                     pr.expert_weight_bytes >= kWideLaneMinExpertBytes && l.narrow != GemmTile::Tiny &&
                     l.narrow != GemmTile::Wgmma;
   if (!wide) {
-    const bool tiny = l.narrow == GemmTile::Tiny && pairs <= kDirectMaxPairs;
-    l.direct_groups = tiny && num_tokens == kDirectMaxTokens && pr.inter > 0 &&
-                      std::int64_t{gemm_ctas_per_block(GemmTile::Tiny, 2 * pr.inter)} * pairs <= kDirectGroupMaxCtas;
-    l.direct = (tiny && num_tokens == 1) || l.direct_groups;
+    // Direct blocks on the 8-token mma.sync configurations: Tiny, and Decode where batch_invariant
+    // (or --gemm-tile) puts one or two tokens on it.
+    const bool direct_tile = (l.narrow == GemmTile::Tiny || l.narrow == GemmTile::Decode) && pairs <= kDirectMaxPairs;
+    l.direct_groups = direct_tile && num_tokens == kDirectMaxTokens && pr.inter > 0 &&
+                      std::int64_t{gemm_ctas_per_block(l.narrow, 2 * pr.inter)} * pairs <= kDirectGroupMaxCtas;
+    l.direct = (direct_tile && num_tokens == 1) || l.direct_groups;
     l.narrow_max_blocks = l.direct ? pairs : max_lane_blocks(pairs, num_experts, bt);
     l.gemm1_splits = gemm1_k_splits(l.narrow, 2 * pr.inter, pr.hidden, l.narrow_max_blocks, pr.batch_invariant);
     return l;
@@ -115,7 +120,7 @@ int gemm1_k_splits(GemmTile tile, int rows, int k, int max_blocks, bool batch_in
       // trips; the whole GEMM1 can not beat its bytes over what the card streams in one latency.
       const int chunks = (k + tiling::kChunkK - 1) / tiling::kChunkK;
       constexpr double kInFlight = Cfg::kStages * Cfg::kChunksPerStage;
-      constexpr int kRowsPerCta = Cfg::kWarps * Cfg::kTilesPerWarp * tiling::kTileRows;
+      constexpr int kRowsPerCta = gemm::CtaTiles<Cfg>::kRowsPerCta;
       const double stream = static_cast<double>(ctas) * kRowsPerCta * k * kGemm1SplitBytesPerWeight / kGemm1SplitLatencyBytes;
       const double whole = chunks / kInFlight;
       int best = 1;
@@ -140,7 +145,7 @@ std::int64_t gemm1_split_partial_floats(int pairs, int inter) {
                     !gemm::SplitsGateUp<GemmSmall>::value && !gemm::SplitsGateUp<GemmMedium>::value &&
                     !gemm::SplitsGateUp<GemmPrefill>::value,
                 "the bound assumes only GemmTiny splits GEMM1");
-  constexpr std::int64_t kRowsPerCta = GemmTiny::kWarps * GemmTiny::kTilesPerWarp * tiling::kTileRows;
+  constexpr std::int64_t kRowsPerCta = gemm::CtaTiles<GemmTiny>::kRowsPerCta;
   constexpr std::int64_t kMaxValues = GemmTiny::kTokens * kRowsPerCta * kGemm1SplitBelowCtas;
   const std::int64_t values = static_cast<std::int64_t>(std::max(pairs, 0)) * 2 * std::max(inter, 0);
   return kMaxGemm1Splits * std::min(values, kMaxValues);

@@ -41,23 +41,30 @@ struct ScalePiece {
 
 template <class Cfg, class G>
 struct TileWeightLoader {
-  // The mma.sync kernel's plan (its K loop is issue-bound). Thread tid copies piece tid % 32 of
-  // every chunk of the stage of its tiles tid / 32 + t x kTileLanes: a warp copies whole 512-byte
-  // chunks (coalesced), and a thread's copies of one tile are its first chunk's address plus
-  // compile-time steps, so a stage costs one 64-bit add per tile and no bounds test when all its
-  // chunks lie inside the split (every stage but maybe the last).
+  // The mma.sync kernel's plan (its K loop is issue-bound). The warps form kTileLanes x kChunkLanes
+  // lanes: warp w copies, of tiles w % kTileLanes + t x kTileLanes, chunks w / kTileLanes + c x
+  // kChunkLanes of the stage, thread tid its piece tid % 32 of each (more warps than tiles, as with K
+  // slices, split the chunks). A warp copies whole 512-byte chunks (coalesced), and a thread's copies
+  // of one tile are its first chunk's address plus compile-time steps, so a stage costs one 64-bit
+  // add per tile and no bounds test when all its chunks lie inside the split (every stage but maybe
+  // the last).
   // (The per-piece bounds test and address select made a third of the decode K loop's instructions
   // in the SASS, where the loop is issue-bound: bench/results/20261201-0347-H200-diagnose.)
-  static constexpr int kTileLanes = G::kThreads / 32;
-  static_assert(G::kTilesPerCta % kTileLanes == 0, "tiles split evenly over the tile lanes");
+  static constexpr int kCopyWarps = G::kThreads / 32;
+  static constexpr int kTileLanes = kCopyWarps < G::kTilesPerCta ? kCopyWarps : G::kTilesPerCta;
+  static constexpr int kChunkLanes = kCopyWarps / kTileLanes;
+  static_assert(G::kTilesPerCta % kTileLanes == 0 && kCopyWarps % kTileLanes == 0, "tiles split evenly over the tile lanes");
+  static_assert(Cfg::kChunksPerStage % kChunkLanes == 0, "a stage's chunks split evenly over the chunk lanes");
   static constexpr int kTilesPerThread = G::kTilesPerCta / kTileLanes;
+  static constexpr int kChunksPerThread = Cfg::kChunksPerStage / kChunkLanes;
   static constexpr int kScalePieces = G::kScaleBytes / 16;
   static constexpr int kScalePerThread = (kScalePieces + G::kThreads - 1) / G::kThreads;
   static constexpr int kTileStageBytes = Cfg::kChunksPerStage * tiling::kChunkBytes;  // one tile's chunks in a stage
 
   const std::uint8_t* w_src[kTilesPerThread];  // the thread's piece of chunk c_begin of each of its tiles
   int w_bytes[kTilesPerThread];                // 16, or 0 for a tile past N (its pieces are written as zeros)
-  int w_dst;                                   // the piece's offset in a stage's first tile of the thread
+  int w_dst;                                   // the piece's offset in a stage's first chunk of the thread
+  int w_chunk;                                 // the thread's first chunk within a stage (its chunk lane)
   const std::uint8_t* s_src[kScalePerThread];
   int s_chunk[kScalePerThread];                // chunk within the stage
   int s_bytes[kScalePerThread];                // 16, or 0 for a tile past N
@@ -70,11 +77,13 @@ struct TileWeightLoader {
   // may run whole stages.
   __device__ TileWeightLoader(const MoeGemmParams& p, const std::uint8_t* w_expert, const std::uint8_t* s_expert, int tile0,
                               int c_begin, int n_local_, int tid)
-      : w_dst(((tid / 32) * kTileStageBytes) + (tid % 32) * 16), s_dst(tid * 16), n_local(n_local_) {
+      : w_chunk(kChunkLanes > 1 ? (tid / 32) / kTileLanes : 0), s_dst(tid * 16), n_local(n_local_) {
     const int n_tiles = p.shape.tiles(), n_chunks = p.shape.chunks();
+    const int tile_lane = (tid / 32) % kTileLanes;
+    w_dst = tile_lane * kTileStageBytes + w_chunk * tiling::kChunkBytes + (tid % 32) * 16;
 #pragma unroll
     for (int t = 0; t < kTilesPerThread; ++t) {
-      const int tile = tile0 + tid / 32 + t * kTileLanes;
+      const int tile = tile0 + tile_lane + t * kTileLanes;
       w_bytes[t] = tile < n_tiles ? 16 : 0;
       w_src[t] = w_expert + (static_cast<std::int64_t>(tile < n_tiles ? tile : 0) * n_chunks + c_begin) * tiling::kChunkBytes + (tid % 32) * 16;
     }
@@ -94,32 +103,35 @@ struct TileWeightLoader {
   __device__ void load_weights(std::uint8_t* smem, int stage, int k_iter) const {
     std::uint8_t* sw = smem + stage * G::kStageBytes + G::kWeightOffset + w_dst;
     std::uint8_t* ss = smem + stage * G::kStageBytes + G::kScaleOffset + s_dst;
-    const int chunk0 = k_iter * Cfg::kChunksPerStage;
-    if (chunk0 + Cfg::kChunksPerStage <= n_local) {  // warp-uniform: every chunk of the stage is inside the split
+    const int chunk0 = k_iter * Cfg::kChunksPerStage + w_chunk;  // the thread's first chunk of the stage
+    const int stage0 = k_iter * Cfg::kChunksPerStage;
+    if (stage0 + Cfg::kChunksPerStage <= n_local) {  // warp-uniform: every chunk of the stage is inside the split
 #pragma unroll
       for (int t = 0; t < kTilesPerThread; ++t) {
         const std::uint8_t* src = w_src[t] + chunk0 * tiling::kChunkBytes;
 #pragma unroll
-        for (int c = 0; c < Cfg::kChunksPerStage; ++c)
-          ptx::cp_async16(sw + t * kTileLanes * kTileStageBytes + c * tiling::kChunkBytes, src + c * tiling::kChunkBytes, w_bytes[t]);
+        for (int c = 0; c < kChunksPerThread; ++c)
+          ptx::cp_async16(sw + t * kTileLanes * kTileStageBytes + c * kChunkLanes * tiling::kChunkBytes,
+                          src + c * kChunkLanes * tiling::kChunkBytes, w_bytes[t]);
       }
 #pragma unroll
       for (int j = 0; j < kScalePerThread; ++j)
-        ptx::cp_async16_if(s_active[j], ss + j * G::kThreads * 16, s_src[j] + chunk0 * G::kChunkScaleBytes, s_bytes[j]);
+        ptx::cp_async16_if(s_active[j], ss + j * G::kThreads * 16, s_src[j] + stage0 * G::kChunkScaleBytes, s_bytes[j]);
       return;
     }
 #pragma unroll
     for (int t = 0; t < kTilesPerThread; ++t)
 #pragma unroll
-      for (int c = 0; c < Cfg::kChunksPerStage; ++c) {
-        const bool ok = chunk0 + c < n_local;
-        ptx::cp_async16(sw + t * kTileLanes * kTileStageBytes + c * tiling::kChunkBytes,
-                        w_src[t] + (ok ? (chunk0 + c) * tiling::kChunkBytes : 0), ok ? w_bytes[t] : 0);
+      for (int c = 0; c < kChunksPerThread; ++c) {
+        const int chunk = chunk0 + c * kChunkLanes;
+        const bool ok = chunk < n_local;
+        ptx::cp_async16(sw + t * kTileLanes * kTileStageBytes + c * kChunkLanes * tiling::kChunkBytes,
+                        w_src[t] + (ok ? chunk * tiling::kChunkBytes : 0), ok ? w_bytes[t] : 0);
       }
 #pragma unroll
     for (int j = 0; j < kScalePerThread; ++j) {
-      const bool ok = chunk0 + s_chunk[j] < n_local;
-      ptx::cp_async16_if(s_active[j], ss + j * G::kThreads * 16, s_src[j] + (ok ? chunk0 * G::kChunkScaleBytes : 0), ok ? s_bytes[j] : 0);
+      const bool ok = stage0 + s_chunk[j] < n_local;
+      ptx::cp_async16_if(s_active[j], ss + j * G::kThreads * 16, s_src[j] + (ok ? stage0 * G::kChunkScaleBytes : 0), ok ? s_bytes[j] : 0);
     }
   }
 };
