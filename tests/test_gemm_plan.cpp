@@ -139,15 +139,11 @@ TEST(GemmPlan, WideLaneForExpertsBeyondOneNarrowBlock) {
   EXPECT_TRUE(two.direct && two.direct_groups) << "two tokens: an expert's pairs in its first pair's block";
   EXPECT_EQ(two.narrow_max_blocks, 16);
   EXPECT_FALSE(one.direct_groups) << "one token: a block per pair";
-  EXPECT_FALSE(plan_gemm_lanes(GemmTile::Auto, {2, 8, 256, kBigExpert}).direct) << "I not given";
-  EXPECT_TRUE(plan_gemm_lanes(GemmTile::Auto, {2, 8, 256, kBigExpert, false, false, 4096, 2048}).direct)
-      << "128 x 16 CTAs: at the bound";
-  EXPECT_FALSE(plan_gemm_lanes(GemmTile::Auto, {2, 8, 256, kBigExpert, false, false, 4096, 2080}).direct)
-      << "130 x 16 CTAs: above it";
-  EXPECT_FALSE(plan_gemm_lanes(GemmTile::Auto, {2, 6, 13, kBigExpert, false, false, 7936, 4928}).direct)
-      << "e13 h7936 i4928 k6: 308 x 12 CTAs, the id scans cost more than the align kernel";
-  const GemmLanes aligned_two = plan_gemm_lanes(GemmTile::Tiny, {2, 8, 256, kBigExpert, false, false, 4096, 4096});
-  EXPECT_EQ(aligned_two.narrow_max_blocks, 2 + 16) << "floor(16 / 8) + min(256, 16)";
+  EXPECT_TRUE(plan_gemm_lanes(GemmTile::Auto, {2, 6, 13, kBigExpert, false, false, 7936, 4928}).direct)
+      << "e13 h7936 i4928 k6: 308 x 12 CTAs in several waves, the id scans read shared memory";
+  const GemmLanes aligned_two = plan_gemm_lanes(GemmTile::Tiny, {2, 9, 256, kBigExpert, false, false, 4096, 4096});
+  EXPECT_FALSE(aligned_two.direct) << "18 pairs: more than one pass of the ids";
+  EXPECT_EQ(aligned_two.narrow_max_blocks, 2 + 18) << "floor(18 / 8) + min(256, 18)";
   const GemmLanes three = plan_gemm_lanes(GemmTile::Tiny, {3, 8, 256, kBigExpert});
   EXPECT_FALSE(three.direct) << "three tokens: aligned, even on Tiny";
   EXPECT_EQ(three.narrow_max_blocks, 3 + 24) << "floor(24 / 8) + min(256, 24)";

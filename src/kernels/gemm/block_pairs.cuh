@@ -35,15 +35,36 @@ template <class Stage>
 __device__ __forceinline__ void exit_early() {
   if constexpr (!Stage::kWaitAtStart) ptx::grid_dependency_wait();
 }
-// Whether `block` exists (the mma.sync kernel: one CTA per block); a direct block whose id is
-// masked (-1) or out of range, or whose pair is not its group's first, does not
-// (direct_blocks.hpp). The ids are read after the wait that makes them final (GEMM1 waits first;
-// GEMM2 launches after GEMM1's blocks passed theirs).
+// Direct groups scan every routed pair's id (direct_blocks.hpp); from global memory each scan was
+// four rounds of predicated loads (~1 us per CTA start, bench/results/20261202-0123-H200-direct-two-groups),
+// so the CTA's first kDirectMaxPairs threads copy the ids into shared memory once (-1 past the
+// pairs), one barrier, and both scans read them there.
+__device__ __forceinline__ std::int32_t* direct_ids_shared() {
+  __shared__ std::int32_t ids[kDirectMaxPairs];
+  return ids;
+}
+// The ids the direct-block rule reads: shared memory for groups (after stage_direct_ids), else the
+// forward's own (one token reads only its block's id).
+__device__ __forceinline__ const std::int32_t* direct_ids(const MoeGemmParams& p) {
+  return p.direct_groups ? direct_ids_shared() : p.direct_ids;
+}
+__device__ __forceinline__ void stage_direct_ids(const MoeGemmParams& p) {
+  const int t = threadIdx.x;
+  if (t < kDirectMaxPairs) direct_ids_shared()[t] = t < p.direct_blocks ? p.direct_ids[t] : -1;
+  __syncthreads();
+}
+
+// Whether `block` exists (the mma.sync kernel: one CTA per block, at least kDirectMaxPairs threads);
+// a direct block whose id is masked (-1) or out of range, or whose pair is not its group's first,
+// does not (direct_blocks.hpp). The ids are read after the wait that makes them final (GEMM1 waits
+// first; GEMM2 launches after GEMM1's blocks passed theirs). Every branch before the barrier of
+// stage_direct_ids is uniform over the CTA.
 template <class Stage, int kTokens>
 __device__ __forceinline__ bool begin_block(const MoeGemmParams& p, int block) {
   if (block < blocks_ready<Stage>(p)) {
     if (!p.direct_ids) return true;
-    if (direct_block_runs<kTokens>(p.direct_ids, p.direct_groups, p.num_experts, block)) return true;
+    if (p.direct_groups) stage_direct_ids(p);
+    if (direct_block_runs<kTokens>(direct_ids(p), p.direct_groups, p.num_experts, block)) return true;
   }
   exit_early<Stage>();
   return false;
@@ -59,7 +80,7 @@ struct BlockPairs {
   // Slot `slot` of `block` (the align kernel's order), its act_row and weight.
   template <class Stage>
   __device__ int load_slot(const MoeGemmParams& p, int block, int slot) {
-    const int id = p.direct_ids ? direct_slot(p.direct_ids, p.direct_groups, p.direct_blocks, block, slot) : p.sorted_pairs[block * kTokens + slot];
+    const int id = p.direct_ids ? direct_slot(direct_ids(p), p.direct_groups, p.direct_blocks, block, slot) : p.sorted_pairs[block * kTokens + slot];
     pair[slot] = id;
     act_row[slot] = id >= 0 ? id / p.act_row_divisor : -1;
     weight[slot] = id >= 0 ? Stage::pair_weight(p, id) : 0.0f;

@@ -8,11 +8,9 @@
 // runs the whole group, as the align kernel would have made one block of them (two tokens sharing an
 // expert read its weights once); every other block exits. Repeated ids within a token only make more
 // groups. The plan runs direct blocks only up to kDirectMaxPairs pairs, so a thread reads them all
-// with predicated loads in an unrolled loop. ptxas issues those in batches of four to six (it has
-// seven predicates), each batch's compares waiting on its loads: three round trips for the rank and
-// as many for the slots, against one before; that is the ~1 us each CTA's start pays (measured),
-// hence one token without it. Not yet tried: the CTA's first kDirectMaxPairs threads load one id
-// each into shared memory, one barrier, then the scans read shared memory (one round trip).
+// in an unrolled loop; the kernels pass a copy of the ids in shared memory (gemm/block_pairs.cuh):
+// from global memory, ptxas issued the predicated loads in batches of four to six, each batch's
+// compares waiting on its loads, four round trips per scan (~1 us per CTA start, measured).
 #pragma once
 
 #include <cstdint>

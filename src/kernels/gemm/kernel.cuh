@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_ke
   const int K = max(0, min(p.shape.k - c_begin * tiling::kChunkK, n_local * tiling::kChunkK));
   const int tile0 = blockIdx.x * G::kTilesPerCta;
 
-  static_assert(Cfg::kTokens <= G::kThreads, "one thread per token slot");
+  static_assert(Cfg::kTokens <= G::kThreads && kDirectMaxPairs <= G::kThreads, "one thread per token slot and per direct id");
   // A block holds its expert's pairs first and padding after, so only the first token tiles are
   // live: the rows of the others are written as zeros (copies of 0 bytes). Their columns are never
   // stored; an MMA column depends only on its own B column. (Skipping their MMAs too, with a
