@@ -139,8 +139,13 @@ TEST(GemmPlan, WideLaneForExpertsBeyondOneNarrowBlock) {
   EXPECT_TRUE(two.direct && two.direct_groups) << "two tokens: an expert's pairs in its first pair's block";
   EXPECT_EQ(two.narrow_max_blocks, 16);
   EXPECT_FALSE(one.direct_groups) << "one token: a block per pair";
-  EXPECT_TRUE(plan_gemm_lanes(GemmTile::Auto, {2, 6, 13, kBigExpert, false, false, 7936, 4928}).direct)
-      << "e13 h7936 i4928 k6: 308 x 12 CTAs in several waves, the id scans read shared memory";
+  EXPECT_FALSE(plan_gemm_lanes(GemmTile::Auto, {2, 8, 256, kBigExpert}).direct) << "I not given";
+  EXPECT_TRUE(plan_gemm_lanes(GemmTile::Auto, {2, 8, 256, kBigExpert, false, false, 4096, 2048}).direct)
+      << "128 x 16 CTAs: at the bound";
+  EXPECT_FALSE(plan_gemm_lanes(GemmTile::Auto, {2, 8, 256, kBigExpert, false, false, 4096, 2080}).direct)
+      << "130 x 16 CTAs: above it";
+  EXPECT_FALSE(plan_gemm_lanes(GemmTile::Auto, {2, 6, 13, kBigExpert, false, false, 7936, 4928}).direct)
+      << "e13 h7936 i4928 k6: 308 x 12 CTAs in several waves, slower direct";
   const GemmLanes aligned_two = plan_gemm_lanes(GemmTile::Tiny, {2, 9, 256, kBigExpert, false, false, 4096, 4096});
   EXPECT_FALSE(aligned_two.direct) << "18 pairs: more than one pass of the ids";
   EXPECT_EQ(aligned_two.narrow_max_blocks, 2 + 18) << "floor(18 / 8) + min(256, 18)";

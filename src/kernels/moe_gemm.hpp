@@ -167,13 +167,15 @@ struct GemmProblem {
 // batch-invariant (the lane's sums are wgmma's), and an expert's weights reach
 // kWideLaneMinExpertBytes (the lane's two launches cost a few microseconds, what re-reading a small
 // expert's weights a few times costs too); its threshold is one more pair than a narrow block
-// holds. One and two (kDirectMaxTokens) tokens on Tiny (or Decode) run direct, up to kDirectMaxPairs
-// routed pairs: two through direct groups, whose id scans read a shared-memory copy of the ids
-// (gemm/block_pairs.cuh; from global memory they cost each CTA's start ~1 us, so layers whose GEMM1
-// ran several waves had to stay aligned: bench/results/20261202-0123-H200-direct-two-groups).
+// holds. One token on Tiny (or Decode) runs direct; two (kDirectMaxTokens) do up to kDirectMaxPairs
+// routed pairs when GEMM1 has at most kDirectGroupMaxCtas CTAs (H200: 2-6 us faster at two tokens on
+// small layers, bench/results/20261202-0123-H200-direct-two-groups). Above it, layers of 34-62 MB
+// experts whose GEMM1 runs several waves were 1-4% slower direct, also once the id scans read a
+// shared-memory copy (bench/results/20261202-1344-H200-direct-smem-ab), so not for the scans' cost.
 constexpr int kWideLaneMinTokens = 32;
 constexpr int kDirectMaxTokens = 2;
 constexpr int kDirectMaxPairs = 16;  // and at most this many routed pairs (gemm/direct_blocks.hpp)
+constexpr std::int64_t kDirectGroupMaxCtas = 2048;
 constexpr std::int64_t kWideLaneMinExpertBytes = std::int64_t{4} << 20;
 GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& problem);
 // The most blocks of `block_tokens` slots a lane can need for `pairs` routed pairs when each of its

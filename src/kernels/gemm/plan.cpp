@@ -79,7 +79,8 @@ GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& pr) {
     // Direct blocks on the 8-token mma.sync configurations: Tiny, and Decode where batch_invariant
     // (or --gemm-tile) puts one or two tokens on it.
     const bool direct_tile = (l.narrow == GemmTile::Tiny || l.narrow == GemmTile::Decode) && pairs <= kDirectMaxPairs;
-    l.direct_groups = direct_tile && num_tokens == kDirectMaxTokens;
+    l.direct_groups = direct_tile && num_tokens == kDirectMaxTokens && pr.inter > 0 &&
+                      std::int64_t{gemm_ctas_per_block(l.narrow, 2 * pr.inter)} * pairs <= kDirectGroupMaxCtas;
     l.direct = (direct_tile && num_tokens == 1) || l.direct_groups;
     l.narrow_max_blocks = l.direct ? pairs : max_lane_blocks(pairs, num_experts, bt);
     l.gemm1_splits = gemm1_k_splits(l.narrow, 2 * pr.inter, pr.hidden, l.narrow_max_blocks, pr.batch_invariant);
