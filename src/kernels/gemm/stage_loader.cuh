@@ -206,11 +206,8 @@ template <class Cfg, class G>
 struct PaddedActLoader {
   static constexpr int kUnitK = 16 / G::kActElem;  // K values of a 16-byte piece (8 16-bit, 16 e4m3)
   static constexpr int kPiecesPerRow = G::kStageK / kUnitK, kActPieces = Cfg::kTokens * kPiecesPerRow;
-  // More threads than a stage's pieces (e4m3 rows on a CTA of many warps): threads past the last
-  // piece copy nothing (a predicated-off copy).
-  static constexpr bool kRagged = kActPieces < G::kThreads;
-  static_assert(kRagged || kActPieces % G::kThreads == 0, "activation pieces split evenly over threads");
-  static constexpr int kActPerThread = kRagged ? 1 : kActPieces / G::kThreads;
+  static_assert(kActPieces % G::kThreads == 0, "activation pieces split evenly over threads");
+  static constexpr int kActPerThread = kActPieces / G::kThreads;
 
   const std::uint8_t* a_src[kActPerThread];  // the piece at stage 0 (a padding slot's or a dead tile's: in row 0, never read)
   int a_k[kActPerThread];      // first K of the piece at stage 0
@@ -218,14 +215,12 @@ struct PaddedActLoader {
   int a_dst[kActPerThread];    // the piece's offset in a stage's activation rows
   const std::uint8_t* act;
   int K;
-  bool a_on = true;  // kRagged: the thread has a piece
 
   __device__ PaddedActLoader(const MoeGemmParams& p, int c_begin, int K_, const std::int32_t* s_act_row, int live_tiles, int tid)
       : act(act_bytes<G::kActElem>(p)), K(K_) {
-    if constexpr (kRagged) a_on = tid < kActPieces;
 #pragma unroll
     for (int j = 0; j < kActPerThread; ++j) {
-      const int i = kRagged ? tid % kActPieces : tid + j * G::kThreads;
+      const int i = tid + j * G::kThreads;
       const int row = i / kPiecesPerRow, piece = i % kPiecesPerRow;
       const int src_row = s_act_row[row];
       a_k[j] = piece * kUnitK;
@@ -243,18 +238,14 @@ struct PaddedActLoader {
     const int k0 = k_iter * G::kStageK;
     if (k0 + G::kStageK <= K) {  // warp-uniform
 #pragma unroll
-      for (int j = 0; j < kActPerThread; ++j) copy(sx + a_dst[j], a_src[j] + k0 * G::kActElem, a_bytes[j]);
+      for (int j = 0; j < kActPerThread; ++j) ptx::cp_async16(sx + a_dst[j], a_src[j] + k0 * G::kActElem, a_bytes[j]);
       return;
     }
 #pragma unroll
     for (int j = 0; j < kActPerThread; ++j) {
       const bool valid = a_bytes[j] != 0 && k0 + a_k[j] < K;
-      copy(sx + a_dst[j], valid ? a_src[j] + k0 * G::kActElem : act, valid ? 16 : 0);
+      ptx::cp_async16(sx + a_dst[j], valid ? a_src[j] + k0 * G::kActElem : act, valid ? 16 : 0);
     }
-  }
-  __device__ void copy(std::uint8_t* dst, const std::uint8_t* src, int bytes) const {
-    if constexpr (kRagged) ptx::cp_async16_if(a_on, dst, src, bytes);
-    else ptx::cp_async16(dst, src, bytes);
   }
 };
 
