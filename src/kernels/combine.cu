@@ -20,45 +20,84 @@ struct F16Out {
 };
 
 // One CTA per (token, slice of H); four hidden features per thread (H is a multiple of 32).
-template <class Out>
-__global__ void combine_kernel(const float* __restrict__ partial, int splits, std::int64_t split_stride,
+// At one token the combine sits on the critical path after GEMM2, so its loads must be in flight
+// together: the token's ids (one round trip), then all its k x kSplits partial rows (one more).
+// kSplits: GEMM2's K splits (1 or 2, gemm2_k_splits), unrolled; 0 takes any count in a loop.
+// kMaxK: the slots unrolled (top_k <= kMaxK), so that the rows fit the registers at once (with 16
+// slots of two splits ptxas interleaved loads with the adds: one latency per few rows; with the
+// splits in a runtime loop every slot was a chain of its own). Sums in the order slot 0..k-1, each
+// slot's splits first, as before.
+template <class Out, int kSplits, int kMaxK>
+__global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(const float* __restrict__ partial, int splits, std::int64_t split_stride,
                                const std::int32_t* __restrict__ topk_ids, int top_k, int hidden, int num_experts,
                                std::uint16_t* __restrict__ out) {
+  constexpr int kHeld = kSplits > 0 ? kSplits : 1;  // the splits held in registers
   const int token = blockIdx.x;
   const int h = (blockIdx.y * kCombineThreads + threadIdx.x) * 4;
   ptx::grid_dependency_wait();
   ptx::allow_dependents_launch();
   if (h >= hidden) return;
-  // All loads are issued before the first add (the slot loop is unrolled and predicated), so a
-  // token's k partial rows arrive in one memory latency rather than k.
-  float4 v[kMaxCombineTopK];
+  bool live[kMaxK];
 #pragma unroll
-  for (int s = 0; s < kMaxCombineTopK; ++s) {
-    v[s] = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (s >= top_k) continue;
-    const int pair = token * top_k + s;
-    const int e = topk_ids[pair];
-    if (e < 0 || e >= num_experts) continue;
-    const float* row = partial + static_cast<std::int64_t>(pair) * hidden + h;
-    v[s] = *reinterpret_cast<const float4*>(row);
-    for (int z = 1; z < splits; ++z) {
-      const float4 more = *reinterpret_cast<const float4*>(row + z * split_stride);
-      v[s].x += more.x;
-      v[s].y += more.y;
-      v[s].z += more.z;
-      v[s].w += more.w;
-    }
+  for (int s = 0; s < kMaxK; ++s) {
+    const int e = s < top_k ? topk_ids[token * top_k + s] : -1;
+    live[s] = e >= 0 && e < num_experts;
   }
-  float4 sum = v[0];
+  const float* rows = partial + static_cast<std::int64_t>(token) * top_k * hidden + h;
+  // Every load is unconditional (a dead slot reads the token's first row, which exists, and drops
+  // it): predicated loads were issued a few at a time, each batch after the last one's adds.
+  float4 v[kMaxK][kHeld];
 #pragma unroll
-  for (int s = 1; s < kMaxCombineTopK; ++s) {
-    sum.x += v[s].x;
-    sum.y += v[s].y;
-    sum.z += v[s].z;
-    sum.w += v[s].w;
+  for (int s = 0; s < kMaxK; ++s)
+#pragma unroll
+    for (int z = 0; z < kHeld; ++z)
+      v[s][z] = *reinterpret_cast<const float4*>(live[s] ? rows + s * hidden + z * split_stride : rows);
+#pragma unroll
+  for (int s = 0; s < kMaxK; ++s)
+#pragma unroll
+    for (int z = 0; z < kHeld; ++z)
+      if (!live[s]) v[s][z] = make_float4(0.f, 0.f, 0.f, 0.f);
+  float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+  for (int s = 0; s < kMaxK; ++s) {
+    float4 slot = v[s][0];
+#pragma unroll
+    for (int z = 1; z < kHeld; ++z) {
+      slot.x += v[s][z].x;
+      slot.y += v[s][z].y;
+      slot.z += v[s][z].z;
+      slot.w += v[s][z].w;
+    }
+    if constexpr (kSplits == 0) {
+      for (int z = 1; live[s] && z < splits; ++z) {
+        const float4 more = *reinterpret_cast<const float4*>(rows + s * hidden + z * split_stride);
+        slot.x += more.x;
+        slot.y += more.y;
+        slot.z += more.z;
+        slot.w += more.w;
+      }
+    }
+    if (s == 0) {
+      sum = slot;
+    } else {
+      sum.x += slot.x;
+      sum.y += slot.y;
+      sum.z += slot.z;
+      sum.w += slot.w;
+    }
   }
   const uint2 packed = make_uint2(Out::bits(sum.x) | Out::bits(sum.y) << 16, Out::bits(sum.z) | Out::bits(sum.w) << 16);
   *reinterpret_cast<uint2*>(out + static_cast<std::int64_t>(token) * hidden + h) = packed;
+}
+
+using CombineKernel = void (*)(const float*, int, std::int64_t, const std::int32_t*, int, int, int, std::uint16_t*);
+template <class Out, int kSplits>
+CombineKernel combine_for_k(int top_k) {
+  return top_k <= 4 ? combine_kernel<Out, kSplits, 4> : top_k <= 8 ? combine_kernel<Out, kSplits, 8> : combine_kernel<Out, kSplits, kMaxCombineTopK>;
+}
+template <class Out>
+CombineKernel combine_for(int splits, int top_k) {
+  return splits == 1 ? combine_for_k<Out, 1>(top_k) : splits == 2 ? combine_for_k<Out, 2>(top_k) : combine_for_k<Out, 0>(top_k);
 }
 
 }  // namespace
@@ -70,7 +109,8 @@ void launch_combine(const float* partial, int splits, std::int64_t split_stride,
   if (top_k > kMaxCombineTopK)
     fail(ErrorCode::Unsupported, "combine supports top_k up to " + std::to_string(kMaxCombineTopK) + ", got " + std::to_string(top_k));
   const dim3 grid(static_cast<unsigned>(num_tokens), (hidden / 4 + kCombineThreads - 1) / kCombineThreads);
-  launch_dependent(f16_out ? combine_kernel<F16Out> : combine_kernel<Bf16Out>, grid, dim3(kCombineThreads), 0, stream, "combine", partial, splits, split_stride,
+  launch_dependent(f16_out ? combine_for<F16Out>(splits, top_k) : combine_for<Bf16Out>(splits, top_k), grid, dim3(kCombineThreads), 0, stream,
+                   "combine", partial, splits, split_stride,
                    topk_ids, top_k, hidden, num_experts, out);
 }
 
