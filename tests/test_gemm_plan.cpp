@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/gemm/direct_blocks.hpp"
+#include "kernels/gemm/geometry.hpp"
 #include "kernels/moe_gemm.hpp"
 #include "test_util.hpp"
 
@@ -61,6 +62,29 @@ TEST(GemmPlan, RefusesWhatNoKernelRuns) {
   expect_error([] { choose_gemm_format(8, false, {127, 0}); }, ErrorCode::InvalidArgument, "got 8");
   expect_error([] { choose_gemm_format(32, false, {255, 0}); }, ErrorCode::InvalidArgument, "0..254");
   expect_error([] { choose_gemm_format(32, false, {200, 256}); }, ErrorCode::InvalidArgument, "0..255");
+}
+
+// K slices (gemm/geometry.hpp): Tiny's four warps form two slices over two row tiles, so a CTA
+// still computes 32 rows (what the plan counts) with twice the warps; the other configurations
+// keep one warp per tile and the whole K.
+TEST(GemmPlan, KSlicesShareTheRowsNotTheCtaCount) {
+  using Tiny = gemm::CtaTiles<GemmTiny>;
+  EXPECT_EQ(Tiny::kKSlices, 2);
+  EXPECT_EQ(Tiny::kTileWarps, 2);
+  EXPECT_EQ(Tiny::kRowsPerCta, 32);
+  EXPECT_EQ(GemmTiny::kWarps, Tiny::kKSlices * Tiny::kTileWarps);
+  EXPECT_EQ(GemmTiny::kChunksPerStage % Tiny::kKSlices, 0) << "each slice takes whole chunks of every stage";
+  EXPECT_EQ(gemm::CtaTiles<GemmDecode>::kKSlices, 1);
+  EXPECT_EQ(gemm::CtaTiles<GemmDecode>::kRowsPerCta, 64);
+  EXPECT_EQ(gemm::CtaTiles<GemmWgmma>::kKSlices, 1);
+  EXPECT_EQ(gemm_ctas_per_block(GemmTile::Tiny, 4096), 128) << "4096 rows / 32 per CTA";
+  EXPECT_EQ(gemm_ctas_per_block(GemmTile::Tiny, 2 * 2880), 180) << "gpt-oss-120b's GEMM1";
+  // The mma.sync geometry copies with every warp: Tiny's 128 threads split a stage's 256 weight
+  // pieces and 256 activation pieces evenly.
+  using G = gemm::Geometry<GemmTiny, 32>;
+  EXPECT_EQ(G::kThreads, 128);
+  EXPECT_EQ(G::kWeightBytes / 16 % G::kThreads, 0);
+  EXPECT_EQ(GemmTiny::kTokens * G::kStageK * 2 / 16 % G::kThreads, 0);
 }
 
 TEST(GemmPlan, ConfigurationsByPairsPerExpert) {
