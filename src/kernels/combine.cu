@@ -19,6 +19,13 @@ struct F16Out {
   __device__ static std::uint32_t bits(float v) { return __half_as_ushort(__float2half_rn(v)); }
 };
 
+__device__ __forceinline__ void add_to(float4& a, const float4& b) {
+  a.x += b.x;
+  a.y += b.y;
+  a.z += b.z;
+  a.w += b.w;
+}
+
 // One CTA per (token, slice of H); four hidden features per thread (H is a multiple of 32).
 // At one token the combine sits on the critical path after GEMM2, so its loads must be in flight
 // together: the token's ids (one round trip), then all its k x kSplits partial rows (one more).
@@ -62,29 +69,12 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(const float
   for (int s = 0; s < kMaxK; ++s) {
     float4 slot = v[s][0];
 #pragma unroll
-    for (int z = 1; z < kHeld; ++z) {
-      slot.x += v[s][z].x;
-      slot.y += v[s][z].y;
-      slot.z += v[s][z].z;
-      slot.w += v[s][z].w;
-    }
+    for (int z = 1; z < kHeld; ++z) add_to(slot, v[s][z]);
     if constexpr (kSplits == 0) {
-      for (int z = 1; live[s] && z < splits; ++z) {
-        const float4 more = *reinterpret_cast<const float4*>(rows + s * hidden + z * split_stride);
-        slot.x += more.x;
-        slot.y += more.y;
-        slot.z += more.z;
-        slot.w += more.w;
-      }
+      for (int z = 1; live[s] && z < splits; ++z) add_to(slot, *reinterpret_cast<const float4*>(rows + s * hidden + z * split_stride));
     }
-    if (s == 0) {
-      sum = slot;
-    } else {
-      sum.x += slot.x;
-      sum.y += slot.y;
-      sum.z += slot.z;
-      sum.w += slot.w;
-    }
+    if (s == 0) sum = slot;  // not 0 + slot: a -0 sum stays -0, as before
+    else add_to(sum, slot);
   }
   const uint2 packed = make_uint2(Out::bits(sum.x) | Out::bits(sum.y) << 16, Out::bits(sum.z) | Out::bits(sum.w) << 16);
   *reinterpret_cast<uint2*>(out + static_cast<std::int64_t>(token) * hidden + h) = packed;
