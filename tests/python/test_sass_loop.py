@@ -71,3 +71,58 @@ def test_main_names_a_missing_kernel(sass_loop, tmp_path, capsys):
     assert "no kernel matches 'Gemm' (2 in" in capsys.readouterr().err
     assert sass_loop.main(["sass-loop", str(listing), "decode"]) == 0
     assert "K loop 0x10-0x70" in capsys.readouterr().out
+
+
+def test_budget_passes_within_tolerance_and_fails_above(sass_loop):
+    import io
+
+    functions = sass_loop.parse_functions(LISTING)
+    out = io.StringIO()
+    assert sass_loop.check_budget({"tolerance": 0.0, "kernels": {"decode": 7}}, functions, out) == 0, out.getvalue()
+    assert "ok   decode: 7 instructions in the K loop (1 MMA), budget 7" in out.getvalue()
+    out = io.StringIO()
+    assert sass_loop.check_budget({"tolerance": 0.2, "kernels": {"decode": 5}}, functions, out) == 1, "7 > 5 x 1.2"
+    assert "FAIL decode" in out.getvalue()
+    assert sass_loop.check_budget({"tolerance": 0.4, "kernels": {"decode": 5}}, functions, io.StringIO()) == 0, "7 <= 5 x 1.4"
+
+
+def test_budget_names_exactly_one_kernel_with_a_loop(sass_loop):
+    import io
+
+    functions = sass_loop.parse_functions(LISTING)
+    out = io.StringIO()
+    assert sass_loop.check_budget({"kernels": {"_Z": 100, "absent": 100, "copy": 100}}, functions, out) == 3
+    text = out.getvalue()
+    assert "FAIL _Z: 2 kernels match" in text and "FAIL absent: 0 kernels match" in text, text
+    assert "FAIL copy: no K loop with an MMA" in text, text
+
+
+def test_budget_mode_reads_a_listing_and_exits_one_when_over(sass_loop, tmp_path, capsys):
+    import json
+
+    listing = tmp_path / "instances_mxfp4.cu.txt"
+    listing.write_text(LISTING)
+    budget = tmp_path / "budget.json"
+    budget.write_text(json.dumps({"object": listing.name, "tolerance": 0.0, "kernels": {"decode": 7}}))
+    assert sass_loop.main(["sass-loop", "--budget", str(budget), str(tmp_path)]) == 0
+    budget.write_text(json.dumps({"object": listing.name, "tolerance": 0.0, "kernels": {"decode": 6}}))
+    assert sass_loop.main(["sass-loop", "--budget", str(budget), str(tmp_path)]) == 1
+    assert "record the new counts" in capsys.readouterr().err
+    budget.write_text(json.dumps({"object": "absent.o", "kernels": {"decode": 7}}))
+    assert sass_loop.main(["sass-loop", "--budget", str(budget), str(tmp_path)]) == 1
+
+
+def test_budget_mode_skips_without_cuobjdump(sass_loop, tmp_path, monkeypatch, capsys):
+    import json
+
+    obj = tmp_path / "instances_mxfp4.cu.o"
+    obj.write_bytes(b"\x7fELF")
+
+    def missing():
+        raise sass_loop.NoCuobjdump("sass-loop: no cuobjdump")
+
+    monkeypatch.setattr(sass_loop, "find_cuobjdump", missing)
+    budget = tmp_path / "budget.json"
+    budget.write_text(json.dumps({"object": obj.name, "kernels": {"decode": 7}}))
+    assert sass_loop.main(["sass-loop", "--budget", str(budget), str(tmp_path)]) == 77, "ctest's skip code"
+    assert "not checked" in capsys.readouterr().err
