@@ -91,6 +91,8 @@ __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_ke
   const StageLoader<Cfg, G> loader(p, p.weights + expert * p.expert_weight_stride, p.scales + expert * p.expert_scale_stride,
                                    tile0, c_begin, n_local, K, pairs.act_row, live_tiles, tid);
 
+  const std::uint32_t smem_s = ptx::smem_addr(smem);  // the stages as shared-space addresses (cp.async, ldmatrix)
+
   float acc[Cfg::kTilesPerWarp][G::kTokenTiles][4] = {};
   const int k_iters = (n_local + Cfg::kChunksPerStage - 1) / Cfg::kChunksPerStage;
 
@@ -98,7 +100,7 @@ __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_ke
   // activations of those stages as one more group; hence the full wait before the first stage.
 #pragma unroll
   for (int s = 0; s < Cfg::kStages - 1; ++s) {
-    if (s < k_iters) loader.load_weights(smem, s, s);
+    if (s < k_iters) loader.load_weights(smem_s, s, s);
     ptx::cp_async_commit();
   }
   if constexpr (!Stage::kWaitAtStart) {
@@ -107,7 +109,7 @@ __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_ke
   }
 #pragma unroll
   for (int s = 0; s < Cfg::kStages - 1; ++s)
-    if (s < k_iters) loader.load_acts(smem, s, s);
+    if (s < k_iters) loader.load_acts(smem_s, s, s);
   ptx::cp_async_commit();
 
   for (int kt = 0; kt < k_iters; ++kt) {
@@ -117,14 +119,14 @@ __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_ke
     {
       const int next = kt + Cfg::kStages - 1;
       if (next < k_iters) {
-        loader.load_weights(smem, next % Cfg::kStages, next);
-        loader.load_acts(smem, next % Cfg::kStages, next);
+        loader.load_weights(smem_s, next % Cfg::kStages, next);
+        loader.load_acts(smem_s, next % Cfg::kStages, next);
       }
       ptx::cp_async_commit();
     }
     const std::uint8_t* sw = smem + (kt % Cfg::kStages) * G::kStageBytes + G::kWeightOffset;
     const std::uint8_t* ss = smem + (kt % Cfg::kStages) * G::kStageBytes + G::kScaleOffset;
-    const std::uint8_t* sx = smem + (kt % Cfg::kStages) * G::kStageBytes + G::kActOffset;
+    const std::uint32_t sx = smem_s + (kt % Cfg::kStages) * G::kStageBytes + G::kActOffset;
     const int chunk0 = kt * Cfg::kChunksPerStage;
 
 #pragma unroll

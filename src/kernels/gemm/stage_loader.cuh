@@ -100,9 +100,10 @@ struct TileWeightLoader {
 
   // Straight-line copies (predicated, no branches) on whole stages: each branch around a copy also
   // costs the compiler's padding before it.
-  __device__ void load_weights(std::uint8_t* smem, int stage, int k_iter) const {
-    std::uint8_t* sw = smem + stage * G::kStageBytes + G::kWeightOffset + w_dst;
-    std::uint8_t* ss = smem + stage * G::kStageBytes + G::kScaleOffset + s_dst;
+  // smem: the stages' shared-space address (ptx::smem_addr, taken once per CTA).
+  __device__ void load_weights(std::uint32_t smem, int stage, int k_iter) const {
+    const std::uint32_t sw = smem + stage * G::kStageBytes + G::kWeightOffset + w_dst;
+    const std::uint32_t ss = smem + stage * G::kStageBytes + G::kScaleOffset + s_dst;
     const int chunk0 = k_iter * Cfg::kChunksPerStage + w_chunk;  // the thread's first chunk of the stage
     const int stage0 = k_iter * Cfg::kChunksPerStage;
     if (stage0 + Cfg::kChunksPerStage <= n_local) {  // warp-uniform: every chunk of the stage is inside the split
@@ -233,8 +234,8 @@ struct PaddedActLoader {
   // Every piece is copied, padding slots and dead token tiles as zeros (their sources lie in row 0
   // and read nothing), so the copies need no predicate; a stage whose K lies inside the problem
   // (every one but maybe the last) needs no bounds test either.
-  __device__ void load_acts(std::uint8_t* smem, int stage, int k_iter) const {
-    std::uint8_t* sx = smem + stage * G::kStageBytes + G::kActOffset;
+  __device__ void load_acts(std::uint32_t smem, int stage, int k_iter) const {  // smem: as load_weights'
+    const std::uint32_t sx = smem + stage * G::kStageBytes + G::kActOffset;
     const int k0 = k_iter * G::kStageK;
     if (k0 + G::kStageK <= K) {  // warp-uniform
 #pragma unroll
