@@ -160,6 +160,9 @@ __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_ke
       }
     }
   }
+  // Keep what follows the K loop small: ptxas treats the loop by the whole kernel, and a fused
+  // combine's tail here once made every decode loop 9-20% longer and as much slower
+  // (bench/results/20261202-1500-H200-fused-combine-ab). ctest kloop_budget checks the counts.
   ptx::cp_async_wait<0>();
   if constexpr (G::kKSlices > 1) {
     if (!add_k_slices<G, Cfg::kTilesPerWarp * G::kTokenTiles>(smem, &acc[0][0][0], slice, warp, lane)) return;
