@@ -1,13 +1,9 @@
 """scripts/peer-ratios: the best W4A16 peer per row of the peers' markdown against mxmoe's bench JSON
 (hand-written inputs in the tools' formats)."""
-import importlib.machinery
-import importlib.util
 import json
-import pathlib
 
 import pytest
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "peer-ratios"
+from script_module import load_script
 
 PEERS_MD = """# Peer MXFP4 MoE on NVIDIA H200
 
@@ -28,11 +24,7 @@ Streaming efficiency (read floor / time):
 
 @pytest.fixture(scope="module")
 def ratios():
-    loader = importlib.machinery.SourceFileLoader("peer_ratios", str(SCRIPT))
-    spec = importlib.util.spec_from_loader("peer_ratios", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_script("peer-ratios")
 
 
 def test_peer_tables_read_both_cell_forms_and_stop_at_the_next_table(ratios):

@@ -1,21 +1,13 @@
 """scripts/sass-loop: the K loop and its counts from a cuobjdump listing (a hand-written one here, in
 cuobjdump's format, so no GPU tools are needed)."""
-import importlib.machinery
-import importlib.util
-import pathlib
 
 import pytest
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "sass-loop"
+from script_module import load_script
 
 
 @pytest.fixture(scope="module")
 def sass_loop():
-    loader = importlib.machinery.SourceFileLoader("sass_loop", str(SCRIPT))
-    spec = importlib.util.spec_from_loader("sass_loop", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_script("sass-loop")
 
 
 LISTING = """
