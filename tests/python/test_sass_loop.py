@@ -95,12 +95,12 @@ def test_budget_mode_reads_a_listing_and_exits_one_when_over(sass_loop, tmp_path
     listing = tmp_path / "instances_mxfp4.cu.txt"
     listing.write_text(LISTING)
     budget = tmp_path / "budget.json"
-    budget.write_text(json.dumps({"object": listing.name, "tolerance": 0.0, "kernels": {"decode": 7}}))
+    budget.write_text(json.dumps({"tolerance": 0.0, "objects": {listing.name: {"decode": 7}}}))
     assert sass_loop.main(["sass-loop", "--budget", str(budget), str(tmp_path)]) == 0
-    budget.write_text(json.dumps({"object": listing.name, "tolerance": 0.0, "kernels": {"decode": 6}}))
+    budget.write_text(json.dumps({"tolerance": 0.0, "objects": {listing.name: {"decode": 6}}}))
     assert sass_loop.main(["sass-loop", "--budget", str(budget), str(tmp_path)]) == 1
     assert "record the new counts" in capsys.readouterr().err
-    budget.write_text(json.dumps({"object": "absent.o", "kernels": {"decode": 7}}))
+    budget.write_text(json.dumps({"objects": {"absent.o": {"decode": 7}}}))
     assert sass_loop.main(["sass-loop", "--budget", str(budget), str(tmp_path)]) == 1
 
 
@@ -115,6 +115,6 @@ def test_budget_mode_skips_without_cuobjdump(sass_loop, tmp_path, monkeypatch, c
 
     monkeypatch.setattr(sass_loop, "find_cuobjdump", missing)
     budget = tmp_path / "budget.json"
-    budget.write_text(json.dumps({"object": obj.name, "kernels": {"decode": 7}}))
+    budget.write_text(json.dumps({"objects": {obj.name: {"decode": 7}}}))
     assert sass_loop.main(["sass-loop", "--budget", str(budget), str(tmp_path)]) == 77, "ctest's skip code"
     assert "not checked" in capsys.readouterr().err
