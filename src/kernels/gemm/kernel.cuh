@@ -54,6 +54,16 @@ __device__ __forceinline__ bool add_k_slices(std::uint8_t* smem, float* acc, int
   return true;
 }
 
+// The activation stage's address for ldmatrix: a shared-space offset (one register; a generic
+// pointer re-derived the shared window in the loop) up to four token tiles; a generic pointer for
+// wider blocks, whose shared-space addresses ptxas kept in registers per token tile (GemmPrefill's
+// eight: 142 -> 184 registers, three CTAs per SM -> two).
+template <class G>
+__device__ __forceinline__ auto act_stage_address(std::uint8_t* smem, std::uint32_t smem_s, int offset) {
+  if constexpr (G::kTokenTiles <= 4) return smem_s + offset;
+  else return smem + offset;
+}
+
 template <class Cfg, class Format, class Stage>
 __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_kernel(const MoeGemmParams p) {
   using G = GeometryOf<Cfg, Format>;
@@ -126,7 +136,7 @@ __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_ke
     }
     const std::uint8_t* sw = smem + (kt % Cfg::kStages) * G::kStageBytes + G::kWeightOffset;
     const std::uint8_t* ss = smem + (kt % Cfg::kStages) * G::kStageBytes + G::kScaleOffset;
-    const std::uint32_t sx = smem_s + (kt % Cfg::kStages) * G::kStageBytes + G::kActOffset;
+    const auto sx = act_stage_address<G>(smem, smem_s, (kt % Cfg::kStages) * G::kStageBytes + G::kActOffset);
     const int chunk0 = kt * Cfg::kChunksPerStage;
 
 #pragma unroll
