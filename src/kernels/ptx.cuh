@@ -10,26 +10,23 @@ __device__ __forceinline__ std::uint32_t smem_addr(const void* p) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// 16-byte global->shared copy; src_bytes 0 writes zeros (used for padding rows and K past the end).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
-}
-// The same, issued only where `pred` holds (a predicated instruction, no branch).
-__device__ __forceinline__ void cp_async16_if(bool pred, void* dst, const void* src, int src_bytes) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %0, 0;\n@p cp.async.cg.shared.global [%1], [%2], 16, %3;\n}\n" ::"r"(static_cast<int>(pred)),
-      "r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
-}
-// The same two on a shared-space address (smem_addr of the CTA's base, taken once, plus offsets):
-// from a generic pointer every copy re-derived the shared window (S2UR SR_CgaCtaId, ULEA) in the
-// decode K loop, which is issue-bound.
+// 16-byte global->shared copy to a shared-space address (smem_addr of the CTA's base, taken once,
+// plus offsets: from a generic pointer every copy re-derived the shared window, S2UR SR_CgaCtaId and
+// ULEA, in the issue-bound decode K loop); src_bytes 0 writes zeros (used for padding rows and K
+// past the end).
 __device__ __forceinline__ void cp_async16(std::uint32_t dst, const void* src, int src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
 }
+// The same, issued only where `pred` holds (a predicated instruction, no branch).
 __device__ __forceinline__ void cp_async16_if(bool pred, std::uint32_t dst, const void* src, int src_bytes) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %0, 0;\n@p cp.async.cg.shared.global [%1], [%2], 16, %3;\n}\n" ::"r"(static_cast<int>(pred)),
       "r"(dst), "l"(src), "r"(src_bytes));
+}
+// Both on a generic pointer to shared memory.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) { cp_async16(smem_addr(dst), src, src_bytes); }
+__device__ __forceinline__ void cp_async16_if(bool pred, void* dst, const void* src, int src_bytes) {
+  cp_async16_if(pred, smem_addr(dst), src, src_bytes);
 }
 // 4-byte global->shared copy through L1 (cp.async's smallest size; .cg takes 16 only).
 __device__ __forceinline__ void cp_async4(void* dst, const void* src) {
