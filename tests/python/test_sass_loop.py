@@ -118,3 +118,8 @@ def test_budget_mode_skips_without_cuobjdump(sass_loop, tmp_path, monkeypatch, c
     budget.write_text(json.dumps({"objects": {obj.name: {"decode": 7}}}))
     assert sass_loop.main(["sass-loop", "--budget", str(budget), str(tmp_path)]) == 77, "ctest's skip code"
     assert "not checked" in capsys.readouterr().err
+
+
+def test_budget_mode_needs_a_budget_and_a_target(sass_loop, capsys):
+    assert sass_loop.main(["sass-loop", "--budget", "budget.json"]) == 2
+    assert "usage: sass-loop --budget BUDGET_JSON BUILD_DIR_OR_OBJECT" in capsys.readouterr().err
