@@ -22,6 +22,7 @@ namespace mxmoe::kernels {
 struct GemmTiny {  // one or two tokens in all: narrow CTAs, so that the few experts hit spread over
                    // every SM; two K slices, so four warps per CTA for the shared memory of two
   static constexpr int kTokens = 8, kWarps = 4, kKSlices = 2, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 4;
+  static constexpr int kKLoopUnroll = 4;  // (geometry.hpp: KLoopUnrollOf)
   static constexpr bool kSplitGateUp = true;  // GEMM1 may split K too (gemm1_k_splits)
 };
 struct GemmDecode {  // a few tokens per expert: all weight bytes, little reuse
@@ -29,6 +30,8 @@ struct GemmDecode {  // a few tokens per expert: all weight bytes, little reuse
   // waits mostly on fixed-latency dependencies (ncu, bench/results/20261201-0347-H200-diagnose:
   // "wait" the first stall reason, memory last), which more resident warps hide.
   static constexpr int kTokens = 8, kWarps = 4, kTilesPerWarp = 1, kChunksPerStage = 4, kStages = 3;
+  static constexpr int kKLoopUnroll = 2;  // (geometry.hpp: KLoopUnrollOf)
+  static constexpr int kMinCtasPerSm = 1;  // (geometry.hpp: MinCtasPerSmOf)
 };
 struct GemmSmall {
   static constexpr int kTokens = 16, kWarps = 4, kTilesPerWarp = 2, kChunksPerStage = 4, kStages = 4;

@@ -24,6 +24,27 @@ struct KSlicesOf : std::integral_constant<int, 1> {};
 template <class Cfg>
 struct KSlicesOf<Cfg, std::void_t<decltype(Cfg::kKSlices)>> : std::integral_constant<int, Cfg::kKSlices> {};
 
+// How many K-loop iterations the mma.sync kernel unrolls (a configuration says kKLoopUnroll; 1
+// where it says nothing): the per-stage control and pointer steps spread over more MMAs, and a
+// stage index that is a multiple of kStages apart becomes a constant. Static SASS per MMA (both the
+// whole-stage and the tail paths): Tiny 34.5 -> 31.8 at 4, Decode 29.3 -> 26.6 at 2. With
+// MinCtasPerSmOf below, 0.98-0.99x at 2-64 tokens on both presets, one token within +-1.2%
+// (bench/results/20261202-1655-H200-decode-levers-ab).
+template <class Cfg, class = void>
+struct KLoopUnrollOf : std::integral_constant<int, 1> {};
+template <class Cfg>
+struct KLoopUnrollOf<Cfg, std::void_t<decltype(Cfg::kKLoopUnroll)>> : std::integral_constant<int, Cfg::kKLoopUnroll> {};
+
+// The second argument of the mma.sync kernel's __launch_bounds__ (a configuration says
+// kMinCtasPerSm; 0, as if absent, where it says nothing). Naming 1 lifts ptxas' own register target:
+// Decode's K loop 469 -> 439 instructions at 53 -> 63 registers (five CTAs per SM either way, by
+// shared memory). Alone 0.99x at 4-64 tokens, level at one and two
+// (bench/results/20261202-1655-H200-decode-levers-ab).
+template <class Cfg, class = void>
+struct MinCtasPerSmOf : std::integral_constant<int, 0> {};
+template <class Cfg>
+struct MinCtasPerSmOf<Cfg, std::void_t<decltype(Cfg::kMinCtasPerSm)>> : std::integral_constant<int, Cfg::kMinCtasPerSm> {};
+
 // The weight rows one CTA computes (plain C++: the plan counts CTAs with it).
 template <class Cfg>
 struct CtaTiles {

@@ -65,7 +65,7 @@ __device__ __forceinline__ auto act_stage_address(std::uint8_t* smem, std::uint3
 }
 
 template <class Cfg, class Format, class Stage>
-__global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_kernel(const MoeGemmParams p) {
+__global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads, MinCtasPerSmOf<Cfg>::value) moe_gemm_kernel(const MoeGemmParams p) {
   using G = GeometryOf<Cfg, Format>;
   using Ops = typename Format::Ops;
   const int block = blockIdx.y;
@@ -122,6 +122,7 @@ __global__ void __launch_bounds__(GeometryOf<Cfg, Format>::kThreads) moe_gemm_ke
     if (s < k_iters) loader.load_acts(smem_s, s, s);
   ptx::cp_async_commit();
 
+#pragma unroll(KLoopUnrollOf<Cfg>::value)
   for (int kt = 0; kt < k_iters; ++kt) {
     if (kt == 0) ptx::cp_async_wait<0>();
     else ptx::cp_async_wait<Cfg::kStages - 2>();
