@@ -110,10 +110,12 @@ TEST(GemmPlan, ConfigurationsByPairsPerExpert) {
   EXPECT_EQ(choose_gemm(1, 8, 256, true), GemmTile::Decode) << "batch-invariant: not Tiny's K slices";
   EXPECT_EQ(choose_gemm(2, 8, 256, true), GemmTile::Decode);
   EXPECT_EQ(choose_gemm(2, 8, 256, false), GemmTile::Tiny);
-  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 2, 132, false), kTinyGemm2Splits) << "2 blocks x 128 CTAs < 3 per SM";
-  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 2, 132, true), 1) << "batch-invariant: no split";
-  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 8, 132, false), 1) << "enough CTAs";
-  EXPECT_EQ(gemm2_k_splits(GemmTile::Decode, 4096, 2, 132, false), 1) << "only Tiny splits";
+  // GEMM2's SM rule (the shape's intermediate unknown: the latency model is off).
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 0, 2, 2, 132, false), kTinyGemm2Splits) << "2 blocks x 128 CTAs < 3 per SM";
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 0, 2, 2, 132, true), 1) << "batch-invariant: no split";
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 0, 8, 8, 132, false), 1) << "enough CTAs";
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 0, 2, 2, 0, false), 1) << "SM count unknown";
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Decode, 4096, 0, 2, 2, 132, false), 1) << "the SM rule is Tiny's";
   EXPECT_EQ(gemm_ctas_per_block(GemmTile::Wgmma, 4096), 22) << "12 tiles of 16 rows per CTA";
   EXPECT_EQ(gemm_tokens_per_block(GemmTile::Prefill), 64);
   EXPECT_EQ(gemm_ctas_per_block(GemmTile::Decode, 4096), 64) << "4 tiles of 16 rows per CTA";
@@ -252,6 +254,68 @@ TEST(GemmPlan, Gemm1SplitsKOnFewTinyCtasOverALongK) {
   EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1, 2, 318, bytes}).gemm1_splits, 1) << "shape not given";
   EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1, 2, 318, bytes, true, false, 3712, 320}).gemm1_splits, 1) << "batch-invariant";
   EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {64, 2, 318, bytes, false, false, 3712, 320}).gemm1_splits, 1) << "Decode";
+}
+
+// GEMM2's K split: Tiny's SM rule, and GEMM1's latency model with K = I on Tiny and Decode (a small
+// hidden size gives GEMM2 few CTAs, each streaming a long intermediate); the combine adds the splits.
+TEST(GemmPlan, Gemm2SplitsKOnFewCtasOverALongIntermediate) {
+  // e207 h320 i2304 k4, one token: 4 direct blocks x 10 Tiny CTAs, 36 chunks of 64 each (2.25
+  // latencies at 16 chunks in flight): 8 splits leave 5 chunks, the bytes a quarter of a latency.
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 320, 2304, 4, 4, 132, false), 8);
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 320, 2304, 4, 4, 132, true), 1) << "batch-invariant";
+  // e48 h352 i2368 k6, four tokens on Decode: 27 blocks x 6 CTAs, 37 chunks at 12 in flight; past
+  // 2 splits the whole GEMM's bytes (2 latencies) bound it.
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Decode, 352, 2368, 24, 27, 132, false), 2);
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Decode, 352, 2368, 32, 12, 132, false), 4) << "12 blocks: the bytes bound less";
+  // The presets keep their plans: dsv4-flash one token streams already (768 CTAs); gpt-oss-120b
+  // keeps the SM rule's 2 (360 CTAs), where 4 would save no more (the bytes bound it).
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 2048, 6, 6, 132, false), 1);
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 2880, 2880, 4, 4, 132, false), 2);
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Decode, 4096, 2048, 24, 27, 132, false), 1) << "dsv4-flash 4 tokens: 1728 CTAs";
+  // The workspace's bound: pairs x splits <= kGemm2SplitMaxPairs.
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 320, 2304, 32, 4, 132, false), 8) << "32 x 8 = 256";
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 320, 2304, 33, 4, 132, false), 4) << "33 x 8 > 256";
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 320, 2304, 65, 4, 132, false), 2);
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 320, 2304, 129, 4, 132, false), 1);
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Tiny, 4096, 0, 200, 2, 132, false), 1) << "the SM rule under the bound too";
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Small, 352, 2368, 24, 27, 132, false), 1) << "Tiny and Decode only";
+  EXPECT_EQ(gemm2_k_splits(GemmTile::WgmmaSmall, 352, 2368, 24, 27, 132, false), 1);
+  EXPECT_EQ(gemm2_k_splits(GemmTile::Decode, 352, 96, 24, 27, 132, false), 1) << "3 chunks: nothing to split";
+  // Through the plan, which names it; no split beside a wide lane.
+  const std::int64_t bytes = std::int64_t{3} * 320 * 2304 / 2;
+  const GemmLanes one = plan_gemm_lanes(GemmTile::Auto, {1, 4, 207, bytes, false, false, 320, 2304, 132});
+  EXPECT_EQ(one.gemm2_splits, 8);
+  EXPECT_EQ(gemm_lanes_name(one), "tiny (direct: no alignment), w2 K in 8 splits");
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1, 4, 207, bytes}).gemm2_splits, 1) << "shape not given";
+  for (int T : {32, 64}) {  // e8 h352 i2368 k1
+    const GemmLanes l = plan_gemm_lanes(GemmTile::Auto, {T, 1, 8, kBigExpert, false, false, 352, 2368, 132});
+    EXPECT_GT(l.wide_from, 0) << T;
+    EXPECT_EQ(l.gemm2_splits, 1) << T;
+    EXPECT_EQ(plan_gemm_lanes(GemmTile::Decode, {T, 1, 8, kBigExpert, false, false, 352, 2368, 132}).gemm2_splits, 4)
+        << "the same forced onto Decode, one lane: " << T;
+  }
+}
+
+// The partial rows GEMM2's splits write fit the workspace for every shape, token count and tile:
+// pairs x splits <= max(the layer's most pairs, kGemm2SplitMaxPairs) (WorkspaceLayout::partial).
+TEST(GemmPlan, Gemm2SplitRowsFitTheWorkspace) {
+  std::mt19937 rng(12);
+  int split_cases = 0;
+  for (int trial = 0; trial < 20000; ++trial) {
+    const int E = 1 + static_cast<int>(rng() % 512), k = 1 + static_cast<int>(rng() % std::min(E, 8));
+    const int H = 32 * (1 + static_cast<int>(rng() % 256)), I = 32 * (1 + static_cast<int>(rng() % 256));
+    const int max_tokens = 1 + static_cast<int>(rng() % 4096), T = 1 + static_cast<int>(rng() % (trial % 2 ? std::min(64, max_tokens) : max_tokens));
+    for (GemmTile tile : {GemmTile::Auto, GemmTile::Tiny, GemmTile::Decode}) {
+      const GemmLanes l = plan_gemm_lanes(tile, {T, k, E, kBigExpert, false, false, H, I, 132});
+      split_cases += l.gemm2_splits > 1;
+      ASSERT_TRUE(l.gemm2_splits == 1 || l.gemm2_splits == 2 || l.gemm2_splits == 4 || l.gemm2_splits == 8) << l.gemm2_splits;
+      ASSERT_LE(std::int64_t{l.gemm2_splits} * T * k, std::max<std::int64_t>(std::int64_t{max_tokens} * k, kGemm2SplitMaxPairs));
+      if (l.gemm2_splits > 1) {
+        ASSERT_EQ(l.wide_from, 0);
+      }
+    }
+  }
+  EXPECT_GT(split_cases, 500) << "the draws must reach the split";
 }
 
 // The workspace's bound on the split sums holds for every shape, token count and tile: splits x

@@ -29,7 +29,8 @@ __device__ __forceinline__ void add_to(float4& a, const float4& b) {
 // One CTA per (token, slice of H); four hidden features per thread (H is a multiple of 32).
 // At one token the combine sits on the critical path after GEMM2, so its loads must be in flight
 // together: the token's ids (one round trip), then all its k x kSplits partial rows (one more).
-// kSplits: GEMM2's K splits (1 or 2, gemm2_k_splits), unrolled; 0 takes any count in a loop.
+// kSplits: GEMM2's K splits (gemm2_k_splits), unrolled where kSplits x kMaxK partial rows fit the
+// registers (at most kMaxHeldRows float4s); 0 takes any count in a loop.
 // kMaxK: the slots unrolled (top_k <= kMaxK), so that the rows fit the registers at once (with 16
 // slots of two splits ptxas interleaved loads with the adds: one latency per few rows; with the
 // splits in a runtime loop every slot was a chain of its own). Sums in the order slot 0..k-1, each
@@ -81,13 +82,28 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(const float
 }
 
 using CombineKernel = void (*)(const float*, int, std::int64_t, const std::int32_t*, int, int, int, std::uint16_t*);
+// The partial rows one thread may hold at once: 32 float4s are 128 registers of the 255 that one
+// CTA per SM allows (kMaxCombineTopK x 2 splits, 8 x 4, 4 x 8).
+constexpr int kMaxHeldRows = 32;
+template <class Out, int kSplits, int kMaxK>
+CombineKernel combine_if_held() {
+  return kSplits * kMaxK <= kMaxHeldRows ? combine_kernel<Out, kSplits, kMaxK> : combine_kernel<Out, 0, kMaxK>;
+}
 template <class Out, int kSplits>
 CombineKernel combine_for_k(int top_k) {
-  return top_k <= 4 ? combine_kernel<Out, kSplits, 4> : top_k <= 8 ? combine_kernel<Out, kSplits, 8> : combine_kernel<Out, kSplits, kMaxCombineTopK>;
+  return top_k <= 4   ? combine_if_held<Out, kSplits, 4>()
+         : top_k <= 8 ? combine_if_held<Out, kSplits, 8>()
+                      : combine_if_held<Out, kSplits, kMaxCombineTopK>();
 }
 template <class Out>
 CombineKernel combine_for(int splits, int top_k) {
-  return splits == 1 ? combine_for_k<Out, 1>(top_k) : splits == 2 ? combine_for_k<Out, 2>(top_k) : combine_for_k<Out, 0>(top_k);
+  switch (splits) {
+    case 1: return combine_for_k<Out, 1>(top_k);
+    case 2: return combine_for_k<Out, 2>(top_k);
+    case 4: return combine_for_k<Out, 4>(top_k);
+    case 8: return combine_for_k<Out, 8>(top_k);
+    default: return combine_for_k<Out, 0>(top_k);
+  }
 }
 
 }  // namespace

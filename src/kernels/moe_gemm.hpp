@@ -114,7 +114,8 @@ GemmFormat choose_gemm_format(int group, bool f16_activations, const E8m0ScaleSu
 int gemm_tokens_per_block(GemmTile tile);
 // CTAs along N for a matrix of `rows` rows.
 int gemm_ctas_per_block(GemmTile tile, int rows);
-// K splits of GEMM2 for the tiniest batches, where too few CTAs would leave SMs idle.
+// K splits of GEMM2 for the tiniest batches, where too few CTAs would leave SMs idle
+// (gemm2_k_splits' floor on Tiny).
 constexpr int kTinyGemm2Splits = 2;
 // Picks the configuration from the average routed pairs per expert: a block should hold most
 // experts' pairs, since a second block re-reads its weights, but wider blocks cost more per byte.
@@ -153,6 +154,7 @@ struct GemmLanes {
   bool direct_groups = false;
   int wide_from = 0;  // 0: no wide lane (every expert runs `narrow`)
   int gemm1_splits = 1;  // GEMM1's K splits (gemm1_k_splits; only without a wide lane)
+  int gemm2_splits = 1;  // GEMM2's K splits (gemm2_k_splits; only without a wide lane)
   GemmTile wide = GemmTile::Wgmma;  // the wide lane's configuration (wide_lane_for)
   int narrow_max_blocks = 0, wide_max_blocks = 0;  // grid rows: the most blocks each lane can get
 };
@@ -163,6 +165,7 @@ struct GemmProblem {
   bool batch_invariant = false;
   bool fp8_activations = false;  // W4A8 (choose_gemm's own thresholds)
   int hidden = 0, inter = 0;     // H and I (GEMM1's K and half its rows); 0: not known (no K split)
+  int sm_count = 0;              // the device's SMs; 0: not known (gemm2_k_splits' SM rule is off)
 };
 // Forced tiles (anything but Auto) run one lane. Auto: choose_gemm's configuration, plus the wide
 // lane from kWideLaneMinTokens tokens on when that configuration is any but Tiny and GemmWgmma (so
@@ -191,10 +194,22 @@ std::string gemm_lanes_name(const GemmLanes& lanes);
 // The wide lane's configuration under a narrow one (blocks larger than the narrow one's).
 GemmTile wide_lane_for(GemmTile narrow);
 
-// GEMM2's K splits: kTinyGemm2Splits for the Tiny configuration when its CTAs would leave SMs idle
-// (fewer than three per SM), else 1; always 1 when batch_invariant (a split changes the summation
-// order of one token's dot products with the batch size).
-int gemm2_k_splits(GemmTile tile, int hidden, int max_blocks, int sm_count, bool batch_invariant);
+// GEMM2's K splits. GEMM2 writes fp32 partial rows that the combine sums anyway, so a split costs
+// no kernel of its own: only the combine's extra loads and workspace (the splits' copies of the
+// partial rows). Two rules, the larger count wins, on the mma.sync decode configurations Tiny and
+// Decode (their RouterWeightedPartial stage splits K by blockIdx.z):
+//  - Tiny with fewer CTAs than three per SM (sm_count known): kTinyGemm2Splits;
+//  - GEMM1's latency model (gemm1_k_splits, below) with GEMM2's K = I: a layer with a small hidden
+//    size and a long intermediate gives GEMM2 few CTAs, each streaming all of K as a chain of memory
+//    latencies (e48 h352 i2368 k6: 6 CTAs per expert on Decode, 74 chunks each). Up to
+//    kMaxGemm2Splits where it saves at least kGemm2SplitMinSavedLatencies, and only while pairs x
+//    splits <= kGemm2SplitMaxPairs (the workspace's bound, WorkspaceLayout::partial).
+// Always 1 when batch_invariant (a split changes the summation order of one token's dot products
+// with the batch size) and for unknown shapes (inter = 0).
+constexpr int kMaxGemm2Splits = 8;
+constexpr int kGemm2SplitMaxPairs = 256;
+constexpr double kGemm2SplitMinSavedLatencies = 1.0;
+int gemm2_k_splits(GemmTile tile, int hidden, int inter, int pairs, int max_blocks, int sm_count, bool batch_invariant);
 
 // GEMM1's K splits. GEMM1's epilogue needs a row's whole sum (the activation is not linear), so it
 // used to run K whole; but a tiny batch on a layer with a small intermediate gives GEMM1 few CTAs,

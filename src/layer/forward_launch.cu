@@ -29,8 +29,9 @@ WorkspaceLayout workspace_layout(int E, int H, int I, int max_tokens, int top_k,
     max_blocks = std::max(max_blocks, blocks);
     max_slots = std::max(max_slots, blocks * bt);
   });
-  // Slot outputs; tiny batches may split GEMM2's K in two, each split writing its own copy.
-  const std::size_t partial_pairs = std::max(pairs, static_cast<std::size_t>(2 * top_k * kernels::kTinyGemm2Splits));
+  // Slot outputs; small batches may split GEMM2's K, each split writing its own copy, while
+  // pairs x splits <= kGemm2SplitMaxPairs (kernels::gemm2_k_splits).
+  const std::size_t partial_pairs = std::max(pairs, static_cast<std::size_t>(kernels::kGemm2SplitMaxPairs));
   WorkspaceLayout l;
   std::size_t at = 0;
   auto take = [&at](std::size_t bytes) {
@@ -73,7 +74,7 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   const int E = w.num_experts, H = w.hidden, T = a.num_tokens, k = a.top_k;
 
   const bool fp8 = w.fp8_activations();
-  const kernels::GemmLanes lanes = kernels::plan_gemm_lanes(tile, w.gemm_problem(T, k, a.batch_invariant));
+  const kernels::GemmLanes lanes = kernels::plan_gemm_lanes(tile, w.gemm_problem(T, k, a.batch_invariant, sm_count));
   const GemmTile kind = lanes.narrow;
   const int pairs = T * k;
   const kernels::AlignLane narrow{at(ws.sorted_pairs), at(ws.block_expert), at(ws.num_blocks), kernels::gemm_tokens_per_block(kind)};
@@ -150,9 +151,9 @@ void launch_forward(const PreparedWeightsView& w, const ActivationConfig& act, G
   p.row_factor = w.w2_row_factor;
   p.pair_weights = a.topk_weights;
   p.partial_out = partial;
-  // Fewer GEMM2 CTAs than three per SM leave SMs idle at the end: split K in two (the combine adds
-  // the halves in a fixed order, so results stay deterministic), unless batch-invariant.
-  p.k_splits = kernels::gemm2_k_splits(kind, H, lanes.narrow_max_blocks, sm_count, a.batch_invariant);
+  // GEMM2's K split (kernels::gemm2_k_splits: few CTAs, each streaming a long K): the combine adds
+  // the splits in a fixed order, so results stay deterministic.
+  p.k_splits = lanes.gemm2_splits;
   p.partial_split_stride = static_cast<std::int64_t>(pairs) * H;
   run_lanes(p, kernels::launch_moe_gemm2);
 

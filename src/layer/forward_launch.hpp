@@ -39,8 +39,8 @@ struct PreparedWeightsView {
   tiling::TiledShape w2_shape() const { return {hidden, inter, false, group(), f16_activations()}; }
   std::int64_t expert_weight_bytes() const { return w13_shape().weight_bytes() + w2_shape().weight_bytes(); }
   // What the GEMM plan (kernels::plan_gemm_lanes) reads of a forward of `num_tokens` on these weights.
-  kernels::GemmProblem gemm_problem(int num_tokens, int top_k, bool batch_invariant) const {
-    return {num_tokens, top_k, num_experts, expert_weight_bytes(), batch_invariant, fp8_activations(), hidden, inter};
+  kernels::GemmProblem gemm_problem(int num_tokens, int top_k, bool batch_invariant, int sm_count) const {
+    return {num_tokens, top_k, num_experts, expert_weight_bytes(), batch_invariant, fp8_activations(), hidden, inter, sm_count};
   }
 };
 

@@ -219,7 +219,7 @@ float MoeLayer::prepare_ms() const { return impl_->prepare_ms; }
 const char* MoeLayer::gemm_format() const { return kernels::gemm_format_name(impl_->format); }
 std::string MoeLayer::gemm_plan_for(int num_tokens) const {
   const Impl& m = *impl_;
-  return kernels::gemm_lanes_name(kernels::plan_gemm_lanes(m.gemm_tile, m.view().gemm_problem(num_tokens, m.top_k, m.batch_invariant)));
+  return kernels::gemm_lanes_name(kernels::plan_gemm_lanes(m.gemm_tile, m.view().gemm_problem(num_tokens, m.top_k, m.batch_invariant, m.sm_count)));
 }
 std::size_t MoeLayer::device_bytes() const { return impl_->bytes; }
 W4a8FoldReport MoeLayer::w4a8_fold() const { return impl_->fold; }

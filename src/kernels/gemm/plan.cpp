@@ -84,6 +84,7 @@ GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& pr) {
     l.direct = (direct_tile && num_tokens == 1) || l.direct_groups;
     l.narrow_max_blocks = l.direct ? pairs : max_lane_blocks(pairs, num_experts, bt);
     l.gemm1_splits = gemm1_k_splits(l.narrow, 2 * pr.inter, pr.hidden, l.narrow_max_blocks, pr.batch_invariant);
+    l.gemm2_splits = gemm2_k_splits(l.narrow, pr.hidden, pr.inter, pairs, l.narrow_max_blocks, pr.sm_count, pr.batch_invariant);
     return l;
   }
   l.wide_from = bt + 1;
@@ -98,12 +99,48 @@ std::string gemm_lanes_name(const GemmLanes& lanes) {
   if (lanes.direct) name += " (direct: no alignment)";
   if (lanes.wide_from > 0) name += std::string(" + ") + gemm_tile_name(lanes.wide) + " from " + std::to_string(lanes.wide_from) + " pairs";
   if (lanes.gemm1_splits > 1) name += ", w13 K in " + std::to_string(lanes.gemm1_splits) + " splits";
+  if (lanes.gemm2_splits > 1) name += ", w2 K in " + std::to_string(lanes.gemm2_splits) + " splits";
   return name;
 }
 
-int gemm2_k_splits(GemmTile tile, int hidden, int max_blocks, int sm_count, bool batch_invariant) {
-  if (batch_invariant || tile != GemmTile::Tiny) return 1;
-  return gemm_ctas_per_block(tile, hidden) * max_blocks < 3 * sm_count ? kTinyGemm2Splits : 1;
+namespace {
+// The K-split latency model both GEMMs' splits share (moe_gemm.hpp, above kGemm1SplitMinSavedLatencies),
+// in memory latencies: a CTA keeps kStages x kChunksPerStage chunks in flight, so K alone takes
+// chunks / that many round trips; the whole GEMM can not beat its bytes over what the card streams
+// in one latency. Takes the split count up to max_splits that saves the most, at least min_saved,
+// each doubling at least kGemm1SplitMinStepLatencies more, every split keeping a full stage of chunks.
+template <class Cfg>
+int k_splits_by_latency(std::int64_t ctas, int k, int max_splits, double min_saved) {
+  const int chunks = (k + tiling::kChunkK - 1) / tiling::kChunkK;
+  constexpr double kInFlight = Cfg::kStages * Cfg::kChunksPerStage;
+  constexpr int kRowsPerCta = gemm::CtaTiles<Cfg>::kRowsPerCta;
+  const double stream = static_cast<double>(ctas) * kRowsPerCta * k * kGemm1SplitBytesPerWeight / kGemm1SplitLatencyBytes;
+  const double whole = chunks / kInFlight;
+  int best = 1;
+  double best_saved = 0.0;
+  for (int splits = 2; splits <= max_splits && chunks >= splits * Cfg::kChunksPerStage; splits *= 2) {
+    const double saved = whole - std::max((chunks + splits - 1) / splits / kInFlight, stream);
+    if (saved >= min_saved && saved >= best_saved + kGemm1SplitMinStepLatencies) {
+      best = splits;
+      best_saved = saved;
+    }
+  }
+  return best;
+}
+}  // namespace
+
+int gemm2_k_splits(GemmTile tile, int hidden, int inter, int pairs, int max_blocks, int sm_count, bool batch_invariant) {
+  if (batch_invariant || (tile != GemmTile::Tiny && tile != GemmTile::Decode) || max_blocks <= 0 || pairs <= 0) return 1;
+  // The workspace holds kGemm2SplitMaxPairs partial rows (or the pairs' own, if more: WorkspaceLayout).
+  int max_splits = 1;
+  while (max_splits * 2 <= kMaxGemm2Splits && static_cast<std::int64_t>(pairs) * max_splits * 2 <= kGemm2SplitMaxPairs) max_splits *= 2;
+  const std::int64_t ctas = static_cast<std::int64_t>(gemm_ctas_per_block(tile, hidden)) * max_blocks;
+  int splits = tile == GemmTile::Tiny && sm_count > 0 && ctas < 3 * sm_count ? kTinyGemm2Splits : 1;
+  if (inter > 0)
+    splits = std::max(splits, gemm::with_config(tile, [&](auto cfg) {
+                        return k_splits_by_latency<decltype(cfg)>(ctas, inter, max_splits, kGemm2SplitMinSavedLatencies);
+                      }));
+  return std::min(splits, max_splits);
 }
 
 int gemm1_k_splits(GemmTile tile, int rows, int k, int max_blocks, bool batch_invariant) {
@@ -115,24 +152,7 @@ int gemm1_k_splits(GemmTile tile, int rows, int k, int max_blocks, bool batch_in
     } else {
       const std::int64_t ctas = static_cast<std::int64_t>(gemm_ctas_per_block(tile, rows)) * max_blocks;
       if (ctas >= kGemm1SplitBelowCtas) return 1;
-      // The model (moe_gemm.hpp, above kGemm1SplitMinSavedLatencies), in memory latencies: a CTA
-      // keeps kStages x kChunksPerStage chunks in flight, so K alone takes chunks / that many round
-      // trips; the whole GEMM1 can not beat its bytes over what the card streams in one latency.
-      const int chunks = (k + tiling::kChunkK - 1) / tiling::kChunkK;
-      constexpr double kInFlight = Cfg::kStages * Cfg::kChunksPerStage;
-      constexpr int kRowsPerCta = gemm::CtaTiles<Cfg>::kRowsPerCta;
-      const double stream = static_cast<double>(ctas) * kRowsPerCta * k * kGemm1SplitBytesPerWeight / kGemm1SplitLatencyBytes;
-      const double whole = chunks / kInFlight;
-      int best = 1;
-      double best_saved = 0.0;
-      for (int splits = 2; splits <= kMaxGemm1Splits && chunks >= splits * Cfg::kChunksPerStage; splits *= 2) {
-        const double saved = whole - std::max((chunks + splits - 1) / splits / kInFlight, stream);
-        if (saved >= kGemm1SplitMinSavedLatencies && saved >= best_saved + kGemm1SplitMinStepLatencies) {
-          best = splits;
-          best_saved = saved;
-        }
-      }
-      return best;
+      return k_splits_by_latency<Cfg>(ctas, k, kMaxGemm1Splits, kGemm1SplitMinSavedLatencies);
     }
   });
 }
