@@ -208,7 +208,7 @@ GemmTile wide_lane_for(GemmTile narrow);
 // with the batch size) and for unknown shapes (inter = 0).
 constexpr int kMaxGemm2Splits = 8;
 constexpr int kGemm2SplitMaxPairs = 256;
-constexpr double kGemm2SplitMinSavedLatencies = 1.0;
+constexpr double kGemm2SplitMinSavedLatencies = 0.5;
 int gemm2_k_splits(GemmTile tile, int hidden, int inter, int pairs, int max_blocks, int sm_count, bool batch_invariant);
 
 // GEMM1's K splits. GEMM1's epilogue needs a row's whole sum (the activation is not linear), so it
