@@ -87,7 +87,8 @@ using CombineKernel = void (*)(const float*, int, std::int64_t, const std::int32
 constexpr int kMaxHeldRows = 32;
 template <class Out, int kSplits, int kMaxK>
 CombineKernel combine_if_held() {
-  return kSplits * kMaxK <= kMaxHeldRows ? combine_kernel<Out, kSplits, kMaxK> : combine_kernel<Out, 0, kMaxK>;
+  if constexpr (kSplits * kMaxK <= kMaxHeldRows) return combine_kernel<Out, kSplits, kMaxK>;
+  else return combine_kernel<Out, 0, kMaxK>;  // (not instantiating the held form, which would spill)
 }
 template <class Out, int kSplits>
 CombineKernel combine_for_k(int top_k) {
