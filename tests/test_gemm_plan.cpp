@@ -296,15 +296,32 @@ TEST(GemmPlan, Gemm2SplitsKOnFewCtasOverALongIntermediate) {
   }
 }
 
+// A random layer and forward for the workspace-bound tests below: E up to 512, k up to 8, H a
+// multiple of 32 up to 8192, I a multiple of inter_step (up to inter_steps of them), the layer's
+// max_tokens up to 4096 and T, every odd trial at 1..small_tokens tokens (where the splits happen).
+namespace {
+struct LayerDraw {
+  int E, k, H, I, max_tokens, T;
+};
+LayerDraw draw_layer(std::mt19937& rng, int trial, int inter_step, int inter_steps, int small_tokens) {
+  LayerDraw d{};
+  d.E = 1 + static_cast<int>(rng() % 512);
+  d.k = 1 + static_cast<int>(rng() % std::min(d.E, 8));
+  d.H = 32 * (1 + static_cast<int>(rng() % 256));
+  d.I = inter_step * (1 + static_cast<int>(rng() % inter_steps));
+  d.max_tokens = 1 + static_cast<int>(rng() % 4096);
+  d.T = 1 + static_cast<int>(rng() % (trial % 2 ? std::min(small_tokens, d.max_tokens) : d.max_tokens));
+  return d;
+}
+}  // namespace
+
 // The partial rows GEMM2's splits write fit the workspace for every shape, token count and tile:
 // pairs x splits <= max(the layer's most pairs, kGemm2SplitMaxPairs) (WorkspaceLayout::partial).
 TEST(GemmPlan, Gemm2SplitRowsFitTheWorkspace) {
   std::mt19937 rng(12);
   int split_cases = 0;
   for (int trial = 0; trial < 20000; ++trial) {
-    const int E = 1 + static_cast<int>(rng() % 512), k = 1 + static_cast<int>(rng() % std::min(E, 8));
-    const int H = 32 * (1 + static_cast<int>(rng() % 256)), I = 32 * (1 + static_cast<int>(rng() % 256));
-    const int max_tokens = 1 + static_cast<int>(rng() % 4096), T = 1 + static_cast<int>(rng() % (trial % 2 ? std::min(64, max_tokens) : max_tokens));
+    const auto [E, k, H, I, max_tokens, T] = draw_layer(rng, trial, 32, 256, 64);
     for (GemmTile tile : {GemmTile::Auto, GemmTile::Tiny, GemmTile::Decode}) {
       const GemmLanes l = plan_gemm_lanes(tile, {T, k, E, kBigExpert, false, false, H, I, 132});
       split_cases += l.gemm2_splits > 1;
@@ -324,10 +341,7 @@ TEST(GemmPlan, Gemm1SplitSumsFitTheirBound) {
   std::mt19937 rng(11);
   int split_cases = 0;
   for (int trial = 0; trial < 20000; ++trial) {
-    const int E = 1 + static_cast<int>(rng() % 512), k = 1 + static_cast<int>(rng() % std::min(E, 8));
-    const int H = 32 * (1 + static_cast<int>(rng() % 256)), I = 16 * (1 + static_cast<int>(rng() % 512));
-    // Half the draws at one to four tokens, where the split happens.
-    const int max_tokens = 1 + static_cast<int>(rng() % 4096), T = 1 + static_cast<int>(rng() % (trial % 2 ? std::min(4, max_tokens) : max_tokens));
+    const auto [E, k, H, I, max_tokens, T] = draw_layer(rng, trial, 16, 512, 4);  // odd trials at 1-4 tokens: the split's
     for (GemmTile tile : {GemmTile::Auto, GemmTile::Tiny, GemmTile::Decode}) {
       const GemmLanes l = plan_gemm_lanes(tile, {T, k, E, kBigExpert, false, false, H, I});
       const std::int64_t need = std::int64_t{l.gemm1_splits} * T * k * 2 * I;
