@@ -226,9 +226,9 @@ int gemm2_k_splits(GemmTile tile, int hidden, int inter, int pairs, int max_bloc
 // deterministic, and applies the activation. That reduce is one more kernel, ~2.5 us on the H200, so
 // the split must save more than it costs. The plan counts GEMM1's time in memory latencies: K's
 // chunks over the chunks a CTA keeps in flight (its stages), or the GEMM's bytes over what the card
-// streams in one latency (kGemm1SplitLatencyBytes), whichever is longer; it takes the split count
+// streams in one latency (kKSplitLatencyBytes), whichever is longer; it takes the split count
 // that saves the most, at least kGemm1SplitMinSavedLatencies, each doubling at least
-// kGemm1SplitMinStepLatencies more. Fitted on the H200 to the 20-shape sweep's one- and two-token
+// kKSplitMinStepLatencies more. Fitted on the H200 to the 20-shape sweep's one- and two-token
 // rows (bench/results/20261202-0050-H200-gemm1-split-ab): splitting whenever CTAs were few gained
 // 26% and 13% on e318 h3712 i320 k2 (58 chunks on 40 and 80 CTAs: ~3 latencies saved) and lost
 // 9-15% where it saved under two (K of 480 or 736; 236 CTAs that already stream). 1 for every other
@@ -236,10 +236,11 @@ int gemm2_k_splits(GemmTile tile, int hidden, int inter, int pairs, int max_bloc
 // summation order with the batch size). `rows` = 2I (w13's prepared rows), `k` = H.
 constexpr int kMaxGemm1Splits = 8;
 constexpr int kGemm1SplitBelowCtas = 256;
-constexpr double kGemm1SplitLatencyBytes = 6.0 * 1024 * 1024;  // ~4.3 TB/s x ~1.5 us, loaded
-constexpr double kGemm1SplitBytesPerWeight = 0.5 + 1.0 / 32;  // E2M1 and its E8M0 scale
-constexpr double kGemm1SplitMinSavedLatencies = 2.25;          // the reduce costs ~1.7
-constexpr double kGemm1SplitMinStepLatencies = 0.25;
+// The latency model's constants, which GEMM2's split (gemm2_k_splits) shares:
+constexpr double kKSplitLatencyBytes = 6.0 * 1024 * 1024;  // ~4.3 TB/s x ~1.5 us, loaded
+constexpr double kKSplitBytesPerWeight = 0.5 + 1.0 / 32;   // E2M1 and its E8M0 scale
+constexpr double kKSplitMinStepLatencies = 0.25;
+constexpr double kGemm1SplitMinSavedLatencies = 2.25;  // the reduce costs ~1.7
 int gemm1_k_splits(GemmTile tile, int rows, int k, int max_blocks, bool batch_invariant);
 // The fp32 values the split GEMM1's sums may need for up to `pairs` routed pairs of a layer with
 // intermediate `inter`, for any token count and tile: splits x pairs x 2I, where a split only

@@ -108,19 +108,19 @@ namespace {
 // in memory latencies: a CTA keeps kStages x kChunksPerStage chunks in flight, so K alone takes
 // chunks / that many round trips; the whole GEMM can not beat its bytes over what the card streams
 // in one latency. Takes the split count up to max_splits that saves the most, at least min_saved,
-// each doubling at least kGemm1SplitMinStepLatencies more, every split keeping a full stage of chunks.
+// each doubling at least kKSplitMinStepLatencies more, every split keeping a full stage of chunks.
 template <class Cfg>
 int k_splits_by_latency(std::int64_t ctas, int k, int max_splits, double min_saved) {
   const int chunks = (k + tiling::kChunkK - 1) / tiling::kChunkK;
   constexpr double kInFlight = Cfg::kStages * Cfg::kChunksPerStage;
   constexpr int kRowsPerCta = gemm::CtaTiles<Cfg>::kRowsPerCta;
-  const double stream = static_cast<double>(ctas) * kRowsPerCta * k * kGemm1SplitBytesPerWeight / kGemm1SplitLatencyBytes;
+  const double stream = static_cast<double>(ctas) * kRowsPerCta * k * kKSplitBytesPerWeight / kKSplitLatencyBytes;
   const double whole = chunks / kInFlight;
   int best = 1;
   double best_saved = 0.0;
   for (int splits = 2; splits <= max_splits && chunks >= splits * Cfg::kChunksPerStage; splits *= 2) {
     const double saved = whole - std::max((chunks + splits - 1) / splits / kInFlight, stream);
-    if (saved >= min_saved && saved >= best_saved + kGemm1SplitMinStepLatencies) {
+    if (saved >= min_saved && saved >= best_saved + kKSplitMinStepLatencies) {
       best = splits;
       best_saved = saved;
     }
