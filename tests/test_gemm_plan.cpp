@@ -151,9 +151,22 @@ TEST(GemmPlan, WideLaneForExpertsBeyondOneNarrowBlock) {
   EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {4096, 8, 256, kBigExpert}).wide_from, 0) << "every expert is on wgmma already";
   EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1024, 8, 256, kBigExpert, true}).wide_from, 0) << "batch-invariant: mma.sync only";
   EXPECT_EQ(plan_gemm_lanes(GemmTile::Medium, {1024, 8, 256, kBigExpert}).wide_from, 0) << "a forced tile runs alone";
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {64, 8, 256, kWideLaneMinExpertBytes - 1}).wide_from, 0)
+      << "small experts at a few tens of tokens: re-reading costs less than the lane";
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {kWideLaneSmallExpertMinTokens - 1, 8, 256, kWideLaneMinExpertBytes - 1}).wide_from, 0);
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {64, 8, 256, kWideLaneMinExpertBytes}).wide_from, 9);
+  const GemmLanes hot_small = plan_gemm_lanes(GemmTile::Auto, {kWideLaneSmallExpertMinTokens, 3, 318, kWideLaneMinExpertBytes / 2});
+  EXPECT_EQ(hot_small.narrow, GemmTile::Decode) << "2.4 pairs per expert on average";
+  EXPECT_EQ(hot_small.wide_from, 9) << "from 256 tokens a few hot small experts may hold hundreds of pairs";
+  EXPECT_EQ(hot_small.wide, GemmTile::WgmmaNarrow);
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {kWideLaneSmallExpertMinTokens, 3, 318, kWideLaneSmallExpertMinBytes - 1}).wide_from, 0)
+      << "experts below 1 MB: a few hot ones' re-reads stay in L2";
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {kWideLaneSmallExpertMinTokens, 2, 318, kWideLaneMinExpertBytes / 2}).wide_from, 0)
+      << "512 pairs: hot experts hold too few to pay for the lane";
+  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {kWideLaneSmallExpertMinTokens - 1, 8, 318, kWideLaneMinExpertBytes / 2}).wide_from, 0)
+      << "below 256 tokens, whatever the pairs";
   EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1024, 8, 256, kWideLaneMinExpertBytes - 1}).wide_from, 0)
-      << "small experts: re-reading costs less than the lane's launches";
-  EXPECT_EQ(plan_gemm_lanes(GemmTile::Auto, {1024, 8, 256, kWideLaneMinExpertBytes}).wide_from, 65);
+      << "small experts under a wgmma narrow configuration (32 pairs per expert): its blocks hold 32 already";
   EXPECT_EQ(gemm_lanes_name(plan_gemm_lanes(GemmTile::Medium, {1024, 8, 256, kBigExpert})), "medium");
   const GemmLanes one = plan_gemm_lanes(GemmTile::Auto, {1, 8, 256, kBigExpert});
   EXPECT_EQ(one.narrow, GemmTile::Tiny);

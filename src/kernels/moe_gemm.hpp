@@ -171,9 +171,26 @@ struct GemmProblem {
 // lane from kWideLaneMinTokens tokens on when that configuration is any but Tiny and GemmWgmma (so
 // under GemmWgmmaNarrow the experts above 64 pairs run blocks of 128), the mode is not
 // batch-invariant (the lane's sums are wgmma's), and an expert's weights reach
-// kWideLaneMinExpertBytes (the lane's two launches cost a few microseconds, what re-reading a small
-// expert's weights a few times costs too); its threshold is one more pair than a narrow block
-// holds. One token on Tiny (or Decode) runs direct; two (kDirectMaxTokens) do up to kDirectMaxPairs
+// kWideLaneMinExpertBytes, or (small experts) Decode is the narrow configuration of a forward of at
+// least kWideLaneSmallExpertMinTokens tokens and kWideLaneSmallExpertMinPairs routed pairs and an
+// expert's weights reach kWideLaneSmallExpertMinBytes; its threshold is one more pair than a narrow
+// block holds.
+// Small experts: at 16-64 tokens of uniform routing the lane's wgmma blocks and launches cost more
+// than the re-reads they save (e36 h480 i576 k3 at 64 tokens 46.4 us with the lane, 26.3 without,
+// bench/results/20261130-1800-H200-fused-combine-lane-size-ab). From 256 tokens, routing that piles
+// hundreds of pairs on a few hot experts made Decode re-read each hot expert once per block of 8
+// pairs: with --skew 1 auto ran as slowly as Decode forced, up to 1.75x wgmma-narrow forced (e318
+// h3712 i320 k2, 1024 tokens: 219.7 us against 125.9; bench/results/20261202-1838-H200-skew-forced-tiles).
+// The lane for every small expert from 256 tokens (bench/results/20261202-1847-H200-skew-small-
+// experts-ab, 12 random shapes) took that row to 0.60-0.64x and e434 h3392 i384 k6 at 256 tokens to
+// 0.71-0.76x, but lost 1.12-1.50x where the narrow configuration was already wgmma (blocks of 32-64
+// pairs) or the experts were below 1 MB (e36 h480 i576, e245 h384 i1184, e279 h736 i512: a few hot
+// experts' re-reads stay in the 50 MB L2), and uniform routing paid 1-15%. Hence Decode narrow and
+// experts of 1 MB up; checked on 16 more shapes (seed 2, bench/results/20261202-1855-H200-skew-
+// small-experts-check), where that rule still lost 1.16-1.30x on layers with top-1 routing at 256
+// tokens (256 pairs: hot experts hold too few pairs to pay for the lane), hence 768 pairs up too.
+// Over both sets the rows it opens the lane on run 0.64-0.88x with --skew 1 and 1.00-1.07x uniform.
+// One token on Tiny (or Decode) runs direct; two (kDirectMaxTokens) do up to kDirectMaxPairs
 // routed pairs when GEMM1 has at most kDirectGroupMaxCtas CTAs (H200: 2-6 us faster at two tokens on
 // small layers, bench/results/20261202-0123-H200-direct-two-groups). Above it, layers of 34-62 MB
 // experts whose GEMM1 runs several waves were 1-4% slower direct, also once the id scans read a
@@ -183,6 +200,9 @@ constexpr int kDirectMaxTokens = 2;
 constexpr int kDirectMaxPairs = 16;  // and at most this many routed pairs (gemm/direct_blocks.hpp)
 constexpr std::int64_t kDirectGroupMaxCtas = 2048;
 constexpr std::int64_t kWideLaneMinExpertBytes = std::int64_t{4} << 20;
+constexpr int kWideLaneSmallExpertMinTokens = 256;
+constexpr int kWideLaneSmallExpertMinPairs = 768;
+constexpr std::int64_t kWideLaneSmallExpertMinBytes = std::int64_t{1} << 20;
 GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& problem);
 // The most blocks of `block_tokens` slots a lane can need for `pairs` routed pairs when each of its
 // experts holds at least `min_pairs` and fewer than `below_pairs` (0: no upper limit) pairs:

@@ -585,12 +585,18 @@ void route(TopK& topk, int t, int s, int e) {
 // rest to the narrow configuration, in one forward. Corners: only the narrow lane gets blocks (the
 // wide grid all exits), only the wide lane does (every pair on k experts: the narrow grids all exit,
 // so GEMM2's wide lane and the combine must still see GEMM1 finished), masks on top, and the same
-// bits on every run (an expert's lane depends only on its count).
-TEST(Layer, SkewedRoutingRunsBothLanesLikeTheOracle) {
-  MXMOE_REQUIRE_HOPPER();
-  // Experts of 4.7 MB: above kernels::kWideLaneMinExpertBytes, so auto opens the wide lane.
-  const Case c{"lanes", 2048, 1536, 64, 4, ActivationConfig::clamped_silu_mul(10.0f), true, 4.0f};
-  const auto w = weights_for(c, 31);
+// bits on every run (an expert's lane depends only on its count). Two layers: experts of 4.7 MB
+// (above kernels::kWideLaneMinExpertBytes: the lane opens from kWideLaneMinTokens tokens) and of
+// 1.15 MB (small experts: the lane opens under Decode from kWideLaneSmallExpertMinTokens tokens and
+// kWideLaneSmallExpertMinPairs pairs),
+// each token count with whether its plan has the lane (none where the average already picks
+// GemmWgmma, nor for small experts under a wgmma narrow configuration).
+struct LaneRow {
+  int T;
+  bool lane;
+};
+void check_lanes_under_skew(const Case& c, std::initializer_list<LaneRow> rows, std::uint32_t seed) {
+  const auto w = weights_for(c, seed);
   MoeLayer layer(w, options_for(c, 1024));
   struct Variant {
     const char* name;
@@ -618,20 +624,34 @@ TEST(Layer, SkewedRoutingRunsBothLanesLikeTheOracle) {
            if (t.ids[i] >= c.E / 2 && t.ids[i] != 5) t.ids[i] = -1;
        }},
   };
-  std::uint32_t seed = 500;
-  for (int T : {32, 96, 333, 1000}) {
-    std::printf("  lanes T=%-5d %s\n", T, layer.gemm_plan_for(T).c_str());
+  for (const auto [T, lane] : rows) {
+    const std::string plan = layer.gemm_plan_for(T);
+    std::printf("  %s T=%-5d %s\n", c.name.c_str(), T, plan.c_str());
+    EXPECT_EQ(plan.find(" + wgmma") != std::string::npos, lane) << c.name << " T=" << T << ": " << plan;
     for (const auto& v : variants) {
       const auto hidden = random_hidden(T, c.H, ++seed, c.hidden_std);
       TopK topk = random_topk(T, c.E, c.k, ++seed);
       v.edit(topk);
       const std::vector<std::uint16_t> out = forward_on_device(layer, hidden, topk);
-      EXPECT_LT(sampled_error(w, c, hidden, topk, out), kTolerance) << v.name << " T=" << T;
+      EXPECT_LT(sampled_error(w, c, hidden, topk, out), kTolerance) << c.name << " " << v.name << " T=" << T;
       const std::vector<std::uint16_t> again = forward_on_device(layer, hidden, topk);
       EXPECT_EQ(0, std::memcmp(out.data(), again.data(), out.size() * 2)) << v.name << " T=" << T << ": a second run differs";
     }
   }
-  EXPECT_NE(layer.gemm_plan_for(96).find(" + wgmma"), std::string::npos) << layer.gemm_plan_for(96);
+}
+
+TEST(Layer, SkewedRoutingRunsBothLanesLikeTheOracle) {
+  MXMOE_REQUIRE_HOPPER();
+  static_assert(kernels::kWideLaneMinTokens == 32 && kernels::kWideLaneSmallExpertMinTokens == 256 &&
+                    kernels::kWideLaneSmallExpertMinPairs == 768 && kernels::kWideLaneSmallExpertMinBytes == (1 << 20),
+                "the rows below");
+  // 2, 6 and 21 pairs per expert: decode and wgmma-small with the lane; 62: wgmma, no lane.
+  check_lanes_under_skew({"lanes", 2048, 1536, 64, 4, ActivationConfig::clamped_silu_mul(10.0f), true, 4.0f},
+                         {{32, true}, {96, true}, {333, true}, {1000, false}}, 31);
+  // 1.5, 4 and 4 pairs per expert on Decode (384, 1020 and 1024 routed pairs): the lane from 256
+  // tokens and 768 pairs; 15.6: wgmma-small, no lane.
+  check_lanes_under_skew({"small-experts", 1024, 704, 256, 4, ActivationConfig::gpt_oss(), true, 2.0f},
+                         {{96, false}, {255, false}, {256, true}, {1000, false}}, 37);
 }
 
 }  // namespace

@@ -73,8 +73,10 @@ GemmLanes plan_gemm_lanes(GemmTile tile, const GemmProblem& pr) {
   l.narrow = tile == GemmTile::Auto ? choose_gemm(num_tokens, pr.top_k, num_experts, pr.batch_invariant, pr.fp8_activations) : tile;
   const int bt = gemm_tokens_per_block(l.narrow);
   const bool wide = tile == GemmTile::Auto && !pr.batch_invariant && num_tokens >= kWideLaneMinTokens &&
-                    pr.expert_weight_bytes >= kWideLaneMinExpertBytes && l.narrow != GemmTile::Tiny &&
-                    l.narrow != GemmTile::Wgmma;
+                    (pr.expert_weight_bytes >= kWideLaneMinExpertBytes ||
+                     (l.narrow == GemmTile::Decode && num_tokens >= kWideLaneSmallExpertMinTokens &&
+                      pairs >= kWideLaneSmallExpertMinPairs && pr.expert_weight_bytes >= kWideLaneSmallExpertMinBytes)) &&
+                    l.narrow != GemmTile::Tiny && l.narrow != GemmTile::Wgmma;
   if (!wide) {
     // Direct blocks on the 8-token mma.sync configurations: Tiny, and Decode where batch_invariant
     // (or --gemm-tile) puts one or two tokens on it.
