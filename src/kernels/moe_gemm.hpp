@@ -189,7 +189,7 @@ struct GemmProblem {
 // experts of 1 MB up; checked on 16 more shapes (seed 2, bench/results/20261202-1855-H200-skew-
 // small-experts-check), where that rule still lost 1.16-1.30x on layers with top-1 routing at 256
 // tokens (256 pairs: hot experts hold too few pairs to pay for the lane), hence 768 pairs up too.
-// Over both sets the rows it opens the lane on run 0.64-0.88x with --skew 1 and 1.00-1.07x uniform.
+// Over both sets the rows it opens the lane on run 0.64-0.88x with --skew 1 and 0.99-1.07x uniform.
 // One token on Tiny (or Decode) runs direct; two (kDirectMaxTokens) do up to kDirectMaxPairs
 // routed pairs when GEMM1 has at most kDirectGroupMaxCtas CTAs (H200: 2-6 us faster at two tokens on
 // small layers, bench/results/20261202-0123-H200-direct-two-groups). Above it, layers of 34-62 MB

@@ -588,9 +588,8 @@ void route(TopK& topk, int t, int s, int e) {
 // bits on every run (an expert's lane depends only on its count). Two layers: experts of 4.7 MB
 // (above kernels::kWideLaneMinExpertBytes: the lane opens from kWideLaneMinTokens tokens) and of
 // 1.15 MB (small experts: the lane opens under Decode from kWideLaneSmallExpertMinTokens tokens and
-// kWideLaneSmallExpertMinPairs pairs),
-// each token count with whether its plan has the lane (none where the average already picks
-// GemmWgmma, nor for small experts under a wgmma narrow configuration).
+// kWideLaneSmallExpertMinPairs pairs), each token count with whether its plan has the lane (none
+// where the average already picks GemmWgmma, nor for small experts under a wgmma configuration).
 struct LaneRow {
   int T;
   bool lane;
